@@ -1,0 +1,1 @@
+"""eventbus: a typed, in-process event bus with an append-only store."""

@@ -1,0 +1,88 @@
+"""The exceptions eventbus raises, one hierarchy under `EventBusError`.
+
+```
+EventBusError
+├── BusClosed                 publish/subscribe on a bus that is not running
+├── BackpressureError         a "block" subscription stayed full past publish_timeout
+├── CausationLoopError        a causation chain grew past max_causation_depth
+├── DuplicateEventType        two classes claim one event name and version
+├── DuplicateSubscription     two subscriptions claim one name on a bus
+├── EventDecodeError          a stored event could not be turned back into its class
+│   └── UnknownEventType      ... because no class is registered under its name
+├── StoreError                a store failed or was given something it cannot hold
+│   └── StoreNotFound         no store is installed for a URL's scheme
+└── PluginError               a bus plugin could not be found or failed to start
+```
+
+Misuse of arguments raises the built-in `TypeError` / `ValueError`, as the
+standard library does; these classes are for what goes wrong at run time.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackpressureError",
+    "BusClosed",
+    "CausationLoopError",
+    "DuplicateEventType",
+    "DuplicateSubscription",
+    "EventBusError",
+    "EventDecodeError",
+    "PluginError",
+    "StoreError",
+    "StoreNotFound",
+    "UnknownEventType",
+]
+
+
+class EventBusError(Exception):
+    """Base class of every error eventbus raises on its own account."""
+
+
+class BusClosed(EventBusError):
+    """The bus is not running: it was never started, or it has been closed."""
+
+
+class BackpressureError(EventBusError):
+    """A subscription with ``backpressure="block"`` stayed full for longer than
+    the bus's ``publish_timeout``. The event was not stored."""
+
+
+class CausationLoopError(EventBusError):
+    """An event published from a handler would make the causation chain deeper
+    than the bus's ``max_causation_depth``; usually handlers feeding each other
+    in a loop."""
+
+
+class DuplicateEventType(EventBusError):
+    """Two different event classes were registered under one name and version."""
+
+
+class DuplicateSubscription(EventBusError):
+    """A subscription name is already taken on this bus."""
+
+
+class EventDecodeError(EventBusError):
+    """A stored event could not be decoded: its payload no longer validates
+    against its class, or no upcaster leads from its stored version."""
+
+    def __init__(self, message: str, *, seq: int | None = None, type: str | None = None) -> None:
+        super().__init__(message)
+        self.seq = seq
+        self.type = type
+
+
+class UnknownEventType(EventDecodeError):
+    """No event class is registered under a stored (or requested) type name."""
+
+
+class StoreError(EventBusError):
+    """A store failed, refused its input, or could not be opened."""
+
+
+class StoreNotFound(StoreError):
+    """No store is registered for the scheme of a store URL."""
+
+
+class PluginError(EventBusError):
+    """A bus plugin named by string is not installed, or failed in its lifecycle."""

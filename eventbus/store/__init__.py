@@ -1,0 +1,15 @@
+"""Stores: the `Store` contract, the in-memory store, and store URLs."""
+
+from .base import DEFAULT_PAGE_SIZE, Store, StoreFeatures
+from .memory import MemoryStore
+from .url import ENTRY_POINT_GROUP, open_store, store_from_url
+
+__all__ = [
+    "DEFAULT_PAGE_SIZE",
+    "ENTRY_POINT_GROUP",
+    "MemoryStore",
+    "Store",
+    "StoreFeatures",
+    "open_store",
+    "store_from_url",
+]

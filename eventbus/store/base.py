@@ -1,0 +1,119 @@
+"""The `Store` contract: everything the bus needs from a storage backend.
+
+A store is small on purpose, the way Watermill keeps its whole pub/sub
+contract in one interface. It appends batches atomically and numbers them,
+reads ranges back in order, keeps named checkpoints and dead letters. The bus
+builds catch-up, replay, durable subscriptions and dead-letter handling on
+these few calls, so every store gets them for free. `eventbus.testing` holds
+the conformance suite that every implementation runs in its own tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from uuid import UUID
+
+if TYPE_CHECKING:
+    from ..deadletter import DeadLetter
+    from ..record import Record
+
+__all__ = ["DEFAULT_PAGE_SIZE", "Store", "StoreFeatures"]
+
+DEFAULT_PAGE_SIZE = 1_000
+"""How many records a catch-up or replay asks a store for at a time."""
+
+
+@dataclass(frozen=True)
+class StoreFeatures:
+    """What a store guarantees beyond the contract; the conformance suite
+    switches its tests on these.
+
+    Attributes:
+        persistent: records survive closing the store and opening it again.
+        shared_between_processes: other processes may append to the same
+            store; the store then implements `Store.wait_for_append` and
+            `from_seq` subscriptions tail it.
+        gapless: seqs have no gaps (every integer from 1 to the head names a
+            record that was committed, unless it was deleted afterwards).
+    """
+
+    persistent: bool = False
+    shared_between_processes: bool = False
+    gapless: bool = True
+
+
+@runtime_checkable
+class Store(Protocol):
+    """The storage contract. Every method may raise `StoreError`.
+
+    Records passed to `append` come with ``seq == 0``; the store assigns the
+    sequence numbers. All other records it returns are fully populated.
+    """
+
+    features: StoreFeatures
+
+    async def open(self) -> None:
+        """Connect, create the schema if needed. Called once by the bus on start."""
+
+    async def close(self) -> None:
+        """Release connections and files. Called once by the bus on close."""
+
+    async def append(self, records: Sequence[Record]) -> None:
+        """Store ``records`` atomically and set each one's ``seq``.
+
+        The batch gets consecutive seqs greater than every seq the store ever
+        assigned (a seq is never reused, even after the newest rows are
+        deleted), and becomes visible to readers all at once, after every
+        smaller seq. When this returns, the batch is durable as far as the
+        store promises durability. It must not be torn by cancellation: once
+        begun, it either commits and returns, or fails without a trace.
+        """
+
+    async def read(
+        self,
+        from_seq: int = 1,
+        *,
+        to_seq: int | None = None,
+        types: Collection[str] | None = None,
+        limit: int = DEFAULT_PAGE_SIZE,
+    ) -> Sequence[Record]:
+        """Up to ``limit`` records with ``from_seq <= seq <= to_seq``, in seq order.
+
+        ``types`` keeps only records of those type names (``None``: all).
+        Raises `ValueError` for ``from_seq < 1`` or ``limit < 1``. Reading
+        past the head returns an empty sequence. Payloads are decoded lazily,
+        so a record that no longer validates fails only when its ``event`` is
+        read.
+        """
+        ...
+
+    async def head(self) -> int:
+        """The greatest seq ever assigned (0 for a store that never held a record)."""
+        ...
+
+    async def wait_for_append(self, after_seq: int) -> None:
+        """Return once a record with a seq greater than ``after_seq`` may exist.
+
+        Only called when ``features.shared_between_processes`` is true. It may
+        return early (the caller reads again and waits again).
+        """
+
+    async def load_checkpoint(self, name: str) -> int | None:
+        """The position saved under ``name``, or ``None``."""
+        ...
+
+    async def save_checkpoints(self, positions: Mapping[str, int]) -> None:
+        """Save several named positions in one round trip."""
+
+    async def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        """Store dead letters (each carries the whole record it failed on)."""
+
+    async def dead_letters(self, subscription: str | None = None) -> Sequence[DeadLetter]:
+        """Stored dead letters, oldest first, optionally of one subscription."""
+        ...
+
+    async def delete_dead_letters(self, ids: Collection[UUID]) -> int:
+        """Delete the dead letters with these ids; returns how many existed."""
+        ...

@@ -1,0 +1,66 @@
+"""Turning a store URL such as ``sqlite:///events.db`` into a `Store`.
+
+Stores other than memory live in plugin distributions that register a
+factory under the ``eventbus.stores`` entry point group, keyed by URL scheme.
+The core never imports a plugin; it asks the entry points.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from typing import Any, Protocol, cast
+
+from ..exceptions import StoreNotFound
+from .base import Store
+from .memory import MemoryStore
+
+__all__ = ["ENTRY_POINT_GROUP", "StoreFactory", "open_store", "store_from_url"]
+
+ENTRY_POINT_GROUP = "eventbus.stores"
+
+_PLUGIN_FOR_SCHEME = {
+    "sqlite": "eventbus-sqlite",
+    "postgresql": "eventbus-postgres",
+    "postgres": "eventbus-postgres",
+}
+
+
+class StoreFactory(Protocol):
+    """What an ``eventbus.stores`` entry point names: a callable (usually the
+    store class) taking the URL and keyword options."""
+
+    def from_url(self, url: str, **options: Any) -> Store: ...
+
+
+def store_from_url(url: str, **options: Any) -> Store:
+    """Create (not yet open) the store a URL names.
+
+    ``memory://`` is built in; any other scheme is looked up among installed
+    plugins. Raises `StoreNotFound` naming the distribution to install.
+    """
+    if not isinstance(url, str):
+        raise TypeError(f"a store URL must be a str, got {type(url).__name__}")
+    scheme, sep, _ = url.partition("://")
+    if not sep or not scheme:
+        raise ValueError(f"not a store URL (expected scheme://...): {url!r}")
+    scheme = scheme.split("+", 1)[0].lower()
+    if scheme == "memory":
+        return MemoryStore()
+    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+        if entry_point.name == scheme:
+            factory = cast(StoreFactory, entry_point.load())
+            return factory.from_url(url, **options)
+    plugin = _PLUGIN_FOR_SCHEME.get(scheme)
+    hint = f"; install the {plugin!r} distribution" if plugin else ""
+    raise StoreNotFound(f"no store is installed for the URL scheme {scheme!r} in {url!r}{hint}")
+
+
+def open_store(store: Store | str | None) -> Store:
+    """A `Store` from what `EventBus` accepts: a store, a URL, or None (memory)."""
+    if store is None:
+        return MemoryStore()
+    if isinstance(store, str):
+        return store_from_url(store)
+    if not isinstance(store, Store):
+        raise TypeError(f"store must be a Store, a store URL or None, got {type(store).__name__}")
+    return store
