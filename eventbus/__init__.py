@@ -1,1 +1,67 @@
-"""eventbus: a typed, in-process event bus with an append-only store."""
+"""eventbus: a typed, in-process event bus with an append-only store.
+
+Events are pydantic models, handlers are plain functions registered with a
+decorator, and every published event is kept in a store with a sequence
+number, so history can be replayed, failures become dead letters, and slow
+subscribers are governed by an explicit backpressure policy.
+"""
+
+from .bus import EventBus
+from .deadletter import DeadLetter, DeadLetters
+from .event import Event, EventRegistry
+from .exceptions import (
+    BackpressureError,
+    BusClosed,
+    CausationLoopError,
+    DuplicateEventType,
+    DuplicateSubscription,
+    EventBusError,
+    EventDecodeError,
+    PluginError,
+    StoreError,
+    StoreNotFound,
+    UnknownEventType,
+)
+from .middleware import Handle, HandlerTimeout, Middleware, PublishMiddleware
+from .plugins import Plugin
+from .policies import Backpressure, Retry
+from .record import Record
+from .replay import Replay
+from .stats import BusStats, SubscriptionStats
+from .store import MemoryStore, Store, StoreFeatures
+from .subscription import Subscription
+
+__all__ = [
+    "BackpressureError",
+    "Backpressure",
+    "BusClosed",
+    "BusStats",
+    "CausationLoopError",
+    "DeadLetter",
+    "DeadLetters",
+    "DuplicateEventType",
+    "DuplicateSubscription",
+    "Event",
+    "EventBus",
+    "EventBusError",
+    "EventDecodeError",
+    "EventRegistry",
+    "Handle",
+    "HandlerTimeout",
+    "MemoryStore",
+    "Middleware",
+    "Plugin",
+    "PluginError",
+    "PublishMiddleware",
+    "Record",
+    "Replay",
+    "Retry",
+    "Store",
+    "StoreError",
+    "StoreFeatures",
+    "StoreNotFound",
+    "Subscription",
+    "SubscriptionStats",
+    "UnknownEventType",
+]
+__version__ = "0.1.0"

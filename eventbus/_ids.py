@@ -12,30 +12,20 @@ from __future__ import annotations
 import secrets
 import time
 
-__all__ = ["IdGenerator"]
+__all__ = ["first_id"]
 
 _VERSION_7 = 0x7 << 76
 _VARIANT = 0b10 << 62
 _RAND_B_BITS = 61  # one bit below the 62 available, so the counter never carries into the variant
 
 
-class IdGenerator:
-    """Hands out UUIDv7 ids as ints: ``take(n)`` reserves ``n`` consecutive ids."""
-
-    __slots__ = ("_next",)
-
-    def __init__(self) -> None:
-        millis = time.time_ns() // 1_000_000
-        self._next = (
-            (millis & ((1 << 48) - 1)) << 80
-            | _VERSION_7
-            | secrets.randbits(12) << 64
-            | _VARIANT
-            | secrets.randbits(_RAND_B_BITS)
-        )
-
-    def take(self, count: int = 1) -> int:
-        """The first of ``count`` fresh consecutive ids."""
-        first = self._next
-        self._next = first + count
-        return first
+def first_id() -> int:
+    """A fresh UUIDv7 (as an int) whose successors, +1 each, are the next ids."""
+    millis = time.time_ns() // 1_000_000
+    return (
+        (millis & ((1 << 48) - 1)) << 80
+        | _VERSION_7
+        | secrets.randbits(12) << 64
+        | _VARIANT
+        | secrets.randbits(_RAND_B_BITS)
+    )

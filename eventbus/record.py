@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 from uuid import UUID
@@ -39,17 +39,17 @@ class Record:
     """
 
     __slots__ = (
+        "_at",
+        "_causation",
+        "_correlation",
+        "_data",
+        "_event",
+        "_id",
+        "depth",
+        "headers",
         "seq",
         "type",
         "version",
-        "headers",
-        "depth",
-        "_event",
-        "_data",
-        "_id",
-        "_at",
-        "_correlation",
-        "_causation",
     )
 
     def __init__(
@@ -139,7 +139,7 @@ class Record:
     def recorded_at(self) -> datetime:
         value = self._at
         if isinstance(value, int):
-            value = self._at = datetime.fromtimestamp(value / _NS_PER_SECOND, timezone.utc)
+            value = self._at = datetime.fromtimestamp(value / _NS_PER_SECOND, UTC)
         return value
 
     @property

@@ -1,0 +1,161 @@
+"""Reading a handler's signature: which events it wants and how to call it.
+
+A handler is a function (sync or async) taking ``(event)`` or
+``(event, record)``. Its event types come from the first parameter's
+annotation unless given explicitly; a ``Union`` means each member.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import types
+import typing
+from collections.abc import Awaitable, Callable
+from typing import Any, Union
+
+import anyio.to_thread
+
+from .event import Event
+from .record import Record
+
+__all__ = ["Handle", "event_types", "handler_name", "is_async", "is_plain_async", "make_handle"]
+
+Handle = Callable[[Record], Awaitable[None]]
+"""A delivery step: takes the record, returns when the handler is done. The
+innermost one calls the user's handler; middleware wrap it."""
+
+
+def event_types(spec: Any, handler: Callable[..., Any] | None) -> tuple[type[Event], ...]:
+    """The event classes a subscription is for.
+
+    ``spec`` is what the user passed (a class, a Union, a tuple of classes) or
+    None to read the handler's first parameter annotation.
+    """
+    if spec is None:
+        if handler is None:
+            raise TypeError("subscribe() needs an event type or a handler to read it from")
+        spec = _first_annotation(handler)
+    members = _union_members(spec)
+    for member in members:
+        if not (isinstance(member, type) and issubclass(member, Event)):
+            raise TypeError(f"can only subscribe to Event subclasses, got {member!r}")
+    return tuple(dict.fromkeys(members))
+
+
+def _union_members(spec: Any) -> tuple[Any, ...]:
+    if isinstance(spec, tuple):
+        return tuple(member for item in spec for member in _union_members(item))
+    if typing.get_origin(spec) in (Union, types.UnionType):
+        return tuple(member for arg in typing.get_args(spec) for member in _union_members(arg))
+    return (spec,)
+
+
+def _first_annotation(handler: Callable[..., Any]) -> Any:
+    params = _positional_parameters(handler)
+    if not params:
+        raise TypeError(f"handler {_name(handler)} takes no argument; it must take (event) or (event, record)")
+    try:
+        hints = typing.get_type_hints(_unwrap(handler))
+    except NameError as exc:
+        raise TypeError(
+            f"cannot resolve the annotation of {_name(handler)} ({exc}); pass the event type to subscribe()"
+        ) from exc
+    annotation = hints.get(params[0].name, inspect.Parameter.empty)
+    if annotation is inspect.Parameter.empty:
+        raise TypeError(
+            f"handler {_name(handler)} has no annotation on its first parameter; "
+            "annotate it with an Event class or pass the type to subscribe()"
+        )
+    return annotation
+
+
+def _unwrap(handler: Callable[..., Any]) -> Callable[..., Any]:
+    """The function whose annotations and name describe ``handler``."""
+    while isinstance(handler, functools.partial):
+        handler = handler.func
+    if inspect.isroutine(handler):
+        return handler
+    call: Callable[..., Any] = type(handler).__call__  # a callable object: its annotations live on __call__
+    return call
+
+
+def _positional_parameters(handler: Callable[..., Any]) -> list[inspect.Parameter]:
+    try:
+        signature = inspect.signature(handler)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"cannot read the signature of handler {_name(handler)}") from exc
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [p for p in signature.parameters.values() if p.kind in kinds]
+
+
+def _name(handler: Callable[..., Any]) -> str:
+    return getattr(handler, "__qualname__", None) or repr(handler)
+
+
+def is_async(handler: Callable[..., Any]) -> bool:
+    """True for ``async def`` functions and objects with an ``async def __call__``."""
+    if inspect.iscoroutinefunction(handler):
+        return True
+    return not inspect.isroutine(handler) and inspect.iscoroutinefunction(type(handler).__call__)
+
+
+def is_plain_async(handler: Callable[..., Any]) -> bool:
+    """True for an async handler taking just ``(event)``: one the worker can call directly."""
+    return is_async(handler) and len(_positional_parameters(handler)) == 1
+
+
+def make_handle(handler: Callable[..., Any], *, in_thread: bool = False) -> Handle:
+    """The innermost delivery step calling ``handler`` with the event (and record).
+
+    Sync handlers run on the event loop, or in a worker thread with
+    ``in_thread=True`` (the thread is abandoned, not killed, if a timeout
+    cancels the delivery).
+    """
+    params = _positional_parameters(handler)
+    required = [p for p in params if p.default is inspect.Parameter.empty]
+    if not params or len(required) > 2:
+        raise TypeError(f"handler {_name(handler)} must take (event) or (event, record)")
+    wants_record = len(params) >= 2
+    if is_async(handler):
+        if in_thread:
+            raise ValueError(f"in_thread=True is for sync handlers; {_name(handler)} is async")
+        if wants_record:
+
+            async def call_async_with_record(record: Record) -> None:
+                await handler(record.event, record)
+
+            return call_async_with_record
+
+        async def call_async(record: Record) -> None:
+            await handler(record.event)
+
+        return call_async
+
+    if in_thread:
+
+        async def call_in_thread(record: Record) -> None:
+            args = (record.event, record) if wants_record else (record.event,)
+            await anyio.to_thread.run_sync(handler, *args, abandon_on_cancel=True)
+
+        return call_in_thread
+
+    if wants_record:
+
+        async def call_sync_with_record(record: Record) -> None:
+            handler(record.event, record)
+
+        return call_sync_with_record
+
+    async def call_sync(record: Record) -> None:
+        handler(record.event)
+
+    return call_sync
+
+
+def handler_name(handler: Callable[..., Any]) -> str:
+    """The default subscription name: the handler's qualified name."""
+    target = _unwrap(handler)
+    if not inspect.isroutine(handler) and not isinstance(handler, functools.partial):
+        return type(handler).__qualname__
+    return str(getattr(target, "__qualname__", None) or repr(handler))

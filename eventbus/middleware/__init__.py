@@ -1,0 +1,18 @@
+"""Delivery and publish middleware: the contract and the built-in steps."""
+
+from .base import Commit, Handle, Middleware, PublishMiddleware, chain
+from .deadletter import dead_letter
+from .retry import retry
+from .timeout import HandlerTimeout, timeout
+
+__all__ = [
+    "Commit",
+    "Handle",
+    "HandlerTimeout",
+    "Middleware",
+    "PublishMiddleware",
+    "chain",
+    "dead_letter",
+    "retry",
+    "timeout",
+]

@@ -1,0 +1,39 @@
+"""Per-attempt time limit: a handler that hangs is cancelled and fails."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import anyio
+
+from ..handler import Handle
+from ..record import Record
+from .base import Middleware
+
+if TYPE_CHECKING:
+    from ..subscription import Subscription
+
+__all__ = ["HandlerTimeout", "timeout"]
+
+
+class HandlerTimeout(TimeoutError):
+    """A handler attempt ran past its subscription's ``timeout``."""
+
+
+def timeout(seconds: float) -> Middleware:
+    """Cancel each attempt that runs longer than ``seconds``; it fails with
+    `HandlerTimeout` (and is retried or dead-lettered like any failure)."""
+
+    def wrap(call_next: Handle, subscription: Subscription) -> Handle:
+        async def handle(record: Record) -> None:
+            with anyio.move_on_after(seconds) as scope:
+                await call_next(record)
+            if scope.cancelled_caught:
+                raise HandlerTimeout(
+                    f"handler of subscription {subscription.name!r} ran past its timeout of "
+                    f"{seconds}s on seq {record.seq} ({record.type})"
+                )
+
+        return handle
+
+    return wrap

@@ -1,0 +1,62 @@
+"""`Replay`: stream stored records back, page by page, in constant memory."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import AsyncIterator, Collection
+
+from .record import Record
+from .store.base import DEFAULT_PAGE_SIZE, Store
+
+__all__ = ["Replay"]
+
+
+class Replay(AsyncIterator[Record]):
+    """Async iterator over ``from_seq <= seq <= to_seq`` of a store.
+
+    Records are read a page at a time, so a million records cost the memory of
+    one page. Each record's event is decoded as it is yielded: one that cannot
+    be decoded raises `EventDecodeError` (or `UnknownEventType`) from
+    ``__anext__``, and iterating again goes on with the next record.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        from_seq: int = 1,
+        to_seq: int | None = None,
+        types: Collection[str] | None = None,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        decode: bool = True,
+    ) -> None:
+        if isinstance(from_seq, bool) or not isinstance(from_seq, int) or from_seq < 1:
+            raise ValueError(f"from_seq must be an int >= 1, got {from_seq!r}")
+        if to_seq is not None and (isinstance(to_seq, bool) or not isinstance(to_seq, int)):
+            raise ValueError(f"to_seq must be an int or None, got {to_seq!r}")
+        self._store = store
+        self._next = from_seq
+        self._to = to_seq
+        self._types = types
+        self._page_size = page_size
+        self._decode = decode
+        self._page: deque[Record] = deque()
+        self._exhausted = to_seq is not None and to_seq < from_seq
+
+    def __aiter__(self) -> Replay:
+        return self
+
+    async def __anext__(self) -> Record:
+        if not self._page:
+            if self._exhausted:
+                raise StopAsyncIteration
+            page = await self._store.read(self._next, to_seq=self._to, types=self._types, limit=self._page_size)
+            if not page:
+                self._exhausted = True
+                raise StopAsyncIteration
+            self._next = page[-1].seq + 1
+            self._page.extend(page)
+        record = self._page.popleft()
+        if self._decode:
+            record.event  # noqa: B018  # decoding here makes a bad record fail at its own position
+        return record

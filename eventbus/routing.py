@@ -1,0 +1,73 @@
+"""Routing: which subscriptions an event class goes to.
+
+Subscriptions are indexed by the classes they asked for. The targets of a
+class are every subscription registered for a class in its MRO, computed once
+per class and cached until the next (un)subscribe, so the cost of a publish
+follows the number of matching subscriptions, not the number of them all.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .event import Event
+
+if TYPE_CHECKING:
+    from .subscription import Subscription
+
+__all__ = ["Route", "Router"]
+
+
+class Route:
+    """What publishing an instance of one class needs: its stored name and
+    version, and the subscriptions it goes to, in subscription order."""
+
+    __slots__ = ("blocking", "name", "targets", "version")
+
+    def __init__(self, cls: type[Event], targets: tuple[Subscription, ...]) -> None:
+        self.name = cls.__event_type__
+        self.version = cls.__event_version__
+        self.targets = targets
+        self.blocking = tuple(sub for sub in targets if sub.options.backpressure == "block")
+
+
+class Router:
+    """The type → subscriptions index with its per-class route cache."""
+
+    def __init__(self) -> None:
+        self._by_class: dict[type[Event], list[Subscription]] = {}
+        self._order: dict[Subscription, int] = {}
+        self._counter = 0
+        self.routes: dict[type, Route] = {}
+
+    def add(self, subscription: Subscription) -> None:
+        self._counter += 1
+        self._order[subscription] = self._counter
+        for cls in subscription.types:
+            self._by_class.setdefault(cls, []).append(subscription)
+        self.routes.clear()
+
+    def remove(self, subscription: Subscription) -> None:
+        if self._order.pop(subscription, None) is None:
+            return
+        for cls in subscription.types:
+            subs = self._by_class.get(cls)
+            if subs is not None and subscription in subs:
+                subs.remove(subscription)
+                if not subs:
+                    del self._by_class[cls]
+        self.routes.clear()
+
+    def route(self, cls: type) -> Route:
+        """The cached route of ``cls``; `TypeError` if it is not an `Event` class."""
+        route = self.routes.get(cls)
+        if route is None:
+            if not (isinstance(cls, type) and issubclass(cls, Event)):
+                raise TypeError(f"can only publish Event instances, got {cls.__qualname__}")
+            found: dict[Subscription, None] = {}
+            for klass in cls.__mro__:
+                for sub in self._by_class.get(klass, ()):
+                    found[sub] = None
+            targets = tuple(sorted(found, key=self._order.__getitem__))
+            route = self.routes[cls] = Route(cls, targets)
+        return route

@@ -1,0 +1,69 @@
+"""Counters, returned as frozen snapshots by `EventBus.stats` and `Subscription.stats`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+__all__ = ["BusStats", "SubscriptionStats"]
+
+
+@dataclass(frozen=True)
+class SubscriptionStats:
+    """What one subscription has done, at the moment `stats()` was called.
+
+    Every event routed to a subscription ends in exactly one of ``delivered``,
+    ``dropped`` and ``dead_lettered``, or is still ``pending``, so
+    ``delivered + dropped + dead_lettered + pending == routed`` at any moment.
+
+    Attributes:
+        routed: events given to the subscription (matching type and filter).
+        delivered: handled successfully (after retries, if any).
+        failed: handler attempts that raised or timed out.
+        retried: attempts made again after a failure.
+        dead_lettered: deliveries that ended as dead letters.
+        dropped: events dropped by a ``drop_oldest`` / ``drop_newest`` policy.
+        pending: routed events not finished yet (queued, being read back from
+            the store, or in a handler).
+        position: the greatest seq up to which every routed event is finished
+            (0 before the first); durable subscriptions checkpoint it.
+        behind: the subscription is reading events back from the store
+            (catching up from ``from_seq``, or after spilling).
+    """
+
+    routed: int
+    delivered: int
+    failed: int
+    retried: int
+    dead_lettered: int
+    dropped: int
+    pending: int
+    position: int
+    behind: bool
+
+
+@dataclass(frozen=True)
+class BusStats(Mapping[str, SubscriptionStats]):
+    """``bus.stats()``: the bus's counters and a `SubscriptionStats` per subscription.
+
+    Behaves as a read-only mapping from subscription name to its stats, so
+    ``bus.stats()["ship"].delivered`` works.
+
+    Attributes:
+        published: events this bus appended to its store.
+        head: the greatest seq this bus has seen appended.
+        subscriptions: name -> `SubscriptionStats`.
+    """
+
+    published: int
+    head: int
+    subscriptions: Mapping[str, SubscriptionStats]
+
+    def __getitem__(self, name: str) -> SubscriptionStats:
+        return self.subscriptions[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.subscriptions)
+
+    def __len__(self) -> int:
+        return len(self.subscriptions)
