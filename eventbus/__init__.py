@@ -17,12 +17,13 @@ from .exceptions import (
     DuplicateSubscription,
     EventBusError,
     EventDecodeError,
+    HandlerTimeout,
     PluginError,
     StoreError,
     StoreNotFound,
     UnknownEventType,
 )
-from .middleware import Handle, HandlerTimeout, Middleware, PublishMiddleware
+from .middleware import Handle, Middleware, PublishMiddleware
 from .plugins import Plugin
 from .policies import Backpressure, Retry
 from .record import Record
@@ -32,8 +33,8 @@ from .store import MemoryStore, Store, StoreFeatures
 from .subscription import Subscription
 
 __all__ = [
-    "BackpressureError",
     "Backpressure",
+    "BackpressureError",
     "BusClosed",
     "BusStats",
     "CausationLoopError",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import types
 from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
@@ -119,6 +120,7 @@ class EventBus:
         self._committing = False
         self._pending_commits: list[_PendingCommit] = []
         self._commits_idle: anyio.Event | None = None
+        self._log_publishes = False
 
     def __repr__(self) -> str:
         return f"<EventBus {self._state} store={type(self.store).__name__} subscriptions={len(self._subscriptions)}>"
@@ -152,6 +154,8 @@ class EventBus:
             raise
         self._running = True
         self._state = "running"
+        # Asked once, not per publish: the check costs more than a publish.
+        self._log_publishes = logger.is_enabled_for(logging.DEBUG)
         for sub in self._subscriptions.values():
             sub._attach(self._head)
             await self._task_group.start(sub._run)
@@ -487,6 +491,9 @@ class EventBus:
         """Records are stored: move the head and route them to their subscriptions."""
         self._head = records[-1].seq
         self._published += len(records)
+        if self._log_publishes:
+            first = records[0]
+            logger.debug("published", seq=first.seq, type=first.type, count=len(records), last_seq=self._head)
         routes = self._router.routes
         for record in records:
             cls = type(record._event)

@@ -7,6 +7,7 @@ EventBusError
 ├── CausationLoopError        a causation chain grew past max_causation_depth
 ├── DuplicateEventType        two classes claim one event name and version
 ├── DuplicateSubscription     two subscriptions claim one name on a bus
+├── HandlerTimeout            a handler attempt ran past its subscription's timeout
 ├── EventDecodeError          a stored event could not be turned back into its class
 │   └── UnknownEventType      ... because no class is registered under its name
 ├── StoreError                a store failed or was given something it cannot hold
@@ -28,6 +29,7 @@ __all__ = [
     "DuplicateSubscription",
     "EventBusError",
     "EventDecodeError",
+    "HandlerTimeout",
     "PluginError",
     "StoreError",
     "StoreNotFound",
@@ -86,3 +88,8 @@ class StoreNotFound(StoreError):
 
 class PluginError(EventBusError):
     """A bus plugin named by string is not installed, or failed in its lifecycle."""
+
+
+class HandlerTimeout(EventBusError, TimeoutError):
+    """A handler attempt ran past its subscription's ``timeout``; it is retried
+    or dead-lettered like any other failure. Also a built-in `TimeoutError`."""

@@ -25,6 +25,12 @@ A record appended before an empty read started would have been in that read,
 and one appended after it is buffered or flagged as missed, so none falls
 between the two. The bus routes records in seq order (one append in flight
 at a time), which keeps the buffer ordered.
+
+On a store that other processes append to (``shared_between_processes``), a
+subscription that started from history never turns live: the live queue
+only ever sees this bus's own events. It keeps *tailing* the store instead,
+buffering nothing and sleeping in the store's ``wait_for_append`` between
+reads, so it sees every process's events in seq order.
 """
 
 from __future__ import annotations
@@ -146,6 +152,15 @@ class Subscription:
         self._source = self._queue
         self._capacity = options.max_pending
         self._behind = options.from_seq is not None or options.durable
+        if self._behind:
+            # start from the store: what is routed here before the first read waits in the queue
+            self._source = self._page
+        # On a store other processes append to, a subscription that started
+        # from history keeps reading the store (so it sees their events too)
+        # instead of turning live: it buffers nothing.
+        self._tailing = self._behind and bus.store.features.shared_between_processes
+        if self._tailing:
+            self._capacity = 0
         self._next_seq = options.from_seq or 1
         self._missed = False
         self._position = 0
@@ -194,6 +209,7 @@ class Subscription:
 
     @property
     def closed(self) -> bool:
+        """True once `close` (or `aclose`) has been called."""
         return self._closed
 
     def stats(self) -> SubscriptionStats:
@@ -306,6 +322,8 @@ class Subscription:
     def _is_idle(self) -> bool:
         if self._closed:
             return True
+        if self._tailing and self._next_seq <= self.bus.head:
+            return False
         return self._sleeping == self._workers and not self._queue and not self._page and not self._outstanding
 
     async def _wait_idle(self) -> None:
@@ -425,21 +443,19 @@ class Subscription:
         self._position = position
 
     async def _refill(self) -> None:
-        """Find more work: read from the store when behind, or sleep until routed to."""
+        """Find more work: one step of reading the store when behind, or sleep until routed to.
+
+        While one worker reads the store, the others sleep until it wakes them."""
         if self._behind and not self._refilling:
             self._refilling = True
             try:
                 await self._catch_up()
             finally:
                 self._refilling = False
-            if self._source or not self._behind:
-                if self._parked:
-                    self._wake()
-                return
-        if self.options.durable and self._position != self._saved_position:
-            await self._save_position()
-            if self._source:
-                return
+            if self._parked:
+                self._wake()
+            return
+        await self._save_position()
         await self._sleep()
 
     async def _sleep(self, until: Callable[[], Awaitable[None]] | None = None) -> None:
@@ -480,28 +496,35 @@ class Subscription:
     async def _catch_up(self) -> None:
         """One step of reading back from the store (see the module docstring)."""
         store = self.bus.store
-        shared = store.features.shared_between_processes
-        if not shared and self.bus.head < self._next_seq - 1:
+        if not self._tailing and self.bus.head < self._next_seq - 1:
             # from_seq lies past the head: wait for the bus to publish up to it.
             self._prune()
             await self._sleep()
             return
         self._missed = False
         names = registry.names_for(self.types)
-        page = await store.read(self._next_seq, types=names, limit=DEFAULT_PAGE_SIZE)
+        # Everything up to this head is committed, so a read that comes back
+        # short has covered it, even where the type filter skipped the last seqs.
+        covered = self.bus.head
+        # a page never holds more than max_pending records: memory stays bounded while behind
+        limit = min(DEFAULT_PAGE_SIZE, self._max_pending)
+        page = await store.read(self._next_seq, types=names, limit=limit)
+        if len(page) < limit:
+            self._next_seq = max(self._next_seq, covered + 1)
         if page:
-            self._next_seq = page[-1].seq + 1
+            self._next_seq = max(self._next_seq, page[-1].seq + 1)
             self._prune()
             accepted = [record for record in page if self._where is None or self._accepts(record)]
             self.counters.routed += len(accepted)
             self._page.extend(accepted)
             self._source = self._page
-            self._capacity = max(0, self._max_pending - len(self._page))
+            if not self._tailing:
+                self._capacity = max(0, self._max_pending - len(self._page))
             return
         if self._missed:
             return
-        if shared:
-            self._prune()
+        if self._tailing:
+            await self._save_position()
             await self._sleep(lambda: store.wait_for_append(self._next_seq - 1))
             return
         self._behind = False

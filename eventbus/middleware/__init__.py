@@ -3,12 +3,11 @@
 from .base import Commit, Handle, Middleware, PublishMiddleware, chain
 from .deadletter import dead_letter
 from .retry import retry
-from .timeout import HandlerTimeout, timeout
+from .timeout import timeout
 
 __all__ = [
     "Commit",
     "Handle",
-    "HandlerTimeout",
     "Middleware",
     "PublishMiddleware",
     "chain",

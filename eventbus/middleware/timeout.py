@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from ..exceptions import HandlerTimeout
 from ..handler import Handle
 from ..record import Record
 from .base import Middleware
@@ -13,11 +14,7 @@ from .base import Middleware
 if TYPE_CHECKING:
     from ..subscription import Subscription
 
-__all__ = ["HandlerTimeout", "timeout"]
-
-
-class HandlerTimeout(TimeoutError):
-    """A handler attempt ran past its subscription's ``timeout``."""
+__all__ = ["timeout"]
 
 
 def timeout(seconds: float) -> Middleware:

@@ -107,6 +107,10 @@ class Store(Protocol):
     async def save_checkpoints(self, positions: Mapping[str, int]) -> None:
         """Save several named positions in one round trip."""
 
+    async def checkpoints(self) -> Mapping[str, int]:
+        """Every saved position by name (for tools such as ``eventbus stats``)."""
+        ...
+
     async def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
         """Store dead letters (each carries the whole record it failed on)."""
 

@@ -88,6 +88,9 @@ class MemoryStore:
     async def save_checkpoints(self, positions: Mapping[str, int]) -> None:
         self._checkpoints.update(positions)
 
+    async def checkpoints(self) -> Mapping[str, int]:
+        return dict(self._checkpoints)
+
     async def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
         for letter in letters:
             self._dead_letters[letter.id] = letter

@@ -1,0 +1,5 @@
+"""``python -m eventbus.cli``: the same as the ``eventbus`` command."""
+
+from . import main
+
+raise SystemExit(main())

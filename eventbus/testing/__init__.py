@@ -1,0 +1,11 @@
+"""Test helpers for people who write stores and test code that uses eventbus.
+
+`StoreConformance` is the suite every `Store` runs in its own tests (see
+*Writing a store* in the docs); `new_record` builds a record the way the bus
+hands it to `Store.append`. This package needs pytest, from eventbus's
+``test`` extra.
+"""
+
+from .conformance import StoreConformance, new_record
+
+__all__ = ["StoreConformance", "new_record"]

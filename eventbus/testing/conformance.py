@@ -1,0 +1,687 @@
+"""The store conformance suite: one set of tests every `Store` must pass.
+
+Shaped like Watermill's ``pubsub/tests/test_pubsub.go``: the tests live here
+once, each store runs them in its own test module by subclassing
+`StoreConformance` and providing a ``store`` fixture plus a few hooks, and
+the store's `StoreFeatures` switch off the tests that do not apply to it.
+
+```python
+import pytest
+from eventbus.testing import StoreConformance
+
+
+class TestMyStore(StoreConformance):
+    @pytest.fixture
+    async def store(self, tmp_path):
+        store = MyStore(tmp_path / "events")
+        await store.open()
+        yield store
+        await store.close()
+
+    async def reopen(self, store):
+        await store.close()
+        reopened = MyStore(store.path)
+        await reopened.open()
+        return reopened
+
+    async def delete_newest(self, store, count):
+        ...  # delete the newest rows behind the store's back
+```
+
+The suite needs pytest and anyio's pytest plugin (both in eventbus's
+``test`` extra); every test is async and runs on each ``anyio_backend`` the
+project parametrizes, asyncio and trio in eventbus's own ``conftest.py``.
+
+What the suite holds a store to, beyond the `Store` docstrings:
+
+- ``close()`` on a closed store does nothing (the suite closes a store that
+  `StoreConformance.reopen` already closed).
+- A batch is all or nothing. For a persistent store, a record whose event
+  cannot be encoded as JSON is unstorable: ``append`` raises `StoreError` and
+  stores no record of that batch. (A store that keeps the objects themselves,
+  like `MemoryStore`, has nothing it cannot hold.) Duplicate event ids are
+  *not* refused: the contract leaves deduplication to the bus and its plugins.
+- A store keeps whatever JSON a record carries without validating it, so a
+  record whose payload no longer validates (or whose type is unknown) is
+  stored, read back, and fails only when its ``event`` is read.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
+from typing import Any
+from uuid import UUID, uuid4
+
+import anyio
+import anyio.lowlevel
+import pytest
+from pydantic import Field
+
+from ..deadletter import DeadLetter
+from ..event import Event
+from ..exceptions import EventDecodeError, StoreError, UnknownEventType
+from ..record import NO_HEADERS, Record
+from ..store.base import DEFAULT_PAGE_SIZE, Store
+
+__all__ = ["StoreConformance", "new_record"]
+
+_ONE_MICROSECOND = timedelta(microseconds=1)
+_FIXED_TIME = datetime(2024, 2, 29, 23, 59, 59, 999_999, tzinfo=UTC)
+_FIXED_TIME_NS = 1_700_000_000_123_456_789
+_CONCURRENT_WRITERS = 6
+_BATCHES_PER_WRITER = 8
+_CANCELLATION_POINTS = 6
+
+
+class _Sample(Event, name="eventbus.conformance.Sample", version=3):
+    """An event with a field of every common JSON shape (and a version above 1)."""
+
+    text: str
+    number: int = 0
+    ratio: float = 0.0
+    flag: bool = False
+    tags: tuple[str, ...] = ()
+    nested: dict[str, list[int]] = Field(default_factory=dict)
+    at: datetime | None = None
+    note: str | None = None
+
+
+class _Other(Event, name="eventbus.conformance.Other"):
+    """A second, small event type, for reads filtered by type."""
+
+    index: int
+
+
+class _Batched(Event, name="eventbus.conformance.Batched"):
+    """Says which writer's batch an event belongs to, for the concurrency tests."""
+
+    writer: int
+    batch: int
+    position: int
+    size: int
+
+
+class _Opaque(Event, name="eventbus.conformance.Opaque"):
+    """Holds any value, including one that JSON cannot encode."""
+
+    value: Any
+
+
+_UNKNOWN_TYPE = "eventbus.conformance.NeverRegistered"
+
+
+def new_record(
+    event: Event,
+    *,
+    event_id: UUID | int | None = None,
+    recorded_at: datetime | int | None = None,
+    correlation_id: UUID | None = None,
+    causation_id: UUID | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Record:
+    """A record as the bus hands it to `Store.append`: seq 0, a fresh id, now.
+
+    ``event_id`` may be a `UUID` or its int form (the bus uses ints) and
+    ``recorded_at`` an aware datetime or integer nanoseconds, so a store is
+    exercised with every form `Record` accepts.
+    """
+    cls = type(event)
+    return Record(
+        0,
+        event,
+        cls.__event_type__,
+        cls.__event_version__,
+        uuid4() if event_id is None else event_id,
+        time.time_ns() if recorded_at is None else recorded_at,
+        correlation_id,
+        causation_id,
+        MappingProxyType(dict(headers)) if headers else NO_HEADERS,
+    )
+
+
+def _stored_payload(type_name: str, version: int, data: bytes | str) -> Record:
+    """A record carrying raw JSON, as if an older program had stored it."""
+    return Record.from_stored(
+        seq=0, type=type_name, version=version, data=data, event_id=uuid4(), recorded_at=time.time_ns()
+    )
+
+
+def _others(count: int, start: int = 0) -> list[Record]:
+    return [new_record(_Other(index=index)) for index in range(start, start + count)]
+
+
+def _seqs(records: Iterable[Record]) -> list[int]:
+    return [record.seq for record in records]
+
+
+def _ids(records: Iterable[Record]) -> list[UUID]:
+    return [record.event_id for record in records]
+
+
+def _is_contiguous(seqs: Sequence[int]) -> bool:
+    return list(seqs) == list(range(seqs[0], seqs[0] + len(seqs)))
+
+
+async def _read_all(store: Store, from_seq: int = 1, *, page: int = DEFAULT_PAGE_SIZE) -> list[Record]:
+    """Every record from ``from_seq`` on, paging the way catch-up does."""
+    records: list[Record] = []
+    while True:
+        batch = await store.read(from_seq, limit=page)
+        records.extend(batch)
+        if len(batch) < page:
+            return records
+        from_seq = batch[-1].seq + 1
+
+
+def _assert_same_record(actual: Record, expected: Record, *, decodes: bool = True) -> None:
+    """Every field of ``actual`` equals ``expected``'s (``recorded_at`` to the microsecond)."""
+    assert actual.seq == expected.seq
+    assert actual.type == expected.type
+    assert actual.version == expected.version
+    assert actual.event_id == expected.event_id
+    assert isinstance(actual.event_id, UUID)
+    assert actual.correlation_id == expected.correlation_id
+    assert actual.causation_id == expected.causation_id
+    assert dict(actual.headers) == dict(expected.headers)
+    assert actual.recorded_at.utcoffset() == timedelta(0), "recorded_at must be an aware UTC datetime"
+    assert abs(actual.recorded_at - expected.recorded_at) <= _ONE_MICROSECOND
+    if decodes:
+        assert actual.event == expected.event
+
+
+def _assert_same_letter(actual: DeadLetter, expected: DeadLetter) -> None:
+    assert actual.id == expected.id
+    assert actual.subscription == expected.subscription
+    assert actual.error_type == expected.error_type
+    assert actual.error_message == expected.error_message
+    assert actual.traceback == expected.traceback
+    assert actual.attempts == expected.attempts
+    assert actual.first_failed_at == expected.first_failed_at
+    assert actual.last_failed_at == expected.last_failed_at
+    assert actual.last_failed_at.utcoffset() == timedelta(0)
+    _assert_same_record(actual.record, expected.record, decodes=False)
+    assert actual.record.data is not None
+
+
+def _assert_whole_batches(records: Sequence[Record], *, gapless: bool) -> None:
+    """``records`` (a read of the whole store) shows every `_Batched` batch whole, in one contiguous run."""
+    batches: dict[tuple[int, int], list[Record]] = defaultdict(list)
+    for record in records:
+        event = record.event
+        assert isinstance(event, _Batched)
+        batches[event.writer, event.batch].append(record)
+    for key, members in batches.items():
+        events = [record.event for record in members]
+        assert isinstance(events[0], _Batched)
+        assert len(members) == events[0].size, f"batch {key} is partly visible: {_seqs(members)}"
+        assert _is_contiguous(_seqs(members)), f"batch {key} is not contiguous: {_seqs(members)}"
+    if gapless and records:
+        assert _seqs(records) == list(range(1, len(records) + 1))
+
+
+def _letter(subscription: str, record: Record, number: int) -> DeadLetter:
+    first = _FIXED_TIME - timedelta(seconds=number, microseconds=number)
+    return DeadLetter(
+        id=uuid4(),
+        subscription=subscription,
+        record=record,
+        error_type="builtins.ValueError",
+        error_message=f"amount must be positive ✗ (letter {number})",
+        traceback=(
+            "Traceback (most recent call last):\n"
+            f'  File "handlers.py", line {number}, in audit\n'
+            "ValueError: amount must be positive ✗\n"
+        ),
+        attempts=number + 1,
+        first_failed_at=first,
+        last_failed_at=first + timedelta(milliseconds=250, microseconds=1),
+    )
+
+
+def _require(store: Store, feature: str) -> None:
+    """Skip the calling test unless ``store.features.<feature>`` is true."""
+    if not getattr(store.features, feature):
+        pytest.skip(f"needs StoreFeatures.{feature}; {type(store).__name__} does not have it")
+
+
+class StoreConformance:
+    """The tests every `Store` implementation must pass; subclass it in a test module.
+
+    The subclass provides:
+
+    - an async ``store`` fixture yielding an opened, empty store (and closing
+      it afterwards);
+    - `delete_newest`, always;
+    - `reopen`, when ``store.features.persistent``;
+    - `open_peer`, when ``store.features.shared_between_processes``.
+
+    Tests of a feature the store does not have are skipped, naming the feature.
+    """
+
+    async def reopen(self, store: Store) -> Store:
+        """Close ``store`` and return a new, opened instance on the same data.
+
+        Needed when the store is persistent; the suite closes what it returns.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement reopen() for a persistent store")
+
+    async def delete_newest(self, store: Store, count: int) -> None:
+        """Delete the ``count`` newest records behind the store's back (e.g. SQL ``DELETE``)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement delete_newest()")
+
+    async def open_peer(self, store: Store) -> Store:
+        """Open a second instance on ``store``'s data, as another process would.
+
+        Needed when the store is shared between processes; the suite closes
+        what it returns.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement open_peer() for a store shared between processes"
+        )
+
+    @asynccontextmanager
+    async def _reopened(self, store: Store) -> AsyncIterator[Store]:
+        reopened = await self.reopen(store)
+        try:
+            yield reopened
+        finally:
+            await reopened.close()
+
+    # -- an empty store -------------------------------------------------------
+
+    async def test_new_store_is_empty(self, store: Store) -> None:
+        assert await store.head() == 0
+        assert list(await store.read()) == []
+        assert list(await store.dead_letters()) == []
+        assert await store.load_checkpoint("anything") is None
+        assert dict(await store.checkpoints()) == {}
+
+    async def test_is_a_store(self, store: Store) -> None:
+        assert isinstance(store, Store)
+
+    async def test_close_twice_is_harmless(self, store: Store) -> None:
+        await store.close()
+        await store.close()
+
+    # -- append ---------------------------------------------------------------
+
+    async def test_append_sets_increasing_contiguous_seqs(self, store: Store) -> None:
+        batches = [_others(1), _others(3, start=1), _others(5, start=4)]
+        last = 0
+        for batch in batches:
+            await store.append(batch)
+            seqs = _seqs(batch)
+            assert seqs[0] > last
+            assert _is_contiguous(seqs)
+            last = seqs[-1]
+            assert await store.head() == last
+
+    async def test_append_numbers_gapless_from_one(self, store: Store) -> None:
+        _require(store, "gapless")
+        first, second, third = _others(1), _others(3, start=1), _others(5, start=4)
+        for batch in (first, second, third):
+            await store.append(batch)
+        assert _seqs(first + second + third) == list(range(1, 10))
+        assert _seqs(await store.read()) == list(range(1, 10))
+
+    async def test_append_of_nothing_changes_nothing(self, store: Store) -> None:
+        await store.append(_others(2))
+        head = await store.head()
+        await store.append([])
+        assert await store.head() == head
+        assert len(await store.read()) == 2
+
+    async def test_a_batch_with_an_unstorable_record_stores_nothing(self, store: Store) -> None:
+        _require(store, "persistent")
+        kept = _others(3)
+        await store.append(kept)
+        head = await store.head()
+        refused = [*_others(2, start=3), new_record(_Opaque(value=object())), *_others(2, start=5)]
+        with pytest.raises(StoreError):
+            await store.append(refused)
+        assert _ids(await _read_all(store)) == _ids(kept)
+        after = _others(2, start=7)
+        await store.append(after)
+        if store.features.gapless:
+            assert _seqs(after) == [head + 1, head + 2]
+        assert _ids(await _read_all(store)) == _ids(kept + after)
+
+    async def test_a_cancelled_append_is_all_or_nothing(self, store: Store) -> None:
+        expected: list[UUID] = []
+        for checkpoints in range(_CANCELLATION_POINTS):
+            batch = _others(50, start=checkpoints * 50)
+            with anyio.CancelScope() as scope:
+                async with anyio.create_task_group() as group:
+                    group.start_soon(store.append, batch)
+                    for _ in range(checkpoints):
+                        await anyio.lowlevel.checkpoint()
+                    scope.cancel()
+            stored = _ids(await _read_all(store))
+            assert stored[: len(expected)] == expected
+            added = stored[len(expected) :]
+            assert added in ([], _ids(batch)), f"a batch cancelled after {checkpoints} checkpoints was torn"
+            expected = stored
+        last = _others(1, start=1_000)
+        await store.append(last)
+        records = await _read_all(store)
+        assert _ids(records) == [*expected, *_ids(last)]
+        if store.features.gapless:
+            assert _seqs(records) == list(range(1, len(records) + 1))
+
+    async def test_concurrent_appends_get_distinct_contiguous_seqs(self, store: Store) -> None:
+        appended: list[Record] = []
+        writers_done = anyio.Event()
+        gapless = store.features.gapless
+
+        async def write(writer: int) -> None:
+            for batch in range(_BATCHES_PER_WRITER):
+                size = 1 + (writer * 7 + batch * 3) % 9
+                records = [
+                    new_record(_Batched(writer=writer, batch=batch, position=position, size=size))
+                    for position in range(size)
+                ]
+                await store.append(records)
+                assert _is_contiguous(_seqs(records))
+                appended.extend(records)
+
+        async def read_while_writing() -> None:
+            while not writers_done.is_set():
+                _assert_whole_batches(await _read_all(store, page=16), gapless=gapless)
+                await anyio.lowlevel.checkpoint()
+
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(read_while_writing)
+            async with anyio.create_task_group() as writers:
+                for writer in range(_CONCURRENT_WRITERS):
+                    writers.start_soon(write, writer)
+            writers_done.set()
+
+        records = await _read_all(store)
+        _assert_whole_batches(records, gapless=gapless)
+        assert sorted(_seqs(appended)) == _seqs(records)
+        by_seq = {record.seq: record.event_id for record in appended}
+        assert [by_seq[record.seq] for record in records] == _ids(records)
+
+    async def test_deleted_newest_seqs_are_never_reused(self, store: Store) -> None:
+        await store.append(_others(5))
+        head = await store.head()
+        await self.delete_newest(store, 2)
+        assert await store.head() == head
+        later = _others(2, start=5)
+        await store.append(later)
+        assert min(_seqs(later)) > head
+        remaining = _seqs(await store.read())
+        assert remaining[-2:] == _seqs(later)
+        assert len(remaining) == 5
+
+    # -- read -----------------------------------------------------------------
+
+    async def test_read_a_range(self, store: Store) -> None:
+        records = _others(10)
+        await store.append(records)
+        seqs = _seqs(records)
+        assert _seqs(await store.read(seqs[2], to_seq=seqs[5])) == seqs[2:6]
+        assert _seqs(await store.read(to_seq=seqs[3])) == seqs[:4]
+        assert _seqs(await store.read(seqs[6])) == seqs[6:]
+        assert _seqs(await store.read(seqs[4], to_seq=seqs[4])) == [seqs[4]]
+        assert list(await store.read(seqs[5], to_seq=seqs[4])) == []
+        assert _ids(await store.read()) == _ids(records)
+
+    async def test_read_with_a_limit(self, store: Store) -> None:
+        records = _others(10)
+        await store.append(records)
+        seqs = _seqs(records)
+        assert _seqs(await store.read(limit=3)) == seqs[:3]
+        assert _seqs(await store.read(seqs[3], limit=3)) == seqs[3:6]
+        assert _seqs(await store.read(seqs[8], limit=5)) == seqs[8:]
+        assert _seqs(await store.read(seqs[1], to_seq=seqs[3], limit=5)) == seqs[1:4]
+        assert _seqs(await _read_all(store, page=3)) == seqs
+
+    async def test_read_returns_a_page_by_default(self, store: Store) -> None:
+        records = _others(DEFAULT_PAGE_SIZE + 5)
+        await store.append(records)
+        assert _ids(await store.read()) == _ids(records[:DEFAULT_PAGE_SIZE])
+
+    async def test_read_by_type(self, store: Store) -> None:
+        records = [
+            new_record(_Other(index=index)) if index % 3 else new_record(_Sample(text=str(index)))
+            for index in range(12)
+        ]
+        await store.append(records)
+        others = [record for record in records if record.type == _Other.__event_type__]
+        samples = [record for record in records if record.type == _Sample.__event_type__]
+        assert _ids(await store.read(types={_Other.__event_type__})) == _ids(others)
+        assert _ids(await store.read(types=[_Sample.__event_type__])) == _ids(samples)
+        both = frozenset({_Other.__event_type__, _Sample.__event_type__})
+        assert _ids(await store.read(types=both)) == _ids(records)
+        assert list(await store.read(types={_UNKNOWN_TYPE})) == []
+        assert list(await store.read(types=())) == []
+
+    async def test_read_by_type_limits_matching_records(self, store: Store) -> None:
+        records = [
+            new_record(_Other(index=index)) if index % 2 else new_record(_Sample(text=str(index)))
+            for index in range(20)
+        ]
+        await store.append(records)
+        samples = [record for record in records if record.type == _Sample.__event_type__]
+        page = await store.read(samples[2].seq, to_seq=samples[8].seq, types={_Sample.__event_type__}, limit=4)
+        assert _ids(page) == _ids(samples[2:6])
+        assert _ids(await store.read(samples[6].seq, types={_Sample.__event_type__})) == _ids(samples[6:])
+
+    async def test_read_past_the_head_is_empty(self, store: Store) -> None:
+        assert list(await store.read(1)) == []
+        await store.append(_others(3))
+        head = await store.head()
+        assert list(await store.read(head + 1)) == []
+        assert list(await store.read(head + 1_000_000)) == []
+
+    @pytest.mark.parametrize("from_seq", [0, -1])
+    async def test_read_rejects_from_seq_below_one(self, store: Store, from_seq: int) -> None:
+        with pytest.raises(ValueError, match="from_seq"):
+            await store.read(from_seq)
+
+    @pytest.mark.parametrize("limit", [0, -5])
+    async def test_read_rejects_limit_below_one(self, store: Store, limit: int) -> None:
+        with pytest.raises(ValueError, match="limit"):
+            await store.read(1, limit=limit)
+
+    # -- what a record carries ------------------------------------------------
+
+    async def test_every_record_field_round_trips(self, store: Store) -> None:
+        cause = uuid4()
+        rich = new_record(
+            _Sample(
+                text='naïve café ✓ "quoted" \\ \n newline \x00 nul',
+                number=-(2**53),
+                ratio=3.141592653589793,
+                flag=True,
+                tags=("a", "β", ""),
+                nested={"primes": [2, 3, 5, 7], "none": []},
+                at=_FIXED_TIME,
+                note=None,
+            ),
+            recorded_at=_FIXED_TIME,
+            correlation_id=uuid4(),
+            causation_id=cause,
+            headers={"origin": "billing", "trace-id": "0af7651916cd43dd8448eb211c80319c", "ünï": "çødé"},
+        )
+        compact = new_record(_Other(index=7), event_id=uuid4().int, recorded_at=_FIXED_TIME_NS)
+        large = new_record(_Sample(text="x" * 200_000, tags=tuple(str(n) for n in range(2_000))))
+        records = [rich, compact, large]
+        await store.append(records)
+        stored = await store.read()
+        assert len(stored) == len(records)
+        for actual, expected in zip(stored, records, strict=True):
+            _assert_same_record(actual, expected)
+        assert stored[0].causation_id == cause
+        assert stored[1].correlation_id == stored[1].event_id
+        assert stored[1].causation_id is None
+        assert dict(stored[1].headers) == {}
+        assert stored[0].version == 3
+
+    async def test_an_invalid_payload_fails_only_when_its_event_is_read(self, store: Store) -> None:
+        name, version = _Sample.__event_type__, _Sample.__event_version__
+        invalid = _stored_payload(name, version, b'{"unexpected": 1}')
+        invalid_text = _stored_payload(name, version, '{"text": ["not", "a", "string"]}')
+        too_new = _stored_payload(name, version + 1, b'{"text": "from the future"}')
+        neighbours = _others(2)
+        await store.append([neighbours[0], invalid, invalid_text, too_new, neighbours[1]])
+        stored = await store.read()
+        assert len(stored) == 5
+        assert stored[0].event == neighbours[0].event
+        assert stored[4].event == neighbours[1].event
+        for record, original in zip(stored[1:4], (invalid, invalid_text, too_new), strict=True):
+            _assert_same_record(record, original, decodes=False)
+            with pytest.raises(EventDecodeError) as caught:
+                _ = record.event
+            assert caught.value.seq == record.seq
+            assert caught.value.type == name
+
+    async def test_an_unknown_type_fails_only_when_its_event_is_read(self, store: Store) -> None:
+        unknown = _stored_payload(_UNKNOWN_TYPE, 1, b'{"anything": true}')
+        await store.append([unknown, *_others(1)])
+        stored = await store.read()
+        assert stored[0].type == _UNKNOWN_TYPE
+        _assert_same_record(stored[0], unknown, decodes=False)
+        with pytest.raises(UnknownEventType, match=_UNKNOWN_TYPE):
+            _ = stored[0].event
+        assert isinstance(stored[1].event, _Other)
+
+    # -- checkpoints ----------------------------------------------------------
+
+    async def test_checkpoints(self, store: Store) -> None:
+        assert await store.load_checkpoint("billing") is None
+        await store.save_checkpoints({"billing": 10, "shipping": 3, "audit ✓": 2**62})
+        assert await store.load_checkpoint("billing") == 10
+        assert await store.load_checkpoint("shipping") == 3
+        assert await store.load_checkpoint("audit ✓") == 2**62
+        await store.save_checkpoints({"billing": 42})
+        await store.save_checkpoints({})
+        assert await store.load_checkpoint("billing") == 42
+        assert await store.load_checkpoint("shipping") == 3
+        assert await store.load_checkpoint("missing") is None
+        assert dict(await store.checkpoints()) == {"billing": 42, "shipping": 3, "audit ✓": 2**62}
+
+    # -- dead letters ---------------------------------------------------------
+
+    async def test_dead_letters_round_trip_in_insertion_order(self, store: Store) -> None:
+        undecodable = _stored_payload(_Sample.__event_type__, _Sample.__event_version__, b'{"nope": 1}')
+        headed = new_record(_Other(index=1), headers={"origin": "billing"}, causation_id=uuid4())
+        await store.append([*_others(3), headed, undecodable])
+        stored = await store.read()
+        letters = [
+            _letter("billing", stored[0], 1),
+            _letter("shipping", stored[1], 2),
+            _letter("billing", stored[3], 3),
+            _letter("billing", stored[4], 4),
+            _letter("shipping", stored[2], 5),
+        ]
+        await store.add_dead_letters(letters[:3])
+        await store.add_dead_letters(letters[3:])
+        await store.add_dead_letters([])
+
+        everything = await store.dead_letters()
+        assert [letter.id for letter in everything] == [letter.id for letter in letters]
+        for actual, expected in zip(everything, letters, strict=True):
+            _assert_same_letter(actual, expected)
+        assert everything[0].record.event == stored[0].event
+        assert everything[2].record.event == stored[3].event
+        with pytest.raises(EventDecodeError):
+            _ = everything[3].record.event
+
+        billing = await store.dead_letters("billing")
+        assert [letter.id for letter in billing] == [letters[0].id, letters[2].id, letters[3].id]
+        shipping = await store.dead_letters(subscription="shipping")
+        assert [letter.id for letter in shipping] == [letters[1].id, letters[4].id]
+        assert list(await store.dead_letters("nobody")) == []
+
+    async def test_deleting_dead_letters_counts_those_that_existed(self, store: Store) -> None:
+        await store.append(_others(3))
+        stored = await store.read()
+        letters = [_letter("billing", record, number) for number, record in enumerate(stored)]
+        await store.add_dead_letters(letters)
+        assert await store.delete_dead_letters([]) == 0
+        assert await store.delete_dead_letters([letters[1].id, letters[1].id, uuid4()]) == 1
+        assert await store.delete_dead_letters([letters[1].id]) == 0
+        assert [letter.id for letter in await store.dead_letters()] == [letters[0].id, letters[2].id]
+        assert await store.delete_dead_letters({letters[0].id, letters[2].id}) == 2
+        assert list(await store.dead_letters()) == []
+
+    # -- persistence ----------------------------------------------------------
+
+    async def test_everything_survives_reopening(self, store: Store) -> None:
+        _require(store, "persistent")
+        records = [new_record(_Sample(text="kept", tags=("x",)), headers={"k": "v"}), *_others(4)]
+        await store.append(records)
+        stored = await store.read()
+        letters = [_letter("billing", stored[0], 1), _letter("audit", stored[2], 2)]
+        await store.add_dead_letters(letters)
+        await store.save_checkpoints({"billing": 3, "audit": 5})
+        head = await store.head()
+
+        async with self._reopened(store) as reopened:
+            assert await reopened.head() == head
+            reread = await reopened.read()
+            assert len(reread) == len(records)
+            for actual, expected in zip(reread, records, strict=True):
+                _assert_same_record(actual, expected)
+            for actual_letter, expected_letter in zip(await reopened.dead_letters(), letters, strict=True):
+                _assert_same_letter(actual_letter, expected_letter)
+            assert await reopened.load_checkpoint("billing") == 3
+            assert dict(await reopened.checkpoints()) == {"billing": 3, "audit": 5}
+            later = _others(2, start=10)
+            await reopened.append(later)
+            assert min(_seqs(later)) > head
+            if reopened.features.gapless:
+                assert _seqs(later) == [head + 1, head + 2]
+
+    async def test_an_empty_store_reopens_empty(self, store: Store) -> None:
+        _require(store, "persistent")
+        async with self._reopened(store) as reopened:
+            assert await reopened.head() == 0
+            assert list(await reopened.read()) == []
+
+    async def test_deleted_newest_seqs_are_not_reused_after_reopening(self, store: Store) -> None:
+        _require(store, "persistent")
+        await store.append(_others(4))
+        head = await store.head()
+        await self.delete_newest(store, 4)
+        async with self._reopened(store) as reopened:
+            assert await reopened.head() == head
+            later = _others(1, start=4)
+            await reopened.append(later)
+            assert later[0].seq > head
+            assert _seqs(await reopened.read()) == _seqs(later)
+
+    # -- sharing between processes ---------------------------------------------
+
+    async def test_wait_for_append_sees_a_peers_append(self, store: Store) -> None:
+        _require(store, "shared_between_processes")
+        await store.append(_others(2))
+        after = await store.head()
+        with anyio.fail_after(10):
+            await store.wait_for_append(after - 1)
+        peer = await self.open_peer(store)
+        try:
+            seen: list[Record] = []
+
+            async def tail() -> None:
+                while not seen:
+                    await store.wait_for_append(after)
+                    seen.extend(await store.read(after + 1))
+
+            with anyio.fail_after(10):
+                async with anyio.create_task_group() as group:
+                    group.start_soon(tail)
+                    await anyio.lowlevel.checkpoint()
+                    from_peer = _others(3, start=2)
+                    await peer.append(from_peer)
+            assert _ids(seen) == _ids(from_peer)
+            assert await store.head() == from_peer[-1].seq
+        finally:
+            await peer.close()
