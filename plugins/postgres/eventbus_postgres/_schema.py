@@ -1,0 +1,127 @@
+"""The store's tables, and migrating a schema to the version this code expects.
+
+Each entry of `MIGRATIONS` takes a schema from one version to the next. They
+run in one transaction under an advisory lock, so stores opening at the same
+time never race to create tables, and a failed migration leaves nothing
+half-done. ``schema_version`` keeps one row per applied version. A release that
+changes the tables appends a migration here; it never edits an old one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from asyncpg.pool import PoolConnectionProxy
+
+from eventbus.exceptions import StoreError
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate", "quoted"]
+
+_V1 = (
+    """
+    CREATE TABLE IF NOT EXISTS {s}.seq_counter (
+        singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+        last_seq bigint NOT NULL
+    )
+    """,
+    "INSERT INTO {s}.seq_counter (singleton, last_seq) VALUES (true, 0) ON CONFLICT DO NOTHING",
+    """
+    CREATE TABLE IF NOT EXISTS {s}.records (
+        seq bigint PRIMARY KEY,
+        type text NOT NULL,
+        version integer NOT NULL,
+        event_id uuid NOT NULL,
+        correlation_id uuid,
+        causation_id uuid,
+        recorded_at bigint NOT NULL,
+        headers jsonb,
+        data text NOT NULL
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS records_type_seq ON {s}.records (type, seq)",
+    """
+    CREATE TABLE IF NOT EXISTS {s}.checkpoints (
+        name text PRIMARY KEY,
+        position bigint NOT NULL,
+        updated_at timestamptz NOT NULL DEFAULT now()
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS {s}.dead_letters (
+        id uuid PRIMARY KEY,
+        added bigint GENERATED ALWAYS AS IDENTITY,
+        subscription text NOT NULL,
+        seq bigint NOT NULL,
+        type text NOT NULL,
+        version integer NOT NULL,
+        event_id uuid NOT NULL,
+        correlation_id uuid,
+        causation_id uuid,
+        recorded_at bigint NOT NULL,
+        headers jsonb,
+        data text NOT NULL,
+        error_type text NOT NULL,
+        error_message text NOT NULL,
+        traceback text NOT NULL,
+        attempts integer NOT NULL,
+        first_failed_at timestamptz NOT NULL,
+        last_failed_at timestamptz NOT NULL
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS dead_letters_subscription ON {s}.dead_letters (subscription, added)",
+)
+
+MIGRATIONS: Sequence[Sequence[str]] = (_V1,)
+"""``MIGRATIONS[n]`` takes a schema from version ``n`` to ``n + 1``; ``{s}`` is the quoted schema."""
+
+SCHEMA_VERSION = len(MIGRATIONS)
+"""The schema version this release reads and writes."""
+
+
+def quoted(schema: str) -> str:
+    """``schema`` as a quoted SQL identifier (names are validated by `PostgresOptions`)."""
+    return f'"{schema}"'
+
+
+async def migrate(conn: PoolConnectionProxy[Any], schema: str, where: str) -> None:
+    """Create ``schema`` and its tables, or bring them to `SCHEMA_VERSION`.
+
+    A schema already at this version is only read, so a role without
+    ``CREATE`` privileges can use tables that an administrator created.
+    ``where`` names the database in error messages.
+    """
+    s = quoted(schema)
+    if _usable(await _version(conn, s), schema, where):
+        return
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"eventbus_postgres:{schema}")
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
+        await conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {s}.schema_version ("
+            "version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        current = await _version(conn, s)
+        if _usable(current, schema, where):
+            return
+        for version in range(current, SCHEMA_VERSION):
+            for statement in MIGRATIONS[version]:
+                await conn.execute(statement.format(s=s))
+            await conn.execute(f"INSERT INTO {s}.schema_version (version) VALUES ($1)", version + 1)
+
+
+def _usable(version: int, schema: str, where: str) -> bool:
+    """Whether ``version`` is the current one; raises `StoreError` if it is newer."""
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"schema {schema!r} at {where} is at version {version}, newer than this "
+            f"eventbus-postgres understands ({SCHEMA_VERSION}); upgrade eventbus-postgres"
+        )
+    return version == SCHEMA_VERSION
+
+
+async def _version(conn: PoolConnectionProxy[Any], s: str) -> int:
+    if await conn.fetchval("SELECT to_regclass($1)", f"{s}.schema_version") is None:
+        return 0
+    version = await conn.fetchval(f"SELECT coalesce(max(version), 0) FROM {s}.schema_version")
+    return int(version)

@@ -1,0 +1,104 @@
+"""The SQL the store runs, written out once for one schema.
+
+Appending is a single statement, so it is one transaction and one round trip:
+it bumps the one-row ``seq_counter`` by the batch size, inserts the batch
+numbered from the old value, and queues a NOTIFY carrying the new head. The
+counter's row lock is held until commit, so a second appender waits for the
+first to commit before it even learns its seqs: seqs are assigned in commit
+order, and a reader can never see seq N+1 before N.
+"""
+
+from __future__ import annotations
+
+from ._rows import DEAD_LETTER_COLUMNS, RECORD_COLUMNS
+from ._schema import quoted
+
+__all__ = ["MAX_SEQ", "Statements"]
+
+MAX_SEQ = 2**63 - 1
+"""The greatest value of a ``bigint`` seq: the upper bound of a read without ``to_seq``."""
+
+_SQL_TYPES = {
+    "seq": "bigint",
+    "type": "text",
+    "version": "integer",
+    "event_id": "uuid",
+    "correlation_id": "uuid",
+    "causation_id": "uuid",
+    "recorded_at": "bigint",
+    "headers": "jsonb",
+    "data": "text",
+    "id": "uuid",
+    "subscription": "text",
+    "error_type": "text",
+    "error_message": "text",
+    "traceback": "text",
+    "attempts": "integer",
+    "first_failed_at": "timestamptz",
+    "last_failed_at": "timestamptz",
+}
+
+
+def _arrays(names: tuple[str, ...], first: int) -> str:
+    """``$first::type[], ...``: one typed array parameter per column, for ``unnest``."""
+    return ", ".join(f"${index}::{_SQL_TYPES[name]}[]" for index, name in enumerate(names, start=first))
+
+
+class Statements:
+    """Every statement of a store whose tables live in one schema, built once.
+
+    Attributes:
+        channel: the NOTIFY channel of the schema's appends (payload: the new head).
+        append: $1 batch size, $2.. one array per record column but seq;
+            returns the batch's first seq.
+        head: the greatest seq ever assigned.
+        read: $1 from_seq, $2 to_seq, $3 limit.
+        read_types: the same, $4 the type names to keep.
+        load_checkpoint: $1 name.
+        checkpoints: every name and position.
+        save_checkpoints: $1 names, $2 positions.
+        add_dead_letters: one array per dead-letter column; a letter whose id
+            exists replaces it in place (and keeps its place in the order).
+        dead_letters: all dead letters, oldest first.
+        dead_letters_of: $1 subscription: its dead letters, oldest first.
+        delete_dead_letters: $1 ids; returns how many rows went.
+    """
+
+    def __init__(self, schema: str) -> None:
+        s = quoted(schema)
+        records = ", ".join(RECORD_COLUMNS)
+        batch = RECORD_COLUMNS[1:]
+        letters = ", ".join(DEAD_LETTER_COLUMNS)
+        self.channel = f"eventbus:{schema}"
+        self.append = (
+            f"WITH reserved AS ("
+            f"UPDATE {s}.seq_counter SET last_seq = last_seq + $1 RETURNING last_seq - $1 AS base"
+            f"), inserted AS ("
+            f"INSERT INTO {s}.records ({records}) "
+            f"SELECT reserved.base + batch.position, {', '.join(f'batch.{name}' for name in batch)} "
+            f"FROM reserved, unnest({_arrays(batch, 2)}) WITH ORDINALITY AS batch({', '.join(batch)}, position)"
+            f") SELECT base + 1, pg_notify('{self.channel}', (base + $1)::text) FROM reserved"
+        )
+        self.head = f"SELECT last_seq FROM {s}.seq_counter"
+        self.read = f"SELECT {records} FROM {s}.records WHERE seq >= $1 AND seq <= $2 ORDER BY seq LIMIT $3"
+        self.read_types = (
+            f"SELECT {records} FROM {s}.records "
+            "WHERE seq >= $1 AND seq <= $2 AND type = ANY($4::text[]) ORDER BY seq LIMIT $3"
+        )
+        self.load_checkpoint = f"SELECT position FROM {s}.checkpoints WHERE name = $1"
+        self.checkpoints = f"SELECT name, position FROM {s}.checkpoints ORDER BY name"
+        self.save_checkpoints = (
+            f"INSERT INTO {s}.checkpoints (name, position) SELECT * FROM unnest($1::text[], $2::bigint[]) "
+            "ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = now()"
+        )
+        updates = ", ".join(f"{name} = EXCLUDED.{name}" for name in DEAD_LETTER_COLUMNS[1:])
+        self.add_dead_letters = (
+            f"INSERT INTO {s}.dead_letters ({letters}) SELECT * FROM unnest({_arrays(DEAD_LETTER_COLUMNS, 1)}) "
+            f"ON CONFLICT (id) DO UPDATE SET {updates}"
+        )
+        self.dead_letters = f"SELECT {letters} FROM {s}.dead_letters ORDER BY added"
+        self.dead_letters_of = f"SELECT {letters} FROM {s}.dead_letters WHERE subscription = $1 ORDER BY added"
+        self.delete_dead_letters = (
+            f"WITH deleted AS (DELETE FROM {s}.dead_letters WHERE id = ANY($1::uuid[]) RETURNING 1) "
+            "SELECT count(*) FROM deleted"
+        )

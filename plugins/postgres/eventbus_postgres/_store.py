@@ -1,0 +1,295 @@
+"""`PostgresStore`: the durable store that several processes share."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Collection, Coroutine, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Concatenate, ParamSpec, TypeVar
+from uuid import UUID
+
+import anyio
+import asyncpg
+
+from eventbus.deadletter import DeadLetter
+from eventbus.exceptions import StoreError
+from eventbus.record import Record
+from eventbus.store.base import DEFAULT_PAGE_SIZE, StoreFeatures
+
+from ._listener import AppendListener
+from ._options import LISTENER_SUFFIX, PostgresOptions, PostgresUrl
+from ._rows import columns, dead_letter_from_row, dead_letter_values, record_from_row, record_values
+from ._runner import Runner, start_runner
+from ._schema import migrate
+from ._statements import MAX_SEQ, Statements
+
+__all__ = ["PostgresStore"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+"""What asyncpg raises for server errors, broken connections and network failures
+(``TimeoutError`` is an ``OSError``); the store reports them as `StoreError`."""
+
+
+class _Connections:
+    """What an open store holds, living on the runner's loop: the pool and the append listener.
+
+    The store calls these methods through its runner.
+    """
+
+    def __init__(self, pool: asyncpg.Pool[Any], listener: AppendListener) -> None:
+        self.pool = pool
+        self.listener = listener
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        """Rows of ``query`` run on a pooled connection."""
+        return await self.pool.fetch(query, *args)
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        """The first value of ``query`` run on a pooled connection."""
+        return await self.pool.fetchval(query, *args)
+
+    async def execute(self, query: str, *args: Any) -> None:
+        """Run ``query`` on a pooled connection."""
+        await self.pool.execute(query, *args)
+
+    async def wait(self, after_seq: int) -> None:
+        """Wait for an append past ``after_seq`` through the listener."""
+        await self.listener.wait(after_seq)
+
+    async def close(self) -> None:
+        """Stop listening and close the pool."""
+        await self.listener.close()
+        await self.pool.close()
+
+
+class PostgresStore:
+    """Keeps records, checkpoints and dead letters in PostgreSQL, through asyncpg.
+
+    ```python
+    bus = EventBus(store="postgresql://app@db:5432/events?schema=billing")
+    store = PostgresStore("postgresql://app@db:5432/events", schema="billing", max_pool_size=4)
+    ```
+
+    Seqs are gapless and assigned in commit order, so a reader never sees seq
+    N+1 before N, and another process sharing the database tails appends
+    live through LISTEN/NOTIFY. Options come from keywords or from the URL's
+    query string (keywords win); see `PostgresOptions`. Runs on asyncio and on
+    trio (there through a private asyncio loop in a thread the store owns).
+
+    Attributes:
+        url: the URL, password hidden (what error messages name).
+        options: the resolved `PostgresOptions`.
+    """
+
+    features = StoreFeatures(persistent=True, shared_between_processes=True, gapless=True)
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str | None = None,
+        min_pool_size: int | None = None,
+        max_pool_size: int | None = None,
+        connect_timeout: float | None = None,
+    ) -> None:
+        parsed = PostgresUrl.parse(url)
+        try:
+            options = PostgresOptions.from_query(parsed.query)
+        except ValueError as exc:
+            raise StoreError(f"bad option in the PostgreSQL URL {parsed.display!r}: {exc}") from exc
+        overrides: dict[str, Any] = {
+            "schema": schema,
+            "min_pool_size": min_pool_size,
+            "max_pool_size": max_pool_size,
+            "connect_timeout": connect_timeout,
+        }
+        self.options = dataclasses.replace(
+            options, **{name: value for name, value in overrides.items() if value is not None}
+        )
+        self.url = parsed.display
+        self._dsn = parsed.dsn
+        self._application_name = parsed.application_name
+        self._sql = Statements(self.options.schema)
+        self._runner: Runner | None = None
+        self._connections: _Connections | None = None
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> PostgresStore:
+        """The store for ``url`` (the ``eventbus.stores`` entry point); ``options`` as keywords."""
+        return cls(url, **options)
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self.url!r}, schema={self.options.schema!r})"
+
+    async def open(self) -> None:
+        """Connect the pool and create or migrate the schema."""
+        if self._runner is not None:
+            raise StoreError(f"{self!r} is already open")
+        runner = start_runner()
+        try:
+            with self._driver_errors("connect to"):
+                self._connections = await runner.call(self._connect)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await runner.close()
+            raise
+        self._runner = runner
+
+    async def close(self) -> None:
+        """Close the pool and the listening connection; a closed store may be opened again."""
+        runner, connections = self._runner, self._connections
+        self._runner = self._connections = None
+        if runner is None:
+            return
+        with anyio.CancelScope(shield=True):
+            try:
+                if connections is not None:
+                    with self._driver_errors("disconnect from"):
+                        await runner.call(connections.close)
+            finally:
+                await runner.close()
+
+    async def append(self, records: Sequence[Record]) -> None:
+        """Store ``records`` in one statement and number them; shielded from cancellation."""
+        if not records:
+            return
+        values = columns(map(record_values, records))[1:]
+        with anyio.CancelScope(shield=True):
+            first: int = await self._run("append to", _Connections.fetchval, self._sql.append, len(records), *values)
+        for seq, record in enumerate(records, start=first):
+            record.seq = seq
+
+    async def read(
+        self,
+        from_seq: int = 1,
+        *,
+        to_seq: int | None = None,
+        types: Collection[str] | None = None,
+        limit: int = DEFAULT_PAGE_SIZE,
+    ) -> Sequence[Record]:
+        """Up to ``limit`` records from ``from_seq`` through ``to_seq``, in seq order."""
+        if from_seq < 1:
+            raise ValueError(f"from_seq must be >= 1, got {from_seq}")
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        upper = MAX_SEQ if to_seq is None else min(to_seq, MAX_SEQ)
+        if upper < from_seq:
+            return []
+        if types is None:
+            rows = await self._run("read from", _Connections.fetch, self._sql.read, from_seq, upper, limit)
+        else:
+            rows = await self._run(
+                "read from", _Connections.fetch, self._sql.read_types, from_seq, upper, limit, list(types)
+            )
+        return [record_from_row(row) for row in rows]
+
+    async def head(self) -> int:
+        """The greatest seq ever assigned; deleted rows do not lower it."""
+        head: int = await self._run("read the head from", _Connections.fetchval, self._sql.head)
+        return head
+
+    async def wait_for_append(self, after_seq: int) -> None:
+        """Return once a seq greater than ``after_seq`` is committed (by any process).
+
+        May return early when the listening connection is lost.
+        """
+        await self._run("wait for appends on", _Connections.wait, after_seq)
+
+    async def load_checkpoint(self, name: str) -> int | None:
+        """The position saved under ``name``, or ``None``."""
+        position: int | None = await self._run(
+            "load a checkpoint from", _Connections.fetchval, self._sql.load_checkpoint, name
+        )
+        return position
+
+    async def save_checkpoints(self, positions: Mapping[str, int]) -> None:
+        """Save several named positions in one statement."""
+        if positions:
+            await self._run(
+                "save checkpoints to",
+                _Connections.execute,
+                self._sql.save_checkpoints,
+                list(positions),
+                list(positions.values()),
+            )
+
+    async def checkpoints(self) -> Mapping[str, int]:
+        """Every saved position by name."""
+        rows = await self._run("read checkpoints from", _Connections.fetch, self._sql.checkpoints)
+        return {row[0]: row[1] for row in rows}
+
+    async def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        """Store dead letters, each with its whole record, in one statement."""
+        if letters:
+            values = columns(map(dead_letter_values, letters))
+            await self._run("add dead letters to", _Connections.execute, self._sql.add_dead_letters, *values)
+
+    async def dead_letters(self, subscription: str | None = None) -> Sequence[DeadLetter]:
+        """Stored dead letters, oldest first, optionally of one subscription."""
+        if subscription is None:
+            rows = await self._run("read dead letters from", _Connections.fetch, self._sql.dead_letters)
+        else:
+            rows = await self._run(
+                "read dead letters from", _Connections.fetch, self._sql.dead_letters_of, subscription
+            )
+        return [dead_letter_from_row(row) for row in rows]
+
+    async def delete_dead_letters(self, ids: Collection[UUID]) -> int:
+        """Delete the dead letters with these ids; returns how many existed."""
+        if not ids:
+            return 0
+        deleted: int = await self._run(
+            "delete dead letters from", _Connections.fetchval, self._sql.delete_dead_letters, list(set(ids))
+        )
+        return deleted
+
+    async def _run(
+        self,
+        action: str,
+        fn: Callable[Concatenate[_Connections, P], Coroutine[Any, Any, T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """``fn(connections, ...)`` on the runner's loop, driver errors turned into `StoreError`."""
+        runner, connections = self._runner, self._connections
+        if runner is None or connections is None:
+            raise StoreError(f"cannot {action} {self!r}: the store is not open")
+        with self._driver_errors(action):
+            return await runner.call(fn, connections, *args, **kwargs)
+
+    @contextmanager
+    def _driver_errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except _DRIVER_ERRORS as exc:
+            raise StoreError(
+                f"cannot {action} PostgreSQL at {self.url} (schema {self.options.schema!r}): {exc}"
+            ) from exc
+
+    async def _connect(self) -> _Connections:
+        """Runs on the runner's loop: the pool, the schema, the listener."""
+        options = self.options
+        pool = await asyncpg.create_pool(
+            self._dsn,
+            min_size=options.min_pool_size,
+            max_size=options.max_pool_size,
+            timeout=options.connect_timeout,
+            server_settings={"application_name": self._application_name},
+        )
+        try:
+            async with pool.acquire() as conn:
+                await migrate(conn, options.schema, self.url)
+        except BaseException:
+            pool.terminate()
+            raise
+        return _Connections(pool, AppendListener(self._connect_one, self._sql.channel, self._sql.head))
+
+    async def _connect_one(self) -> asyncpg.Connection[Any]:
+        return await asyncpg.connect(
+            self._dsn,
+            timeout=self.options.connect_timeout,
+            server_settings={"application_name": self._application_name + LISTENER_SUFFIX},
+        )

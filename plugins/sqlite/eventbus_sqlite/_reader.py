@@ -1,0 +1,71 @@
+"""The queries a SQLite store reads with; each runs in a worker thread on a reader connection."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Collection, Sequence
+
+from eventbus.deadletter import DeadLetter
+from eventbus.record import Record
+
+from ._codec import LETTER_COLUMNS, RECORD_COLUMNS, letters_from_rows, records_from_rows
+
+__all__ = ["MAX_SEQ", "checkpoint", "checkpoints", "dead_letters", "head", "read_records"]
+
+MAX_SEQ = 2**63 - 1
+"""The greatest seq SQLite can hold (a signed 64-bit INTEGER)."""
+
+_READ = f"SELECT {RECORD_COLUMNS} FROM eventbus_records WHERE seq >= ? AND seq <= ?"
+_ORDER = " ORDER BY seq LIMIT ?"
+
+
+def read_records(
+    connection: sqlite3.Connection,
+    from_seq: int,
+    to_seq: int | None,
+    types: Collection[str] | None,
+    limit: int,
+) -> Sequence[Record]:
+    """Up to ``limit`` records in ``[from_seq, to_seq]``, optionally of ``types`` only, in seq order.
+
+    Without an index on ``type`` a filtered read walks the seq range and tests
+    each row's type inside SQLite, which keeps appends fast and costs little
+    next to building the records it returns.
+    """
+    upper = MAX_SEQ if to_seq is None else min(to_seq, MAX_SEQ)
+    if from_seq > upper:
+        return []
+    if types is None:
+        rows = connection.execute(_READ + _ORDER, (from_seq, upper, limit))
+    else:
+        names = sorted(set(types))
+        if not names:
+            return []
+        placeholders = ", ".join("?" * len(names))
+        rows = connection.execute(f"{_READ} AND type IN ({placeholders}){_ORDER}", (from_seq, upper, *names, limit))
+    return records_from_rows(rows)
+
+
+def head(connection: sqlite3.Connection) -> int:
+    """The greatest seq ever assigned: AUTOINCREMENT's high-water mark, which deleting rows never lowers."""
+    row = connection.execute("SELECT seq FROM sqlite_sequence WHERE name = 'eventbus_records'").fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def checkpoint(connection: sqlite3.Connection, name: str) -> int | None:
+    """The position saved under ``name``."""
+    row = connection.execute("SELECT position FROM eventbus_checkpoints WHERE name = ?", (name,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def checkpoints(connection: sqlite3.Connection) -> dict[str, int]:
+    """Every saved position by name."""
+    return dict(connection.execute("SELECT name, position FROM eventbus_checkpoints ORDER BY name"))
+
+
+def dead_letters(connection: sqlite3.Connection, subscription: str | None) -> Sequence[DeadLetter]:
+    """Dead letters in the order they were added, optionally of one subscription."""
+    query = f"SELECT {LETTER_COLUMNS} FROM eventbus_dead_letters"
+    if subscription is None:
+        return letters_from_rows(connection.execute(f"{query} ORDER BY position"))
+    return letters_from_rows(connection.execute(f"{query} WHERE subscription = ? ORDER BY position", (subscription,)))

@@ -1,0 +1,120 @@
+"""The tables of a SQLite store, their version, and how a file is brought up to it.
+
+Every table is prefixed ``eventbus_``, so the store can share a file with an
+application's own tables. ``eventbus_meta`` holds ``schema_version``.
+
+Migrations run forward only: `MIGRATIONS` lists, for each version, the
+statements that lead to it from the one before. Opening a file runs the
+steps it lacks in one ``BEGIN IMMEDIATE`` transaction, so a file is at one
+version or the next, never half-way, and a second process opening the same
+file waits and then finds the work done. A file from a newer eventbus-sqlite
+is refused with `StoreError` rather than guessed at.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from eventbus.exceptions import StoreError
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate"]
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """
+        CREATE TABLE eventbus_meta (
+            key   TEXT PRIMARY KEY,
+            value NOT NULL
+        )
+        """,
+        # seq: AUTOINCREMENT keeps it above every seq ever used, even after the
+        # newest rows are deleted. recorded_at: ns since the epoch, UTC.
+        # correlation_id: NULL when it is the event's own id. headers: a JSON
+        # object, NULL when empty. Ids are 16-byte big-endian UUIDs.
+        """
+        CREATE TABLE eventbus_records (
+            seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+            type           TEXT NOT NULL,
+            version        INTEGER NOT NULL,
+            data           TEXT NOT NULL,
+            event_id       BLOB NOT NULL,
+            recorded_at    INTEGER NOT NULL,
+            correlation_id BLOB,
+            causation_id   BLOB,
+            headers        TEXT
+        )
+        """,
+        """
+        CREATE TABLE eventbus_checkpoints (
+            name     TEXT PRIMARY KEY,
+            position INTEGER NOT NULL
+        ) WITHOUT ROWID
+        """,
+        # position keeps insertion order; the record's columns mirror eventbus_records.
+        """
+        CREATE TABLE eventbus_dead_letters (
+            position        INTEGER PRIMARY KEY AUTOINCREMENT,
+            id              BLOB NOT NULL UNIQUE,
+            subscription    TEXT NOT NULL,
+            error_type      TEXT NOT NULL,
+            error_message   TEXT NOT NULL,
+            traceback       TEXT NOT NULL,
+            attempts        INTEGER NOT NULL,
+            first_failed_at INTEGER NOT NULL,
+            last_failed_at  INTEGER NOT NULL,
+            seq             INTEGER NOT NULL,
+            type            TEXT NOT NULL,
+            version         INTEGER NOT NULL,
+            data            TEXT NOT NULL,
+            event_id        BLOB NOT NULL,
+            recorded_at     INTEGER NOT NULL,
+            correlation_id  BLOB,
+            causation_id    BLOB,
+            headers         TEXT
+        )
+        """,
+        "CREATE INDEX eventbus_dead_letters_by_subscription ON eventbus_dead_letters (subscription, position)",
+    ),
+)
+"""``MIGRATIONS[n]`` takes a file from schema version ``n`` to ``n + 1``."""
+
+SCHEMA_VERSION = len(MIGRATIONS)
+"""The schema version this eventbus-sqlite writes and understands."""
+
+
+def migrate(connection: sqlite3.Connection, where: str) -> None:
+    """Bring the file behind ``connection`` (in autocommit mode) to `SCHEMA_VERSION`."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        version = _stored_version(connection, where)
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"SQLite store {where}: the file has eventbus schema version {version}, newer than "
+                f"version {SCHEMA_VERSION} that this eventbus-sqlite understands; upgrade eventbus-sqlite"
+            )
+        for step in MIGRATIONS[version:]:
+            for statement in step:
+                connection.execute(statement)
+        if version < SCHEMA_VERSION:
+            connection.execute(
+                "INSERT INTO eventbus_meta (key, value) VALUES ('schema_version', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (SCHEMA_VERSION,),
+            )
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+
+
+def _stored_version(connection: sqlite3.Connection, where: str) -> int:
+    exists = connection.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'eventbus_meta'"
+    ).fetchone()
+    if exists is None:
+        return 0
+    row = connection.execute("SELECT value FROM eventbus_meta WHERE key = 'schema_version'").fetchone()
+    if row is None or not isinstance(row[0], int) or row[0] < 0:
+        raise StoreError(f"SQLite store {where}: the eventbus_meta table holds no valid schema_version")
+    return row[0]

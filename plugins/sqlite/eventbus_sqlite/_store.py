@@ -1,0 +1,283 @@
+"""`SqliteStore`: the embedded durable store, one SQLite file in WAL mode."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+from uuid import UUID
+
+import anyio
+from anyio import to_thread
+
+from eventbus.deadletter import DeadLetter
+from eventbus.exceptions import StoreError
+from eventbus.record import Record
+from eventbus.store import DEFAULT_PAGE_SIZE, StoreFeatures
+
+from . import _reader
+from ._connection import connect_reader, sqlite_errors
+from ._options import SqliteOptions
+from ._url import parse_url
+from ._writer import AppendRequest, Writer
+
+__all__ = ["SqliteStats", "SqliteStore"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class SqliteStats:
+    """Counters of a `SqliteStore` since it was opened.
+
+    Attributes:
+        appends: `SqliteStore.append` calls whose records were committed.
+        commits: write transactions those appends took (group commit lets
+            concurrent appends share one).
+        records: records committed.
+    """
+
+    appends: int = 0
+    commits: int = 0
+    records: int = 0
+
+
+class SqliteStore:
+    """Events, checkpoints and dead letters in one SQLite file.
+
+    ```python
+    store = SqliteStore("events.db")                      # or SqliteStore.from_url("sqlite:///events.db")
+    bus = EventBus(store=store)                           # or EventBus(store="sqlite:///events.db")
+    ```
+
+    The file is in WAL mode, so readers never wait for the writer. Every write
+    goes through one connection, in a worker thread, under a lock; appends
+    that arrive while a commit is running are committed together in the next
+    transaction (group commit), and each `append` returns only after its
+    commit. Reads use a small pool of read-only connections, each in a worker
+    thread of its own. Sequence numbers come from ``AUTOINCREMENT`` inside the
+    write transaction, so they are gapless, in commit order even when several
+    processes append to the file, and never reused after rows are deleted.
+
+    Args:
+        path: the database file; created with its schema on first `open`.
+        options: durability and waiting; see `SqliteOptions`.
+    """
+
+    features = StoreFeatures(persistent=True, shared_between_processes=True, gapless=True)
+
+    def __init__(self, path: str | os.PathLike[str], options: SqliteOptions | None = None, *, url: str = "") -> None:
+        self.path = Path(path).absolute()
+        self.options = options if options is not None else SqliteOptions()
+        self._where = f"{url} ({self.path})" if url else str(self.path)
+        self._writer: Writer | None = None
+        self._idle_readers: list[sqlite3.Connection] = []
+        self._write_lock: anyio.Lock | None = None
+        self._queued: list[AppendRequest] = []
+        self._appended: anyio.Event | None = None
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> SqliteStore:
+        """The store a ``sqlite:///relative.db`` or ``sqlite:////absolute.db`` URL names.
+
+        Keyword ``options`` (see `SqliteOptions`) override those in the URL's
+        query string. Raises `ValueError` naming the URL when it is not one.
+        """
+        path, url_options = parse_url(url)
+        unknown = set(options) - {field.name for field in fields(SqliteOptions)}
+        if unknown:
+            raise TypeError(f"unknown SQLite store option {sorted(unknown)[0]!r} for {url!r}")
+        return cls(path, replace(url_options, **options), url=url)
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({str(self.path)!r})"
+
+    def stats(self) -> SqliteStats:
+        """What this store has appended since it was opened (zeros when it is not open).
+
+        ``commits`` below ``appends`` shows group commit at work: concurrent
+        appends shared transactions.
+        """
+        writer = self._writer
+        if writer is None:
+            return SqliteStats()
+        return SqliteStats(appends=writer.batches, commits=writer.commits, records=writer.records)
+
+    async def open(self) -> None:
+        """Open the file (creating it and its schema if needed) and switch it to WAL.
+
+        Raises `StoreError` naming the file when it cannot be opened: a
+        missing directory, a file that is not SQLite or is corrupt, a schema
+        from a newer eventbus-sqlite.
+        """
+        if self._writer is not None:
+            raise StoreError(f"SQLite store {self._where} is already open")
+        self._writer = await to_thread.run_sync(Writer.open, self.path, self.options, self._where)
+        self._write_lock = anyio.Lock()
+        self._appended = anyio.Event()
+
+    async def close(self) -> None:
+        """Wait for writes in progress, then close every connection. Closing twice does nothing."""
+        if self._writer is None or self._write_lock is None:
+            return
+        async with self._write_lock:
+            writer, self._writer = self._writer, None
+            readers, self._idle_readers = self._idle_readers, []
+            await to_thread.run_sync(_close_all, writer, readers)
+
+    async def append(self, records: Sequence[Record]) -> None:
+        """Commit ``records`` as one batch with consecutive seqs; returns after the commit.
+
+        Cancellation waits for the batch: once this has begun, the records are
+        either committed (and their seqs set) or not stored at all, and a
+        cancelled caller gets the cancellation when the commit is over.
+        Raises `StoreError` for a record that cannot be encoded or a failed
+        commit; nothing of the batch is stored then.
+        """
+        if not records:
+            return
+        request = AppendRequest(records)
+        with anyio.CancelScope(shield=True):
+            lock = self._lock()
+            self._queued.append(request)
+            async with lock:
+                if not request.committed and request.error is None:
+                    await self._commit_queued()
+        if request.error is not None:
+            raise request.error
+
+    async def _commit_queued(self) -> None:
+        """Commit every queued request in one transaction (the caller holds the write lock)."""
+        queued, self._queued = self._queued, []
+        writer = self._writer
+        if writer is None:
+            for request in queued:
+                request.error = self._closed_error()
+            return
+        try:
+            await to_thread.run_sync(writer.append, queued)
+        except Exception as exc:
+            for request in queued:
+                if not request.committed and request.error is None:
+                    request.error = StoreError(f"SQLite store {self._where}: append failed: {exc}")
+                    request.error.__cause__ = exc
+        if any(request.committed for request in queued) and self._appended is not None:
+            self._appended.set()
+            self._appended = anyio.Event()
+
+    async def read(
+        self,
+        from_seq: int = 1,
+        *,
+        to_seq: int | None = None,
+        types: Collection[str] | None = None,
+        limit: int = DEFAULT_PAGE_SIZE,
+    ) -> Sequence[Record]:
+        """Up to ``limit`` records with ``from_seq <= seq <= to_seq`` (of ``types`` only, if given).
+
+        Events stay undecoded until a record's ``event`` is read.
+        """
+        if from_seq < 1:
+            raise ValueError(f"from_seq must be >= 1, got {from_seq}")
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        return await self._read(
+            partial(_reader.read_records, from_seq=from_seq, to_seq=to_seq, types=types, limit=limit)
+        )
+
+    async def head(self) -> int:
+        """The greatest seq ever assigned (0 for a new file); deleting rows never lowers it."""
+        return await self._read(_reader.head)
+
+    async def wait_for_append(self, after_seq: int) -> None:
+        """Return when a seq above ``after_seq`` may exist.
+
+        This process's appends wake the caller at once; another process's are
+        noticed within ``options.poll_interval`` seconds.
+        """
+        if await self.head() > after_seq:
+            return
+        appended = self._appended
+        if appended is None:
+            raise self._closed_error()
+        with anyio.move_on_after(self.options.poll_interval):
+            await appended.wait()
+
+    async def load_checkpoint(self, name: str) -> int | None:
+        """The position saved under ``name``, or ``None``."""
+        return await self._read(partial(_reader.checkpoint, name=name))
+
+    async def save_checkpoints(self, positions: Mapping[str, int]) -> None:
+        """Save several named positions in one transaction."""
+        if positions:
+            await self._write(partial(self._require_writer().save_checkpoints, dict(positions)))
+
+    async def checkpoints(self) -> Mapping[str, int]:
+        """Every saved position by name."""
+        return await self._read(_reader.checkpoints)
+
+    async def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        """Store dead letters in one transaction, each with the whole record it failed on."""
+        if letters:
+            await self._write(partial(self._require_writer().add_dead_letters, list(letters)))
+
+    async def dead_letters(self, subscription: str | None = None) -> Sequence[DeadLetter]:
+        """Stored dead letters, oldest first, optionally of one subscription."""
+        return await self._read(partial(_reader.dead_letters, subscription=subscription))
+
+    async def delete_dead_letters(self, ids: Collection[UUID]) -> int:
+        """Delete the dead letters with these ids; returns how many existed."""
+        if not ids:
+            return 0
+        return await self._write(partial(self._require_writer().delete_dead_letters, list(ids)))
+
+    async def _write(self, work: Callable[[], T]) -> T:
+        async with self._lock():
+            self._require_writer()
+            return await to_thread.run_sync(work)
+
+    async def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        self._require_writer()
+        idle = self._idle_readers.pop() if self._idle_readers else None
+        connection, result = await to_thread.run_sync(self._run_reader, idle, work)
+        if self._writer is None:
+            await to_thread.run_sync(connection.close)
+        else:
+            self._idle_readers.append(connection)
+        return result
+
+    def _run_reader(
+        self, connection: sqlite3.Connection | None, work: Callable[[sqlite3.Connection], T]
+    ) -> tuple[sqlite3.Connection, T]:
+        """In a worker thread: run ``work`` on a reader connection, opening one if none is idle."""
+        with sqlite_errors(self._where):
+            if connection is None:
+                connection = connect_reader(self.path, self.options)
+            try:
+                return connection, work(connection)
+            except BaseException:
+                connection.close()
+                raise
+
+    def _lock(self) -> anyio.Lock:
+        if self._write_lock is None:
+            raise self._closed_error()
+        return self._write_lock
+
+    def _require_writer(self) -> Writer:
+        if self._writer is None:
+            raise self._closed_error()
+        return self._writer
+
+    def _closed_error(self) -> StoreError:
+        return StoreError(f"SQLite store {self._where} is not open")
+
+
+def _close_all(writer: Writer, readers: list[sqlite3.Connection]) -> None:
+    for reader in readers:
+        reader.close()
+    writer.close()

@@ -1,0 +1,162 @@
+"""The writing side of a SQLite store: one connection, one transaction at a time.
+
+Its methods block and run in worker threads; the store calls them under its
+write lock, so the connection is never used by two threads at once.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from uuid import UUID
+
+from eventbus.deadletter import DeadLetter
+from eventbus.exceptions import StoreError
+from eventbus.record import Record
+
+from ._codec import INSERT_LETTER, INSERT_RECORD, INSERT_RECORD_CHUNK, Row, chunked, letter_rows, record_rows
+from ._connection import connect_writer, sqlite_errors
+from ._options import SqliteOptions
+from ._reader import head
+from ._schema import migrate
+
+__all__ = ["AppendRequest", "Writer"]
+
+
+@dataclass(eq=False)
+class AppendRequest:
+    """One caller's batch on its way to the file, perhaps in a transaction with others'.
+
+    The writer sets ``committed`` (the records' seqs are then set) or ``error``.
+    """
+
+    records: Sequence[Record]
+    committed: bool = False
+    error: StoreError | None = None
+
+
+class Writer:
+    """Owns the writer connection; every method is one transaction."""
+
+    def __init__(self, connection: sqlite3.Connection, where: str) -> None:
+        self._connection = connection
+        self._where = where
+        self.commits = 0
+        """Append transactions committed so far."""
+        self.batches = 0
+        """Callers' batches committed so far (several may share one commit)."""
+        self.records = 0
+        """Records committed so far."""
+
+    @classmethod
+    def open(cls, path: Path, options: SqliteOptions, where: str) -> Writer:
+        """Connect, switch to WAL and bring the schema up to date."""
+        with sqlite_errors(where):
+            connection = connect_writer(path, options)
+            try:
+                migrate(connection, where)
+            except BaseException:
+                connection.close()
+                raise
+        return cls(connection, where)
+
+    def close(self) -> None:
+        """Close the connection (SQLite checkpoints the WAL into the main file)."""
+        with sqlite_errors(self._where):
+            self._connection.close()
+
+    def append(self, requests: Sequence[AppendRequest]) -> None:
+        """Commit every request that can be stored, together in one transaction when they all can.
+
+        Group commit: the batches of concurrent callers share one transaction
+        and one fsync. A batch that cannot be encoded fails alone; if the
+        shared transaction fails, each batch is tried on its own, so one
+        caller's bad input never fails another's append.
+        """
+        batches: list[tuple[AppendRequest, list[Row]]] = []
+        for request in requests:
+            try:
+                batches.append((request, record_rows(request.records)))
+            except ValueError as exc:
+                request.error = self._error(exc)
+        if len(batches) > 1:
+            with suppress(StoreError):
+                self._insert(batches)
+                return
+        for batch in batches:
+            try:
+                self._insert([batch])
+            except StoreError as exc:
+                batch[0].error = exc
+
+    def save_checkpoints(self, positions: Mapping[str, int]) -> None:
+        """Upsert named positions."""
+        with self._transaction() as connection:
+            connection.executemany(
+                "INSERT INTO eventbus_checkpoints (name, position) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+                positions.items(),
+            )
+
+    def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        """Store dead letters; one with an id already stored replaces it."""
+        try:
+            rows = letter_rows(letters)
+        except ValueError as exc:
+            raise self._error(exc) from exc
+        with self._transaction() as connection:
+            connection.executemany(INSERT_LETTER, rows)
+
+    def delete_dead_letters(self, ids: Collection[UUID]) -> int:
+        """Delete dead letters by id; how many existed."""
+        with self._transaction() as connection:
+            cursor = connection.executemany(
+                "DELETE FROM eventbus_dead_letters WHERE id = ?", [(letter_id.bytes,) for letter_id in set(ids)]
+            )
+            return cursor.rowcount
+
+    def _insert(self, batches: Sequence[tuple[AppendRequest, list[Row]]]) -> None:
+        rows = [row for _, batch_rows in batches for row in batch_rows]
+        with self._transaction() as connection:
+            last = head(connection)
+            chunks, rest = chunked(rows)
+            connection.executemany(INSERT_RECORD_CHUNK, chunks)
+            connection.executemany(INSERT_RECORD, rest)
+            (newest,) = connection.execute("SELECT last_insert_rowid()").fetchone()
+            if newest != last + len(rows):
+                raise StoreError(
+                    f"SQLite store {self._where}: {len(rows)} records after seq {last} got seqs up to "
+                    f"{newest}; the store would have a gap, so nothing was appended"
+                )
+        self.commits += 1
+        self.batches += len(batches)
+        self.records += len(rows)
+        seq = last
+        for request, _ in batches:
+            for record in request.records:
+                seq += 1
+                record.seq = seq
+            request.committed = True
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any error; `sqlite3.Error` → `StoreError`."""
+        connection = self._connection
+        with sqlite_errors(self._where):
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield connection
+                connection.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:
+                    with suppress(sqlite3.Error):
+                        connection.execute("ROLLBACK")
+                raise
+
+    def _error(self, exc: Exception) -> StoreError:
+        error = StoreError(f"SQLite store {self._where}: {exc}")
+        error.__cause__ = exc
+        return error

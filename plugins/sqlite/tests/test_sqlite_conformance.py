@@ -1,0 +1,40 @@
+"""`SqliteStore` against the store conformance suite, on real files."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from eventbus_sqlite import SqliteStore
+
+from eventbus.store import Store
+from eventbus.testing import StoreConformance
+
+
+class TestSqliteStore(StoreConformance):
+    @pytest.fixture
+    async def store(self, sqlite_store: SqliteStore) -> SqliteStore:
+        return sqlite_store
+
+    async def reopen(self, store: Store) -> Store:
+        assert isinstance(store, SqliteStore)
+        await store.close()
+        reopened = SqliteStore(store.path, store.options)
+        await reopened.open()
+        return reopened
+
+    async def open_peer(self, store: Store) -> Store:
+        assert isinstance(store, SqliteStore)
+        peer = SqliteStore(store.path, store.options)
+        await peer.open()
+        return peer
+
+    async def delete_newest(self, store: Store, count: int) -> None:
+        assert isinstance(store, SqliteStore)
+        with sqlite3.connect(store.path) as connection:
+            connection.execute(
+                "DELETE FROM eventbus_records WHERE seq IN "
+                "(SELECT seq FROM eventbus_records ORDER BY seq DESC LIMIT ?)",
+                (count,),
+            )
+        connection.close()

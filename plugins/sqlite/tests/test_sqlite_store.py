@@ -1,0 +1,169 @@
+"""What the SQLite store does beyond the conformance suite: its file, group commit, waking tailers, URLs on a bus."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import anyio
+import pytest
+from eventbus_sqlite import SCHEMA_VERSION, SqliteOptions, SqliteStore
+from eventbus_sqlite._codec import CHUNK_ROWS
+
+from eventbus import Event, EventBus, Record, StoreError, StoreNotFound
+from eventbus.store import url as url_module
+from eventbus.testing import new_record
+
+
+class Counted(Event, name="eventbus_sqlite.tests.Counted"):
+    number: int
+
+
+class Loose(Event, name="eventbus_sqlite.tests.Loose"):
+    value: object
+
+
+def _counted(count: int, start: int = 0) -> list[Record]:
+    return [new_record(Counted(number=number)) for number in range(start, start + count)]
+
+
+def _query(path: Path, sql: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(path) as connection:
+        rows = connection.execute(sql).fetchall()
+    connection.close()
+    return rows
+
+
+async def test_the_file_is_in_wal_mode_with_the_current_schema(sqlite_store: SqliteStore) -> None:
+    assert _query(sqlite_store.path, "PRAGMA journal_mode") == [("wal",)]
+    assert _query(sqlite_store.path, "SELECT value FROM eventbus_meta WHERE key = 'schema_version'") == [
+        (SCHEMA_VERSION,)
+    ]
+
+
+async def test_events_are_stored_as_readable_json(sqlite_store: SqliteStore) -> None:
+    await sqlite_store.append([new_record(Counted(number=7), headers={"origin": "billing"})])
+    assert _query(sqlite_store.path, "SELECT type, version, data, headers FROM eventbus_records") == [
+        ("eventbus_sqlite.tests.Counted", 1, '{"number":7}', '{"origin":"billing"}')
+    ]
+    assert _query(sqlite_store.path, "SELECT json_extract(data, '$.number') FROM eventbus_records") == [(7,)]
+
+
+async def test_it_shares_a_file_with_an_applications_tables(db_path: Path) -> None:
+    with sqlite3.connect(db_path) as connection:
+        connection.execute("CREATE TABLE orders (id TEXT PRIMARY KEY)")
+        connection.execute("INSERT INTO orders VALUES ('A1')")
+    connection.close()
+    store = SqliteStore(db_path)
+    await store.open()
+    await store.append(_counted(2))
+    await store.close()
+    assert _query(db_path, "SELECT id FROM orders") == [("A1",)]
+
+
+@pytest.mark.parametrize("sizes", [[CHUNK_ROWS - 1, CHUNK_ROWS, CHUNK_ROWS + 1], [2 * CHUNK_ROWS + 37, 1]])
+async def test_batches_across_insert_chunks_keep_their_order(sqlite_store: SqliteStore, sizes: list[int]) -> None:
+    batches = []
+    start = 0
+    for size in sizes:
+        batches.append(_counted(size, start))
+        start += size
+    for batch in batches:
+        await sqlite_store.append(batch)
+    stored = await sqlite_store.read(limit=start)
+    assert [record.seq for record in stored] == list(range(1, start + 1))
+    assert [record.seq for batch in batches for record in batch] == list(range(1, start + 1))
+    assert [record.event for record in stored] == [Counted(number=number) for number in range(start)]
+
+
+async def test_one_callers_bad_batch_does_not_fail_the_others_in_its_group_commit(
+    sqlite_store: SqliteStore,
+) -> None:
+    good = [_counted(3, start=10 * writer) for writer in range(5)]
+    bad = [*_counted(2, start=100), new_record(Loose(value=object()))]
+    failures: list[StoreError] = []
+
+    async def append_bad() -> None:
+        with pytest.raises(StoreError, match="cannot store") as caught:
+            await sqlite_store.append(bad)
+        failures.append(caught.value)
+
+    async with anyio.create_task_group() as group:
+        for batch in good[:2]:
+            group.start_soon(sqlite_store.append, batch)
+        group.start_soon(append_bad)
+        for batch in good[2:]:
+            group.start_soon(sqlite_store.append, batch)
+
+    assert len(failures) == 1
+    stored = await sqlite_store.read()
+    assert sorted(record.event_id for record in stored) == sorted(record.event_id for batch in good for record in batch)
+    assert [record.seq for record in stored] == list(range(1, 16))
+
+
+async def test_wait_for_append_wakes_at_once_for_this_processs_appends(db_path: Path) -> None:
+    store = SqliteStore(db_path, SqliteOptions(poll_interval=3_600))
+    await store.open()
+    try:
+        woke = anyio.Event()
+
+        async def wait() -> None:
+            await store.wait_for_append(0)
+            woke.set()
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as group:
+                group.start_soon(wait)
+                await anyio.wait_all_tasks_blocked()
+                await store.append(_counted(1))
+                await woke.wait()
+    finally:
+        await store.close()
+
+
+async def test_closing_waits_for_an_append_in_progress(db_path: Path) -> None:
+    store = SqliteStore(db_path)
+    await store.open()
+    batch = _counted(500)
+    async with anyio.create_task_group() as group:
+        group.start_soon(store.append, batch)
+        await anyio.wait_all_tasks_blocked()
+        await store.close()
+    assert [record.seq for record in batch] == list(range(1, 501))
+    assert _query(db_path, "SELECT count(*) FROM eventbus_records") == [(500,)]
+
+
+async def test_concurrent_appends_share_commits(sqlite_store: SqliteStore) -> None:
+    batches = [_counted(2, start=10 * writer) for writer in range(50)]
+    async with anyio.create_task_group() as group:
+        for batch in batches:
+            group.start_soon(sqlite_store.append, batch)
+    stats = sqlite_store.stats()
+    assert (stats.appends, stats.records) == (50, 100)
+    assert stats.commits <= 5, f"50 concurrent appends took {stats.commits} transactions"
+    stored = await sqlite_store.read()
+    assert [record.seq for record in stored] == list(range(1, 101))
+    for batch in batches:
+        assert batch[1].seq == batch[0].seq + 1, "a caller's batch was split"
+
+
+async def test_a_bus_opens_its_store_from_a_sqlite_url(db_path: Path) -> None:
+    handled: list[int] = []
+
+    async def count(event: Counted) -> None:
+        handled.append(event.number)
+
+    async with EventBus(store=f"sqlite:///{db_path}") as bus:
+        bus.subscribe(Counted, count)
+        assert isinstance(bus.store, SqliteStore)
+        assert bus.store.path == db_path
+        assert await bus.publish_many([Counted(number=1), Counted(number=2)]) == [1, 2]
+        await bus.drain(timeout=10)
+    assert handled == [1, 2]
+    assert _query(db_path, "SELECT count(*) FROM eventbus_records") == [(2,)]
+
+
+def test_without_its_plugin_a_url_names_the_distribution_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(url_module, "entry_points", lambda group: [])
+    with pytest.raises(StoreNotFound, match="install the 'eventbus-sqlite' distribution"):
+        EventBus(store="sqlite:///events.db")
