@@ -1,0 +1,33 @@
+"""A small application for the CLI tests: its events and its bus factory.
+
+``eventbus dlq redrive --app cli_app:create_bus`` imports it in a child
+process, as a real deployment would import the service's own module.
+"""
+
+from __future__ import annotations
+
+from eventbus import Event, EventBus, Record, Retry
+
+
+class CliOrder(Event, name="cli.order", version=1):
+    order_id: str
+    amount: float
+
+
+class CliNote(Event, name="cli.note", version=1):
+    text: str
+
+
+AUDIT = "cli-audit"
+
+
+def create_bus(url: str, *, broken: bool = False) -> EventBus:
+    """The application's bus; with ``broken`` its audit handler fails on big orders."""
+    bus = EventBus(store=url)
+
+    @bus.subscribe(CliOrder, name=AUDIT, durable=True, retry=Retry(attempts=2, backoff=0.0, jitter=0.0))
+    def audit(event: CliOrder, record: Record) -> None:
+        if broken and event.amount > 100:
+            raise ValueError(f"cannot audit order {event.order_id}")
+
+    return bus

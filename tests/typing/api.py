@@ -1,0 +1,129 @@
+"""Uses the public API the way an application would; checked by ``mypy --strict``
+(see ``[tool.mypy]`` in pyproject.toml). Nothing here runs in the test suite."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import assert_type
+
+import anyio
+
+from eventbus import (
+    BusStats,
+    DeadLetter,
+    Event,
+    EventBus,
+    EventBusError,
+    Handle,
+    Middleware,
+    PublishMiddleware,
+    Record,
+    Retry,
+    Subscription,
+    SubscriptionStats,
+)
+from eventbus.middleware import Commit
+
+
+class OrderPlaced(Event, name="typing.order.placed", version=1):
+    order_id: str
+    amount: float
+
+
+class OrderShipped(Event, name="typing.order.shipped"):
+    order_id: str
+
+
+def timing(call_next: Handle, subscription: Subscription) -> Handle:
+    async def handle(record: Record) -> None:
+        started = anyio.current_time()
+        try:
+            await call_next(record)
+        finally:
+            print(subscription.name, record.seq, anyio.current_time() - started)
+
+    return handle
+
+
+def audit_publishes(call_next: Commit) -> Commit:
+    async def commit(records: Sequence[Record]) -> None:
+        await call_next(records)
+        print([record.seq for record in records])
+
+    return commit
+
+
+bus_middleware: list[Middleware] = [timing]
+publish_middleware: list[PublishMiddleware] = [audit_publishes]
+
+
+async def main() -> None:
+    bus = EventBus(middleware=bus_middleware, publish_middleware=publish_middleware, max_causation_depth=8)
+
+    @bus.subscribe
+    async def ship(event: OrderPlaced) -> None:
+        await bus.publish(OrderShipped(order_id=event.order_id))
+
+    # the decorators hand the function back unchanged, signature included
+    still_callable: Callable[[OrderPlaced], Awaitable[None]] = ship
+
+    @bus.subscribe(
+        OrderPlaced,
+        where=lambda e: e.amount > 100,
+        name="big-orders",
+        retry=Retry(attempts=3, backoff=0.05),
+        timeout=2.0,
+        max_pending=1_000,
+        backpressure="block",
+        concurrency=1,
+    )
+    def audit(event: OrderPlaced, record: Record) -> None:
+        print(record.seq, event.amount)
+
+    still_sync: Callable[[OrderPlaced, Record], None] = audit
+
+    def on_any(event: OrderPlaced | OrderShipped) -> None:
+        print(event)
+
+    subscription = bus.subscribe((OrderPlaced, OrderShipped), on_any, name="any", where={"order_id": "A1"})
+    assert_type(subscription, Subscription)
+
+    async with bus:
+        seq = await bus.publish(OrderPlaced(order_id="A1", amount=120), headers={"tenant": "acme"})
+        assert_type(seq, int)
+        seqs = await bus.publish_many([OrderPlaced(order_id="A2", amount=5)])
+        assert_type(seqs, list[int])
+        await bus.drain(timeout=5.0)
+
+        async for record in bus.replay(OrderPlaced, from_seq=1):
+            assert_type(record, Record)
+            print(record.seq, record.event, record.event_id, record.recorded_at, record.headers)
+            print(record.correlation_id, record.causation_id, record.type, record.version)
+
+        stats = bus.stats()
+        assert_type(stats, BusStats)
+        ship_stats = stats["big-orders"]
+        assert_type(ship_stats, SubscriptionStats)
+        print(ship_stats.delivered + ship_stats.failed + ship_stats.pending, ship_stats.position)
+
+        letters = await bus.dead_letters.list(subscription="big-orders")
+        assert_type(letters, Sequence[DeadLetter])
+        redriven: int = await bus.dead_letters.redrive([letter.id for letter in letters])
+        purged: int = await bus.dead_letters.purge()
+        print(redriven, purged)
+
+        bus.subscriptions["any"].close()
+        await subscription.aclose()
+
+    try:
+        await bus.publish(OrderPlaced(order_id="A3", amount=1))
+    except EventBusError as exc:
+        print(exc)
+
+    async with EventBus() as other:
+        await other.publish(OrderShipped(order_id="B1"))
+    print(still_callable, still_sync)
+
+
+if __name__ == "__main__":
+    anyio.run(main)
