@@ -1,0 +1,236 @@
+"""Durable publish and replay through the SQLite and PostgreSQL stores, beside a raw sqlite3 floor.
+
+The *floor* is the least a Python program can spend to keep the same rows
+in SQLite: stdlib ``sqlite3`` with the store's settings (WAL,
+``synchronous=FULL``), ``executemany`` of ready-made rows in transactions of
+`BATCH` rows, and paged ``SELECT`` of the same columns back as tuples. Every
+other figure is measured in the same run and printed with its ratio to the
+floor of the same kind (publish or replay); above 1.0 would beat raw sqlite3.
+
+    python benchmarks/stores.py            # 200 000 events per scenario
+    python benchmarks/stores.py --quick    # 20 000 events, a few seconds, for CI
+
+Scenarios (DESIGN.md section 3: SQLite durable publish >= 200 000 events/s
+with batching, replay >= 400 000 events/s):
+- publish_many: `PUBLISHERS` tasks each publishing batches of `BATCH` events
+  with ``publish_many``; concurrent batches share commits (group commit).
+- publish: `CONCURRENT` tasks each calling ``publish`` one event at a time;
+  only group commit batches them.
+- store.read: paging through the store with ``Store.read`` (records built,
+  events left undecoded, as catch-up reads them).
+- bus.replay: ``async for record in bus.replay()``, each event decoded.
+
+PostgreSQL runs when the server in ``EVENTBUS_POSTGRES_URL`` (default
+``postgresql://postgres@127.0.0.1:5432/test``) answers, in a schema of its
+own that is dropped afterwards; otherwise its lines say why they are missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sqlite3
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import anyio
+from _logs import quiet_logs
+from eventbus_postgres import PostgresStore
+from eventbus_sqlite import SqliteStore
+
+from eventbus import Event, EventBus, StoreError
+from eventbus.store import Store
+
+BATCH = 1_000
+"""Events per ``publish_many`` call, rows per floor transaction, records per read page."""
+PUBLISHERS = 4
+CONCURRENT = 200
+POSTGRES_URL = os.environ.get("EVENTBUS_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+Result = tuple[str, float]
+
+
+class Tick(Event, name="bench.stores.tick"):
+    n: int
+    account: str
+
+
+def _events(n: int) -> list[Tick]:
+    return [Tick(n=i, account=f"acct-{i % 97}") for i in range(n)]
+
+
+async def _timed(run: Callable[[], Awaitable[object]]) -> float:
+    gc.collect()
+    started = time.perf_counter()
+    await run()
+    return time.perf_counter() - started
+
+
+def floor(path: Path, n: int) -> tuple[float, float]:
+    """Raw sqlite3: (rows inserted/s, rows selected/s), on the store's table shape and settings."""
+    connection = sqlite3.connect(path, isolation_level=None)
+    connection.execute("PRAGMA journal_mode = WAL")
+    connection.execute("PRAGMA synchronous = FULL")
+    connection.execute(
+        "CREATE TABLE records (seq INTEGER PRIMARY KEY AUTOINCREMENT, type TEXT NOT NULL, version INTEGER NOT NULL, "
+        "data TEXT NOT NULL, event_id BLOB NOT NULL, recorded_at INTEGER NOT NULL, correlation_id BLOB, "
+        "causation_id BLOB, headers TEXT)"
+    )
+    now = time.time_ns()
+    rows = [
+        ("bench.stores.tick", 1, event.model_dump_json(), uuid.uuid4().bytes, now, None, None, None)
+        for event in _events(n)
+    ]
+    insert = "INSERT INTO records (type, version, data, event_id, recorded_at, correlation_id, causation_id, headers) "
+    insert += "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    gc.collect()
+    started = time.perf_counter()
+    for start in range(0, n, BATCH):
+        connection.execute("BEGIN IMMEDIATE")
+        connection.executemany(insert, rows[start : start + BATCH])
+        connection.execute("COMMIT")
+    write = n / (time.perf_counter() - started)
+
+    select = "SELECT seq, type, version, data, event_id, recorded_at, correlation_id, causation_id, headers "
+    select += "FROM records WHERE seq >= ? ORDER BY seq LIMIT ?"
+    gc.collect()
+    started = time.perf_counter()
+    count, next_seq = 0, 1
+    while page := connection.execute(select, (next_seq, BATCH)).fetchall():
+        count += len(page)
+        next_seq = page[-1][0] + 1
+    read = count / (time.perf_counter() - started)
+    assert count == n, count
+    connection.close()
+    return write, read
+
+
+async def publish_many(store: Store, n: int) -> float:
+    """``PUBLISHERS`` tasks of ``publish_many`` batches; events/s."""
+    events = _events(n)
+    share = n // PUBLISHERS
+    async with EventBus(store=store) as bus:
+
+        async def publisher(first: int) -> None:
+            for start in range(first, first + share, BATCH):
+                await bus.publish_many(events[start : start + BATCH])
+
+        async def run() -> None:
+            async with anyio.create_task_group() as group:
+                for index in range(PUBLISHERS):
+                    group.start_soon(publisher, index * share)
+
+        elapsed = await _timed(run)
+        assert bus.head == share * PUBLISHERS, bus.head
+    return share * PUBLISHERS / elapsed
+
+
+async def publish_each(store: Store, n: int) -> float:
+    """``CONCURRENT`` tasks each publishing one event at a time; events/s."""
+    events = _events(n)
+    share = n // CONCURRENT
+    async with EventBus(store=store) as bus:
+
+        async def publisher(first: int) -> None:
+            for event in events[first : first + share]:
+                await bus.publish(event)
+
+        async def run() -> None:
+            async with anyio.create_task_group() as group:
+                for index in range(CONCURRENT):
+                    group.start_soon(publisher, index * share)
+
+        elapsed = await _timed(run)
+    return share * CONCURRENT / elapsed
+
+
+async def read_and_replay(store: Store, n: int) -> tuple[float, float]:
+    """(records/s paging with ``Store.read``, events/s through ``bus.replay()``) over the first ``n`` seqs."""
+    async with EventBus(store=store) as bus:
+
+        async def read() -> None:
+            count, next_seq = 0, 1
+            while next_seq <= n and (page := await store.read(next_seq, to_seq=n, limit=BATCH)):
+                count += len(page)
+                next_seq = page[-1].seq + 1
+            assert count == n, count
+
+        async def replay() -> None:
+            count = 0
+            async for _ in bus.replay(to_seq=n):
+                count += 1
+            assert count == n, count
+
+        read_rate = n / await _timed(read)
+        replay_rate = n / await _timed(replay)
+    return read_rate, replay_rate
+
+
+async def run_store(label: str, make: Callable[[], Store], n: int) -> list[Result]:
+    """Every scenario on fresh instances of one store (all writing to the same database)."""
+    results = [(f"{label}: publish_many x{PUBLISHERS} publishers", await publish_many(make(), n))]
+    each = max(CONCURRENT, n // 5)
+    results.append((f"{label}: publish x{CONCURRENT} concurrent publishers", await publish_each(make(), each)))
+    read_rate, replay_rate = await read_and_replay(make(), n)
+    results.append((f"{label}: store.read pages of {BATCH}", read_rate))
+    results.append((f"{label}: bus.replay(), events decoded", replay_rate))
+    return results
+
+
+async def postgres_schema() -> str | None:
+    """A fresh schema name on a reachable server, or None (with a note) when there is none."""
+    probe = PostgresStore(POSTGRES_URL, schema="eventbus_bench_probe", connect_timeout=3)
+    try:
+        await probe.open()
+    except StoreError as exc:
+        print(f"PostgreSQL skipped: {exc}")
+        return None
+    await probe.close()
+    return f"eventbus_bench_{uuid.uuid4().hex[:12]}"
+
+
+async def drop_schemas(*schemas: str) -> None:
+    import asyncpg  # only needed here; the stores themselves go through eventbus-postgres
+
+    async def drop() -> None:
+        connection = await asyncpg.connect(POSTGRES_URL)
+        try:
+            for schema in schemas:
+                await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await connection.close()
+
+    await drop()
+
+
+async def main(quick: bool) -> None:
+    n = 20_000 if quick else 200_000
+    print(f"eventbus store benchmark ({n:,} events per scenario, batches of {BATCH:,}; asyncio)\n")
+    with tempfile.TemporaryDirectory() as directory:
+        write_floor, read_floor = floor(Path(directory) / "floor.db", n)
+        path = Path(directory) / "events.db"
+        results = await run_store("sqlite", lambda: SqliteStore(path), n)
+    schema = await postgres_schema()
+    if schema is not None:
+        try:
+            results += await run_store("postgres", lambda: PostgresStore(POSTGRES_URL, schema=schema), n)
+        finally:
+            await drop_schemas(schema, "eventbus_bench_probe")
+
+    width = max(len(name) for name, _ in results) + 2
+    print(f"{'floor: sqlite3 executemany, one txn per batch':<{width}}{write_floor:>12,.0f} events/s")
+    print(f"{'floor: sqlite3 SELECT pages':<{width}}{read_floor:>12,.0f} events/s\n")
+    for name, rate in results:
+        kind_floor = read_floor if "read" in name or "replay" in name else write_floor
+        print(f"{name:<{width}}{rate:>12,.0f} events/s   {rate / kind_floor:5.2f} x floor")
+
+
+if __name__ == "__main__":
+    quiet_logs()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="20 000 events per scenario (CI)")
+    anyio.run(main, parser.parse_args().quick)
