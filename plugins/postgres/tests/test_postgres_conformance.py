@@ -10,7 +10,7 @@ from eventbus_postgres import PostgresStore
 from postgres_helpers import admin_sql, store_url
 
 from eventbus.store.base import Store
-from eventbus.testing import StoreConformance
+from eventbus.testing import PersistentStoreConformance, SharedStoreConformance
 
 
 async def _opened(schema: str) -> PostgresStore:
@@ -24,7 +24,7 @@ def _schema_of(store: Store) -> str:
     return store.options.schema
 
 
-class TestPostgresStoreConformance(StoreConformance):
+class TestPostgresStoreConformance(PersistentStoreConformance, SharedStoreConformance):
     @pytest.fixture
     async def store(self, schema: str) -> AsyncIterator[PostgresStore]:
         store = await _opened(schema)

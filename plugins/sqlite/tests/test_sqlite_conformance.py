@@ -8,10 +8,10 @@ import pytest
 from eventbus_sqlite import SqliteStore
 
 from eventbus.store import Store
-from eventbus.testing import StoreConformance
+from eventbus.testing import PersistentStoreConformance, SharedStoreConformance
 
 
-class TestSqliteStore(StoreConformance):
+class TestSqliteStore(PersistentStoreConformance, SharedStoreConformance):
     @pytest.fixture
     async def store(self, sqlite_store: SqliteStore) -> SqliteStore:
         return sqlite_store
