@@ -287,7 +287,8 @@ class EventBus:
             concurrency: worker tasks; with ``key``, events of one key stay in order.
             key: a function of the event giving its ordering key.
             from_seq: deliver stored history from this seq, then continue live.
-            durable: checkpoint the position in the store and resume from it.
+            durable: checkpoint the position in the store under ``name``
+                (required then) and resume from it.
             in_thread: run a sync handler in a worker thread.
             middleware: delivery middleware of this subscription only.
         """
@@ -324,6 +325,11 @@ class EventBus:
         if not callable(handler):
             raise TypeError(f"handler must be callable, got {handler!r}")
         classes = event_types(spec, handler)
+        if options["durable"] and name is None:
+            raise ValueError(
+                f"durable=True needs name=: the checkpoint of {handler_name(handler)!r} is saved under "
+                "that name, which must stay the same across restarts"
+            )
         sub_name = name if name is not None else handler_name(handler)
         if sub_name in self._subscriptions:
             raise DuplicateSubscription(

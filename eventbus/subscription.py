@@ -61,12 +61,16 @@ from .store.base import DEFAULT_PAGE_SIZE
 if TYPE_CHECKING:
     from .bus import EventBus
 
-__all__ = ["CHECKPOINT_EVERY", "DEFAULT_MAX_PENDING", "Subscription", "SubscriptionOptions"]
+__all__ = ["CHECKPOINT_EVERY", "CHECKPOINT_IDLE", "DEFAULT_MAX_PENDING", "Subscription", "SubscriptionOptions"]
 
 DEFAULT_MAX_PENDING = 10_000
 CHECKPOINT_EVERY = 1_000
-"""A durable subscription saves its position after this many deliveries, and
-whenever it runs out of work."""
+"""A durable subscription saves its position after this many deliveries, when
+it has run out of work for `CHECKPOINT_IDLE` seconds, and when it closes. After
+a crash, at most this many deliveries are made again."""
+CHECKPOINT_IDLE = 1.0
+"""Seconds a durable subscription waits, out of work, before saving its
+position: a trickle of events does not cost a store write each."""
 
 _DROP_REPORT_INTERVAL = 1.0
 _NEVER = sys.maxsize
@@ -165,6 +169,8 @@ class Subscription:
         self._missed = False
         self._position = 0
         self._saved_position = 0
+        self._idle_at = -1  # the position when the subscription last ran out of work
+        self._idle_deadline = math.inf
         self._checkpoint_due = CHECKPOINT_EVERY if options.durable else _NEVER
         self._where = _predicate(options.where, types)
         self._rejected: dict[int, Exception] = {}
@@ -455,7 +461,6 @@ class Subscription:
             if self._parked:
                 self._wake()
             return
-        await self._save_position()
         await self._sleep()
 
     async def _sleep(self, until: Callable[[], Awaitable[None]] | None = None) -> None:
@@ -470,9 +475,9 @@ class Subscription:
         try:
             if until is None:
                 self._parked = True
-                await wakeup.wait()
+                await self._wait_saving_when_idle(wakeup.wait)
             else:
-                await until()
+                await self._wait_saving_when_idle(until)
         finally:
             self._sleeping -= 1
         if wakeup.is_set() and self._wakeup is wakeup:
@@ -486,12 +491,18 @@ class Subscription:
             self._next_seq = head + 1
 
     async def _prepare(self) -> None:
-        """A durable subscription resumes after its saved position, if it has one."""
+        """A durable subscription resumes after its saved position, if it has
+        one; otherwise it saves where it starts, so that a restart before its
+        first delivery finishes resumes there and not at the newer head."""
         if self.options.durable:
             saved = await self.bus.store.load_checkpoint(self.name)
             if saved is not None:
                 self._next_seq = saved + 1
                 self._position = self._saved_position = saved
+            else:
+                self._position = self._next_seq - 1
+                self._saved_position = -1  # nothing saved yet, not even 0
+                await self._save_position()
 
     async def _catch_up(self) -> None:
         """One step of reading back from the store (see the module docstring)."""
@@ -524,7 +535,6 @@ class Subscription:
         if self._missed:
             return
         if self._tailing:
-            await self._save_position()
             await self._sleep(lambda: store.wait_for_append(self._next_seq - 1))
             return
         self._behind = False
@@ -548,6 +558,20 @@ class Subscription:
         except Exception as exc:
             self._rejected[record.seq] = exc
             return True
+
+    async def _wait_saving_when_idle(self, wait: Callable[[], Awaitable[None]]) -> None:
+        """``await wait()``; a durable subscription whose position moved saves
+        it once its position has stood still for `CHECKPOINT_IDLE` seconds
+        (across waits that return early, such as tailing a store's appends)."""
+        if self.options.durable and self._position != self._saved_position:
+            if self._idle_at != self._position:
+                self._idle_at = self._position
+                self._idle_deadline = anyio.current_time() + CHECKPOINT_IDLE
+            with anyio.CancelScope(deadline=self._idle_deadline):
+                await wait()
+                return
+            await self._save_position()
+        await wait()
 
     async def _save_position(self) -> None:
         """Checkpoint a durable subscription's position, if it moved."""
