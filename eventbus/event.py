@@ -145,9 +145,16 @@ class EventRegistry:
         """Validate stored JSON ``data`` as the current class for ``name``.
 
         Data of an older version goes through the registered upcasters first;
-        raises `UnknownEventType` or `EventDecodeError` naming the seq and type.
+        raises `UnknownEventType` or `EventDecodeError` naming the seq and type
+        (also when an upcaster raises: the decode error's cause is its exception).
         """
-        cls = self.current(name)
+        cls = self._newest.get(name)
+        if cls is None:
+            raise UnknownEventType(
+                f"stored event {_where(seq)}has the type name {name!r}, and no event class is registered under it",
+                seq=seq,
+                type=name,
+            )
         try:
             if version == cls.__event_version__:
                 # the validator itself: model_validate_json's wrapper costs a third of a decode
@@ -172,7 +179,15 @@ class EventRegistry:
                         seq=seq,
                         type=name,
                     )
-                payload = upcast(payload)
+                try:
+                    payload = upcast(payload)
+                except Exception as exc:
+                    raise EventDecodeError(
+                        f"stored event {where}of type {name!r} version {version}: the upcaster from version "
+                        f"{step} ({getattr(upcast, '__qualname__', repr(upcast))}) failed: {exc!r}",
+                        seq=seq,
+                        type=name,
+                    ) from exc
             return cls.model_validate(payload)
         except pydantic.ValidationError as exc:
             raise EventDecodeError(
