@@ -163,10 +163,25 @@ async def test_redrive_that_still_fails_keeps_the_letters_and_exits_2(url: str, 
     assert b"redrove 0 dead letters; 3 left" in done.stderr
 
 
+async def test_the_console_script_imports_the_app_from_the_working_directory(url: str, tmp_path: Path) -> None:
+    await _fill(url, ORDERS)
+    (tmp_path / "shop.py").write_text("from cli_app import create_bus\n")
+    script = Path(sys.executable).with_name("eventbus")
+    done = await anyio.run_process(
+        [str(script), "dlq", "redrive", url, "--app", "shop:create_bus"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(TESTS)},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert b"redrove 3 dead letters; 0 left" in done.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["export", "nosuch://x"], "nosuch"),
+        (["dlq", "redrive", "memory://", "--app", "no_such_module:create_bus"], "cannot import 'no_such_module'"),
         (["dlq", "redrive", "memory://", "--app", "no_colon"], "--app must look like"),
         (["dlq", "redrive", "memory://", "--app", "cli_app:AUDIT"], "is not a function"),
     ],

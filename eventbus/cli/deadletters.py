@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import sys
 from collections.abc import Sequence
 from typing import TextIO
 from uuid import UUID
@@ -50,7 +52,14 @@ def load_bus(app: str, url: str) -> EventBus:
     module_name, sep, attribute = app.partition(":")
     if not sep or not module_name or not attribute:
         raise ValueError(f"--app must look like 'package.module:create_bus', got {app!r}")
-    factory = getattr(importlib.import_module(module_name), attribute, None)
+    # a console script's sys.path lacks the working directory that `python -m` would have
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"--app {app!r}: cannot import {module_name!r} ({exc})") from exc
+    factory = getattr(module, attribute, None)
     if not callable(factory):
         raise ValueError(f"{app!r} is not a function taking a store URL and returning an EventBus")
     bus = factory(url)

@@ -26,8 +26,9 @@ _PLUGIN_FOR_SCHEME = {
 
 
 class StoreFactory(Protocol):
-    """What an ``eventbus.stores`` entry point names: a callable (usually the
-    store class) taking the URL and keyword options."""
+    """What an ``eventbus.stores`` entry point names: an object (usually the
+    store class) whose ``from_url`` builds a store from the URL and keyword
+    options."""
 
     def from_url(self, url: str, **options: Any) -> Store: ...
 
