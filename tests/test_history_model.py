@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -44,9 +44,9 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from replay_events import YieldingStore
 
 from eventbus import Event, EventBus, MemoryStore, Record, Store, Subscription
-from eventbus.store import DEFAULT_PAGE_SIZE
 from eventbus.subscription import DEFAULT_MAX_PENDING
 
 T = TypeVar("T")
@@ -136,29 +136,6 @@ class SubModel:
         return [record for record in stored[self.start - 1 : last] if record.type in names]
 
 
-class YieldingMemoryStore(MemoryStore):
-    """A real `MemoryStore` that lets other tasks run before and after it looks
-    at its records, the way a store doing I/O does: publishes then land during
-    a catch-up read, on both sides of its snapshot."""
-
-    async def append(self, records: Sequence[Record]) -> None:
-        await anyio.lowlevel.checkpoint()
-        await super().append(records)
-
-    async def read(
-        self,
-        from_seq: int = 1,
-        *,
-        to_seq: int | None = None,
-        types: Collection[str] | None = None,
-        limit: int = DEFAULT_PAGE_SIZE,
-    ) -> Sequence[Record]:
-        await anyio.lowlevel.checkpoint()
-        page = await super().read(from_seq, to_seq=to_seq, types=types, limit=limit)
-        await anyio.lowlevel.checkpoint()
-        return page
-
-
 class HistoryMachine(RuleBasedStateMachine):
     """Drives one bus (and the buses restarted after it) against the model."""
 
@@ -171,7 +148,7 @@ class HistoryMachine(RuleBasedStateMachine):
         self._tmp = Path(tempfile.mkdtemp(prefix="eventbus-model-"))
         self._exits.callback(shutil.rmtree, self._tmp, ignore_errors=True)
         self.portal = self._exits.enter_context(anyio.from_thread.start_blocking_portal(self.backend))
-        self._memory = YieldingMemoryStore() if self.store_kind == "yielding-memory" else MemoryStore()
+        self._memory = YieldingStore() if self.store_kind == "yielding-memory" else MemoryStore()
         self.stored: list[Stored] = []
         self.subs: dict[str, SubModel] = {}
         self._next_n = 0
