@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from ..deadletter import DeadLetter
     from ..record import Record
 
-__all__ = ["DEFAULT_PAGE_SIZE", "Store", "StoreFeatures"]
+__all__ = ["DEFAULT_PAGE_SIZE", "Store", "StoreFeatures", "check_read_arguments"]
 
 DEFAULT_PAGE_SIZE = 1_000
 """How many records a catch-up or replay asks a store for at a time."""
@@ -121,3 +121,15 @@ class Store(Protocol):
     async def delete_dead_letters(self, ids: Collection[UUID]) -> int:
         """Delete the dead letters with these ids; returns how many existed."""
         ...
+
+
+def check_read_arguments(from_seq: int, limit: int) -> None:
+    """Raise the `ValueError` that `Store.read` owes for ``from_seq`` or ``limit`` below 1.
+
+    Every store calls it first, so all of them refuse the same input with the
+    same message.
+    """
+    if from_seq < 1:
+        raise ValueError(f"from_seq must be >= 1, got {from_seq}")
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")

@@ -7,7 +7,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING
 from uuid import UUID
 
-from .base import DEFAULT_PAGE_SIZE, StoreFeatures
+from .base import DEFAULT_PAGE_SIZE, StoreFeatures, check_read_arguments
 
 if TYPE_CHECKING:
     from ..deadletter import DeadLetter
@@ -57,10 +57,7 @@ class MemoryStore:
         types: Collection[str] | None = None,
         limit: int = DEFAULT_PAGE_SIZE,
     ) -> Sequence[Record]:
-        if from_seq < 1:
-            raise ValueError(f"from_seq must be >= 1, got {from_seq}")
-        if limit < 1:
-            raise ValueError(f"limit must be >= 1, got {limit}")
+        check_read_arguments(from_seq, limit)
         records = self._records
         start = bisect_left(records, from_seq, key=_seq_of)
         stop = len(records) if to_seq is None else bisect_left(records, to_seq + 1, key=_seq_of)

@@ -14,7 +14,7 @@ import asyncpg
 from eventbus.deadletter import DeadLetter
 from eventbus.exceptions import StoreError
 from eventbus.record import Record
-from eventbus.store.base import DEFAULT_PAGE_SIZE, StoreFeatures
+from eventbus.store.base import DEFAULT_PAGE_SIZE, StoreFeatures, check_read_arguments
 
 from ._listener import AppendListener
 from ._options import LISTENER_SUFFIX, PostgresOptions, PostgresUrl
@@ -171,10 +171,7 @@ class PostgresStore:
         limit: int = DEFAULT_PAGE_SIZE,
     ) -> Sequence[Record]:
         """Up to ``limit`` records from ``from_seq`` through ``to_seq``, in seq order."""
-        if from_seq < 1:
-            raise ValueError(f"from_seq must be >= 1, got {from_seq}")
-        if limit < 1:
-            raise ValueError(f"limit must be >= 1, got {limit}")
+        check_read_arguments(from_seq, limit)
         upper = MAX_SEQ if to_seq is None else min(to_seq, MAX_SEQ)
         if upper < from_seq:
             return []

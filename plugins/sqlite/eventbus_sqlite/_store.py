@@ -17,7 +17,7 @@ from anyio import to_thread
 from eventbus.deadletter import DeadLetter
 from eventbus.exceptions import StoreError
 from eventbus.record import Record
-from eventbus.store import DEFAULT_PAGE_SIZE, StoreFeatures
+from eventbus.store import DEFAULT_PAGE_SIZE, StoreFeatures, check_read_arguments
 
 from . import _reader
 from ._connection import connect_reader, sqlite_errors
@@ -181,10 +181,7 @@ class SqliteStore:
 
         Events stay undecoded until a record's ``event`` is read.
         """
-        if from_seq < 1:
-            raise ValueError(f"from_seq must be >= 1, got {from_seq}")
-        if limit < 1:
-            raise ValueError(f"limit must be >= 1, got {limit}")
+        check_read_arguments(from_seq, limit)
         return await self._read(
             partial(_reader.read_records, from_seq=from_seq, to_seq=to_seq, types=types, limit=limit)
         )
