@@ -120,15 +120,17 @@ def make_handle(handler: Callable[..., Any], *, in_thread: bool = False) -> Hand
     if is_async(handler):
         if in_thread:
             raise ValueError(f"in_thread=True is for sync handlers; {_name(handler)} is async")
+        # plain functions handing back the handler's coroutine: an ``async def``
+        # wrapper would add a coroutine frame to every delivery under middleware
         if wants_record:
 
-            async def call_async_with_record(record: Record) -> None:
-                await handler(record.event, record)
+            def call_async_with_record(record: Record) -> Awaitable[None]:
+                return handler(record.event, record)  # type: ignore[no-any-return]
 
             return call_async_with_record
 
-        async def call_async(record: Record) -> None:
-            await handler(record.event)
+        def call_async(record: Record) -> Awaitable[None]:
+            return handler(record.event)  # type: ignore[no-any-return]
 
         return call_async
 
