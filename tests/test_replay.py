@@ -30,40 +30,36 @@ class ReadAhead:
         self.limits.add(limit)
 
 
-class CountingMemoryStore(MemoryStore):
+class CountingReads:
+    """Mixed in before a store class: notes every page its ``read`` returns in ``ahead``."""
+
+    ahead: ReadAhead
+
+    async def read(
+        self,
+        from_seq: int = 1,
+        *,
+        to_seq: int | None = None,
+        types: Collection[str] | None = None,
+        limit: int = DEFAULT_PAGE_SIZE,
+    ) -> Sequence[Record]:
+        page: Sequence[Record] = await super().read(  # type: ignore[misc]
+            from_seq, to_seq=to_seq, types=types, limit=limit
+        )
+        self.ahead.note(limit, page)
+        return page
+
+
+class CountingMemoryStore(CountingReads, MemoryStore):
     def __init__(self) -> None:
         super().__init__()
         self.ahead = ReadAhead()
 
-    async def read(
-        self,
-        from_seq: int = 1,
-        *,
-        to_seq: int | None = None,
-        types: Collection[str] | None = None,
-        limit: int = DEFAULT_PAGE_SIZE,
-    ) -> Sequence[Record]:
-        page = await super().read(from_seq, to_seq=to_seq, types=types, limit=limit)
-        self.ahead.note(limit, page)
-        return page
 
-
-class CountingSqliteStore(SqliteStore):
+class CountingSqliteStore(CountingReads, SqliteStore):
     def __init__(self, path: Path) -> None:
         super().__init__(path)
         self.ahead = ReadAhead()
-
-    async def read(
-        self,
-        from_seq: int = 1,
-        *,
-        to_seq: int | None = None,
-        types: Collection[str] | None = None,
-        limit: int = DEFAULT_PAGE_SIZE,
-    ) -> Sequence[Record]:
-        page = await super().read(from_seq, to_seq=to_seq, types=types, limit=limit)
-        self.ahead.note(limit, page)
-        return page
 
 
 def _counting_store(kind: str, tmp_path: Path) -> CountingMemoryStore | CountingSqliteStore:
