@@ -6,8 +6,9 @@ number, so history can be replayed, failures become dead letters, and slow
 subscribers are governed by an explicit backpressure policy.
 """
 
-from .bus import EventBus
-from .deadletter import DeadLetter, DeadLetters
+from .bus import BusState, EventBus
+from .deadletter import DeadLetter
+from .delivery.options import SubscribeOptions, SubscriptionOptions
 from .event import Event, EventRegistry
 from .exceptions import (
     BackpressureError,
@@ -23,10 +24,11 @@ from .exceptions import (
     StoreNotFound,
     UnknownEventType,
 )
-from .middleware import Handle, Middleware, PublishMiddleware
+from .middleware import DeliveryContext, Handle, Middleware, PublishMiddleware
 from .plugins import Plugin
 from .policies import Backpressure, Retry
 from .record import Record
+from .redrive import DeadLetters
 from .replay import Replay
 from .stats import BusStats, SubscriptionStats
 from .store import MemoryStore, Store, StoreFeatures
@@ -36,10 +38,12 @@ __all__ = [
     "Backpressure",
     "BackpressureError",
     "BusClosed",
+    "BusState",
     "BusStats",
     "CausationLoopError",
     "DeadLetter",
     "DeadLetters",
+    "DeliveryContext",
     "DuplicateEventType",
     "DuplicateSubscription",
     "Event",
@@ -61,7 +65,9 @@ __all__ = [
     "StoreError",
     "StoreFeatures",
     "StoreNotFound",
+    "SubscribeOptions",
     "Subscription",
+    "SubscriptionOptions",
     "SubscriptionStats",
     "UnknownEventType",
 ]

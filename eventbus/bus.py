@@ -1,38 +1,51 @@
-"""`EventBus`: publish, subscribe, replay, and the bus lifecycle."""
+"""`EventBus`: publish, subscribe, replay, and the bus lifecycle.
+
+The lifecycle is structured: ``async with bus`` enters a task group (last)
+and starts one *run* task in it, which opens the store, starts the plugins
+and the subscriptions' workers, and, once asked to stop, drains, stops the
+workers, the plugins (in reverse order) and closes the store, undoing what
+it did in one `AsyncExitStack`. Leaving ``async with`` and `EventBus.aclose`
+only ask the run to stop and wait for it; the task group is exited by the
+code that entered it. Each ``async with`` is a new run, so a bus can start
+again after it stopped.
+"""
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
 import types
-from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AsyncExitStack
 from types import MappingProxyType
-from typing import Any, TypeVar, overload
-from uuid import UUID
+from typing import Any, TypeVar, Unpack, overload
 
 import anyio
 import anyio.abc
 
-from ._context import current_record
+from ._context import Delivery, current_delivery
 from ._ids import first_id
 from ._log import logger
-from .deadletter import DeadLetters
+from .commit import GroupCommit
+from .delivery.options import SubscribeOptions, SubscriptionOptions
+from .delivery.pipeline import Pipeline
+from .delivery.workers import DeliveryRun
 from .event import Event, registry
 from .exceptions import BackpressureError, BusClosed, CausationLoopError, DuplicateSubscription
 from .handler import event_types, handler_name
 from .middleware.base import Commit, Middleware, PublishMiddleware
-from .middleware.deadletter import bury
-from .plugins import Plugin, load_plugin
-from .policies import Backpressure, Retry
+from .plugin_loading import BusPlugin, load_plugin
 from .record import NO_HEADERS, Record
+from .redrive import DeadLetters
 from .replay import Replay
 from .routing import Route, Router
 from .stats import BusStats
 from .store.base import Store
 from .store.url import open_store
-from .subscription import DEFAULT_MAX_PENDING, Subscription, SubscriptionOptions
+from .subscription import Subscription
 
-__all__ = ["DEFAULT_MAX_CAUSATION_DEPTH", "DEFAULT_SHUTDOWN_TIMEOUT", "EventBus"]
+__all__ = ["BusState", "DEFAULT_MAX_CAUSATION_DEPTH", "DEFAULT_SHUTDOWN_TIMEOUT", "EventBus"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -40,15 +53,23 @@ DEFAULT_MAX_CAUSATION_DEPTH = 64
 DEFAULT_SHUTDOWN_TIMEOUT = 30.0
 
 
-class _PendingCommit:
-    """Records waiting for the append in flight to finish (group commit)."""
+class BusState(enum.Enum):
+    """Where a bus is in its lifecycle (`EventBus.state`)."""
 
-    __slots__ = ("done", "error", "records")
+    STOPPED = "stopped"
+    """Not running: new, or stopped after a run; ``async with`` starts it."""
+    STARTING = "starting"
+    """Opening the store, starting plugins and subscriptions."""
+    RUNNING = "running"
+    """Publishing and delivering."""
+    DRAINING = "draining"
+    """Asked to stop: still accepting publishes while the subscriptions finish their work."""
+    STOPPING = "stopping"
+    """Cancelling the workers, stopping the plugins, closing the store; publishes are refused."""
 
-    def __init__(self, records: Sequence[Record]) -> None:
-        self.records = records
-        self.done = anyio.Event()
-        self.error: BaseException | None = None
+
+_RUNNING = BusState.RUNNING
+_DRAINING = BusState.DRAINING
 
 
 class EventBus:
@@ -82,7 +103,7 @@ class EventBus:
         self,
         store: Store | str | None = None,
         *,
-        plugins: Iterable[Plugin | str] = (),
+        plugins: Iterable[BusPlugin | str] = (),
         middleware: Sequence[Middleware] = (),
         publish_middleware: Sequence[PublishMiddleware] = (),
         publish_timeout: float | None = None,
@@ -96,41 +117,50 @@ class EventBus:
         if isinstance(max_causation_depth, bool) or not isinstance(max_causation_depth, int) or max_causation_depth < 1:
             raise ValueError(f"max_causation_depth must be an int >= 1, got {max_causation_depth!r}")
         self.store: Store = open_store(store)
-        self.plugins: tuple[Plugin, ...] = tuple(load_plugin(plugin) for plugin in plugins)
+        """The store; it may be replaced while the bus is stopped (each run opens the current one)."""
+        self.plugins: tuple[BusPlugin, ...] = tuple(load_plugin(plugin) for plugin in plugins)
         self.middleware: tuple[Middleware, ...] = (
             *middleware,
             *(mw for plugin in self.plugins for mw in plugin.middleware),
         )
-        publish_chain: Commit = self._commit
+        self._commit = GroupCommit(self._accepted)
+        publish_chain: Commit = self._commit.commit
         for wrap in reversed([*publish_middleware, *(mw for p in self.plugins for mw in p.publish_middleware)]):
             publish_chain = wrap(publish_chain)
         self._publish_chain = publish_chain
         self.publish_timeout = publish_timeout
         self.max_causation_depth = max_causation_depth
         self.shutdown_timeout = shutdown_timeout
-        self.dead_letters = DeadLetters(self)
+        self.dead_letters = DeadLetters(lambda: self.store, self._pipeline_of)
         self._router = Router()
         self._subscriptions: dict[str, Subscription] = {}
         self._next_id = first_id()
         self._head = 0
         self._published = 0
-        self._running = False
-        self._state = "new"
-        self._task_group: anyio.abc.TaskGroup | None = None
-        self._committing = False
-        self._pending_commits: list[_PendingCommit] = []
-        self._commits_idle: anyio.Event | None = None
+        self._state = BusState.STOPPED
+        self._owner: AsyncExitStack | None = None
+        self._runs: anyio.abc.TaskGroup | None = None
+        self._stop_requested = anyio.Event()
+        self._drain_on_stop = True
+        self._stopped = anyio.Event()
         self._log_publishes = False
 
     def __repr__(self) -> str:
-        return f"<EventBus {self._state} store={type(self.store).__name__} subscriptions={len(self._subscriptions)}>"
+        return (
+            f"<EventBus {self._state.value} store={type(self.store).__name__} subscriptions={len(self._subscriptions)}>"
+        )
 
     # -- lifecycle -------------------------------------------------------------------
 
     @property
+    def state(self) -> BusState:
+        """Where the bus is in its lifecycle."""
+        return self._state
+
+    @property
     def running(self) -> bool:
-        """True between entering and leaving ``async with bus``."""
-        return self._running
+        """True while the bus accepts publishes (running, or draining on the way out)."""
+        return self._state is _RUNNING or self._state is _DRAINING
 
     @property
     def head(self) -> int:
@@ -138,66 +168,120 @@ class EventBus:
         return self._head
 
     async def __aenter__(self) -> EventBus:
-        if self._state != "new":
-            raise BusClosed(f"this bus is {self._state}; an EventBus runs once, create a new one to restart")
-        self._state = "starting"
-        await self.store.open()
+        if self._state is not BusState.STOPPED or self._owner is not None:
+            raise RuntimeError(f"this bus is already {self._state.value}; a bus runs once at a time")
+        self._state = BusState.STARTING
+        self._stop_requested = anyio.Event()
+        self._stopped = anyio.Event()
+        self._drain_on_stop = True
+        owner = AsyncExitStack()
+        task_group = await owner.enter_async_context(anyio.create_task_group())
         try:
-            self._head = await self.store.head()
-            for plugin in self.plugins:
-                await plugin.start(self)
-            self._task_group = anyio.create_task_group()
-            await self._task_group.__aenter__()
-        except BaseException:
-            self._state = "closed"
-            await self.store.close()
+            await task_group.start(self._run)
+        except BaseException as exc:
+            self._state = BusState.STOPPED
+            await owner.__aexit__(type(exc), exc, exc.__traceback__)
             raise
-        self._running = True
-        self._state = "running"
-        # Asked once, not per publish: the check costs more than a publish.
-        self._log_publishes = logger.is_enabled_for(logging.DEBUG)
-        for sub in self._subscriptions.values():
-            sub._attach(self._head)
-            await self._task_group.start(sub._run)
+        self._owner = owner
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        await self.aclose()
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: types.TracebackType | None
+    ) -> None:
+        owner, self._owner = self._owner, None
+        assert owner is not None
+        graceful = exc is None or isinstance(exc, Exception)
+        self._request_stop(drain=graceful)
+        try:
+            if graceful:
+                await owner.__aexit__(None, None, None)
+            else:
+                await owner.__aexit__(exc_type, exc, tb)
+        except BaseExceptionGroup as group:
+            fatal = group.subgroup((KeyboardInterrupt, SystemExit))
+            if fatal is not None:
+                raise _first_leaf(fatal) from None
+            raise
 
     async def aclose(self) -> None:
-        """Stop the bus: drain (up to ``shutdown_timeout``), stop the workers,
-        then the plugins, then close the store. Leaving ``async with`` calls it.
+        """Stop the bus and return once it has stopped, from any task.
 
-        Deliveries still running at the timeout are cancelled: they were never
-        marked done, so a durable subscription sees them again after restart.
+        Drains first (up to ``shutdown_timeout``), then stops the workers, the
+        plugins and closes the store. Deliveries still running at the timeout
+        are cancelled: they were never marked done, so a durable subscription
+        sees them again after a restart. Called from inside a handler, it asks
+        the bus to stop and returns at once (it cannot wait for itself).
         """
-        if self._state != "running":
+        if self._state is BusState.STOPPED:
             return
-        self._state = "closing"
-        assert self._task_group is not None
+        self._request_stop(drain=True)
+        if current_delivery.get() is None:
+            await self._stopped.wait()
+
+    def _request_stop(self, *, drain: bool) -> None:
+        if not self._stop_requested.is_set():
+            self._drain_on_stop = drain
+            self._stop_requested.set()
+        elif not drain:
+            self._drain_on_stop = False
+
+    async def _run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        """One run of the bus, from opening the store to closing it."""
         try:
-            with anyio.CancelScope(shield=True):
-                try:
-                    await self.drain(self.shutdown_timeout)
-                except TimeoutError:
-                    logger.warning(
-                        "shutdown timeout reached, cancelling unfinished deliveries",
-                        timeout=self.shutdown_timeout,
-                        pending={name: s.stats().pending for name, s in self._subscriptions.items()},
-                    )
-            self._running = False
-            self._task_group.cancel_scope.cancel()
-            await self._task_group.__aexit__(None, None, None)
+            async with AsyncExitStack() as resources:
+                store = self.store
+                await store.open()
+                resources.push_async_callback(_shielded, store.close)
+                self._head = await store.head()
+                self._commit.store = store
+                for plugin in self.plugins:
+                    await plugin.start(self)
+                    resources.push_async_callback(self._stop_plugin, plugin)
+                # Asked once per run, not per publish: the check costs more than a publish.
+                self._log_publishes = logger.is_enabled_for(logging.DEBUG)
+                async with anyio.create_task_group() as runs:
+                    self._runs = runs
+                    self._router.routes.clear()
+                    for sub in self._subscriptions.values():
+                        await runs.start(self._start_run(sub).run)
+                    self._state = _RUNNING
+                    task_status.started()
+                    await self._stop_requested.wait()
+                    if self._drain_on_stop:
+                        await self._drain_before_stop()
+                    self._state = BusState.STOPPING
+                    for sub in self._subscriptions.values():
+                        if sub.run is not None:
+                            sub.run.close()
+                    runs.cancel_scope.cancel()
         finally:
-            self._running = False
-            with anyio.CancelScope(shield=True):
-                for plugin in reversed(self.plugins):
-                    try:
-                        await plugin.stop(self)
-                    except Exception as exc:
-                        logger.error("plugin failed to stop", plugin=plugin.name, error=repr(exc))
-                self._state = "closed"
-                await self.store.close()
+            self._runs = None
+            self._state = BusState.STOPPED
+            self._stopped.set()
+
+    async def _drain_before_stop(self) -> None:
+        self._state = _DRAINING
+        try:
+            await self.drain(self.shutdown_timeout)
+        except TimeoutError:
+            logger.warning(
+                "shutdown timeout reached, cancelling unfinished deliveries",
+                timeout=self.shutdown_timeout,
+                pending={name: s.stats().pending for name, s in self._subscriptions.items()},
+            )
+
+    def _start_run(self, subscription: Subscription) -> DeliveryRun:
+        return subscription.start_run(self.store, self.middleware, self._current_head)
+
+    def _current_head(self) -> int:
+        return self._head
+
+    async def _stop_plugin(self, plugin: BusPlugin) -> None:
+        with anyio.CancelScope(shield=True):
+            try:
+                await plugin.stop(self)
+            except Exception as exc:
+                logger.error("plugin failed to stop", plugin=plugin.name, error=repr(exc))
 
     # -- subscribing -----------------------------------------------------------------
 
@@ -213,17 +297,7 @@ class EventBus:
         /,
         *,
         name: str | None = ...,
-        where: Callable[[Any], bool] | Mapping[str, Any] | None = ...,
-        retry: Retry | None = ...,
-        timeout: float | None = ...,
-        max_pending: int = ...,
-        backpressure: Backpressure = ...,
-        concurrency: int = ...,
-        key: Callable[[Any], Hashable] | None = ...,
-        from_seq: int | None = ...,
-        durable: bool = ...,
-        in_thread: bool = ...,
-        middleware: Sequence[Middleware] = ...,
+        **options: Unpack[SubscribeOptions],
     ) -> Callable[[F], F]: ...
 
     @overload
@@ -237,17 +311,7 @@ class EventBus:
         /,
         *,
         name: str | None = ...,
-        where: Callable[[Any], bool] | Mapping[str, Any] | None = ...,
-        retry: Retry | None = ...,
-        timeout: float | None = ...,
-        max_pending: int = ...,
-        backpressure: Backpressure = ...,
-        concurrency: int = ...,
-        key: Callable[[Any], Hashable] | None = ...,
-        from_seq: int | None = ...,
-        durable: bool = ...,
-        in_thread: bool = ...,
-        middleware: Sequence[Middleware] = ...,
+        **options: Unpack[SubscribeOptions],
     ) -> Subscription: ...
 
     def subscribe(
@@ -257,17 +321,7 @@ class EventBus:
         /,
         *,
         name: str | None = None,
-        where: Callable[[Any], bool] | Mapping[str, Any] | None = None,
-        retry: Retry | None = None,
-        timeout: float | None = None,
-        max_pending: int = DEFAULT_MAX_PENDING,
-        backpressure: Backpressure = "block",
-        concurrency: int = 1,
-        key: Callable[[Any], Hashable] | None = None,
-        from_seq: int | None = None,
-        durable: bool = False,
-        in_thread: bool = False,
-        middleware: Sequence[Middleware] = (),
+        **options: Unpack[SubscribeOptions],
     ) -> Any:
         """Register a handler, as a bare decorator, a decorator with options,
         or a plain call ``bus.subscribe(EventType, handler, **options)`` that
@@ -279,32 +333,10 @@ class EventBus:
                 read from the handler's first parameter annotation.
             handler: sync or async, taking ``(event)`` or ``(event, record)``.
             name: unique on the bus; defaults to the handler's qualified name.
-            where: a predicate on the event, or a mapping field -> expected value.
-            retry: a `Retry` policy; without one, a failure is final.
-            timeout: seconds per attempt before it is cancelled and failed.
-            max_pending: the queue bound (see ``backpressure``).
-            backpressure: ``"block"``, ``"drop_oldest"``, ``"drop_newest"`` or ``"spill"``.
-            concurrency: worker tasks; with ``key``, events of one key stay in order.
-            key: a function of the event giving its ordering key.
-            from_seq: deliver stored history from this seq, then continue live.
-            durable: checkpoint the position in the store under ``name``
-                (required then) and resume from it.
-            in_thread: run a sync handler in a worker thread.
-            middleware: delivery middleware of this subscription only.
+            **options: see `SubscriptionOptions` (``where``, ``retry``,
+                ``timeout``, ``max_pending``, ``backpressure``, ``concurrency``,
+                ``key``, ``from_seq``, ``durable``, ``in_thread``, ``middleware``).
         """
-        options: dict[str, Any] = {
-            "where": where,
-            "retry": retry,
-            "timeout": timeout,
-            "max_pending": max_pending,
-            "backpressure": backpressure,
-            "concurrency": concurrency,
-            "key": key,
-            "from_seq": from_seq,
-            "durable": durable,
-            "in_thread": in_thread,
-            "middleware": middleware,
-        }
         if handler is not None:
             return self._add_subscription(target, handler, name, options)
         if target is not None and callable(target) and not _is_type_spec(target):
@@ -318,14 +350,12 @@ class EventBus:
         return decorator
 
     def _add_subscription(
-        self, spec: Any, handler: Callable[..., Any], name: str | None, options: dict[str, Any]
+        self, spec: Any, handler: Callable[..., Any], name: str | None, options: SubscribeOptions
     ) -> Subscription:
-        if self._state in ("closing", "closed"):
-            raise BusClosed(f"cannot subscribe {handler_name(handler)!r}: the bus is {self._state}")
         if not callable(handler):
             raise TypeError(f"handler must be callable, got {handler!r}")
         classes = event_types(spec, handler)
-        if options["durable"] and name is None:
+        if options.get("durable") and name is None:
             raise ValueError(
                 f"durable=True needs name=: the checkpoint of {handler_name(handler)!r} is saved under "
                 "that name, which must stay the same across restarts"
@@ -335,19 +365,23 @@ class EventBus:
             raise DuplicateSubscription(
                 f"a subscription named {sub_name!r} already exists on this bus; pass name= to tell them apart"
             )
-        subscription = Subscription(self, classes, handler, SubscriptionOptions(name=sub_name, **options))
+        subscription = Subscription(classes, handler, SubscriptionOptions(name=sub_name, **options), self._unsubscribe)
         self._subscriptions[sub_name] = subscription
+        if self._runs is not None and self._state is not BusState.STOPPING:
+            self._runs.start_soon(self._start_run(subscription).run)
         self._router.add(subscription)
-        if self._running:
-            assert self._task_group is not None
-            subscription._attach(self._head)
-            self._task_group.start_soon(subscription._run)
         return subscription
 
     def _unsubscribe(self, subscription: Subscription) -> None:
         if self._subscriptions.get(subscription.name) is subscription:
             del self._subscriptions[subscription.name]
         self._router.remove(subscription)
+
+    def _pipeline_of(self, name: str) -> Pipeline | None:
+        sub = self._subscriptions.get(name)
+        if sub is None or sub.run is None or not self.running:
+            return None
+        return sub.run.pipeline
 
     # -- publishing ------------------------------------------------------------------
 
@@ -356,60 +390,64 @@ class EventBus:
 
         Returns once the event is stored (committed, for durable stores); it
         does not wait for handlers. Raises `TypeError` for anything that is
-        not an `Event`, `BusClosed` when the bus is not running,
-        `BackpressureError` when a full ``"block"`` subscription stays full
-        past ``publish_timeout``, and `CausationLoopError` when called from a
-        handler at the bottom of a too-deep causation chain.
+        not an `Event`, `BusClosed` when the bus is not running (or closes
+        while the publish waits for room), `BackpressureError` when a full
+        ``"block"`` subscription stays full past ``publish_timeout``, and
+        `CausationLoopError` when called from a handler at the bottom of a
+        too-deep causation chain. A publish that raises stored nothing.
         """
-        if not self._running:
-            raise BusClosed(f"cannot publish {type(event).__qualname__}: the bus is {self._state}")
+        state = self._state
+        if state is not _RUNNING and state is not _DRAINING:
+            raise BusClosed(f"cannot publish {type(event).__qualname__}: the bus is {state.value}")
         cls = type(event)
         route = self._router.routes.get(cls) or self._router.route(cls)
-        parent = current_record.get()
-        if parent is None and headers is None:
+        delivery = current_delivery.get()
+        if delivery is None and headers is None:
             event_id = self._next_id
             self._next_id = event_id + 1
             record = Record(0, event, route.name, route.version, event_id, time.time_ns())
         else:
-            record = self._new_record(event, route, headers, parent)
-        for sub in route.blocking:
-            if len(sub._queue) >= sub._capacity and not sub._behind:
-                await self._wait_for_room(route.blocking)
+            record = self._new_record(event, route, headers, delivery)
+        for inbox in route.blocking:
+            if inbox.full():
+                await self._wait_for_room(route.blocking, delivery)
                 break
         await self._publish_chain((record,))
         return record.seq
 
     async def publish_many(self, events: Iterable[Event], headers: Mapping[str, str] | None = None) -> list[int]:
         """Store a batch in one atomic append, route it, and return the seqs in order."""
-        if not self._running:
-            raise BusClosed(f"cannot publish: the bus is {self._state}")
+        state = self._state
+        if state is not _RUNNING and state is not _DRAINING:
+            raise BusClosed(f"cannot publish: the bus is {state.value}")
         batch = list(events)
-        parent = current_record.get()
+        delivery = current_delivery.get()
         router = self._router
         records: list[Record] = []
-        blocking: dict[Subscription, None] = {}
+        blocking: dict[Any, None] = {}
         for index, event in enumerate(batch):
             try:
                 route = router.routes.get(type(event)) or router.route(type(event))
             except TypeError as exc:
                 raise TypeError(f"events[{index}]: {exc}") from None
-            records.append(self._new_record(event, route, headers, parent))
+            records.append(self._new_record(event, route, headers, delivery))
             blocking.update(dict.fromkeys(route.blocking))
         if not records:
             return []
-        if any(sub._full() for sub in blocking):
-            await self._wait_for_room(tuple(blocking))
+        if any(inbox.full() for inbox in blocking):
+            await self._wait_for_room(tuple(blocking), delivery)
         await self._publish_chain(records)
         return [record.seq for record in records]
 
     def _new_record(
-        self, event: Event, route: Route, headers: Mapping[str, str] | None, parent: Record | None
+        self, event: Event, route: Route, headers: Mapping[str, str] | None, delivery: Delivery | None
     ) -> Record:
         headers = NO_HEADERS if headers is None else _checked_headers(headers)
         event_id = self._next_id
         self._next_id = event_id + 1
-        if parent is None:
+        if delivery is None:
             return Record(0, event, route.name, route.version, event_id, time.time_ns(), None, None, headers)
+        parent = delivery.record
         depth = parent.depth + 1
         if depth > self.max_causation_depth:
             raise CausationLoopError(
@@ -431,67 +469,21 @@ class EventBus:
             depth,
         )
 
-    async def _wait_for_room(self, subscriptions: Sequence[Subscription]) -> None:
+    async def _wait_for_room(self, inboxes: Sequence[Any], delivery: Delivery | None) -> None:
+        # a handler publishing into its own full inbox cannot wait for room only it can make
+        others = [inbox for inbox in inboxes if delivery is None or inbox is not delivery.owner]
         try:
             with anyio.fail_after(self.publish_timeout):
-                for sub in subscriptions:
-                    await sub._wait_for_room()
+                for inbox in others:
+                    await inbox.wait_for_room()
         except TimeoutError:
-            full = [sub.name for sub in subscriptions if sub._full()]
+            full = [inbox.name for inbox in others if inbox.full()]
             raise BackpressureError(
                 f"subscription(s) {full} stayed full for publish_timeout={self.publish_timeout}s; "
                 "the event was not stored"
             ) from None
-        if not self._running:
-            raise BusClosed("the bus closed while publish waited for room")
-
-    async def _commit(self, records: Sequence[Record]) -> None:
-        """Append ``records`` and route them, one append in flight at a time.
-
-        Publishes that arrive while an append is in flight wait and go into
-        the next append together (group commit), which also keeps routing in
-        seq order, the order catch-up relies on.
-        """
-        if self._committing:
-            pending = _PendingCommit(records)
-            self._pending_commits.append(pending)
-            await pending.done.wait()
-            if pending.error is not None:
-                raise pending.error
-            return
-        self._committing = True
-        try:
-            await self.store.append(records)
-            self._accepted(records)
-        finally:
-            if self._pending_commits:
-                with anyio.CancelScope(shield=True):
-                    await self._flush_pending_commits()
-            self._committing = False
-            if self._commits_idle is not None:
-                self._commits_idle.set()
-                self._commits_idle = None
-
-    async def _flush_pending_commits(self) -> None:
-        while self._pending_commits:
-            batch, self._pending_commits = self._pending_commits, []
-            try:
-                await self.store.append([record for pending in batch for record in pending.records])
-                for pending in batch:
-                    self._accepted(pending.records)
-            except Exception as exc:
-                if len(batch) == 1:
-                    batch[0].error = exc
-                else:
-                    # one publisher's bad batch must not fail the others: try each alone
-                    for pending in batch:
-                        try:
-                            await self.store.append(pending.records)
-                            self._accepted(pending.records)
-                        except Exception as single_exc:
-                            pending.error = single_exc
-            for pending in batch:
-                pending.done.set()
+        if not self.running:
+            raise BusClosed("the bus closed while publish waited for room; the event was not stored")
 
     def _accepted(self, records: Sequence[Record]) -> None:
         """Records are stored: move the head and route them to their subscriptions."""
@@ -504,25 +496,30 @@ class EventBus:
         for record in records:
             cls = type(record._event)
             route = routes.get(cls) or self._router.route(cls)
-            for sub in route.targets:
-                sub._offer(record)
+            for inbox in route.targets:
+                inbox.offer(record)
 
     async def drain(self, timeout: float | None = None) -> None:
         """Wait until every subscription has finished (handled, dropped or
         dead-lettered) everything published so far, including what handlers
-        publish meanwhile. Raises `TimeoutError` after ``timeout`` seconds."""
+        publish meanwhile, or has closed. Raises `TimeoutError` after
+        ``timeout`` seconds, and `RuntimeError` when called from inside a
+        handler (it would wait for itself)."""
+        if current_delivery.get() is not None:
+            raise RuntimeError(
+                "drain() was called from inside a handler: it would wait for that handler to finish; "
+                "drain from outside the handlers"
+            )
         with anyio.fail_after(timeout):
             while True:
-                if self._committing:
-                    if self._commits_idle is None:
-                        self._commits_idle = anyio.Event()
-                    await self._commits_idle.wait()
+                if self._commit.busy:
+                    await self._commit.wait_idle()
                     continue
-                busy = [sub for sub in self._subscriptions.values() if not sub._is_idle()]
+                busy = [run for sub in self._subscriptions.values() if (run := sub.run) and not run.is_idle()]
                 if not busy:
                     return
-                for sub in busy:
-                    await sub._wait_idle()
+                for run in busy:
+                    await run.wait_idle()
 
     # -- history -------------------------------------------------------------------
 
@@ -534,8 +531,8 @@ class EventBus:
         decoded raises `EventDecodeError` / `UnknownEventType` from the
         iteration; iterating again goes on after it.
         """
-        if not self._running:
-            raise BusClosed(f"cannot replay: the bus is {self._state}")
+        if not self.running:
+            raise BusClosed(f"cannot replay: the bus is {self._state.value}")
         names: set[str] | None = None
         if event_types:
             names = set()
@@ -552,24 +549,6 @@ class EventBus:
                     raise TypeError(f"replay() takes Event classes or type names, got {spec!r}")
         return Replay(self.store, from_seq=from_seq, to_seq=to_seq, types=names)
 
-    async def _redrive(self, ids: Collection[UUID] | None) -> int:
-        wanted = None if ids is None else set(ids)
-        succeeded = 0
-        for letter in await self.store.dead_letters():
-            if wanted is not None and letter.id not in wanted:
-                continue
-            sub = self._subscriptions.get(letter.subscription)
-            if sub is None:
-                logger.warning("dead letter's subscription is not on this bus", subscription=letter.subscription)
-                continue
-            error = await sub._redeliver(letter.record)
-            if error is not None:
-                await bury(sub, letter.record, error, earlier=letter)
-            else:
-                succeeded += 1
-            await self.store.delete_dead_letters([letter.id])
-        return succeeded
-
     # -- observability -------------------------------------------------------------
 
     def stats(self) -> BusStats:
@@ -579,6 +558,16 @@ class EventBus:
             head=self._head,
             subscriptions=MappingProxyType({name: sub.stats() for name, sub in self._subscriptions.items()}),
         )
+
+
+async def _shielded(close: Callable[[], Any]) -> None:
+    with anyio.CancelScope(shield=True):
+        await close()
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def _is_type_spec(target: Any) -> bool:

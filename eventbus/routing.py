@@ -1,34 +1,32 @@
-"""Routing: which subscriptions an event class goes to.
+"""Routing: which subscriptions' inboxes an event class goes to.
 
 Subscriptions are indexed by the classes they asked for. The targets of a
-class are every subscription registered for a class in its MRO, computed once
-per class and cached until the next (un)subscribe, so the cost of a publish
-follows the number of matching subscriptions, not the number of them all.
+class are the inboxes of every subscription registered for a class in its
+MRO, computed once per class and cached until the next (un)subscribe or run
+of the bus, so the cost of a publish follows the number of matching
+subscriptions, not the number of them all.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from .delivery.inbox import Inbox
 from .event import Event
-
-if TYPE_CHECKING:
-    from .subscription import Subscription
+from .subscription import Subscription
 
 __all__ = ["Route", "Router"]
 
 
 class Route:
     """What publishing an instance of one class needs: its stored name and
-    version, and the subscriptions it goes to, in subscription order."""
+    version, and the inboxes it goes to, in subscription order."""
 
     __slots__ = ("blocking", "name", "targets", "version")
 
-    def __init__(self, cls: type[Event], targets: tuple[Subscription, ...]) -> None:
+    def __init__(self, cls: type[Event], targets: tuple[Inbox, ...]) -> None:
         self.name = cls.__event_type__
         self.version = cls.__event_version__
         self.targets = targets
-        self.blocking = tuple(sub for sub in targets if sub.options.backpressure == "block")
+        self.blocking = tuple(inbox for inbox in targets if inbox.policy == "block")
 
 
 class Router:
@@ -68,6 +66,7 @@ class Router:
             for klass in cls.__mro__:
                 for sub in self._by_class.get(klass, ()):
                     found[sub] = None
-            targets = tuple(sorted(found, key=self._order.__getitem__))
+            ordered = sorted(found, key=self._order.__getitem__)
+            targets = tuple(sub.run.inbox for sub in ordered if sub.run is not None)
             route = self.routes[cls] = Route(cls, targets)
         return route

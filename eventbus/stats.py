@@ -5,7 +5,22 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-__all__ = ["BusStats", "SubscriptionStats"]
+__all__ = ["BusStats", "Counters", "SubscriptionStats"]
+
+
+@dataclass
+class Counters:
+    """The live counters behind `SubscriptionStats`; middleware may add to them.
+
+    ``finished`` counts deliveries that ended (handled or dead-lettered).
+    """
+
+    routed: int = 0
+    finished: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    dropped: int = 0
+    overflowed: int = 0
 
 
 @dataclass(frozen=True)
@@ -23,6 +38,10 @@ class SubscriptionStats:
         retried: attempts made again after a failure.
         dead_lettered: deliveries that ended as dead letters.
         dropped: events dropped by a ``drop_oldest`` / ``drop_newest`` policy.
+        overflowed: events a ``"block"`` subscription took past
+            ``max_pending``: published by its own handler (which cannot wait
+            for room only it can make), or by publishers that found room at
+            the same moment.
         pending: routed events not finished yet (queued, being read back from
             the store, or in a handler).
         position: the greatest seq up to which every routed event is finished
@@ -40,6 +59,7 @@ class SubscriptionStats:
     pending: int
     position: int
     behind: bool
+    overflowed: int = 0
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@ and a trace on single subscriptions, and a publish middleware.
 
     python examples/custom_middleware.py [STORE]
 
-A delivery middleware is a function ``(call_next, subscription) -> step``,
-called once when the subscription is built; the step it returns runs for
+A delivery middleware is a function ``(call_next, context) -> step``,
+called once per run of the bus when the pipeline is built; the step it returns runs for
 every delivery. The chain, outermost first:
 
     dead letters -> bus middleware... -> subscription middleware... -> retry -> timeout -> handler
@@ -29,7 +29,7 @@ from pathlib import Path
 import anyio
 import structlog
 
-from eventbus import Event, EventBus, Handle, Middleware, Record, Retry, Subscription
+from eventbus import DeliveryContext, Event, EventBus, Handle, Middleware, Record, Retry
 from eventbus.middleware import Commit
 
 
@@ -54,9 +54,9 @@ class Metrics:
     def __init__(self) -> None:
         self.timings: dict[str, Timings] = {}
 
-    def middleware(self, call_next: Handle, subscription: Subscription) -> Handle:
+    def middleware(self, call_next: Handle, context: DeliveryContext) -> Handle:
         # Runs once per subscription: look up what can be looked up here, not per event.
-        timings = self.timings.setdefault(subscription.name, Timings())
+        timings = self.timings.setdefault(context.name, Timings())
 
         async def handle(record: Record) -> None:
             started = time.perf_counter()
@@ -77,30 +77,30 @@ class Metrics:
 def slow_call_alert(threshold: float) -> Middleware:
     """A middleware factory: options go in the outer function, for one subscription."""
 
-    def wrap(call_next: Handle, subscription: Subscription) -> Handle:
+    def wrap(call_next: Handle, context: DeliveryContext) -> Handle:
         async def handle(record: Record) -> None:
             started = time.perf_counter()
             await call_next(record)
             elapsed = time.perf_counter() - started
             if elapsed > threshold:
-                print(f"  [slow] {subscription.name} took {elapsed * 1000:.0f} ms on seq {record.seq}")
+                print(f"  [slow] {context.name} took {elapsed * 1000:.0f} ms on seq {record.seq}")
 
         return handle
 
     return wrap
 
 
-def trace(call_next: Handle, subscription: Subscription) -> Handle:
+def trace(call_next: Handle, context: DeliveryContext) -> Handle:
     """Print each delivery's start and final outcome (where a tracing span would go)."""
 
     async def handle(record: Record) -> None:
-        print(f"  [trace] {subscription.name} seq {record.seq} start")
+        print(f"  [trace] {context.name} seq {record.seq} start")
         try:
             await call_next(record)
         except Exception as exc:
-            print(f"  [trace] {subscription.name} seq {record.seq} failed: {exc}")
+            print(f"  [trace] {context.name} seq {record.seq} failed: {exc}")
             raise
-        print(f"  [trace] {subscription.name} seq {record.seq} ok")
+        print(f"  [trace] {context.name} seq {record.seq} ok")
 
     return handle
 

@@ -13,8 +13,8 @@ import pytest
 from eventbus_sqlite import SqliteStore
 from replay_events import WAIT, CheckpointCountingStore, CheckpointWatch, Recorder, Tick, sqlite_url
 
-from eventbus import EventBus, MemoryStore, Record, Store, subscription
-from eventbus.subscription import CHECKPOINT_EVERY
+from eventbus import EventBus, MemoryStore, Record, Store
+from eventbus.delivery import CHECKPOINT_EVERY, checkpoints
 
 
 class WatchedSqliteStore(SqliteStore):
@@ -234,7 +234,7 @@ async def test_checkpoint_writes_are_batched_not_one_per_event(trickle: bool) ->
 async def test_a_durable_subscription_out_of_work_saves_its_position_once_idle(
     kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(subscription, "CHECKPOINT_IDLE", 0.05)
+    monkeypatch.setattr(checkpoints, "CHECKPOINT_IDLE", 0.05)
     store = CheckpointCountingStore() if kind == "memory" else WatchedSqliteStore(tmp_path / "events.db")
     async with EventBus(store) as bus:
         bus.subscribe(Tick, Recorder(), name="ledger", durable=True)

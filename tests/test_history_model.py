@@ -47,7 +47,7 @@ from hypothesis.stateful import (
 from replay_events import YieldingStore
 
 from eventbus import Event, EventBus, MemoryStore, Record, Store, Subscription
-from eventbus.subscription import DEFAULT_MAX_PENDING
+from eventbus.delivery import DEFAULT_MAX_PENDING
 
 T = TypeVar("T")
 

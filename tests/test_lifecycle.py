@@ -76,7 +76,7 @@ async def test_publishing_before_start_raises_bus_closed() -> None:
 async def test_publishing_after_close_raises_bus_closed() -> None:
     async with EventBus() as bus:
         await bus.publish(Ping(n=1))
-    with pytest.raises(BusClosed, match="closed"):
+    with pytest.raises(BusClosed, match="stopped"):
         await bus.publish(Ping(n=2))
     with pytest.raises(BusClosed):
         await bus.publish_many([Ping(n=3)])
@@ -84,13 +84,27 @@ async def test_publishing_after_close_raises_bus_closed() -> None:
         bus.replay()
 
 
-async def test_a_closed_bus_cannot_be_started_again() -> None:
+async def test_a_stopped_bus_runs_again_with_its_subscriptions_and_store() -> None:
+    sink = Sink()
     bus = EventBus()
+    bus.subscribe(Ping, sink, name="again")
     async with bus:
-        pass
-    with pytest.raises(BusClosed, match="create a new one"):
-        async with bus:
-            pass
+        await bus.publish(Ping(n=1))
+    async with bus:
+        assert bus.running
+        assert await bus.publish(Ping(n=2)) == 2
+        await bus.drain(WAIT)
+        assert bus.stats()["again"].delivered == 1
+    assert sink.seqs == [1, 2]
+    assert not bus.running
+
+
+async def test_a_running_bus_cannot_be_entered_twice() -> None:
+    async with EventBus() as bus:
+        with pytest.raises(RuntimeError, match="already running"):
+            async with bus:
+                pass
+        assert bus.running
 
 
 async def test_aclose_is_idempotent_and_closes_the_bus() -> None:

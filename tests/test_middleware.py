@@ -11,6 +11,7 @@ import pytest
 from core_events import WAIT, Ping, Pong, Sink, stored
 
 from eventbus import (
+    DeliveryContext,
     EventBus,
     Handle,
     HandlerTimeout,
@@ -19,7 +20,6 @@ from eventbus import (
     PublishMiddleware,
     Record,
     Retry,
-    Subscription,
 )
 from eventbus.middleware import Commit
 
@@ -29,7 +29,7 @@ NO_WAIT = Retry(attempts=3, backoff=0, jitter=0)
 def recording(label: str, calls: list[str]) -> Middleware:
     """A middleware that notes entering and leaving each delivery, and the outcome."""
 
-    def wrap(call_next: Handle, subscription: Subscription) -> Handle:
+    def wrap(call_next: Handle, context: DeliveryContext) -> Handle:
         async def handle(record: Record) -> None:
             calls.append(f"{label} in {record.seq}")
             try:
@@ -133,10 +133,10 @@ async def test_subscription_middleware_applies_to_its_subscription_only() -> Non
 
 
 async def test_a_middleware_is_built_once_per_subscription_with_that_subscription() -> None:
-    built: list[Subscription] = []
+    built: list[str] = []
 
-    def counting(call_next: Handle, subscription: Subscription) -> Handle:
-        built.append(subscription)
+    def counting(call_next: Handle, context: DeliveryContext) -> Handle:
+        built.append(context.name)
         return call_next
 
     async with EventBus(middleware=[counting]) as bus:
@@ -146,7 +146,7 @@ async def test_a_middleware_is_built_once_per_subscription_with_that_subscriptio
             await bus.publish(Ping(n=n))
             await bus.publish(Pong(n=n))
         await bus.drain(WAIT)
-    assert built == [first, second]
+    assert built == [first.name, second.name]
 
 
 async def test_middleware_sees_one_call_per_delivery_around_all_retries() -> None:
@@ -231,7 +231,7 @@ async def test_a_timeout_on_every_attempt_ends_as_a_handler_timeout_dead_letter(
 async def test_a_failing_middleware_becomes_a_dead_letter_not_a_dead_worker() -> None:
     handled: list[int] = []
 
-    def picky(call_next: Handle, subscription: Subscription) -> Handle:
+    def picky(call_next: Handle, context: DeliveryContext) -> Handle:
         async def handle(record: Record) -> None:
             if record.seq == 2:
                 raise LookupError("middleware refused seq 2")
@@ -258,7 +258,7 @@ async def test_a_failing_middleware_becomes_a_dead_letter_not_a_dead_worker() ->
 async def test_middleware_can_read_the_record_being_delivered() -> None:
     headers_seen: list[dict[str, str]] = []
 
-    def capture(call_next: Handle, subscription: Subscription) -> Handle:
+    def capture(call_next: Handle, context: DeliveryContext) -> Handle:
         async def handle(record: Record) -> None:
             headers_seen.append(dict(record.headers))
             await call_next(record)

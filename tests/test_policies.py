@@ -11,8 +11,8 @@ from typing import Any, get_args
 import pytest
 
 from eventbus import Backpressure, EventBus, Retry
+from eventbus.delivery import DEFAULT_MAX_PENDING, SubscriptionOptions
 from eventbus.policies import BACKPRESSURE_POLICIES
-from eventbus.subscription import DEFAULT_MAX_PENDING, SubscriptionOptions
 from tests.policy_events import Tick
 
 

@@ -1,18 +1,19 @@
 """The middleware contract: a delivery step that wraps the next one.
 
 Shaped like Watermill's router middleware (``func(HandlerFunc) HandlerFunc``):
-a middleware is called once, when a subscription is built, with the next step
-and the subscription; it returns the step that replaces it. Nothing is
-allocated per event beyond the steps' own coroutines.
+a middleware is called once per run of the bus, when a subscription's
+pipeline is built, with the next step and a narrow `DeliveryContext` (the
+subscription's name and the counters it may add to); it returns the step that
+replaces it. Nothing is allocated per event beyond the steps' own coroutines.
 
 ```python
-def timing(call_next: Handle, subscription: Subscription) -> Handle:
+def timing(call_next: Handle, context: DeliveryContext) -> Handle:
     async def handle(record: Record) -> None:
         started = time.perf_counter()
         try:
             await call_next(record)
         finally:
-            histogram.observe(subscription.name, time.perf_counter() - started)
+            histogram.observe(context.name, time.perf_counter() - started)
     return handle
 ```
 
@@ -33,18 +34,31 @@ first, around the store append and routing of each batch.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ..handler import Handle
 from ..record import Record
+from ..stats import Counters
 
-if TYPE_CHECKING:
-    from ..subscription import Subscription
+__all__ = ["Commit", "DeliveryContext", "Handle", "Middleware", "PublishMiddleware", "chain"]
 
-__all__ = ["Commit", "Handle", "Middleware", "PublishMiddleware", "chain"]
 
-Middleware = Callable[[Handle, "Subscription"], Handle]
-"""Wraps a delivery step: ``middleware(call_next, subscription) -> step``."""
+class DeliveryContext(Protocol):
+    """What a delivery middleware learns of the subscription it wraps."""
+
+    @property
+    def name(self) -> str:
+        """The subscription's name."""
+        ...
+
+    @property
+    def counters(self) -> Counters:
+        """The subscription's live counters (``retried``, ...), which middleware may add to."""
+        ...
+
+
+Middleware = Callable[[Handle, DeliveryContext], Handle]
+"""Wraps a delivery step: ``middleware(call_next, context) -> step``."""
 
 Commit = Callable[[Sequence[Record]], Awaitable[None]]
 """A publish step: store and route a batch of records (seqs are set when it returns)."""
@@ -53,8 +67,8 @@ PublishMiddleware = Callable[[Commit], Commit]
 """Wraps a publish step: ``middleware(call_next) -> step``."""
 
 
-def chain(handle: Handle, middleware: Sequence[Middleware], subscription: Subscription) -> Handle:
+def chain(handle: Handle, middleware: Sequence[Middleware], context: DeliveryContext) -> Handle:
     """Wrap ``handle`` so that ``middleware[0]`` is the outermost step."""
     for wrap in reversed(middleware):
-        handle = wrap(handle, subscription)
+        handle = wrap(handle, context)
     return handle

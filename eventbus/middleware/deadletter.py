@@ -6,66 +6,75 @@ import time
 import traceback
 import uuid
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
+from .._context import Delivery, current_delivery
 from .._log import logger
 from ..deadletter import DeadLetter
 from ..handler import Handle
 from ..record import Record
-from .failures import Attempts, attempts_of
-
-if TYPE_CHECKING:
-    from ..subscription import Subscription
+from ..store.base import Store
+from .base import DeliveryContext
+from .failures import is_failure
 
 __all__ = ["bury", "dead_letter", "fail"]
 
 
-def dead_letter(call_next: Handle, subscription: Subscription) -> Handle:
-    """Turn whatever escapes the rest of the chain into a stored `DeadLetter`."""
+def dead_letter(call_next: Handle, context: DeliveryContext, store: Store) -> Handle:
+    """Turn whatever failure escapes the rest of the chain into a stored `DeadLetter`."""
 
     async def handle(record: Record) -> None:
         try:
             await call_next(record)
-        except Exception as exc:
-            await fail(subscription, record, exc)
+        except BaseException as exc:
+            if not is_failure(exc):
+                raise
+            await fail(context, store, record, exc)
 
     return handle
 
 
-async def fail(subscription: Subscription, record: Record, exc: Exception) -> None:
+async def fail(context: DeliveryContext, store: Store, record: Record, exc: BaseException) -> None:
     """End a delivery as a dead letter: count it and store the letter."""
-    subscription.counters.dead_lettered += 1
-    await bury(subscription, record, exc)
+    context.counters.dead_lettered += 1
+    await bury(store, context.name, record, exc, current_delivery.get())
 
 
 async def bury(
-    subscription: Subscription, record: Record, exc: Exception, *, earlier: DeadLetter | None = None
-) -> None:
+    store: Store,
+    subscription: str,
+    record: Record,
+    exc: BaseException,
+    delivery: Delivery | None,
+    *,
+    earlier: DeadLetter | None = None,
+) -> bool:
     """Store a dead letter of ``subscription`` for ``record`` failing with ``exc``.
 
-    ``earlier`` is the letter a failed redrive replaces: its attempts and
-    first failure carry over. A store that cannot take the letter is logged
-    with everything in it, so the failure is never silent.
+    The attempts and the time of the first failure come from ``delivery``;
+    ``earlier`` is the letter a failed redrive replaces: its attempts and first
+    failure carry over. A store that cannot take the letter is logged with
+    everything in it, so the failure is never silent. Returns whether the
+    letter was stored.
     """
     now = time.time_ns()
-    attempts = attempts_of(exc) or Attempts(1, now)
-    count = attempts.count + (earlier.attempts if earlier else 0)
-    first_failed_at = earlier.first_failed_at if earlier else _utc(attempts.first_failed_at)
+    attempts = delivery.attempts if delivery is not None else 1
+    first = delivery.first_failed_at if delivery is not None and delivery.first_failed_at is not None else now
+    count = attempts + (earlier.attempts if earlier else 0)
     letter = DeadLetter(
         id=uuid.uuid4(),
-        subscription=subscription.name,
+        subscription=subscription,
         record=record,
         error_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
         error_message=str(exc),
         traceback="".join(traceback.format_exception(exc)),
         attempts=count,
-        first_failed_at=first_failed_at,
+        first_failed_at=earlier.first_failed_at if earlier else _utc(first),
         last_failed_at=_utc(now),
     )
-    log = logger.bind(subscription=subscription.name, seq=record.seq, type=record.type)
+    log = logger.bind(subscription=subscription, seq=record.seq, type=record.type)
     log.error("delivery failed, dead-lettered", attempts=count, error=repr(exc), dead_letter=str(letter.id))
     try:
-        await subscription.bus.store.add_dead_letters([letter])
+        await store.add_dead_letters([letter])
     except Exception as store_exc:
         log.critical(
             "could not store dead letter",
@@ -75,6 +84,8 @@ async def bury(
             store_error=repr(store_exc),
             traceback=letter.traceback,
         )
+        return False
+    return True
 
 
 def _utc(ns: int) -> datetime:

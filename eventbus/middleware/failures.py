@@ -1,32 +1,27 @@
-"""How retry tells the dead-letter step about the attempts behind a failure.
+"""What counts as a failed delivery.
 
-The failure itself travels as the exception; the attempt count and the time
-of the first failure ride along on it, so no per-delivery object is needed.
+An `Exception` from the handler is a failure. So is a cancellation that does
+not come from the bus: on asyncio a handler awaiting a future that someone
+else cancelled sees `CancelledError` although nobody cancelled the delivery.
+A cancellation of the delivery's own scope (the bus shutting down, the
+subscription closing, a timeout) is not a failure and must propagate, and
+neither are `KeyboardInterrupt` and `SystemExit`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
 
-__all__ = ["Attempts", "attempts_of", "note_attempts"]
+import anyio
 
-_ATTRIBUTE = "__eventbus_attempts__"
-
-
-@dataclass(frozen=True)
-class Attempts:
-    """How many times a handler was called, and when it first failed (ns)."""
-
-    count: int
-    first_failed_at: int
+__all__ = ["is_failure"]
 
 
-def note_attempts(exc: BaseException, count: int, first_failed_at: int) -> None:
-    """Record on ``exc`` that it ended ``count`` attempts, the first failing at ``first_failed_at``."""
-    setattr(exc, _ATTRIBUTE, Attempts(count, first_failed_at))
-
-
-def attempts_of(exc: BaseException) -> Attempts | None:
-    """What `note_attempts` recorded on ``exc``, if anything."""
-    found = getattr(exc, _ATTRIBUTE, None)
-    return found if isinstance(found, Attempts) else None
+def is_failure(exc: BaseException) -> bool:
+    """True when ``exc``, raised by a delivery step, ends that delivery as failed."""
+    if isinstance(exc, Exception):
+        return True
+    if isinstance(exc, anyio.get_cancelled_exc_class()):
+        # the delivery's own scope was cancelled: that is the bus stopping it, not a failure
+        return anyio.current_effective_deadline() != -math.inf
+    return False

@@ -3,55 +3,56 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 import anyio
 
+from .._context import current_delivery
 from .._log import logger
 from ..exceptions import EventDecodeError
 from ..handler import Handle
 from ..policies import Retry
 from ..record import Record
-from .base import Middleware
-from .failures import note_attempts
-
-if TYPE_CHECKING:
-    from ..subscription import Subscription
+from .base import DeliveryContext, Middleware
+from .failures import is_failure
 
 __all__ = ["retry"]
 
 
 def retry(policy: Retry) -> Middleware:
-    """Call the next step up to ``policy.attempts`` times while it raises.
+    """Call the next step up to ``policy.attempts`` times while it fails.
 
     An event that cannot be decoded is never retried: it would fail the same
-    way every time. The last failure is re-raised, noting how many attempts
-    were made and when the first one failed, for the dead letter.
+    way every time. The last failure is re-raised; how many attempts were made
+    and when the first one failed go on the current `Delivery`, for the dead
+    letter.
     """
 
-    def wrap(call_next: Handle, subscription: Subscription) -> Handle:
-        counters = subscription.counters
+    def wrap(call_next: Handle, context: DeliveryContext) -> Handle:
+        counters = context.counters
 
         async def handle(record: Record) -> None:
+            delivery = current_delivery.get()
             attempt = 1
-            first_failed_at: int | None = None
             while True:
                 try:
                     await call_next(record)
                     return
                 except EventDecodeError:
                     raise
-                except Exception as exc:
-                    if first_failed_at is None:
-                        first_failed_at = time.time_ns()
+                except BaseException as exc:
+                    if not is_failure(exc):
+                        raise
+                    if delivery is not None:
+                        delivery.attempts = attempt
+                        if delivery.first_failed_at is None:
+                            delivery.first_failed_at = time.time_ns()
                     if attempt >= policy.attempts:
-                        note_attempts(exc, attempt, first_failed_at)
                         raise
                     delay = policy.delay(attempt)
                     counters.retried += 1
                     logger.warning(
                         "handler failed, retrying",
-                        subscription=subscription.name,
+                        subscription=context.name,
                         seq=record.seq,
                         type=record.type,
                         attempt=attempt,

@@ -11,6 +11,7 @@ import anyio
 from eventbus import (
     BusStats,
     DeadLetter,
+    DeliveryContext,
     Event,
     EventBus,
     EventBusError,
@@ -34,13 +35,13 @@ class OrderShipped(Event, name="typing.order.shipped"):
     order_id: str
 
 
-def timing(call_next: Handle, subscription: Subscription) -> Handle:
+def timing(call_next: Handle, context: DeliveryContext) -> Handle:
     async def handle(record: Record) -> None:
         started = anyio.current_time()
         try:
             await call_next(record)
         finally:
-            print(subscription.name, record.seq, anyio.current_time() - started)
+            print(context.name, record.seq, anyio.current_time() - started)
 
     return handle
 

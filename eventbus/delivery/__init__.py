@@ -1,0 +1,36 @@
+"""Delivery: everything between the bus routing a record to a subscription and
+its handler returning, one concept per module.
+
+- `inbox`: the bounded queue, its backpressure policy, room and idle signals
+  (all the bus touches of a subscription);
+- `catchup`: reading history back from the store, then switching to live;
+- `checkpoints`: the position and durable checkpoints;
+- `pipeline`: the handler pipeline (middleware, retry, timeout, dead letters);
+- `recovery`: retrying the store calls a subscription cannot do without;
+- `workers`: `DeliveryRun`, one run of a subscription, and its worker loops;
+- `options`: the subscription options, written once.
+"""
+
+from .catchup import CatchUp, CatchUpState
+from .checkpoints import CHECKPOINT_EVERY, CHECKPOINT_IDLE, Checkpoints
+from .inbox import Inbox
+from .options import DEFAULT_MAX_PENDING, SubscribeOptions, SubscriptionOptions, compile_where
+from .pipeline import Pipeline, Redelivery, SubscriptionContext
+from .workers import DeliveryRun
+
+__all__ = [
+    "CHECKPOINT_EVERY",
+    "CHECKPOINT_IDLE",
+    "CatchUp",
+    "CatchUpState",
+    "Checkpoints",
+    "DEFAULT_MAX_PENDING",
+    "DeliveryRun",
+    "Inbox",
+    "Pipeline",
+    "Redelivery",
+    "SubscribeOptions",
+    "SubscriptionContext",
+    "SubscriptionOptions",
+    "compile_where",
+]

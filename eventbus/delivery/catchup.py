@@ -1,0 +1,188 @@
+"""Catch-up: delivering stored history, then switching to live without a gap
+or a duplicate.
+
+A subscription is in one of three states (`CatchUpState`):
+
+- ``LIVE``: it delivers what the bus routes into its inbox.
+- ``BEHIND``: it reads records back from the store, page by page, while the
+  bus keeps buffering what is published meanwhile. It starts behind when it
+  has ``from_seq`` or ``durable=True``, and falls behind when its inbox
+  overflows under the ``"spill"`` policy.
+- ``TAILING``: on a store that other processes append to
+  (``shared_between_processes``), a subscription that started from history
+  never turns live: the live inbox only ever sees this bus's own events. It
+  keeps reading the store instead, buffering nothing and sleeping in the
+  store's ``wait_for_append`` between reads, so it sees every process's
+  events in seq order.
+
+Switching from behind to live (the shape of EventStoreDB's catch-up
+subscriptions):
+
+1. While behind, records the bus routes here are still buffered in the inbox
+   as long as there is room; when there is none the record is not kept but
+   the inbox notes that it *missed* one.
+2. A step reads the store from ``next_seq`` (the first seq not covered yet)
+   into the page the workers deliver, then drops buffered records below the
+   new ``next_seq``: they are in the page.
+3. When a read comes back empty and nothing was missed since that read
+   began, every record above ``next_seq`` was published after the read
+   started and so sits in the buffer, in order: the subscription turns live
+   and goes on with the buffer. If something was missed, it reads again.
+
+A record appended before an empty read started would have been in that read,
+and one appended after it is buffered or flagged as missed, so none falls
+between the two. The bus routes records in seq order (one append in flight
+at a time), which keeps the buffer ordered.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Callable, Collection
+
+from .._log import logger
+from ..record import Record
+from ..store.base import DEFAULT_PAGE_SIZE, Store
+from .inbox import Inbox
+from .recovery import retrying
+
+__all__ = ["CatchUp", "CatchUpState", "Step"]
+
+
+class CatchUpState(enum.Enum):
+    """Where a subscription takes its records from."""
+
+    LIVE = "live"
+    BEHIND = "behind"
+    TAILING = "tailing"
+
+
+class Step(enum.Enum):
+    """What a catch-up step found, and so what the worker does next."""
+
+    READ = "read"
+    """The page holds records (or the state changed): deliver, then step again."""
+    WAIT_FOR_HEAD = "wait_for_head"
+    """``from_seq`` lies past the bus's head: park until the bus routes more."""
+    WAIT_FOR_APPEND = "wait_for_append"
+    """Tailing and up to date: wait for another append to the store."""
+
+
+class CatchUp:
+    """The catch-up state of one subscription for one run of the bus.
+
+    Args:
+        inbox: the subscription's inbox (its buffer while behind).
+        store: where history is read from.
+        types: the type names to read (None: all).
+        head: the newest seq the bus has committed, asked at each step.
+        from_seq: the first seq to deliver (None: start live).
+        shared_store: the store is appended to by other processes (tail it).
+    """
+
+    def __init__(
+        self,
+        inbox: Inbox,
+        store: Store,
+        types: Collection[str] | None,
+        head: Callable[[], int],
+        from_seq: int | None,
+        shared_store: bool,
+    ) -> None:
+        self.inbox = inbox
+        self.page: deque[Record] = deque()
+        self.next_seq = from_seq or 1
+        self._store = store
+        self._types = types
+        self._head = head
+        inbox.spill = self.fall_behind
+        if from_seq is None:
+            self.state = CatchUpState.LIVE
+        elif shared_store:
+            self._enter(CatchUpState.TAILING)
+        else:
+            self._enter(CatchUpState.BEHIND)
+
+    @property
+    def source(self) -> deque[Record]:
+        """The records the workers take next: the page while reading the store, else the inbox."""
+        return self.inbox.queue if self.state is CatchUpState.LIVE else self.page
+
+    def start_at(self, seq: int) -> None:
+        """Deliver from ``seq`` (a durable subscription's resume point)."""
+        self.next_seq = seq
+
+    def fall_behind(self, from_seq: int) -> None:
+        """Spill: stop buffering, deliver what is queued, then read from the store."""
+        inbox = self.inbox
+        # the queue becomes the page (a worker going through it carries on), the empty page the queue
+        self.page, inbox.queue = inbox.queue, self.page
+        self.next_seq = from_seq
+        self._enter(CatchUpState.BEHIND)
+        inbox.missed = True
+        logger.warning(
+            "subscription fell behind, reading back from the store", subscription=inbox.name, from_seq=from_seq
+        )
+
+    async def step(self) -> Step:
+        """One read of the store (see the module docstring)."""
+        inbox = self.inbox
+        tailing = self.state is CatchUpState.TAILING
+        if not tailing and self._head() < self.next_seq - 1:
+            self._prune()
+            return Step.WAIT_FOR_HEAD
+        inbox.missed = False
+        # Everything up to this head is committed, so a read that comes back
+        # short has covered it, even where the type filter skipped the last seqs.
+        covered = self._head()
+        # a page never holds more than max_pending records: memory stays bounded while behind
+        limit = min(DEFAULT_PAGE_SIZE, inbox.max_pending)
+        from_seq = self.next_seq
+        page = await retrying(
+            lambda: self._store.read(from_seq, types=self._types, limit=limit),
+            "catch-up read",
+            inbox.name,
+            from_seq=from_seq,
+        )
+        if len(page) < limit:
+            self.next_seq = max(self.next_seq, covered + 1)
+        if page:
+            self.next_seq = max(self.next_seq, page[-1].seq + 1)
+            self._prune()
+            accepted = [record for record in page if inbox.accepts(record)]
+            inbox.counters.routed += len(accepted)
+            self.page.extend(accepted)
+            if not tailing:
+                inbox.capacity = max(0, inbox.max_pending - len(self.page))
+            return Step.READ
+        if inbox.missed:
+            return Step.READ
+        if tailing:
+            return Step.WAIT_FOR_APPEND
+        self._prune()
+        self._enter(CatchUpState.LIVE)
+        return Step.READ
+
+    async def wait_for_append(self) -> None:
+        """Tailing: return once the store may hold a record past ``next_seq - 1``."""
+        after = self.next_seq - 1
+        await retrying(lambda: self._store.wait_for_append(after), "waiting for appends", self.inbox.name)
+
+    def _enter(self, state: CatchUpState) -> None:
+        self.state = state
+        inbox = self.inbox
+        inbox.behind = state is not CatchUpState.LIVE
+        if state is CatchUpState.LIVE:
+            inbox.capacity = inbox.max_pending
+        elif state is CatchUpState.TAILING:
+            inbox.capacity = 0
+        else:
+            inbox.capacity = max(0, inbox.max_pending - len(self.page))
+
+    def _prune(self) -> None:
+        """Drop buffered records that a store read has already covered."""
+        queue = self.inbox.queue
+        next_seq = self.next_seq
+        while queue and queue[0].seq < next_seq:
+            self.inbox.discard(queue.popleft())

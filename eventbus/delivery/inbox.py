@@ -1,0 +1,245 @@
+"""`Inbox`: a subscription's bounded queue, its backpressure policy, and the
+signals around it.
+
+The bus touches a subscription only through its inbox: it offers routed
+records (`Inbox.offer`), asks whether a ``"block"`` inbox is full and waits
+for room, and waits for the subscription to become idle (`drain`). The
+workers take records from the queue, park in the inbox when there is nothing
+to do, and are woken by the next offer.
+
+While the subscription is *behind* (reading history back from the store, see
+`eventbus.delivery.catchup`), a full inbox does not apply its policy: it
+notes that it *missed* a record, and catch-up reads it back from the store.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+
+import anyio
+
+from .._log import logger
+from ..policies import Backpressure
+from ..record import Record
+from ..stats import Counters
+
+__all__ = ["Inbox"]
+
+_DROP_REPORT_INTERVAL = 1.0
+
+
+class Inbox:
+    """The records routed to one subscription and not yet taken by a worker.
+
+    Attributes:
+        queue: the records, in seq order.
+        capacity: how many records the queue may hold (``max_pending``;
+            less while a page of history is being delivered, 0 while tailing).
+        behind: set by catch-up while the subscription reads the store.
+        missed: a record was not kept because the inbox was full while behind.
+        closed: the subscription closed; nothing more is taken.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        max_pending: int,
+        policy: Backpressure,
+        counters: Counters,
+        where: Callable[[object], bool] | None,
+    ) -> None:
+        self.name = name
+        self.max_pending = max_pending
+        self.capacity = max_pending
+        self.policy = policy
+        self.counters = counters
+        self.queue: deque[Record] = deque()
+        self.behind = False
+        self.missed = False
+        self.closed = False
+        self.rejections: dict[int, Exception] = {}
+        self.parked = False
+        self.spill: Callable[[int], None] | None = None
+        self._where = where
+        self._wakeup = anyio.Event()
+        self._room: anyio.Event | None = None
+        self._idle: anyio.Event | None = None
+        self._drops = _DropReport(name)
+
+    # -- the bus's side ----------------------------------------------------------
+
+    def offer(self, record: Record) -> None:
+        """Take a record the bus routed here (the bus routes in seq order)."""
+        if self._where is not None and not self.accepts(record):
+            return
+        self._enqueue(record)
+
+    def _enqueue(self, record: Record) -> None:
+        queue = self.queue
+        if len(queue) < self.capacity:
+            queue.append(record)
+            self.counters.routed += 1
+            if self.parked:
+                self.wake()
+            return
+        self._overflow(record)
+
+    def full(self) -> bool:
+        """True when a ``"block"`` publisher must wait before appending."""
+        return len(self.queue) >= self.capacity and not self.behind and not self.closed
+
+    async def wait_for_room(self) -> None:
+        """Return once the inbox has room, or is closed (the caller checks which)."""
+        while self.full():
+            if self._room is None:
+                self._room = anyio.Event()
+            await self._room.wait()
+
+    def release_waiters(self) -> None:
+        """Wake every publisher waiting for room and every `drain` (the bus is stopping)."""
+        if self._room is not None:
+            self._room.set()
+            self._room = None
+        self.idle_now()
+
+    async def wait_idle(self, is_idle: Callable[[], bool]) -> None:
+        """Return once ``is_idle()`` holds; workers call `idle_now` when it may."""
+        while not is_idle():
+            if self._idle is None:
+                self._idle = anyio.Event()
+            await self._idle.wait()
+
+    # -- the workers' side -------------------------------------------------------
+
+    def took(self) -> None:
+        """A worker took a record: a waiting publisher may go on."""
+        room = self._room
+        if room is not None:
+            self._room = None
+            room.set()
+
+    def wake(self) -> None:
+        """Wake the parked workers (once: offers in a burst do not set it again)."""
+        self.parked = False
+        self._wakeup.set()
+
+    def idle_now(self) -> None:
+        """Tell whoever waits in `wait_idle` to look again."""
+        idle = self._idle
+        if idle is not None:
+            self._idle = None
+            idle.set()
+
+    async def park(self) -> None:
+        """Sleep until a record is offered (or `wake` is called)."""
+        wakeup = self._wakeup
+        self.parked = True
+        await wakeup.wait()
+        if self._wakeup is wakeup:
+            self._wakeup = anyio.Event()
+
+    def close(self) -> None:
+        """Take nothing more; release publishers and drains that wait on this inbox."""
+        self.closed = True
+        self.release_waiters()
+        self.wake()
+        self._drops.flush()
+
+    def flush_drop_report(self) -> None:
+        """Log the drops not reported yet."""
+        self._drops.flush()
+
+    def discard(self, record: Record) -> None:
+        """Forget a queued record that will not be delivered from the queue
+        (catch-up covered it from the store)."""
+        self.counters.routed -= 1
+        if self.rejections:
+            self.rejections.pop(record.seq, None)
+
+    def accepts(self, record: Record) -> bool:
+        """Apply ``where=``; a predicate that raises sends the record to dead letters."""
+        if self._where is None:
+            return True
+        try:
+            return bool(self._where(record.event))
+        except Exception as exc:
+            self.rejections[record.seq] = exc
+            return True
+
+    def take_rejection(self, record: Record) -> Exception | None:
+        """The exception ``where=`` raised for ``record``, if any (once)."""
+        return self.rejections.pop(record.seq, None) if self.rejections else None
+
+    # -- internals -------------------------------------------------------------------
+
+    def _overflow(self, record: Record) -> None:
+        counters = self.counters
+        if self.behind:
+            self.missed = True
+            self._forget_rejection(record)
+        elif self.policy == "block":
+            # publish waited for room before appending, unless it came from this
+            # subscription's own handler (which cannot wait for room only it can
+            # make), and a concurrent publisher may have taken the room since:
+            # the queue holds a few more, counted.
+            self.queue.append(record)
+            counters.routed += 1
+            counters.overflowed += 1
+        elif self.policy == "drop_newest":
+            counters.routed += 1
+            counters.dropped += 1
+            self._forget_rejection(record)
+            self._drops.dropped(record, self.policy)
+        elif self.policy == "drop_oldest":
+            oldest = self.queue.popleft()
+            self.queue.append(record)
+            counters.routed += 1
+            counters.dropped += 1
+            self._forget_rejection(oldest)
+            self._drops.dropped(oldest, self.policy)
+        else:
+            assert self.spill is not None
+            self._forget_rejection(record)
+            self.spill(record.seq)
+        if self.parked:
+            self.wake()
+
+    def _forget_rejection(self, record: Record) -> None:
+        if self.rejections:
+            self.rejections.pop(record.seq, None)
+
+
+class _DropReport:
+    """Logs drops without flooding: the first one at once, then a count at most
+    once a second, and whatever is left when the subscription closes."""
+
+    def __init__(self, subscription: str) -> None:
+        self._subscription = subscription
+        self._unreported = 0
+        self._last_report = -math.inf
+        self._last: tuple[int, str, str] | None = None
+
+    def dropped(self, record: Record, policy: str) -> None:
+        self._unreported += 1
+        self._last = (record.seq, record.type, policy)
+        now = time.monotonic()
+        if now - self._last_report >= _DROP_REPORT_INTERVAL:
+            self._last_report = now
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._unreported or self._last is None:
+            return
+        seq, type_name, policy = self._last
+        logger.warning(
+            "subscription full, events dropped",
+            subscription=self._subscription,
+            dropped=self._unreported,
+            policy=policy,
+            seq=seq,
+            type=type_name,
+        )
+        self._unreported = 0

@@ -1,0 +1,125 @@
+"""The handler pipeline: every delivery of a subscription runs through it.
+
+It is built once per run of the bus, in one documented order (outermost
+first):
+
+    dead letters → bus middleware… → subscription middleware… → retry → timeout → handler
+
+and it is the only code that sets the current `Delivery` (what publishing
+from inside a handler reads for causation). A record whose ``where=`` or
+``key=`` raised goes straight to dead letters, without retries. An async
+``(event)`` handler with nothing around it is called directly, with the
+dead-letter step inlined: the common case costs one coroutine frame.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .._context import Delivery, current_delivery
+from ..deadletter import DeadLetter
+from ..handler import Handle, is_plain_async
+from ..middleware.base import Middleware, chain
+from ..middleware.deadletter import bury, dead_letter, fail
+from ..middleware.failures import is_failure
+from ..middleware.retry import retry
+from ..middleware.timeout import timeout
+from ..record import Record
+from ..stats import Counters
+from ..store.base import Store
+from .options import SubscriptionOptions
+
+__all__ = ["Pipeline", "Redelivery", "SubscriptionContext"]
+
+
+@dataclass(frozen=True)
+class SubscriptionContext:
+    """The `DeliveryContext` middleware receive: the subscription's name and counters."""
+
+    name: str
+    counters: Counters
+
+
+class Redelivery(enum.Enum):
+    """How a redriven dead letter ended."""
+
+    DELIVERED = "delivered"
+    """The handler succeeded: the old letter can go."""
+    REPLACED = "replaced"
+    """It failed again and a new letter (counting every attempt) is stored: the old one can go."""
+    KEPT = "kept"
+    """It failed again and the new letter could not be stored: the old one stays."""
+
+
+class Pipeline:
+    """One subscription's delivery steps for one run of the bus.
+
+    Args:
+        handler: the user's handler.
+        call: the innermost step calling it (`eventbus.handler.make_handle`).
+        options: the subscription's options.
+        middleware: the bus's delivery middleware (plugins' included).
+        context: what middleware see of the subscription.
+        store: where dead letters go.
+        owner: identifies the subscription run in the current `Delivery`.
+    """
+
+    def __init__(
+        self,
+        handler: Callable[..., Any],
+        call: Handle,
+        options: SubscriptionOptions,
+        middleware: Sequence[Middleware],
+        context: SubscriptionContext,
+        store: Store,
+        owner: object,
+    ) -> None:
+        self._context = context
+        self._store = store
+        self._owner = owner
+        plain = not (options.timeout or options.retry or middleware or options.middleware)
+        self._direct = handler if plain and is_plain_async(handler) else None
+        inner = call
+        if options.timeout is not None:
+            inner = timeout(options.timeout)(inner, context)
+        if options.retry is not None:
+            inner = retry(options.retry)(inner, context)
+        self._inner = chain(inner, (*middleware, *options.middleware), context)
+        self._handle = dead_letter(self._inner, context, store)
+
+    async def deliver(self, record: Record, rejection: Exception | None = None) -> None:
+        """Deliver ``record``; whatever fails ends as a dead letter, never here."""
+        current_delivery.set(Delivery(record, self._owner, rejection))
+        if rejection is not None:
+            await fail(self._context, self._store, record, rejection)
+            return
+        direct = self._direct
+        if direct is None:
+            await self._handle(record)
+            return
+        try:
+            await direct(record.event)
+        except BaseException as exc:
+            if not is_failure(exc):
+                raise
+            await fail(self._context, self._store, record, exc)
+
+    async def redeliver(self, letter: DeadLetter) -> Redelivery:
+        """Deliver a dead letter's record again, below the dead-letter step, in a
+        `Delivery` of its own that ends with the call (the caller's later
+        publishes carry no causation from it)."""
+        delivery = Delivery(letter.record, self._owner)
+        token = current_delivery.set(delivery)
+        try:
+            await self._inner(letter.record)
+        except BaseException as exc:
+            if not is_failure(exc):
+                raise
+            stored = await bury(self._store, self._context.name, letter.record, exc, delivery, earlier=letter)
+            return Redelivery.REPLACED if stored else Redelivery.KEPT
+        finally:
+            current_delivery.reset(token)
+        return Redelivery.DELIVERED

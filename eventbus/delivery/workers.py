@@ -1,0 +1,228 @@
+"""`DeliveryRun`: one subscription's deliveries during one run of the bus, and
+its worker loops.
+
+A run puts the pieces of `eventbus.delivery` together: the `Inbox` the bus
+routes into, the `CatchUp` that reads history, the `Checkpoints` that track
+and save the position, and the `Pipeline` each record goes through. Its
+workers take records in seq order from the catch-up page or the inbox and
+deliver them; with ``concurrency=n`` there are ``n`` workers, and ``key=``
+keeps the records of one key in order. A new run is made each time the bus
+starts, so a bus can run again after it stopped.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Awaitable, Callable, Collection, Hashable, Sequence
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from ..handler import Handle
+from ..middleware.base import Middleware
+from ..record import Record
+from ..stats import Counters, SubscriptionStats
+from ..store.base import Store
+from .catchup import CatchUp, CatchUpState, Step
+from .checkpoints import Checkpoints
+from .inbox import Inbox
+from .options import Predicate, SubscriptionOptions
+from .pipeline import Pipeline, SubscriptionContext
+
+__all__ = ["DeliveryRun"]
+
+
+class DeliveryRun:
+    """One subscription's inbox, catch-up, position and workers for one run.
+
+    Args:
+        handler: the user's handler.
+        call: the innermost step calling it.
+        options: the subscription's options.
+        types: the type names the subscription reads from the store (None: all).
+        where: the ``where=`` predicate, compiled.
+        middleware: the bus's delivery middleware.
+        store: the bus's store for this run.
+        head: the newest seq the bus has committed.
+    """
+
+    def __init__(
+        self,
+        handler: Callable[..., Any],
+        call: Handle,
+        options: SubscriptionOptions,
+        types: Collection[str] | None,
+        where: Predicate | None,
+        middleware: Sequence[Middleware],
+        store: Store,
+        head: Callable[[], int],
+    ) -> None:
+        name = options.name
+        self.counters = Counters()
+        self.inbox = Inbox(name, options.max_pending, options.backpressure, self.counters, where)
+        start = options.from_seq if options.from_seq is not None else head() + 1 if options.durable else None
+        self.catch_up = CatchUp(self.inbox, store, types, head, start, store.features.shared_between_processes)
+        self.checkpoints = Checkpoints(name, store, options.durable)
+        context = SubscriptionContext(name, self.counters)
+        self.pipeline = Pipeline(handler, call, options, middleware, context, store, owner=self.inbox)
+        self.stopped = anyio.Event()
+        self._head = head
+        self._workers = options.concurrency
+        self._key = options.key
+        self._sleeping = 0
+        self._refilling = False
+        self._scope: anyio.CancelScope | None = None
+        self._busy_keys: dict[Hashable, deque[tuple[Record, Exception | None]]] = {}
+
+    def stats(self) -> SubscriptionStats:
+        """A snapshot of this run's counters."""
+        c = self.counters
+        return SubscriptionStats(
+            routed=c.routed,
+            delivered=c.finished - c.dead_lettered,
+            failed=c.retried + c.dead_lettered,
+            retried=c.retried,
+            dead_lettered=c.dead_lettered,
+            dropped=c.dropped,
+            pending=c.routed - c.finished - c.dropped,
+            position=self.checkpoints.position,
+            behind=self.catch_up.state is not CatchUpState.LIVE,
+            overflowed=c.overflowed,
+        )
+
+    def is_idle(self) -> bool:
+        """Nothing queued, nothing being delivered, nothing left to read (what `drain` waits for)."""
+        if self.inbox.closed or self.stopped.is_set():
+            return True
+        catch_up = self.catch_up
+        if catch_up.state is CatchUpState.TAILING and catch_up.next_seq <= self._head():
+            return False
+        return (
+            self._sleeping == self._workers
+            and not self.inbox.queue
+            and not catch_up.page
+            and not self.checkpoints.outstanding
+        )
+
+    async def wait_idle(self) -> None:
+        """Return once `is_idle` holds."""
+        await self.inbox.wait_idle(self.is_idle)
+
+    def close(self) -> None:
+        """Stop taking records and cancel the workers; the position is saved on the way out."""
+        self.inbox.close()
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """The run's life: resume a durable position, then work until cancelled or closed."""
+        try:
+            with anyio.CancelScope() as scope:
+                self._scope = scope
+                if self.inbox.closed:
+                    scope.cancel()
+                task_status.started()
+                if self.checkpoints.durable:
+                    self.catch_up.start_at(await self.checkpoints.load(self.catch_up.next_seq))
+                if self._workers == 1:
+                    await self._work()
+                else:
+                    async with anyio.create_task_group() as workers:
+                        for _ in range(self._workers):
+                            workers.start_soon(self._work_concurrently)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.checkpoints.save()
+            self.inbox.flush_drop_report()
+            self.stopped.set()
+            self.inbox.idle_now()
+
+    # -- workers -------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        """The single worker: deliver in seq order, one at a time."""
+        inbox = self.inbox
+        catch_up = self.catch_up
+        checkpoints = self.checkpoints
+        counters = self.counters
+        deliver = self.pipeline.deliver
+        while True:
+            source = catch_up.source
+            while source:
+                record = source.popleft()
+                inbox.took()
+                await deliver(record, inbox.take_rejection(record))
+                counters.finished += 1
+                checkpoints.position = record.seq
+                await checkpoints.after_delivery(counters.finished)
+            await self._refill()
+
+    async def _work_concurrently(self) -> None:
+        """One of ``concurrency`` workers; records with equal ``key`` stay in order."""
+        inbox = self.inbox
+        catch_up = self.catch_up
+        key = self._key
+        busy = self._busy_keys
+        while True:
+            source = catch_up.source
+            if not source:
+                await self._refill()
+                continue
+            record = source.popleft()
+            inbox.took()
+            self.checkpoints.taken(record.seq)
+            rejection = inbox.take_rejection(record)
+            if key is None or rejection is not None:
+                await self._deliver_tracked(record, rejection)
+                continue
+            try:
+                record_key = key(record.event)
+                waiting = busy.get(record_key)
+            except Exception as exc:
+                await self._deliver_tracked(record, exc)
+                continue
+            if waiting is not None:
+                waiting.append((record, None))
+                continue
+            waiting = busy[record_key] = deque()
+            try:
+                await self._deliver_tracked(record, None)
+                while waiting:
+                    await self._deliver_tracked(*waiting.popleft())
+            finally:
+                del busy[record_key]
+
+    async def _deliver_tracked(self, record: Record, rejection: Exception | None) -> None:
+        await self.pipeline.deliver(record, rejection)
+        self.counters.finished += 1
+        self.checkpoints.finished(record.seq)
+        await self.checkpoints.after_delivery(self.counters.finished)
+
+    async def _refill(self) -> None:
+        """Find more work: one step of reading the store when behind, or sleep
+        until routed to. While one worker reads the store, the others sleep."""
+        if self.catch_up.state is not CatchUpState.LIVE and not self._refilling:
+            self._refilling = True
+            try:
+                step = await self.catch_up.step()
+                if step is Step.WAIT_FOR_HEAD:
+                    await self._sleep(self.inbox.park)
+                elif step is Step.WAIT_FOR_APPEND:
+                    await self._sleep(self.catch_up.wait_for_append)
+            finally:
+                self._refilling = False
+            if self.inbox.parked:
+                self.inbox.wake()
+            return
+        await self._sleep(self.inbox.park)
+
+    async def _sleep(self, wait: Callable[[], Awaitable[None]]) -> None:
+        """Wait with the other idle workers; the last one to sleep tells `drain` to look."""
+        self._sleeping += 1
+        if self._sleeping == self._workers:
+            self.inbox.idle_now()
+        try:
+            await self.checkpoints.wait_saving_when_idle(wait)
+        finally:
+            self._sleeping -= 1
