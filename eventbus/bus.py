@@ -35,6 +35,7 @@ from .event import Event, registry
 from .exceptions import BackpressureError, BusClosed, CausationLoopError, DuplicateSubscription
 from .handler import event_types, handler_name
 from .middleware.base import Commit, Middleware, PublishMiddleware
+from .middleware.failures import fatal_error
 from .plugin_loading import BusPlugin, load_plugin
 from .record import NO_HEADERS, Record
 from .redrive import DeadLetters
@@ -140,9 +141,11 @@ class EventBus:
         self._state = BusState.STOPPED
         self._owner: AsyncExitStack | None = None
         self._runs: anyio.abc.TaskGroup | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
         self._stop_requested = anyio.Event()
         self._drain_on_stop = True
         self._stopped = anyio.Event()
+        self._fatal: BaseException | None = None
         self._log_publishes = False
 
     def __repr__(self) -> str:
@@ -174,13 +177,16 @@ class EventBus:
         self._stop_requested = anyio.Event()
         self._stopped = anyio.Event()
         self._drain_on_stop = True
+        self._fatal = None
         owner = AsyncExitStack()
         task_group = await owner.enter_async_context(anyio.create_task_group())
+        self._task_group = task_group
         try:
             await task_group.start(self._run)
-        except BaseException as exc:
+        except BaseException:
+            # the run undid its own start-up; the task group holds no task
             self._state = BusState.STOPPED
-            await owner.__aexit__(type(exc), exc, exc.__traceback__)
+            await owner.__aexit__(None, None, None)
             raise
         self._owner = owner
         return self
@@ -198,10 +204,22 @@ class EventBus:
             else:
                 await owner.__aexit__(exc_type, exc, tb)
         except BaseExceptionGroup as group:
-            fatal = group.subgroup((KeyboardInterrupt, SystemExit))
+            fatal = fatal_error(group)
             if fatal is not None:
-                raise _first_leaf(fatal) from None
+                raise fatal from None
             raise
+        if self._fatal is not None:
+            fatal, self._fatal = self._fatal, None
+            raise fatal
+
+    def _stop_at_once(self, fatal: BaseException) -> None:
+        """A handler raised `KeyboardInterrupt` or `SystemExit`: stop without
+        draining, interrupting the ``async with`` body, which re-raises it."""
+        if self._fatal is None:
+            self._fatal = fatal
+        self._request_stop(drain=False)
+        if self._task_group is not None:
+            self._task_group.cancel_scope.cancel()
 
     async def aclose(self) -> None:
         """Stop the bus and return once it has stopped, from any task.
@@ -271,7 +289,7 @@ class EventBus:
             )
 
     def _start_run(self, subscription: Subscription) -> DeliveryRun:
-        return subscription.start_run(self.store, self.middleware, self._current_head)
+        return subscription.start_run(self.store, self.middleware, self._current_head, self._stop_at_once)
 
     def _current_head(self) -> int:
         return self._head
@@ -563,11 +581,6 @@ class EventBus:
 async def _shielded(close: Callable[[], Any]) -> None:
     with anyio.CancelScope(shield=True):
         await close()
-
-
-def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    first = group.exceptions[0]
-    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def _is_type_spec(target: Any) -> bool:

@@ -98,10 +98,16 @@ class Subscription:
         if self._run is not None:
             await self._run.stopped.wait()
 
-    def start_run(self, store: Store, middleware: Sequence[Middleware], head: Callable[[], int]) -> DeliveryRun:
+    def start_run(
+        self,
+        store: Store,
+        middleware: Sequence[Middleware],
+        head: Callable[[], int],
+        on_fatal: Callable[[BaseException], None],
+    ) -> DeliveryRun:
         """A new `DeliveryRun` for a run of the bus (the bus starts its `run` task)."""
         names = registry.names_for(self.types)
-        run = DeliveryRun(self.handler, self._call, self.options, names, self._where, middleware, store, head)
+        run = DeliveryRun(self.handler, self._call, self.options, names, self._where, middleware, store, head, on_fatal)
         if self._closed:
             run.close()
         self._run = run

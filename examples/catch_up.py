@@ -6,7 +6,7 @@ history first, then live events, with no gap and no duplicate at the switch.
 STORE is a store URL (``memory://``, the default, or ``sqlite:///ticks.db``)
 or the path of a SQLite file.
 
-How it works (see the `eventbus.subscription` module docs): the subscription
+How it works (see the `eventbus.delivery.catchup` module docs): the subscription
 buffers what is published from the moment it subscribes, reads the store from
 ``from_seq`` page by page, and once a read finds nothing new it continues with
 the buffer, skipping what the store reads already covered. On a store shared

@@ -26,7 +26,7 @@ from .._log import logger
 from ..store.base import Store
 from .recovery import Backoff, retrying
 
-__all__ = ["CHECKPOINT_EVERY", "CHECKPOINT_IDLE", "Checkpoints"]
+__all__ = ["CHECKPOINT_EVERY", "CHECKPOINT_IDLE", "CLOSE_SAVE_TIMEOUT", "Checkpoints"]
 
 CHECKPOINT_EVERY = 1_000
 """A durable subscription saves its position after this many deliveries, when
@@ -35,6 +35,9 @@ a crash, at most this many deliveries are made again."""
 CHECKPOINT_IDLE = 1.0
 """Seconds a durable subscription waits, out of work, before saving its
 position: a trickle of events does not cost a store write each."""
+
+CLOSE_SAVE_TIMEOUT = 5.0
+"""Seconds a stopping durable subscription keeps retrying a failed save of its position."""
 
 _NEVER = sys.maxsize
 
@@ -118,14 +121,15 @@ class Checkpoints:
             await self.save()
         await wait()
 
-    async def save(self) -> None:
+    async def save(self) -> bool:
         """Checkpoint a durable subscription's position, if it moved; a failure
-        is logged and the next save waits for the backoff."""
+        is logged and the next save waits for the backoff. Returns whether the
+        saved position is now the current one."""
         if not self.durable:
-            return
+            return True
         position = self.position
         if position == self._saved:
-            return
+            return True
         try:
             await self._store.save_checkpoints({self.name: position})
         except Exception as exc:
@@ -138,6 +142,16 @@ class Checkpoints:
                 error=repr(exc),
                 retry_in=delay,
             )
-        else:
-            self._saved = position
-            self._backoff.reset()
+            return False
+        self._saved = position
+        self._backoff.reset()
+        return True
+
+    async def save_on_close(self) -> None:
+        """The last save of a stopping subscription: shielded from cancellation,
+        retried with backoff for up to `CLOSE_SAVE_TIMEOUT` seconds."""
+        with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_SAVE_TIMEOUT):
+            saved = await self.save()
+            while not saved:
+                await anyio.sleep_until(self._retry_at)
+                saved = await self.save()

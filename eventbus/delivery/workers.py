@@ -21,6 +21,7 @@ import anyio.abc
 
 from ..handler import Handle
 from ..middleware.base import Middleware
+from ..middleware.failures import fatal_error
 from ..record import Record
 from ..stats import Counters, SubscriptionStats
 from ..store.base import Store
@@ -45,6 +46,8 @@ class DeliveryRun:
         middleware: the bus's delivery middleware.
         store: the bus's store for this run.
         head: the newest seq the bus has committed.
+        on_fatal: called with a `KeyboardInterrupt` or `SystemExit` a handler
+            raised; the bus stops and re-raises it from ``async with``.
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class DeliveryRun:
         middleware: Sequence[Middleware],
         store: Store,
         head: Callable[[], int],
+        on_fatal: Callable[[BaseException], None],
     ) -> None:
         name = options.name
         self.counters = Counters()
@@ -68,6 +72,7 @@ class DeliveryRun:
         self.pipeline = Pipeline(handler, call, options, middleware, context, store, owner=self.inbox)
         self.stopped = anyio.Event()
         self._head = head
+        self._on_fatal = on_fatal
         self._workers = options.concurrency
         self._key = options.key
         self._sleeping = 0
@@ -131,9 +136,13 @@ class DeliveryRun:
                     async with anyio.create_task_group() as workers:
                         for _ in range(self._workers):
                             workers.start_soon(self._work_concurrently)
+        except BaseException as exc:
+            fatal = fatal_error(exc)
+            if fatal is None:
+                raise
+            self._on_fatal(fatal)
         finally:
-            with anyio.CancelScope(shield=True):
-                await self.checkpoints.save()
+            await self.checkpoints.save_on_close()
             self.inbox.flush_drop_report()
             self.stopped.set()
             self.inbox.idle_now()
