@@ -1,10 +1,12 @@
 """The delivery in progress, so that publishing from inside a handler can set
-causation and correlation ids without the user passing them.
+causation and correlation ids without the user passing them, and the
+attempts behind a failing delivery.
 
-`Delivery` is the per-delivery state: the record, and what the built-in
-pipeline steps learn while delivering it (how many attempts were made, a
-``where=``/``key=`` failure). The delivery pipeline is the only code that
-sets `current_delivery`, and it resets it when the delivery ends.
+`current_record` is the record whose handler is running; the delivery
+pipeline is the only code that sets it. `current_attempts` is set by the
+retry step only when an attempt fails, and read by the dead-letter step: the
+attempt count travels with the delivery it belongs to (`Attempts.record`),
+never on the exception, which a handler may raise again for another one.
 """
 
 from __future__ import annotations
@@ -13,28 +15,25 @@ from contextvars import ContextVar
 
 from .record import Record
 
-__all__ = ["Delivery", "current_delivery"]
+__all__ = ["Attempts", "current_attempts", "current_record"]
 
 
-class Delivery:
-    """One record on its way through one subscription's pipeline.
+class Attempts:
+    """How often one delivery's handler was called, and when it first failed.
 
     Attributes:
         record: the record being delivered.
-        owner: identifies the subscription run delivering it (compared by identity).
-        attempts: handler calls made so far (set by the retry step).
+        count: handler calls made so far.
         first_failed_at: when the first attempt failed, in ns since the epoch.
-        rejection: the exception ``where=`` or ``key=`` raised for this record.
     """
 
-    __slots__ = ("attempts", "first_failed_at", "owner", "record", "rejection")
+    __slots__ = ("count", "first_failed_at", "record")
 
-    def __init__(self, record: Record, owner: object, rejection: Exception | None = None) -> None:
+    def __init__(self, record: Record, first_failed_at: int) -> None:
         self.record = record
-        self.owner = owner
-        self.rejection = rejection
-        self.attempts = 1
-        self.first_failed_at: int | None = None
+        self.count = 1
+        self.first_failed_at = first_failed_at
 
 
-current_delivery: ContextVar[Delivery | None] = ContextVar("eventbus_current_delivery", default=None)
+current_record: ContextVar[Record | None] = ContextVar("eventbus_current_record", default=None)
+current_attempts: ContextVar[Attempts | None] = ContextVar("eventbus_current_attempts", default=None)

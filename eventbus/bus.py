@@ -24,10 +24,11 @@ from typing import Any, TypeVar, Unpack, overload
 import anyio
 import anyio.abc
 
-from ._context import Delivery, current_delivery
+from ._context import current_record
 from ._ids import first_id
 from ._log import logger
 from .commit import GroupCommit
+from .delivery.inbox import Inbox
 from .delivery.options import SubscribeOptions, SubscriptionOptions
 from .delivery.pipeline import Pipeline
 from .delivery.workers import DeliveryRun
@@ -233,7 +234,7 @@ class EventBus:
         if self._state is BusState.STOPPED:
             return
         self._request_stop(drain=True)
-        if current_delivery.get() is None:
+        if current_record.get() is None:
             await self._stopped.wait()
 
     def _request_stop(self, *, drain: bool) -> None:
@@ -419,16 +420,16 @@ class EventBus:
             raise BusClosed(f"cannot publish {type(event).__qualname__}: the bus is {state.value}")
         cls = type(event)
         route = self._router.routes.get(cls) or self._router.route(cls)
-        delivery = current_delivery.get()
-        if delivery is None and headers is None:
+        parent = current_record.get()
+        if parent is None and headers is None:
             event_id = self._next_id
             self._next_id = event_id + 1
             record = Record(0, event, route.name, route.version, event_id, time.time_ns())
         else:
-            record = self._new_record(event, route, headers, delivery)
+            record = self._new_record(event, route, headers, parent)
         for inbox in route.blocking:
-            if inbox.full():
-                await self._wait_for_room(route.blocking, delivery)
+            if len(inbox.queue) >= inbox.block_at:
+                await self._wait_for_room(route.blocking, parent)
                 break
         await self._publish_chain((record,))
         return record.seq
@@ -439,33 +440,32 @@ class EventBus:
         if state is not _RUNNING and state is not _DRAINING:
             raise BusClosed(f"cannot publish: the bus is {state.value}")
         batch = list(events)
-        delivery = current_delivery.get()
+        parent = current_record.get()
         router = self._router
         records: list[Record] = []
-        blocking: dict[Any, None] = {}
+        blocking: dict[Inbox, None] = {}
         for index, event in enumerate(batch):
             try:
                 route = router.routes.get(type(event)) or router.route(type(event))
             except TypeError as exc:
                 raise TypeError(f"events[{index}]: {exc}") from None
-            records.append(self._new_record(event, route, headers, delivery))
+            records.append(self._new_record(event, route, headers, parent))
             blocking.update(dict.fromkeys(route.blocking))
         if not records:
             return []
         if any(inbox.full() for inbox in blocking):
-            await self._wait_for_room(tuple(blocking), delivery)
+            await self._wait_for_room(tuple(blocking), parent)
         await self._publish_chain(records)
         return [record.seq for record in records]
 
     def _new_record(
-        self, event: Event, route: Route, headers: Mapping[str, str] | None, delivery: Delivery | None
+        self, event: Event, route: Route, headers: Mapping[str, str] | None, parent: Record | None
     ) -> Record:
         headers = NO_HEADERS if headers is None else _checked_headers(headers)
         event_id = self._next_id
         self._next_id = event_id + 1
-        if delivery is None:
+        if parent is None:
             return Record(0, event, route.name, route.version, event_id, time.time_ns(), None, None, headers)
-        parent = delivery.record
         depth = parent.depth + 1
         if depth > self.max_causation_depth:
             raise CausationLoopError(
@@ -487,9 +487,9 @@ class EventBus:
             depth,
         )
 
-    async def _wait_for_room(self, inboxes: Sequence[Any], delivery: Delivery | None) -> None:
+    async def _wait_for_room(self, inboxes: Sequence[Inbox], parent: Record | None) -> None:
         # a handler publishing into its own full inbox cannot wait for room only it can make
-        others = [inbox for inbox in inboxes if delivery is None or inbox is not delivery.owner]
+        others = [inbox for inbox in inboxes if parent is None or not inbox.owns(parent)]
         try:
             with anyio.fail_after(self.publish_timeout):
                 for inbox in others:
@@ -523,7 +523,7 @@ class EventBus:
         publish meanwhile, or has closed. Raises `TimeoutError` after
         ``timeout`` seconds, and `RuntimeError` when called from inside a
         handler (it would wait for itself)."""
-        if current_delivery.get() is not None:
+        if current_record.get() is not None:
             raise RuntimeError(
                 "drain() was called from inside a handler: it would wait for that handler to finish; "
                 "drain from outside the handlers"

@@ -172,7 +172,7 @@ class CatchUp:
     def _enter(self, state: CatchUpState) -> None:
         self.state = state
         inbox = self.inbox
-        inbox.behind = state is not CatchUpState.LIVE
+        inbox.set_behind(state is not CatchUpState.LIVE)
         if state is CatchUpState.LIVE:
             inbox.capacity = inbox.max_pending
         elif state is CatchUpState.TAILING:

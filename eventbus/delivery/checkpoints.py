@@ -57,12 +57,14 @@ class Checkpoints:
         self.position = 0
         self._store = store
         self._saved = 0
-        self._due = CHECKPOINT_EVERY if durable else _NEVER
+        self.due = CHECKPOINT_EVERY if durable else _NEVER
+        """The count of finished deliveries at which the next save is due (see `save_due`)."""
         self._idle_at = -1  # the position when the subscription last ran out of work
         self._idle_deadline = math.inf
         self._retry_at = -math.inf
         self._backoff = Backoff()
-        self._outstanding: deque[int] = deque()
+        self.in_flight: deque[int] = deque()
+        """Seqs taken by concurrent workers and not all finished yet, in seq order."""
         self._finished_early: set[int] = set()
 
     async def load(self, start: int) -> int:
@@ -81,15 +83,15 @@ class Checkpoints:
     @property
     def outstanding(self) -> bool:
         """Records taken by concurrent workers and not all finished yet."""
-        return bool(self._outstanding)
+        return bool(self.in_flight)
 
     def taken(self, seq: int) -> None:
         """A concurrent worker took ``seq`` (call `finished` when it is done)."""
-        self._outstanding.append(seq)
+        self.in_flight.append(seq)
 
     def finished(self, seq: int) -> None:
         """Advance the position past every seq finished in order (concurrent workers)."""
-        outstanding = self._outstanding
+        outstanding = self.in_flight
         if outstanding[0] != seq:
             self._finished_early.add(seq)
             return
@@ -101,11 +103,11 @@ class Checkpoints:
             early.discard(position)
         self.position = position
 
-    async def after_delivery(self, finished: int) -> None:
-        """Save when ``finished`` deliveries make a checkpoint due."""
-        if finished >= self._due:
-            self._due = finished + CHECKPOINT_EVERY
-            await self.save()
+    async def save_due(self) -> None:
+        """Save because `due` deliveries have finished; the next save is due
+        `CHECKPOINT_EVERY` deliveries later."""
+        self.due += CHECKPOINT_EVERY
+        await self.save()
 
     async def wait_saving_when_idle(self, wait: Callable[[], Awaitable[None]]) -> None:
         """``await wait()``; a durable subscription whose position moved saves

@@ -15,9 +15,10 @@ notes that it *missed* a record, and catch-up reads it back from the store.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import anyio
 
@@ -29,6 +30,7 @@ from ..stats import Counters
 __all__ = ["Inbox"]
 
 _DROP_REPORT_INTERVAL = 1.0
+_NEVER = sys.maxsize
 
 
 class Inbox:
@@ -58,6 +60,13 @@ class Inbox:
         self.counters = counters
         self.queue: deque[Record] = deque()
         self.behind = False
+        self.block_at = max_pending
+        """Queue length at which a ``"block"`` publisher waits: ``capacity``
+        while live and open, never while behind or closed (see `full`)."""
+        self.delivering: Record | None = None
+        """The record the single worker is delivering (or delivered last)."""
+        self.in_flight: Collection[int] = ()
+        """Seqs concurrent workers are delivering (see `owns`)."""
         self.missed = False
         self.closed = False
         self.rejections: dict[int, Exception] = {}
@@ -65,7 +74,8 @@ class Inbox:
         self.spill: Callable[[int], None] | None = None
         self._where = where
         self._wakeup = anyio.Event()
-        self._room: anyio.Event | None = None
+        self.room: anyio.Event | None = None
+        """Set when a worker takes a record, for publishers waiting for room."""
         self._idle: anyio.Event | None = None
         self._drops = _DropReport(name)
 
@@ -75,9 +85,6 @@ class Inbox:
         """Take a record the bus routed here (the bus routes in seq order)."""
         if self._where is not None and not self.accepts(record):
             return
-        self._enqueue(record)
-
-    def _enqueue(self, record: Record) -> None:
         queue = self.queue
         if len(queue) < self.capacity:
             queue.append(record)
@@ -89,20 +96,30 @@ class Inbox:
 
     def full(self) -> bool:
         """True when a ``"block"`` publisher must wait before appending."""
-        return len(self.queue) >= self.capacity and not self.behind and not self.closed
+        return len(self.queue) >= self.block_at
+
+    def owns(self, record: Record) -> bool:
+        """True while ``record``'s handler runs in this subscription: a publish
+        from it must not wait for room that only this subscription can make."""
+        return record is self.delivering or record.seq in self.in_flight
+
+    def set_behind(self, behind: bool) -> None:
+        """Catch-up switches the inbox between buffering (behind) and live."""
+        self.behind = behind
+        self.block_at = _NEVER if behind or self.closed else self.max_pending
 
     async def wait_for_room(self) -> None:
         """Return once the inbox has room, or is closed (the caller checks which)."""
         while self.full():
-            if self._room is None:
-                self._room = anyio.Event()
-            await self._room.wait()
+            if self.room is None:
+                self.room = anyio.Event()
+            await self.room.wait()
 
     def release_waiters(self) -> None:
         """Wake every publisher waiting for room and every `drain` (the bus is stopping)."""
-        if self._room is not None:
-            self._room.set()
-            self._room = None
+        if self.room is not None:
+            self.room.set()
+            self.room = None
         self.idle_now()
 
     async def wait_idle(self, is_idle: Callable[[], bool]) -> None:
@@ -116,9 +133,9 @@ class Inbox:
 
     def took(self) -> None:
         """A worker took a record: a waiting publisher may go on."""
-        room = self._room
+        room = self.room
         if room is not None:
-            self._room = None
+            self.room = None
             room.set()
 
     def wake(self) -> None:
@@ -144,6 +161,7 @@ class Inbox:
     def close(self) -> None:
         """Take nothing more; release publishers and drains that wait on this inbox."""
         self.closed = True
+        self.block_at = _NEVER
         self.release_waiters()
         self.wake()
         self._drops.flush()

@@ -5,25 +5,26 @@ first):
 
     dead letters → bus middleware… → subscription middleware… → retry → timeout → handler
 
-and it is the only code that sets the current `Delivery` (what publishing
-from inside a handler reads for causation). A record whose ``where=`` or
-``key=`` raised goes straight to dead letters, without retries. An async
-``(event)`` handler with nothing around it is called directly, with the
-dead-letter step inlined: the common case costs one coroutine frame.
+and it is the only code that sets `current_record` (what publishing from
+inside a handler reads for causation). A record whose ``where=`` or ``key=``
+raised goes straight to dead letters, without retries. An async ``(event)``
+handler with nothing around it is called directly: `Pipeline.deliver` hands
+back the handler's own coroutine, and the worker that awaits it ends a
+failure with `Pipeline.fail`, so the common case costs one coroutine frame.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .._context import Delivery, current_delivery
+from .._context import current_record
 from ..deadletter import DeadLetter
 from ..handler import Handle, is_plain_async
 from ..middleware.base import Middleware, chain
-from ..middleware.deadletter import bury, dead_letter, fail
+from ..middleware.deadletter import attempts_of, bury, dead_letter, fail
 from ..middleware.failures import is_failure
 from ..middleware.retry import retry
 from ..middleware.timeout import timeout
@@ -64,7 +65,6 @@ class Pipeline:
         middleware: the bus's delivery middleware (plugins' included).
         context: what middleware see of the subscription.
         store: where dead letters go.
-        owner: identifies the subscription run in the current `Delivery`.
     """
 
     def __init__(
@@ -75,11 +75,9 @@ class Pipeline:
         middleware: Sequence[Middleware],
         context: SubscriptionContext,
         store: Store,
-        owner: object,
     ) -> None:
         self._context = context
         self._store = store
-        self._owner = owner
         plain = not (options.timeout or options.retry or middleware or options.middleware)
         self._direct = handler if plain and is_plain_async(handler) else None
         inner = call
@@ -90,36 +88,38 @@ class Pipeline:
         self._inner = chain(inner, (*middleware, *options.middleware), context)
         self._handle = dead_letter(self._inner, context, store)
 
-    async def deliver(self, record: Record, rejection: Exception | None = None) -> None:
-        """Deliver ``record``; whatever fails ends as a dead letter, never here."""
-        current_delivery.set(Delivery(record, self._owner, rejection))
+    def deliver(self, record: Record, rejection: Exception | None = None) -> Awaitable[None]:
+        """Make ``record`` the current record and return the delivery to await.
+
+        The awaitable ends every failure as a dead letter, except on the
+        direct path, where it is the handler's own coroutine: the caller ends
+        what it raises with `fail` (when `is_failure` says it is one).
+        """
+        current_record.set(record)
         if rejection is not None:
-            await fail(self._context, self._store, record, rejection)
-            return
+            return fail(self._context, self._store, record, rejection)
         direct = self._direct
         if direct is None:
-            await self._handle(record)
-            return
-        try:
-            await direct(record.event)
-        except BaseException as exc:
-            if not is_failure(exc):
-                raise
-            await fail(self._context, self._store, record, exc)
+            return self._handle(record)
+        return direct(record.event)  # type: ignore[no-any-return]
+
+    async def fail(self, record: Record, exc: BaseException) -> None:
+        """End the delivery of ``record`` as a dead letter."""
+        await fail(self._context, self._store, record, exc)
 
     async def redeliver(self, letter: DeadLetter) -> Redelivery:
-        """Deliver a dead letter's record again, below the dead-letter step, in a
-        `Delivery` of its own that ends with the call (the caller's later
-        publishes carry no causation from it)."""
-        delivery = Delivery(letter.record, self._owner)
-        token = current_delivery.set(delivery)
+        """Deliver a dead letter's record again, below the dead-letter step, as
+        the current record only for the call (the caller's later publishes
+        carry no causation from it)."""
+        token = current_record.set(letter.record)
         try:
             await self._inner(letter.record)
         except BaseException as exc:
             if not is_failure(exc):
                 raise
-            stored = await bury(self._store, self._context.name, letter.record, exc, delivery, earlier=letter)
+            attempts = attempts_of(letter.record)
+            stored = await bury(self._store, self._context.name, letter.record, exc, attempts, earlier=letter)
             return Redelivery.REPLACED if stored else Redelivery.KEPT
         finally:
-            current_delivery.reset(token)
+            current_record.reset(token)
         return Redelivery.DELIVERED

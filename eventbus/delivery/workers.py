@@ -21,7 +21,7 @@ import anyio.abc
 
 from ..handler import Handle
 from ..middleware.base import Middleware
-from ..middleware.failures import fatal_error
+from ..middleware.failures import fatal_error, is_failure
 from ..record import Record
 from ..stats import Counters, SubscriptionStats
 from ..store.base import Store
@@ -68,8 +68,9 @@ class DeliveryRun:
         start = options.from_seq if options.from_seq is not None else head() + 1 if options.durable else None
         self.catch_up = CatchUp(self.inbox, store, types, head, start, store.features.shared_between_processes)
         self.checkpoints = Checkpoints(name, store, options.durable)
+        self.inbox.in_flight = self.checkpoints.in_flight
         context = SubscriptionContext(name, self.counters)
-        self.pipeline = Pipeline(handler, call, options, middleware, context, store, owner=self.inbox)
+        self.pipeline = Pipeline(handler, call, options, middleware, context, store)
         self.stopped = anyio.Event()
         self._head = head
         self._on_fatal = on_fatal
@@ -160,11 +161,20 @@ class DeliveryRun:
             source = catch_up.source
             while source:
                 record = source.popleft()
-                inbox.took()
-                await deliver(record, inbox.take_rejection(record))
+                if inbox.room is not None:
+                    inbox.took()
+                rejection = inbox.rejections.pop(record.seq, None) if inbox.rejections else None
+                inbox.delivering = record
+                try:
+                    await deliver(record, rejection)
+                except BaseException as exc:
+                    if not is_failure(exc):
+                        raise
+                    await self.pipeline.fail(record, exc)
                 counters.finished += 1
                 checkpoints.position = record.seq
-                await checkpoints.after_delivery(counters.finished)
+                if counters.finished >= checkpoints.due:
+                    await checkpoints.save_due()
             await self._refill()
 
     async def _work_concurrently(self) -> None:
@@ -179,9 +189,10 @@ class DeliveryRun:
                 await self._refill()
                 continue
             record = source.popleft()
-            inbox.took()
+            if inbox.room is not None:
+                inbox.took()
             self.checkpoints.taken(record.seq)
-            rejection = inbox.take_rejection(record)
+            rejection = inbox.rejections.pop(record.seq, None) if inbox.rejections else None
             if key is None or rejection is not None:
                 await self._deliver_tracked(record, rejection)
                 continue
@@ -203,10 +214,16 @@ class DeliveryRun:
                 del busy[record_key]
 
     async def _deliver_tracked(self, record: Record, rejection: Exception | None) -> None:
-        await self.pipeline.deliver(record, rejection)
+        try:
+            await self.pipeline.deliver(record, rejection)
+        except BaseException as exc:
+            if not is_failure(exc):
+                raise
+            await self.pipeline.fail(record, exc)
         self.counters.finished += 1
         self.checkpoints.finished(record.seq)
-        await self.checkpoints.after_delivery(self.counters.finished)
+        if self.counters.finished >= self.checkpoints.due:
+            await self.checkpoints.save_due()
 
     async def _refill(self) -> None:
         """Find more work: one step of reading the store when behind, or sleep

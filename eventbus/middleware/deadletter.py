@@ -7,7 +7,7 @@ import traceback
 import uuid
 from datetime import UTC, datetime
 
-from .._context import Delivery, current_delivery
+from .._context import Attempts, current_attempts
 from .._log import logger
 from ..deadletter import DeadLetter
 from ..handler import Handle
@@ -16,7 +16,7 @@ from ..store.base import Store
 from .base import DeliveryContext
 from .failures import is_failure
 
-__all__ = ["bury", "dead_letter", "fail"]
+__all__ = ["attempts_of", "bury", "dead_letter", "fail"]
 
 
 def dead_letter(call_next: Handle, context: DeliveryContext, store: Store) -> Handle:
@@ -36,7 +36,7 @@ def dead_letter(call_next: Handle, context: DeliveryContext, store: Store) -> Ha
 async def fail(context: DeliveryContext, store: Store, record: Record, exc: BaseException) -> None:
     """End a delivery as a dead letter: count it and store the letter."""
     context.counters.dead_lettered += 1
-    await bury(store, context.name, record, exc, current_delivery.get())
+    await bury(store, context.name, record, exc, attempts_of(record))
 
 
 async def bury(
@@ -44,22 +44,22 @@ async def bury(
     subscription: str,
     record: Record,
     exc: BaseException,
-    delivery: Delivery | None,
+    attempts: Attempts | None,
     *,
     earlier: DeadLetter | None = None,
 ) -> bool:
     """Store a dead letter of ``subscription`` for ``record`` failing with ``exc``.
 
-    The attempts and the time of the first failure come from ``delivery``;
+    The attempts and the time of the first failure come from ``attempts``
+    (None: one attempt, failing now);
     ``earlier`` is the letter a failed redrive replaces: its attempts and first
     failure carry over. A store that cannot take the letter is logged with
     everything in it, so the failure is never silent. Returns whether the
     letter was stored.
     """
     now = time.time_ns()
-    attempts = delivery.attempts if delivery is not None else 1
-    first = delivery.first_failed_at if delivery is not None and delivery.first_failed_at is not None else now
-    count = attempts + (earlier.attempts if earlier else 0)
+    count = (attempts.count if attempts is not None else 1) + (earlier.attempts if earlier else 0)
+    first = attempts.first_failed_at if attempts is not None else now
     letter = DeadLetter(
         id=uuid.uuid4(),
         subscription=subscription,
@@ -86,6 +86,15 @@ async def bury(
         )
         return False
     return True
+
+
+def attempts_of(record: Record) -> Attempts | None:
+    """The attempts the retry step noted for the delivery of ``record``, if any (once)."""
+    attempts = current_attempts.get()
+    if attempts is None:
+        return None
+    current_attempts.set(None)
+    return attempts if attempts.record is record else None
 
 
 def _utc(ns: int) -> datetime:

@@ -6,7 +6,7 @@ import time
 
 import anyio
 
-from .._context import current_delivery
+from .._context import Attempts, current_attempts
 from .._log import logger
 from ..exceptions import EventDecodeError
 from ..handler import Handle
@@ -23,7 +23,7 @@ def retry(policy: Retry) -> Middleware:
 
     An event that cannot be decoded is never retried: it would fail the same
     way every time. The last failure is re-raised; how many attempts were made
-    and when the first one failed go on the current `Delivery`, for the dead
+    and when the first one failed go in `current_attempts`, for the dead
     letter.
     """
 
@@ -31,7 +31,7 @@ def retry(policy: Retry) -> Middleware:
         counters = context.counters
 
         async def handle(record: Record) -> None:
-            delivery = current_delivery.get()
+            attempts: Attempts | None = None
             attempt = 1
             while True:
                 try:
@@ -42,10 +42,10 @@ def retry(policy: Retry) -> Middleware:
                 except BaseException as exc:
                     if not is_failure(exc):
                         raise
-                    if delivery is not None:
-                        delivery.attempts = attempt
-                        if delivery.first_failed_at is None:
-                            delivery.first_failed_at = time.time_ns()
+                    if attempts is None:
+                        attempts = Attempts(record, time.time_ns())
+                        current_attempts.set(attempts)
+                    attempts.count = attempt
                     if attempt >= policy.attempts:
                         raise
                     delay = policy.delay(attempt)
