@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .event import Event
+from .event import Event, check_storable
 
 if TYPE_CHECKING:
     from .subscription import Subscription
@@ -25,6 +25,7 @@ class Route:
     __slots__ = ("blocking", "name", "targets", "version")
 
     def __init__(self, cls: type[Event], targets: tuple[Subscription, ...]) -> None:
+        check_storable(cls)
         self.name = cls.__event_type__
         self.version = cls.__event_version__
         self.targets = targets
