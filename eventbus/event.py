@@ -178,7 +178,8 @@ class EventRegistry:
             payload = pydantic_core.from_json(data)
             if not isinstance(payload, dict):
                 raise EventDecodeError(
-                    f"stored event {where}of type {name!r} version {version} no longer validates: its data is not a JSON object",
+                    f"stored event {where}of type {name!r} version {version} no longer validates: "
+                    "its data is not a JSON object",
                     seq=seq,
                     type=name,
                 )

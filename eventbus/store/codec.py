@@ -24,11 +24,11 @@ fails the page around it and replay goes on after it.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 from ..deadletter import DeadLetter
@@ -42,6 +42,7 @@ __all__ = [
     "Layout",
     "MAX_SEQ",
     "RECORD_FIELDS",
+    "Row",
     "UnreadableRecord",
     "datetime_of",
     "id_bytes",
@@ -87,6 +88,18 @@ LETTER_FIELDS: tuple[str, ...] = (
 
 DEAD_LETTER_FIELDS: tuple[str, ...] = LETTER_FIELDS + RECORD_FIELDS
 """A stored dead letter's fields, in the order `letter_values` writes and `letters_from_rows` reads them."""
+
+
+
+class Row(Protocol):
+    """A stored row as a driver returns it: a tuple (sqlite3), an ``asyncpg.Record``, ..."""
+
+    def __getitem__(self, index: Any, /) -> Any: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+    def __len__(self) -> int: ...
+
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -202,7 +215,7 @@ def letter_values(letter: DeadLetter, layout: Layout) -> tuple[Any, ...]:
         raise ValueError(f"cannot store the dead letter {letter.id} of {letter.subscription!r}: {exc}") from exc
 
 
-def records_from_rows(rows: Iterable[Sequence[Any]]) -> list[Record]:
+def records_from_rows(rows: Iterable[Row]) -> list[Record]:
     """Records from rows in `RECORD_FIELDS` order, events still undecoded.
 
     A row that cannot be read becomes an `UnreadableRecord` (see
@@ -233,7 +246,7 @@ def records_from_rows(rows: Iterable[Sequence[Any]]) -> list[Record]:
     return records
 
 
-def record_from_row(row: Sequence[Any], offset: int = 0) -> Record:
+def record_from_row(row: Row, offset: int = 0) -> Record:
     """The `Record` of a row whose `RECORD_FIELDS` start at ``offset``; decoded lazily.
 
     Ids may come as 16 bytes, `UUID`, int or text, ``recorded_at`` as integer
@@ -261,7 +274,7 @@ def record_from_row(row: Sequence[Any], offset: int = 0) -> Record:
         return UnreadableRecord.of_row(seq, type_, version, data, event_id, recorded_at, str(exc))
 
 
-def letters_from_rows(rows: Iterable[Sequence[Any]]) -> list[DeadLetter]:
+def letters_from_rows(rows: Iterable[Row]) -> list[DeadLetter]:
     """Dead letters from rows in `DEAD_LETTER_FIELDS` order; failure times as ns or datetimes."""
     offset = len(LETTER_FIELDS)
     return [

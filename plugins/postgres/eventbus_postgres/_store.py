@@ -14,7 +14,7 @@ import asyncpg
 from eventbus.deadletter import DeadLetter
 from eventbus.exceptions import StoreError
 from eventbus.record import Record
-from eventbus.store.base import DEFAULT_PAGE_SIZE, StoreFeatures, check_read_arguments
+from eventbus.store.base import DEFAULT_PAGE_SIZE, StoreFeatures, check_letter_ids, check_read_arguments
 from eventbus.store.codec import MAX_SEQ, letter_values, letters_from_rows, record_values, records_from_rows
 
 from ._listener import AppendListener
@@ -242,10 +242,11 @@ class PostgresStore:
 
     async def delete_dead_letters(self, ids: Collection[UUID]) -> int:
         """Delete the dead letters with these ids; returns how many existed."""
-        if not ids:
+        wanted = check_letter_ids(ids)
+        if not wanted:
             return 0
         deleted: int = await self._run(
-            "delete dead letters from", _Connections.fetchval, self._sql.delete_dead_letters, list(set(ids))
+            "delete dead letters from", _Connections.fetchval, self._sql.delete_dead_letters, list(wanted)
         )
         return deleted
 

@@ -115,7 +115,7 @@ class Writer:
         """Delete dead letters by id; how many existed."""
         with self._transaction() as connection:
             cursor = connection.executemany(
-                "DELETE FROM eventbus_dead_letters WHERE id = ?", [(LAYOUT.id(letter_id),) for letter_id in set(ids)]
+                "DELETE FROM eventbus_dead_letters WHERE id = ?", [(LAYOUT.id(letter_id),) for letter_id in ids]
             )
             return cursor.rowcount
 
