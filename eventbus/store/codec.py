@@ -90,7 +90,6 @@ DEAD_LETTER_FIELDS: tuple[str, ...] = LETTER_FIELDS + RECORD_FIELDS
 """A stored dead letter's fields, in the order `letter_values` writes and `letters_from_rows` reads them."""
 
 
-
 class Row(Protocol):
     """A stored row as a driver returns it: a tuple (sqlite3), an ``asyncpg.Record``, ..."""
 
