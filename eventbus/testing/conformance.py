@@ -604,7 +604,8 @@ class StoreConformance:
         assert stored.id == letter.id
         for actual, original in ((stored.error_message, message), (stored.traceback, traceback)):
             assert actual in (original, storable_text(original)), "kept as is, or with what cannot be stored escaped"
-        assert "caf" in stored.error_message and "no such file" in stored.error_message
+        assert "caf" in stored.error_message
+        assert "no such file" in stored.error_message
         assert await store.delete_dead_letters([letter.id]) == 1
 
     async def test_deleting_dead_letters_refuses_ids_that_are_not_uuids(self, store: Store) -> None:
@@ -612,9 +613,10 @@ class StoreConformance:
         (record,) = await store.read()
         letter = _letter("billing", record, 1)
         await store.add_dead_letters([letter])
-        for ids in ([str(letter.id)], [letter.id, letter.id.int], str(letter.id)):
+        not_uuids: list[Any] = [[str(letter.id)], [letter.id, letter.id.int], str(letter.id)]
+        for ids in not_uuids:
             with pytest.raises(TypeError, match="UUID"):
-                await store.delete_dead_letters(ids)  # type: ignore[arg-type]
+                await store.delete_dead_letters(ids)
         assert [kept.id for kept in await store.dead_letters()] == [letter.id]
 
 

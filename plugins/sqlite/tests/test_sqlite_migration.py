@@ -85,7 +85,8 @@ async def test_a_version_1_file_is_upgraded_in_place_and_keeps_everything(db_pat
         assert [record.event for record in records] == [Kept(n=n) for n in range(3)]
         assert [record.event_id.bytes for record in records] == ids
         assert [record.depth for record in records] == [0, 0, 0], "rows from before the depth start chains"
-        assert records[2].causation_id is not None and records[2].causation_id.bytes == ids[1]
+        assert records[2].causation_id is not None
+        assert records[2].causation_id.bytes == ids[1]
         assert dict(records[0].headers) == {"k": "v"}
         (letter,) = await store.dead_letters()
         assert (letter.subscription, letter.attempts, letter.record.seq, letter.record.depth) == ("audit", 2, 2, 0)
