@@ -146,7 +146,7 @@ def make_handle(handler: Callable[..., Any], *, in_thread: bool = False) -> Hand
 
         async def call_in_thread(record: Record) -> None:
             args = (record.event, record) if wants_record else (record.event,)
-            result = await anyio.to_thread.run_sync(handler, *args, abandon_on_cancel=True)
+            (result,) = await anyio.to_thread.run_sync(_boxed, handler, *args, abandon_on_cancel=True)
             if result is not None:
                 await _finish(handler, result)
 
@@ -167,6 +167,11 @@ def make_handle(handler: Callable[..., Any], *, in_thread: bool = False) -> Hand
             await _finish(handler, result)
 
     return call_sync
+
+
+def _boxed(handler: Callable[..., Any], *args: Any) -> tuple[object]:
+    """``handler(*args)`` in a tuple: trio refuses a thread function whose result is a coroutine."""
+    return (handler(*args),)
 
 
 async def _finish(handler: Callable[..., Any], result: object) -> None:
