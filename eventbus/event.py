@@ -232,10 +232,11 @@ def encode(event: Event) -> bytes:
 def check_storable(cls: type) -> None:
     """Refuse an event class whose instances would not read back from a store as equal events.
 
-    Called once per class, when the bus first routes it (the round trip at
-    publish). Raises `TypeError` for `Event` itself (it has no stored type
-    of its own) and `ValueError` naming the field for what pydantic would
-    write but not read back: an alias the serializer does not write, a
+    Called when a bus builds the route of a class (once, until the next
+    subscribe changes the routes), so its cost is never paid per event.
+    Raises `TypeError` for `Event` itself (it has no stored type of its
+    own) and `ValueError` naming the field for what pydantic would write
+    but not read back: an alias the serializer does not write, a
     computed field (refused by ``extra="forbid"``), an excluded field, a
     nested model whose floats accept NaN (written as ``null``). Nested
     models are checked too.
@@ -245,15 +246,8 @@ def check_storable(cls: type) -> None:
             "cannot publish an instance of eventbus.Event itself: it has no stored type a reader could "
             "decode; publish an instance of an Event subclass"
         )
-    if cls in _storable:
-        return
     if isinstance(cls, type) and issubclass(cls, BaseModel):
         _check_model(cls, cls.__qualname__, set())
-    _storable.add(cls)
-
-
-_storable: set[type] = set()
-"""Classes `check_storable` has passed (it runs once per class)."""
 
 
 def _check_model(model: type[BaseModel], where: str, seen: set[type]) -> None:
