@@ -20,7 +20,7 @@ async def test_a_row_with_bad_headers_fails_alone_naming_its_seq(schema: str) ->
     try:
         await store.append(tick_records(0, 0, 3))
         await anyio.to_thread.run_sync(
-            admin_sql, f"UPDATE \"{schema}\".records SET headers = '{{\"k\": 1}}'::jsonb WHERE seq = 2"
+            admin_sql, f'UPDATE "{schema}".records SET headers = \'{{"k": 1}}\'::jsonb WHERE seq = 2'
         )
         first, bad, last = await store.read()
     finally:
