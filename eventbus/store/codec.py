@@ -220,29 +220,40 @@ def records_from_rows(rows: Iterable[Row]) -> list[Record]:
     A row that cannot be read becomes an `UnreadableRecord` (see
     `record_from_row`); the rows around it are unaffected.
     """
-    records: list[Record] = []
-    append = records.append
     new = Record
     to_int = int.from_bytes
-    for row in rows:
-        seq, type_, version, data, event_id, recorded_at, correlation_id, causation_id, headers, depth = row
-        # the common case inline (SQLite's 16-byte ids); anything else goes through record_from_row
-        if (
-            type(event_id) is bytes
-            and len(event_id) == _ID_BYTES
-            and correlation_id is None
-            and causation_id is None
-            and headers is None
-            and type(version) is int
-            and type(recorded_at) is int
-            and type(depth) is int
-            and type(type_) is str
-            and type(data) is str
-        ):
-            append(new(seq, None, type_, version, to_int(event_id), recorded_at, None, None, NO_HEADERS, depth, data))
-        else:
-            append(record_from_row(row))
-    return records
+    is_uuid = _is_uuid
+    # The common row (16-byte or UUID ids, no causation, no headers, every type
+    # right) is built inline, a comprehension being the cheapest loop; anything
+    # else goes through record_from_row, which checks each column.
+    return [
+        new(
+            seq,
+            None,
+            type_,
+            version,
+            to_int(event_id) if type(event_id) is bytes else event_id,
+            recorded_at,
+            None,
+            None,
+            NO_HEADERS,
+            depth,
+            data,
+        )
+        if correlation_id is None
+        and causation_id is None
+        and headers is None
+        and type(version) is int
+        and type(recorded_at) is int
+        and type(depth) is int
+        and type(type_) is str
+        and type(data) is str
+        and (type(event_id) is bytes and len(event_id) == _ID_BYTES or is_uuid(event_id))
+        else record_from_row(
+            (seq, type_, version, data, event_id, recorded_at, correlation_id, causation_id, headers, depth)
+        )
+        for seq, type_, version, data, event_id, recorded_at, correlation_id, causation_id, headers, depth in rows
+    ]
 
 
 def record_from_row(row: Row, offset: int = 0) -> Record:
@@ -378,6 +389,10 @@ def _id_int(value: Any) -> int:
     if isinstance(value, str):
         return UUID(value).int
     raise TypeError(f"not a UUID: {value!r}")
+
+
+def _is_uuid(value: Any) -> bool:
+    return isinstance(value, UUID)
 
 
 def _id_or_nil(value: Any) -> UUID | int:
