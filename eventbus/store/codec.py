@@ -248,7 +248,7 @@ def records_from_rows(rows: Iterable[Row]) -> list[Record]:
         and type(depth) is int
         and type(type_) is str
         and type(data) is str
-        and (type(event_id) is bytes and len(event_id) == _ID_BYTES or is_uuid(event_id))
+        and ((type(event_id) is bytes and len(event_id) == _ID_BYTES) or is_uuid(event_id))
         else record_from_row(
             (seq, type_, version, data, event_id, recorded_at, correlation_id, causation_id, headers, depth)
         )
