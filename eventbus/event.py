@@ -8,16 +8,19 @@ change shape while old records stay readable through upcasters.
 
 from __future__ import annotations
 
+import math
 import threading
-from collections.abc import Callable, Iterable
+import typing
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, TypeVar
 
-import pydantic
-from pydantic import BaseModel, ConfigDict
+import pydantic_core
+from pydantic import AliasChoices, BaseModel, ConfigDict
+from pydantic.fields import FieldInfo
 
 from .exceptions import DuplicateEventType, EventDecodeError, UnknownEventType
 
-__all__ = ["Event", "EventRegistry", "Upcaster", "registry"]
+__all__ = ["Event", "EventRegistry", "Upcaster", "check_storable", "encode", "registry"]
 
 E = TypeVar("E", bound="Event")
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
@@ -35,10 +38,14 @@ class Event(BaseModel):
 
     ``name`` defaults to ``"module.QualName"`` and ``version`` to 1. Instances
     are frozen and reject unknown fields, so a typo fails where it is made
-    rather than in a handler.
+    rather than in a handler. Float fields refuse NaN and infinities
+    (``allow_inf_nan=False``): JSON cannot carry them, so an event holding one
+    could be published but never read back.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # ser_json_inf_nan: a non-finite float that bypassed validation (model_construct,
+    # an Any field) is written as a NaN token, which `encode` spots cheaply and refuses
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, ser_json_inf_nan="constants")
 
     __event_type__: ClassVar[str] = "eventbus.Event"
     __event_version__: ClassVar[int] = 1
@@ -168,7 +175,14 @@ class EventRegistry:
                     seq=seq,
                     type=name,
                 )
-            payload: Any = pydantic.TypeAdapter(dict[str, Any]).validate_json(data)
+            payload = pydantic_core.from_json(data)
+            if not isinstance(payload, dict):
+                raise EventDecodeError(
+                    f"stored event {where}of type {name!r} version {version} no longer validates: "
+                    "its data is not a JSON object",
+                    seq=seq,
+                    type=name,
+                )
             steps = self._upcasters.get(name, {})
             for step in range(version, cls.__event_version__):
                 upcast = steps.get(step)
@@ -189,7 +203,7 @@ class EventRegistry:
                         type=name,
                     ) from exc
             return cls.model_validate(payload)
-        except pydantic.ValidationError as exc:
+        except ValueError as exc:  # pydantic's ValidationError, or from_json's error on text that is not JSON
             raise EventDecodeError(
                 f"stored event {_where(seq)}of type {name!r} version {version} no longer validates as "
                 f"{_qualified(cls)}: {exc}",
@@ -199,8 +213,124 @@ class EventRegistry:
 
 
 def encode(event: Event) -> bytes:
-    """The JSON form of ``event`` that stores keep (pydantic's serializer, never pickle)."""
-    return event.__pydantic_serializer__.to_json(event)
+    """The JSON form of ``event`` that stores keep (pydantic's serializer, never pickle).
+
+    Raises `ValueError` naming the field when the event holds a NaN or an
+    infinity that bypassed validation (``model_construct``, an ``Any``
+    field): JSON cannot carry it back.
+    """
+    data = event.__pydantic_serializer__.to_json(event)
+    if b"NaN" in data or b"Infinity" in data:  # rare; the text may also just say so
+        path = _non_finite(event, type(event).__qualname__)
+        if path is not None:
+            raise ValueError(
+                f"{path} is not a finite number; JSON cannot carry NaN or infinities, so the event would not read back"
+            )
+    return data
+
+
+def check_storable(cls: type) -> None:
+    """Refuse an event class whose instances would not read back from a store as equal events.
+
+    Called when a bus builds the route of a class (once, until the next
+    subscribe changes the routes), so its cost is never paid per event.
+    Raises `TypeError` for `Event` itself (it has no stored type of its
+    own) and `ValueError` naming the field for what pydantic would write
+    but not read back: an alias the serializer does not write, a
+    computed field (refused by ``extra="forbid"``), an excluded field, a
+    nested model whose floats accept NaN (written as ``null``). Nested
+    models are checked too.
+    """
+    if cls is Event:
+        raise TypeError(
+            "cannot publish an instance of eventbus.Event itself: it has no stored type a reader could "
+            "decode; publish an instance of an Event subclass"
+        )
+    if isinstance(cls, type) and issubclass(cls, BaseModel):
+        _check_model(cls, cls.__qualname__, set())
+
+
+def _check_model(model: type[BaseModel], where: str, seen: set[type]) -> None:
+    seen.add(model)
+    config = model.model_config
+    for name, info in model.model_fields.items():
+        path = f"{where}.{name}"
+        written = _written_key(name, info, config)
+        if written not in _readable_keys(name, info, config):
+            raise ValueError(
+                f"{path} is written as {written!r} but read as {sorted(_readable_keys(name, info, config))}: "
+                "an event with an alias would not read back; set validate_by_name=True (or "
+                "populate_by_name=True) in its model_config, or drop the alias"
+            )
+        if info.exclude is True:
+            raise ValueError(f"{path} is excluded from serialization (exclude=True), so it would not read back")
+        if config.get("allow_inf_nan", True) and _mentions_float(info.annotation):
+            raise ValueError(
+                f"{path} is a float that accepts NaN and infinities, which JSON stores as null; "
+                f"set model_config = ConfigDict(allow_inf_nan=False) on {model.__qualname__}"
+            )
+        for nested in _models_in(info.annotation):
+            if nested not in seen:
+                _check_model(nested, path, seen)
+    computed = model.model_computed_fields
+    if computed and config.get("extra") != "ignore":
+        name = next(iter(computed))
+        raise ValueError(
+            f"{where}.{name} is a computed field: it is written, and then refused on reading by "
+            f"extra={config.get('extra', 'ignore')!r}; make it a property, or set extra='ignore'"
+        )
+
+
+def _written_key(name: str, info: FieldInfo, config: ConfigDict) -> str:
+    if config.get("serialize_by_alias"):
+        return info.serialization_alias or info.alias or name
+    return name
+
+
+def _readable_keys(name: str, info: FieldInfo, config: ConfigDict) -> set[str]:
+    alias = info.validation_alias
+    keys: set[str] = set()
+    if alias is None or config.get("validate_by_name") or config.get("populate_by_name"):
+        keys.add(name)
+    if alias is not None and config.get("validate_by_alias", True):
+        if isinstance(alias, str):
+            keys.add(alias)
+        elif isinstance(alias, AliasChoices):
+            keys.update(choice for choice in alias.choices if isinstance(choice, str))
+    return keys
+
+
+def _type_args(annotation: Any) -> Iterable[Any]:
+    yield annotation
+    for arg in typing.get_args(annotation):
+        yield from _type_args(arg)
+
+
+def _mentions_float(annotation: Any) -> bool:
+    return any(arg is float for arg in _type_args(annotation))
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    return [arg for arg in _type_args(annotation) if isinstance(arg, type) and issubclass(arg, BaseModel)]
+
+
+def _non_finite(value: Any, path: str) -> str | None:
+    """The path of the first NaN or infinity inside ``value``, or None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{path} ({value!r})"
+    if isinstance(value, BaseModel):
+        items: Iterable[tuple[Any, Any]] = ((name, getattr(value, name, None)) for name in type(value).model_fields)
+    elif isinstance(value, Mapping):
+        items = value.items()
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _non_finite(item, f"{path}.{key}" if isinstance(value, BaseModel) else f"{path}[{key!r}]")
+        if found is not None:
+            return found
+    return None
 
 
 def _where(seq: int | None) -> str:

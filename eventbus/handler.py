@@ -110,8 +110,16 @@ def make_handle(handler: Callable[..., Any], *, in_thread: bool = False) -> Hand
 
     Sync handlers run on the event loop, or in a worker thread with
     ``in_thread=True`` (the thread is abandoned, not killed, if a timeout
-    cancels the delivery).
+    cancels the delivery). A sync callable that returns an awaitable (an
+    ``async def`` behind an ordinary decorator, ``lambda e: work(e)``) has it
+    awaited, so the delivery ends when that work does. Generator functions,
+    sync or async, raise `TypeError`: their body would never run.
     """
+    if inspect.isasyncgenfunction(handler) or inspect.isgeneratorfunction(handler) or _has_generator_call(handler):
+        raise TypeError(
+            f"handler {_name(handler)} is a generator function: calling it only creates a generator and its "
+            "body never runs; make it a plain (async) function"
+        )
     params = _positional_parameters(handler)
     required = [p for p in params if p.default is inspect.Parameter.empty]
     if not params or len(required) > 2:
@@ -138,21 +146,49 @@ def make_handle(handler: Callable[..., Any], *, in_thread: bool = False) -> Hand
 
         async def call_in_thread(record: Record) -> None:
             args = (record.event, record) if wants_record else (record.event,)
-            await anyio.to_thread.run_sync(handler, *args, abandon_on_cancel=True)
+            (result,) = await anyio.to_thread.run_sync(_boxed, handler, *args, abandon_on_cancel=True)
+            if result is not None:
+                await _finish(handler, result)
 
         return call_in_thread
 
     if wants_record:
 
         async def call_sync_with_record(record: Record) -> None:
-            handler(record.event, record)
+            result = handler(record.event, record)
+            if result is not None:
+                await _finish(handler, result)
 
         return call_sync_with_record
 
     async def call_sync(record: Record) -> None:
-        handler(record.event)
+        result = handler(record.event)
+        if result is not None:
+            await _finish(handler, result)
 
     return call_sync
+
+
+def _boxed(handler: Callable[..., Any], *args: Any) -> tuple[object]:
+    """``handler(*args)`` in a tuple: trio refuses a thread function whose result is a coroutine."""
+    return (handler(*args),)
+
+
+async def _finish(handler: Callable[..., Any], result: object) -> None:
+    """Await what a sync handler returned when it is awaitable; refuse a generator it returned."""
+    if inspect.isawaitable(result):
+        await result
+    elif inspect.isasyncgen(result) or inspect.isgenerator(result):
+        result_kind = type(result).__name__
+        raise TypeError(f"handler {_name(handler)} returned a {result_kind}, whose body never runs")
+
+
+def _has_generator_call(handler: Callable[..., Any]) -> bool:
+    """True for a callable object whose ``__call__`` is a (async) generator function."""
+    if inspect.isroutine(handler) or isinstance(handler, functools.partial):
+        return False
+    call = type(handler).__call__
+    return inspect.isasyncgenfunction(call) or inspect.isgeneratorfunction(call)
 
 
 def handler_name(handler: Callable[..., Any]) -> str:

@@ -58,8 +58,18 @@ class Retry:
             raise ValueError(f"Retry.jitter must be between 0 and 1, got {self.jitter!r}")
 
     def delay(self, failed_attempts: int) -> float:
-        """Seconds to wait after the ``failed_attempts``-th failure (1-based)."""
-        nominal = min(self.backoff * self.factor ** (failed_attempts - 1), self.max_backoff)
+        """Seconds to wait after the ``failed_attempts``-th failure (1-based).
+
+        The cap applies before the power is taken, so any number of attempts
+        gives ``max_backoff`` rather than overflowing.
+        """
+        exponent = failed_attempts - 1
+        if self.backoff <= 0 or self.max_backoff <= 0:
+            nominal = 0.0
+        elif exponent * math.log(self.factor) >= math.log(self.max_backoff / self.backoff):
+            nominal = self.max_backoff
+        else:
+            nominal = self.backoff * self.factor**exponent
         if self.jitter:
             nominal *= 1 + self.jitter * (2 * random.random() - 1)
         return max(nominal, 0.0)

@@ -33,6 +33,9 @@ class Record:
             belongs to (its own id for an event published outside a handler).
         causation_id: the id of the event whose handler published this one.
         headers: string metadata given to ``publish`` (read-only).
+        depth: the causation depth: 0 for an event published outside a
+            handler, one more than its cause's otherwise. Stores keep it, so
+            ``max_causation_depth`` holds across processes and restarts.
 
     Records are cheap on purpose: ids and timestamps are kept in their compact
     form and turned into `UUID` / `datetime` objects only when read.
@@ -91,11 +94,14 @@ class Record:
         correlation_id: UUID | int | str | bytes | None = None,
         causation_id: UUID | int | str | bytes | None = None,
         headers: Mapping[str, str] | None = None,
+        depth: int = 0,
     ) -> Record:
         """Build a record from a store row; the event is decoded lazily.
 
         Ids may be given as `UUID`, int, 16 bytes or text; ``recorded_at`` as
-        an aware datetime or integer nanoseconds since the epoch.
+        an aware datetime or integer nanoseconds since the epoch; ``depth`` is
+        the stored causation depth (how many handlers' publishes led to this
+        event), which keeps ``max_causation_depth`` across processes.
         """
         return cls(
             seq,
@@ -107,7 +113,7 @@ class Record:
             None if correlation_id is None else _as_uuid_or_int(correlation_id),
             None if causation_id is None else _as_uuid_or_int(causation_id),
             MappingProxyType(dict(headers)) if headers else NO_HEADERS,
-            0,
+            depth,
             data,
         )
 

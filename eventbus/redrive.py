@@ -15,7 +15,7 @@ from uuid import UUID
 from ._log import logger
 from .deadletter import DeadLetter
 from .delivery.pipeline import Pipeline, Redelivery
-from .store.base import Store
+from .store.base import Store, check_letter_ids
 
 __all__ = ["DeadLetters"]
 
@@ -49,7 +49,7 @@ class DeadLetters:
         and letters another redrive is delivering, are left alone. Returns how
         many deliveries succeeded.
         """
-        wanted = None if ids is None else _checked_ids(ids, "redrive")
+        wanted = None if ids is None else check_letter_ids(ids)
         store = self._store()
         self._redrives += 1
         try:
@@ -85,13 +85,4 @@ class DeadLetters:
         store = self._store()
         if ids is None:
             return await store.delete_dead_letters([letter.id for letter in await store.dead_letters()])
-        return await store.delete_dead_letters(_checked_ids(ids, "purge"))
-
-
-def _checked_ids(ids: Collection[UUID], method: str) -> set[UUID]:
-    if isinstance(ids, (str, bytes)) or not isinstance(ids, Collection):
-        raise TypeError(f"dead_letters.{method}(ids=...) takes a collection of UUIDs, got {ids!r}")
-    wrong = [value for value in ids if not isinstance(value, UUID)]
-    if wrong:
-        raise TypeError(f"dead_letters.{method}(ids=...) takes UUIDs (a DeadLetter's .id), got {wrong[0]!r}")
-    return set(ids)
+        return await store.delete_dead_letters(check_letter_ids(ids))

@@ -10,7 +10,7 @@ subscriptions, not the number of them all.
 from __future__ import annotations
 
 from .delivery.inbox import Inbox
-from .event import Event
+from .event import Event, check_storable
 from .subscription import Subscription
 
 __all__ = ["Route", "Router"]
@@ -23,6 +23,7 @@ class Route:
     __slots__ = ("blocking", "name", "targets", "version")
 
     def __init__(self, cls: type[Event], targets: tuple[Inbox, ...]) -> None:
+        check_storable(cls)
         self.name = cls.__event_type__
         self.version = cls.__event_version__
         self.targets = targets

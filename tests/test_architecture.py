@@ -20,7 +20,7 @@ LAYERS: list[list[str]] = [
     ["event"],
     ["record"],
     ["_context", "deadletter", "stats"],
-    ["store.base", "handler"],
+    ["store.base", "store.codec", "handler"],
     ["store.memory"],
     ["store.url"],
     ["store"],

@@ -10,8 +10,10 @@ from contextlib import asynccontextmanager
 from typing import Any, TextIO
 
 from ..deadletter import DeadLetter
+from ..exceptions import EventDecodeError
 from ..record import Record
 from ..store.base import Store
+from ..store.codec import UnreadableRecord
 from ..store.url import store_from_url
 
 __all__ = ["Progress", "dead_letter_to_json", "opened_store", "record_to_json"]
@@ -32,8 +34,19 @@ def record_to_json(record: Record) -> dict[str, Any]:
     """A record as one JSON object, without needing its event class.
 
     The payload is the stored JSON itself, so a tool can export a store whose
-    event classes it cannot import.
+    event classes it cannot import. A stored row that cannot be read raises
+    `EventDecodeError` naming its seq.
     """
+    if isinstance(record, UnreadableRecord):
+        raise record.error()
+    try:
+        data = json.loads(record.data)
+    except ValueError as exc:
+        raise EventDecodeError(
+            f"stored record seq {record.seq} of type {record.type!r}: its data is not JSON ({exc})",
+            seq=record.seq,
+            type=record.type,
+        ) from None
     return {
         "seq": record.seq,
         "type": record.type,
@@ -43,7 +56,7 @@ def record_to_json(record: Record) -> dict[str, Any]:
         "correlation_id": str(record.correlation_id),
         "causation_id": None if record.causation_id is None else str(record.causation_id),
         "headers": dict(record.headers),
-        "data": json.loads(record.data),
+        "data": data,
     }
 
 

@@ -10,6 +10,7 @@ import anyio
 
 from ..record import Record
 from ..store.base import DEFAULT_PAGE_SIZE, Store
+from ..store.codec import UnreadableRecord
 from ._common import Progress, opened_store, record_to_json
 
 __all__ = ["export", "replay", "tail"]
@@ -23,7 +24,9 @@ def json_line(record: Record) -> str:
 
 
 def text_line(record: Record) -> str:
-    """A record as one line for people to read (what ``replay`` prints)."""
+    """A record as one line for people to read (what ``replay`` prints); an unreadable row says why."""
+    if isinstance(record, UnreadableRecord):
+        return f"{record.seq:>8}  cannot be read: {record.problem}"
     data = record.data
     payload = data.decode() if isinstance(data, bytes) else data
     stamp = record.recorded_at.isoformat(timespec="milliseconds")

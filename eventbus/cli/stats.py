@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from ..store.url import redact_url
 from ._common import opened_store
 
 __all__ = ["store_stats"]
@@ -17,7 +18,7 @@ async def store_stats(url: str) -> dict[str, Any]:
         checkpoints = await store.checkpoints()
         letters = await store.dead_letters()
     return {
-        "store": url,
+        "store": redact_url(url),
         "head": head,
         "subscriptions": {
             name: {"position": position, "lag": head - position} for name, position in sorted(checkpoints.items())

@@ -1,6 +1,6 @@
 """Stores: the `Store` contract, the in-memory store, and store URLs."""
 
-from .base import DEFAULT_PAGE_SIZE, Store, StoreFeatures, check_read_arguments
+from .base import DEFAULT_PAGE_SIZE, Store, StoreFeatures, check_letter_ids, check_read_arguments
 from .memory import MemoryStore
 from .url import ENTRY_POINT_GROUP, open_store, store_from_url
 
@@ -10,6 +10,7 @@ __all__ = [
     "MemoryStore",
     "Store",
     "StoreFeatures",
+    "check_letter_ids",
     "check_read_arguments",
     "open_store",
     "store_from_url",

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from ..deadletter import DeadLetter
     from ..record import Record
 
-__all__ = ["DEFAULT_PAGE_SIZE", "Store", "StoreFeatures", "check_read_arguments"]
+__all__ = ["DEFAULT_PAGE_SIZE", "Store", "StoreFeatures", "check_letter_ids", "check_read_arguments"]
 
 DEFAULT_PAGE_SIZE = 1_000
 """How many records a catch-up or replay asks a store for at a time."""
@@ -119,7 +119,11 @@ class Store(Protocol):
         ...
 
     async def delete_dead_letters(self, ids: Collection[UUID]) -> int:
-        """Delete the dead letters with these ids; returns how many existed."""
+        """Delete the dead letters with these ids; returns how many existed.
+
+        Raises `TypeError` naming the first id that is not a `UUID` (see
+        `check_letter_ids`), before deleting anything.
+        """
         ...
 
 
@@ -133,3 +137,21 @@ def check_read_arguments(from_seq: int, limit: int) -> None:
         raise ValueError(f"from_seq must be >= 1, got {from_seq}")
     if limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
+
+
+def check_letter_ids(ids: Collection[UUID]) -> set[UUID]:
+    """The distinct ids of ``ids``; `TypeError` naming the first one that is not a `UUID`.
+
+    Every store's `Store.delete_dead_letters` calls it first, so a text id
+    (``"3f2b..."`` instead of ``UUID("3f2b...")``) is refused the same way
+    everywhere instead of matching nothing.
+    """
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, Collection):
+        raise TypeError(f"dead letter ids must be a collection of UUIDs, got {type(ids).__name__} {ids!r}")
+    for letter_id in ids:
+        if not isinstance(letter_id, UUID):
+            raise TypeError(
+                f"dead letter ids must be UUIDs, got {type(letter_id).__name__} {letter_id!r}; "
+                "use uuid.UUID(text) for an id given as text"
+            )
+    return set(ids)

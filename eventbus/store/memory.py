@@ -7,7 +7,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING
 from uuid import UUID
 
-from .base import DEFAULT_PAGE_SIZE, StoreFeatures, check_read_arguments
+from .base import DEFAULT_PAGE_SIZE, StoreFeatures, check_letter_ids, check_read_arguments
 
 if TYPE_CHECKING:
     from ..deadletter import DeadLetter
@@ -100,7 +100,7 @@ class MemoryStore:
 
     async def delete_dead_letters(self, ids: Collection[UUID]) -> int:
         deleted = 0
-        for letter_id in set(ids):
+        for letter_id in check_letter_ids(ids):
             if self._dead_letters.pop(letter_id, None) is not None:
                 deleted += 1
         return deleted

@@ -7,6 +7,7 @@ The core never imports a plugin; it asks the entry points.
 
 from __future__ import annotations
 
+import re
 from importlib.metadata import entry_points
 from typing import Any, Protocol, cast
 
@@ -14,9 +15,14 @@ from ..exceptions import StoreNotFound
 from .base import Store
 from .memory import MemoryStore
 
-__all__ = ["ENTRY_POINT_GROUP", "StoreFactory", "open_store", "store_from_url"]
+__all__ = ["ENTRY_POINT_GROUP", "REDACTED", "StoreFactory", "open_store", "redact_url", "store_from_url"]
 
 ENTRY_POINT_GROUP = "eventbus.stores"
+
+REDACTED = "***"
+"""What `redact_url` puts where a password was."""
+
+_SECRET_PARAMETER = re.compile(r"(?i)\b((?:ssl)?password|passwd|pwd)=[^&#\s]*")
 
 _PLUGIN_FOR_SCHEME = {
     "sqlite": "eventbus-sqlite",
@@ -33,6 +39,28 @@ class StoreFactory(Protocol):
     def from_url(self, url: str, **options: Any) -> Store: ...
 
 
+def redact_url(url: str) -> str:
+    """``url`` with every password replaced by ``***``, fit for messages, logs and output.
+
+    Hides the password of the user info (``postgresql://app:secret@db/events``,
+    also when the password holds an unencoded ``@``, ``:``, ``/`` or ``?``:
+    the user info ends at the last ``@`` before the query, or the last of all) and the value of
+    ``password=``, ``sslpassword=``, ``passwd=`` or ``pwd=`` parameters (in a
+    query string or a ``key=value`` connection string). Every store's repr
+    and errors and every command of the CLI show URLs through it.
+    """
+    scheme, sep, rest = url.partition("://")
+    if sep:
+        at = rest.split("?", 1)[0].rfind("@")
+        if at == -1:  # a password holding "?" cuts the user info short: hide up to the last "@"
+            at = rest.rfind("@")
+        colon = rest.find(":", 0, at)
+        if at != -1 and colon != -1:
+            rest = f"{rest[: colon + 1]}{REDACTED}{rest[at:]}"
+        url = f"{scheme}{sep}{rest}"
+    return _SECRET_PARAMETER.sub(rf"\1={REDACTED}", url)
+
+
 def store_from_url(url: str, **options: Any) -> Store:
     """Create (not yet open) the store a URL names.
 
@@ -43,7 +71,7 @@ def store_from_url(url: str, **options: Any) -> Store:
         raise TypeError(f"a store URL must be a str, got {type(url).__name__}")
     scheme, sep, _ = url.partition("://")
     if not sep or not scheme:
-        raise ValueError(f"not a store URL (expected scheme://...): {url!r}")
+        raise ValueError(f"not a store URL (expected scheme://...): {redact_url(url)!r}")
     scheme = scheme.split("+", 1)[0].lower()
     if scheme == "memory":
         return MemoryStore()
@@ -53,7 +81,7 @@ def store_from_url(url: str, **options: Any) -> Store:
             return factory.from_url(url, **options)
     plugin = _PLUGIN_FOR_SCHEME.get(scheme)
     hint = f"; install the {plugin!r} distribution" if plugin else ""
-    raise StoreNotFound(f"no store is installed for the URL scheme {scheme!r} in {url!r}{hint}")
+    raise StoreNotFound(f"no store is installed for the URL scheme {scheme!r} in {redact_url(url)!r}{hint}")
 
 
 def open_store(store: Store | str | None) -> Store:

@@ -55,6 +55,7 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any
@@ -70,6 +71,7 @@ from ..event import Event
 from ..exceptions import EventDecodeError, StoreError, UnknownEventType
 from ..record import NO_HEADERS, Record
 from ..store.base import DEFAULT_PAGE_SIZE, Store
+from ..store.codec import storable_text
 
 __all__ = ["PersistentStoreConformance", "SharedStoreConformance", "StoreConformance", "new_record"]
 
@@ -491,6 +493,17 @@ class StoreConformance:
         assert dict(stored[1].headers) == {}
         assert stored[0].version == 3
 
+    async def test_the_causation_depth_round_trips(self, store: Store) -> None:
+        records = _others(3)
+        for depth, record in zip((0, 1, 63), records, strict=True):
+            record.depth = depth
+        await store.append(records)
+        stored = await store.read()
+        assert [record.depth for record in stored] == [0, 1, 63]
+        await store.add_dead_letters([_letter("billing", stored[2], 1)])
+        (letter,) = await store.dead_letters()
+        assert letter.record.depth == 63
+
     async def test_an_invalid_payload_fails_only_when_its_event_is_read(self, store: Store) -> None:
         name, version = _Sample.__event_type__, _Sample.__event_version__
         invalid = _stored_payload(name, version, b'{"unexpected": 1}')
@@ -578,6 +591,33 @@ class StoreConformance:
         assert [letter.id for letter in await store.dead_letters()] == [letters[0].id, letters[2].id]
         assert await store.delete_dead_letters({letters[0].id, letters[2].id}) == 2
         assert list(await store.dead_letters()) == []
+
+    async def test_dead_letters_hold_any_text(self, store: Store) -> None:
+        # os.fsdecode of a non-UTF-8 file name gives lone surrogates; C strings stop at NUL
+        message = "cannot open '/data/caf\udce9.csv': \x00 no such file \ud800"
+        traceback = 'Traceback (most recent call last):\n  File "/srv/\udcff.py", line 1\nOSError: \udce9\n'
+        await store.append(_others(1))
+        (record,) = await store.read()
+        letter = replace(_letter("files", record, 1), error_message=message, traceback=traceback)
+        await store.add_dead_letters([letter])
+        (stored,) = await store.dead_letters()
+        assert stored.id == letter.id
+        for actual, original in ((stored.error_message, message), (stored.traceback, traceback)):
+            assert actual in (original, storable_text(original)), "kept as is, or with what cannot be stored escaped"
+        assert "caf" in stored.error_message
+        assert "no such file" in stored.error_message
+        assert await store.delete_dead_letters([letter.id]) == 1
+
+    async def test_deleting_dead_letters_refuses_ids_that_are_not_uuids(self, store: Store) -> None:
+        await store.append(_others(1))
+        (record,) = await store.read()
+        letter = _letter("billing", record, 1)
+        await store.add_dead_letters([letter])
+        not_uuids: list[Any] = [[str(letter.id)], [letter.id, letter.id.int], str(letter.id)]
+        for ids in not_uuids:
+            with pytest.raises(TypeError, match="UUID"):
+                await store.delete_dead_letters(ids)
+        assert [kept.id for kept in await store.dead_letters()] == [letter.id]
 
 
 class PersistentStoreConformance(StoreConformance):

@@ -13,9 +13,10 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from eventbus.exceptions import StoreError
+from eventbus.store.url import redact_url
 
 __all__ = [
     "DEFAULT_APPLICATION_NAME",
@@ -40,7 +41,6 @@ LISTENER_SUFFIX = " (listen)"
 
 _MAX_SCHEMA_LENGTH = 48
 _SCHEMA_NAME = re.compile(rf"[a-z_][a-z0-9_]{{0,{_MAX_SCHEMA_LENGTH - 1}}}")
-_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@]*):[^@]*@")
 
 
 @dataclass(frozen=True)
@@ -102,15 +102,17 @@ class PostgresUrl:
     """A store URL taken apart.
 
     Attributes:
-        dsn: what asyncpg connects to (the URL without the store's options).
-        display: the URL with any password replaced by ``***``, for messages.
+        dsn: what asyncpg connects to (the URL without the store's options);
+            it may hold a password, so it is left out of the repr.
+        display: the URL with any password replaced by ``***`` (through
+            `eventbus.store.url.redact_url`), for messages.
         query: the store's options found in the query string, as text.
         application_name: what the store's connections call themselves in
             ``pg_stat_activity`` (the URL's ``application_name=``, or
             ``eventbus-postgres``); the listening connection adds `LISTENER_SUFFIX`.
     """
 
-    dsn: str
+    dsn: str = dataclasses.field(repr=False)
     display: str
     query: Mapping[str, str]
     application_name: str = DEFAULT_APPLICATION_NAME
@@ -120,11 +122,12 @@ class PostgresUrl:
         """Split ``url``; raises `StoreError` naming it when it is not a PostgreSQL URL."""
         if not isinstance(url, str):
             raise TypeError(f"a PostgreSQL URL must be a str, got {type(url).__name__}")
-        display = _redact(url)
+        display = redact_url(url)
         try:
             parts = urlsplit(url)
+            parts.port  # noqa: B018  # a port out of range is a ValueError here, not an OverflowError at connect
         except ValueError as exc:
-            raise StoreError(f"not a PostgreSQL URL: {display!r}: {exc}") from exc
+            raise StoreError(f"not a PostgreSQL URL: {display!r}: {redact_url(str(exc))}") from None
         if parts.scheme.partition("+")[0].lower() not in SCHEMES:
             raise StoreError(f"not a PostgreSQL URL (expected postgresql://user@host:5432/database): {display!r}")
         option_names = {field.name for field in dataclasses.fields(PostgresOptions)}
@@ -138,10 +141,20 @@ class PostgresUrl:
                 application_name = value
             else:
                 theirs.append((key, value))
-        dsn = urlunsplit(("postgresql", parts.netloc, parts.path, urlencode(theirs), parts.fragment))
+        dsn = urlunsplit(
+            ("postgresql", _encoded_user_info(parts.netloc), parts.path, urlencode(theirs), parts.fragment)
+        )
         return cls(dsn=dsn, display=display, query=ours, application_name=application_name)
 
 
-def _redact(url: str) -> str:
-    """``url`` with the password of its user info, if any, replaced by ``***``."""
-    return _PASSWORD.sub(r"\1:***@", url, count=1)
+def _encoded_user_info(netloc: str) -> str:
+    """``netloc`` with user and password percent-encoded, so a password holding
+    an unencoded ``@`` or ``:`` reaches the server whole (the user info ends at the last ``@``)."""
+    user_info, at, host = netloc.rpartition("@")
+    if not at:
+        return netloc
+    user, colon, password = user_info.partition(":")
+    encoded = quote(unquote(user), safe="")
+    if colon:
+        encoded += ":" + quote(unquote(password), safe="")
+    return f"{encoded}@{host}"

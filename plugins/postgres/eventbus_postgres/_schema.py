@@ -72,7 +72,14 @@ _V1 = (
     "CREATE INDEX IF NOT EXISTS dead_letters_subscription ON {s}.dead_letters (subscription, added)",
 )
 
-MIGRATIONS: Sequence[Sequence[str]] = (_V1,)
+_V2 = (
+    # the causation depth, so max_causation_depth holds across processes;
+    # rows written before it count as depth 0 (the start of a chain).
+    "ALTER TABLE {s}.records ADD COLUMN IF NOT EXISTS depth integer NOT NULL DEFAULT 0",
+    "ALTER TABLE {s}.dead_letters ADD COLUMN IF NOT EXISTS depth integer NOT NULL DEFAULT 0",
+)
+
+MIGRATIONS: Sequence[Sequence[str]] = (_V1, _V2)
 """``MIGRATIONS[n]`` takes a schema from version ``n`` to ``n + 1``; ``{s}`` is the quoted schema."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -10,13 +10,18 @@ order, and a reader can never see seq N+1 before N.
 
 from __future__ import annotations
 
-from ._rows import DEAD_LETTER_COLUMNS, RECORD_COLUMNS
+from collections.abc import Iterable
+from typing import Any
+
+from eventbus.store.codec import DEAD_LETTER_FIELDS, RECORD_FIELDS, Layout, id_uuid
+
 from ._schema import quoted
 
-__all__ = ["MAX_SEQ", "Statements"]
+__all__ = ["LAYOUT", "Statements", "columns"]
 
-MAX_SEQ = 2**63 - 1
-"""The greatest value of a ``bigint`` seq: the upper bound of a read without ``to_seq``."""
+LAYOUT = Layout(id=id_uuid, text_data=True)
+"""How `eventbus.store.codec` fills the columns: ids as ``uuid``, failure times as
+``timestamptz``, the event's JSON as ``text``."""
 
 _SQL_TYPES = {
     "seq": "bigint",
@@ -28,6 +33,7 @@ _SQL_TYPES = {
     "recorded_at": "bigint",
     "headers": "jsonb",
     "data": "text",
+    "depth": "integer",
     "id": "uuid",
     "subscription": "text",
     "error_type": "text",
@@ -37,6 +43,11 @@ _SQL_TYPES = {
     "first_failed_at": "timestamptz",
     "last_failed_at": "timestamptz",
 }
+
+
+def columns(rows: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Rows of values turned into one sequence per column (what ``unnest`` takes)."""
+    return list(zip(*rows, strict=True))
 
 
 def _arrays(names: tuple[str, ...], first: int) -> str:
@@ -66,9 +77,9 @@ class Statements:
 
     def __init__(self, schema: str) -> None:
         s = quoted(schema)
-        records = ", ".join(RECORD_COLUMNS)
-        batch = RECORD_COLUMNS[1:]
-        letters = ", ".join(DEAD_LETTER_COLUMNS)
+        records = ", ".join(RECORD_FIELDS)
+        batch = RECORD_FIELDS[1:]
+        letters = ", ".join(DEAD_LETTER_FIELDS)
         self.channel = f"eventbus:{schema}"
         self.append = (
             f"WITH reserved AS ("
@@ -91,9 +102,9 @@ class Statements:
             f"INSERT INTO {s}.checkpoints (name, position) SELECT * FROM unnest($1::text[], $2::bigint[]) "
             "ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = now()"
         )
-        updates = ", ".join(f"{name} = EXCLUDED.{name}" for name in DEAD_LETTER_COLUMNS[1:])
+        updates = ", ".join(f"{name} = EXCLUDED.{name}" for name in DEAD_LETTER_FIELDS[1:])
         self.add_dead_letters = (
-            f"INSERT INTO {s}.dead_letters ({letters}) SELECT * FROM unnest({_arrays(DEAD_LETTER_COLUMNS, 1)}) "
+            f"INSERT INTO {s}.dead_letters ({letters}) SELECT * FROM unnest({_arrays(DEAD_LETTER_FIELDS, 1)}) "
             f"ON CONFLICT (id) DO UPDATE SET {updates}"
         )
         self.dead_letters = f"SELECT {letters} FROM {s}.dead_letters ORDER BY added"

@@ -14,14 +14,14 @@ import asyncpg
 from eventbus.deadletter import DeadLetter
 from eventbus.exceptions import StoreError
 from eventbus.record import Record
-from eventbus.store.base import DEFAULT_PAGE_SIZE, StoreFeatures, check_read_arguments
+from eventbus.store.base import DEFAULT_PAGE_SIZE, StoreFeatures, check_letter_ids, check_read_arguments
+from eventbus.store.codec import MAX_SEQ, letter_values, letters_from_rows, record_values, records_from_rows
 
 from ._listener import AppendListener
 from ._options import LISTENER_SUFFIX, PostgresOptions, PostgresUrl
-from ._rows import columns, dead_letter_from_row, dead_letter_values, record_from_row, record_values
 from ._runner import Runner, start_runner
 from ._schema import migrate
-from ._statements import MAX_SEQ, Statements
+from ._statements import LAYOUT, Statements, columns
 
 __all__ = ["PostgresStore"]
 
@@ -156,7 +156,10 @@ class PostgresStore:
         """Store ``records`` in one statement and number them; shielded from cancellation."""
         if not records:
             return
-        values = columns(map(record_values, records))[1:]
+        try:
+            values = columns(record_values(record, LAYOUT) for record in records)
+        except ValueError as exc:
+            raise StoreError(f"cannot append to PostgreSQL at {self.url}: {exc}") from exc
         with anyio.CancelScope(shield=True):
             first: int = await self._run("append to", _Connections.fetchval, self._sql.append, len(records), *values)
         for seq, record in enumerate(records, start=first):
@@ -181,7 +184,7 @@ class PostgresStore:
             rows = await self._run(
                 "read from", _Connections.fetch, self._sql.read_types, from_seq, upper, limit, list(types)
             )
-        return [record_from_row(row) for row in rows]
+        return records_from_rows(rows)
 
     async def head(self) -> int:
         """The greatest seq ever assigned; deleted rows do not lower it."""
@@ -221,7 +224,10 @@ class PostgresStore:
     async def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
         """Store dead letters, each with its whole record, in one statement."""
         if letters:
-            values = columns(map(dead_letter_values, letters))
+            try:
+                values = columns(letter_values(letter, LAYOUT) for letter in letters)
+            except ValueError as exc:
+                raise StoreError(f"cannot add dead letters to PostgreSQL at {self.url}: {exc}") from exc
             await self._run("add dead letters to", _Connections.execute, self._sql.add_dead_letters, *values)
 
     async def dead_letters(self, subscription: str | None = None) -> Sequence[DeadLetter]:
@@ -232,14 +238,15 @@ class PostgresStore:
             rows = await self._run(
                 "read dead letters from", _Connections.fetch, self._sql.dead_letters_of, subscription
             )
-        return [dead_letter_from_row(row) for row in rows]
+        return letters_from_rows(rows)
 
     async def delete_dead_letters(self, ids: Collection[UUID]) -> int:
         """Delete the dead letters with these ids; returns how many existed."""
-        if not ids:
+        wanted = check_letter_ids(ids)
+        if not wanted:
             return 0
         deleted: int = await self._run(
-            "delete dead letters from", _Connections.fetchval, self._sql.delete_dead_letters, list(set(ids))
+            "delete dead letters from", _Connections.fetchval, self._sql.delete_dead_letters, list(wanted)
         )
         return deleted
 

@@ -7,13 +7,11 @@ from collections.abc import Collection, Sequence
 
 from eventbus.deadletter import DeadLetter
 from eventbus.record import Record
+from eventbus.store.codec import MAX_SEQ, letters_from_rows, records_from_rows
 
-from ._codec import LETTER_COLUMNS, RECORD_COLUMNS, letters_from_rows, records_from_rows
+from ._statements import LETTER_COLUMNS, RECORD_COLUMNS
 
-__all__ = ["MAX_SEQ", "checkpoint", "checkpoints", "dead_letters", "head", "read_records"]
-
-MAX_SEQ = 2**63 - 1
-"""The greatest seq SQLite can hold (a signed 64-bit INTEGER)."""
+__all__ = ["checkpoint", "checkpoints", "dead_letters", "head", "read_records"]
 
 _READ = f"SELECT {RECORD_COLUMNS} FROM eventbus_records WHERE seq >= ? AND seq <= ?"
 _ORDER = " ORDER BY seq LIMIT ?"

@@ -75,6 +75,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE INDEX eventbus_dead_letters_by_subscription ON eventbus_dead_letters (subscription, position)",
     ),
+    # 2: the causation depth, so max_causation_depth holds across processes;
+    # rows written before it count as depth 0 (the start of a chain).
+    (
+        "ALTER TABLE eventbus_records ADD COLUMN depth INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE eventbus_dead_letters ADD COLUMN depth INTEGER NOT NULL DEFAULT 0",
+    ),
 )
 """``MIGRATIONS[n]`` takes a file from schema version ``n`` to ``n + 1``."""
 

@@ -17,7 +17,8 @@ from anyio import to_thread
 from eventbus.deadletter import DeadLetter
 from eventbus.exceptions import StoreError
 from eventbus.record import Record
-from eventbus.store import DEFAULT_PAGE_SIZE, StoreFeatures, check_read_arguments
+from eventbus.store import DEFAULT_PAGE_SIZE, StoreFeatures, check_letter_ids, check_read_arguments
+from eventbus.store.url import redact_url
 
 from . import _reader
 from ._connection import connect_reader, sqlite_errors
@@ -71,9 +72,13 @@ class SqliteStore:
     features = StoreFeatures(persistent=True, shared_between_processes=True, gapless=True)
 
     def __init__(self, path: str | os.PathLike[str], options: SqliteOptions | None = None, *, url: str = "") -> None:
+        if "\x00" in os.fspath(path):
+            raise ValueError(
+                f"SQLite store path {os.fspath(path)!r} holds a NUL character, which no file name can hold"
+            )
         self.path = Path(path).absolute()
         self.options = options if options is not None else SqliteOptions()
-        self._where = f"{url} ({self.path})" if url else str(self.path)
+        self._where = f"{redact_url(url)} ({self.path})" if url else str(self.path)
         self._writer: Writer | None = None
         self._idle_readers: list[sqlite3.Connection] = []
         self._write_lock: anyio.Lock | None = None
@@ -228,9 +233,10 @@ class SqliteStore:
 
     async def delete_dead_letters(self, ids: Collection[UUID]) -> int:
         """Delete the dead letters with these ids; returns how many existed."""
-        if not ids:
+        wanted = check_letter_ids(ids)
+        if not wanted:
             return 0
-        return await self._write(partial(self._require_writer().delete_dead_letters, list(ids)))
+        return await self._write(partial(self._require_writer().delete_dead_letters, wanted))
 
     async def _write(self, work: Callable[[], T]) -> T:
         async with self._lock():

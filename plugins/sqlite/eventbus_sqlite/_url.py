@@ -41,6 +41,8 @@ def parse_url(url: str) -> tuple[Path, SqliteOptions]:
     path = unquote(location[1:])
     if not path or path.endswith("/"):
         raise ValueError(f"{url!r} names no database file; use {_FORMS}")
+    if "\x00" in path:
+        raise ValueError(f"{url!r} names a file path holding a NUL character, which no file name can hold")
     try:
         params = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
     except ValueError:

@@ -16,12 +16,13 @@ from uuid import UUID
 from eventbus.deadletter import DeadLetter
 from eventbus.exceptions import StoreError
 from eventbus.record import Record
+from eventbus.store.codec import letter_values, record_values
 
-from ._codec import INSERT_LETTER, INSERT_RECORD, INSERT_RECORD_CHUNK, Row, chunked, letter_rows, record_rows
 from ._connection import connect_writer, sqlite_errors
 from ._options import SqliteOptions
 from ._reader import head
 from ._schema import migrate
+from ._statements import INSERT_LETTER, INSERT_RECORD, INSERT_RECORD_CHUNK, LAYOUT, Row, chunked
 
 __all__ = ["AppendRequest", "Writer"]
 
@@ -79,7 +80,7 @@ class Writer:
         batches: list[tuple[AppendRequest, list[Row]]] = []
         for request in requests:
             try:
-                batches.append((request, record_rows(request.records)))
+                batches.append((request, [record_values(record, LAYOUT) for record in request.records]))
             except ValueError as exc:
                 request.error = self._error(exc)
         if len(batches) > 1:
@@ -104,7 +105,7 @@ class Writer:
     def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
         """Store dead letters; one with an id already stored replaces it."""
         try:
-            rows = letter_rows(letters)
+            rows = [letter_values(letter, LAYOUT) for letter in letters]
         except ValueError as exc:
             raise self._error(exc) from exc
         with self._transaction() as connection:
@@ -114,7 +115,7 @@ class Writer:
         """Delete dead letters by id; how many existed."""
         with self._transaction() as connection:
             cursor = connection.executemany(
-                "DELETE FROM eventbus_dead_letters WHERE id = ?", [(letter_id.bytes,) for letter_id in set(ids)]
+                "DELETE FROM eventbus_dead_letters WHERE id = ?", [(LAYOUT.id(letter_id),) for letter_id in ids]
             )
             return cursor.rowcount
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import anyio
 import pytest
 from eventbus_sqlite import SCHEMA_VERSION, SqliteOptions, SqliteStore
-from eventbus_sqlite._codec import CHUNK_ROWS
+from eventbus_sqlite._statements import CHUNK_ROWS
 
 from eventbus import Event, EventBus, Record, StoreError, StoreNotFound
 from eventbus.store import url as url_module

@@ -1,0 +1,68 @@
+"""The SQL a SQLite store writes and reads records and dead letters with.
+
+The values themselves come from `eventbus.store.codec`, the conversion every
+store shares: the columns are its `RECORD_FIELDS` and `DEAD_LETTER_FIELDS`,
+ids are 16-byte big-endian blobs and dead letters' failure times integer
+nanoseconds (`LAYOUT`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import chain
+from typing import Any
+
+from eventbus.store.codec import DEAD_LETTER_FIELDS, RECORD_FIELDS, Layout, id_bytes, ns_of
+
+__all__ = [
+    "CHUNK_ROWS",
+    "INSERT_LETTER",
+    "INSERT_RECORD",
+    "INSERT_RECORD_CHUNK",
+    "LAYOUT",
+    "LETTER_COLUMNS",
+    "RECORD_COLUMNS",
+    "Row",
+    "chunked",
+]
+
+LAYOUT = Layout(id=id_bytes, failed_at=ns_of)
+"""Ids as 16-byte blobs, failure times as integer nanoseconds; the event's JSON
+stays bytes, which ``CAST(? AS TEXT)`` turns into TEXT without a Python decode."""
+
+RECORD_COLUMNS = ", ".join(RECORD_FIELDS)
+"""The columns `eventbus.store.codec.records_from_rows` reads, in its order."""
+
+LETTER_COLUMNS = ", ".join(DEAD_LETTER_FIELDS)
+"""The columns `eventbus.store.codec.letters_from_rows` reads and ``letter_values`` writes, in order."""
+
+CHUNK_ROWS = 100
+"""Rows per multi-row ``INSERT``: one statement step for many rows costs far
+less than a step each (and keeps under SQLite's oldest limit of 999 parameters)."""
+
+_INSERT_RECORDS = f"INSERT INTO eventbus_records ({', '.join(RECORD_FIELDS[1:])}) VALUES "
+_RECORD_VALUES = "(?, ?, CAST(? AS TEXT), ?, ?, ?, ?, ?, ?)"
+
+INSERT_RECORD = _INSERT_RECORDS + _RECORD_VALUES
+"""Takes a ``record_values`` row; the seq comes from AUTOINCREMENT."""
+
+INSERT_RECORD_CHUNK = _INSERT_RECORDS + ", ".join([_RECORD_VALUES] * CHUNK_ROWS)
+"""Takes `CHUNK_ROWS` rows flattened into one tuple (see `chunked`)."""
+
+_LETTER_OWN_VALUES = "?, " * (len(DEAD_LETTER_FIELDS) - len(RECORD_FIELDS) + 1)
+
+INSERT_LETTER = (
+    f"INSERT INTO eventbus_dead_letters ({LETTER_COLUMNS}) VALUES ({_LETTER_OWN_VALUES}{_RECORD_VALUES[1:]} "
+    "ON CONFLICT (id) DO UPDATE SET " + ", ".join(f"{column} = excluded.{column}" for column in DEAD_LETTER_FIELDS[1:])
+)
+"""Takes a ``letter_values`` row; a letter with an id already stored replaces it in place."""
+
+Row = tuple[Any, ...]
+
+
+def chunked(rows: Sequence[Row]) -> tuple[list[Row], Sequence[Row]]:
+    """Split ``rows`` into parameters for `INSERT_RECORD_CHUNK` and the rows left over for `INSERT_RECORD`."""
+    whole = len(rows) - len(rows) % CHUNK_ROWS
+    flatten = chain.from_iterable
+    chunks = [tuple(flatten(rows[start : start + CHUNK_ROWS])) for start in range(0, whole, CHUNK_ROWS)]
+    return chunks, rows[whole:]

@@ -1,0 +1,116 @@
+"""Upgrading a file written by eventbus-sqlite's first schema in place.
+
+The file is built here with that schema's own DDL (version 1, before the
+causation depth was stored), filled the way that release wrote rows, then
+opened by today's store: everything is still there, and the depth is kept
+from then on.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from contextlib import closing
+from dataclasses import replace
+from pathlib import Path
+from uuid import uuid4
+
+from eventbus_sqlite import SCHEMA_VERSION, SqliteStore
+
+from eventbus import Event
+from eventbus.testing import new_record
+
+_V1_DDL = """
+CREATE TABLE eventbus_meta (key TEXT PRIMARY KEY, value NOT NULL);
+CREATE TABLE eventbus_records (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, type TEXT NOT NULL, version INTEGER NOT NULL,
+    data TEXT NOT NULL, event_id BLOB NOT NULL, recorded_at INTEGER NOT NULL,
+    correlation_id BLOB, causation_id BLOB, headers TEXT
+);
+CREATE TABLE eventbus_checkpoints (name TEXT PRIMARY KEY, position INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE eventbus_dead_letters (
+    position INTEGER PRIMARY KEY AUTOINCREMENT, id BLOB NOT NULL UNIQUE, subscription TEXT NOT NULL,
+    error_type TEXT NOT NULL, error_message TEXT NOT NULL, traceback TEXT NOT NULL, attempts INTEGER NOT NULL,
+    first_failed_at INTEGER NOT NULL, last_failed_at INTEGER NOT NULL, seq INTEGER NOT NULL,
+    type TEXT NOT NULL, version INTEGER NOT NULL, data TEXT NOT NULL, event_id BLOB NOT NULL,
+    recorded_at INTEGER NOT NULL, correlation_id BLOB, causation_id BLOB, headers TEXT
+);
+CREATE INDEX eventbus_dead_letters_by_subscription ON eventbus_dead_letters (subscription, position);
+INSERT INTO eventbus_meta (key, value) VALUES ('schema_version', 1);
+"""
+
+
+class Kept(Event, name="eventbus_sqlite.tests.migration.Kept"):
+    n: int
+
+
+def _write_v1_file(path: Path) -> list[bytes]:
+    """A version-1 file holding three records, a dead letter and a checkpoint; the records' ids."""
+    ids = [uuid4().bytes for _ in range(3)]
+    now = time.time_ns()
+    with closing(sqlite3.connect(path)) as connection:
+        connection.executescript(_V1_DDL)
+        connection.executemany(
+            "INSERT INTO eventbus_records (type, version, data, event_id, recorded_at, causation_id, headers) "
+            "VALUES (?, 1, ?, ?, ?, ?, ?)",
+            [
+                (Kept.__event_type__, f'{{"n":{n}}}', ids[n], now + n, ids[n - 1] if n else None, '{"k":"v"}')
+                for n in range(3)
+            ],
+        )
+        connection.execute(
+            "INSERT INTO eventbus_dead_letters (id, subscription, error_type, error_message, traceback, attempts, "
+            "first_failed_at, last_failed_at, seq, type, version, data, event_id, recorded_at) "
+            "VALUES (?, 'audit', 'builtins.ValueError', 'bad', 'Traceback', 2, ?, ?, 2, ?, 1, '{\"n\":1}', ?, ?)",
+            (uuid4().bytes, now, now, Kept.__event_type__, ids[1], now + 1),
+        )
+        connection.execute("INSERT INTO eventbus_checkpoints (name, position) VALUES ('audit', 2)")
+        connection.commit()
+    return ids
+
+
+def _columns(path: Path, table: str) -> list[str]:
+    with closing(sqlite3.connect(path)) as connection:
+        return [row[1] for row in connection.execute(f"PRAGMA table_info({table})")]
+
+
+async def test_a_version_1_file_is_upgraded_in_place_and_keeps_everything(db_path: Path) -> None:
+    ids = _write_v1_file(db_path)
+    assert "depth" not in _columns(db_path, "eventbus_records")
+
+    store = SqliteStore(db_path)
+    await store.open()
+    try:
+        records = await store.read()
+        assert [record.event for record in records] == [Kept(n=n) for n in range(3)]
+        assert [record.event_id.bytes for record in records] == ids
+        assert [record.depth for record in records] == [0, 0, 0], "rows from before the depth start chains"
+        assert records[2].causation_id is not None
+        assert records[2].causation_id.bytes == ids[1]
+        assert dict(records[0].headers) == {"k": "v"}
+        (letter,) = await store.dead_letters()
+        assert (letter.subscription, letter.attempts, letter.record.seq, letter.record.depth) == ("audit", 2, 2, 0)
+        assert await store.load_checkpoint("audit") == 2
+        assert await store.head() == 3
+
+        deep = new_record(Kept(n=3))
+        deep.depth = 4
+        await store.append([deep])
+        await store.add_dead_letters([replace(letter, record=deep)])
+    finally:
+        await store.close()
+
+    with closing(sqlite3.connect(db_path)) as connection:
+        (version,) = connection.execute("SELECT value FROM eventbus_meta WHERE key = 'schema_version'").fetchone()
+    assert version == SCHEMA_VERSION >= 2
+    assert "depth" in _columns(db_path, "eventbus_records")
+    assert "depth" in _columns(db_path, "eventbus_dead_letters")
+
+    reopened = SqliteStore(db_path)
+    await reopened.open()
+    try:
+        assert [record.depth for record in await reopened.read()] == [0, 0, 0, 4]
+        (letter,) = await reopened.dead_letters()
+        assert letter.record.depth == 4
+    finally:
+        await reopened.close()
