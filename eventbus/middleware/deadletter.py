@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from .._log import logger
+from .._testmode import failure_observer
 from ..deadletter import DeadLetter
 from ..handler import Handle
 from ..record import Record
@@ -34,6 +35,8 @@ def dead_letter(call_next: Handle, subscription: Subscription) -> Handle:
 
 async def fail(subscription: Subscription, record: Record, exc: Exception) -> None:
     """End a delivery as a dead letter: count it and store the letter."""
+    if (observe := failure_observer.get()) is not None:
+        observe(exc)
     subscription.counters.dead_lettered += 1
     await bury(subscription, record, exc)
 

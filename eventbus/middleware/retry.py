@@ -5,9 +5,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-import anyio
-
 from .._log import logger
+from .._testmode import retry_sleep
 from ..exceptions import EventDecodeError
 from ..handler import Handle
 from ..policies import Retry
@@ -58,7 +57,7 @@ def retry(policy: Retry) -> Middleware:
                         retry_in=round(delay, 4),
                         error=repr(exc),
                     )
-                    await anyio.sleep(delay)
+                    await retry_sleep.get()(delay)
                     attempt += 1
 
         return handle
