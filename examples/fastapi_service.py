@@ -46,8 +46,7 @@ CARD_LIMIT = 1_000.0
 
 
 # -- the domain: events and what happens when they are published -------------------------
-
-
+# --8<-- [start:domain]
 class OrderPlaced(Event, name="orders.placed"):
     order_id: str
     customer: str
@@ -86,9 +85,9 @@ def build_bus(store: str | None = None) -> EventBus:
     return bus
 
 
+# --8<-- [end:domain]
 # -- the read model ------------------------------------------------------------------------
-
-
+# --8<-- [start:read-model]
 class Order(BaseModel):
     """One order as the API shows it."""
 
@@ -134,9 +133,9 @@ class OrderBook:
         return applied
 
 
+# --8<-- [end:read-model]
 # -- the web app ---------------------------------------------------------------------------
-
-
+# --8<-- [start:app]
 class NewOrder(BaseModel):
     """The body of ``POST /orders``."""
 
@@ -194,6 +193,7 @@ def create_app(bus: EventBus) -> FastAPI:
 
 app = create_app(build_bus())
 """The app ``uvicorn fastapi_service:app`` serves."""
+# --8<-- [end:app]
 
 
 # -- the tour ------------------------------------------------------------------------------

@@ -390,6 +390,14 @@ async def test_one_testbus_runs_once_at_a_time() -> None:
             await tb.__aenter__()
 
 
+async def test_a_bus_already_running_is_refused() -> None:
+    async with EventBus() as bus:
+        app_store = bus.store
+        with pytest.raises(RuntimeError, match="TestBus needs a bus that is not running yet"):
+            await TestBus(bus).__aenter__()
+        assert bus.store is app_store
+
+
 def test_testbus_needs_an_eventbus() -> None:
     with pytest.raises(TypeError, match="TestBus needs an EventBus, got str"):
         TestBus("sqlite:///events.db")

@@ -85,6 +85,11 @@ class TestBus:
         if self._app_store is not None:
             raise RuntimeError("this TestBus is already running; create one TestBus per run")
         bus = self.bus
+        if bus.running:
+            raise RuntimeError(
+                "TestBus needs a bus that is not running yet: enter TestBus first, then whatever runs the bus "
+                "in the application (a web app's lifespan skips a bus that is running)"
+            )
         self._app_store = bus.store
         bus.store = self._store
         # Set before the bus starts: its workers inherit them (and no other bus does).
