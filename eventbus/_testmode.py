@@ -2,9 +2,10 @@
 
 Two context variables, read by the delivery steps they concern. A bus's
 workers are tasks started by the task that enters ``async with bus``, and
-tasks inherit context variables from the task that starts them, so a value
-set before the bus starts holds for every delivery of that run and for no
-other bus. Both defaults leave the bus as it is in production.
+tasks inherit context variables from the task that starts them, so values
+set just before the bus starts hold for every delivery of that run, while
+buses started from other tasks keep the defaults, which leave a bus as it
+is in production.
 """
 
 from __future__ import annotations

@@ -279,6 +279,25 @@ async def test_only_the_first_error_is_raised_and_the_next_publish_starts_clean(
         assert sorted(letter.error_message for letter in tb.dead_letters) == ["first", "second"]
 
 
+async def test_errors_of_threaded_and_concurrent_handlers_are_raised_too() -> None:  # one bus
+    bus = EventBus()
+    raised: list[Exception] = []
+
+    def in_a_thread(event: OrderPlaced) -> None:
+        exc = CardDeclined(f"thread: {event.order_id}")
+        raised.append(exc)
+        raise exc
+
+    bus.subscribe(OrderPlaced, in_a_thread, name="threaded", in_thread=True, concurrency=2, key=lambda e: e.order_id)
+
+    async with TestBus(bus) as tb:
+        with pytest.raises(CardDeclined) as failure:
+            await tb.publish(OrderPlaced(order_id="A1", amount=5))
+
+    assert raised == [failure.value]
+    assert raised[0] is failure.value
+
+
 async def test_an_error_of_a_publish_made_by_the_code_under_test_is_raised_by_drain() -> None:  # one bus
     async with TestBus(_shop_bus(decline_over=10)) as tb:
         await tb.bus.publish(OrderPlaced(order_id="A1", amount=50))

@@ -22,7 +22,7 @@ __all__ = ["TestBus"]
 E = TypeVar("E", bound=Event)
 
 SHOWN_RECORDS = 50
-"""How many published records an `TestBus.assert_published` failure lists
+"""How many published records a `TestBus.assert_published` failure lists
 before it says how many more there were."""
 
 
