@@ -402,11 +402,13 @@ async def test_a_bus_that_fails_to_start_gets_its_store_back() -> None:
     assert failure_observer.get() is None
 
 
-async def test_one_testbus_runs_once_at_a_time() -> None:
+async def test_a_testbus_runs_once() -> None:
     tb = TestBus(EventBus())
     async with tb:
-        with pytest.raises(RuntimeError, match="already running"):
+        with pytest.raises(RuntimeError, match="a TestBus runs once"):
             await tb.__aenter__()
+    with pytest.raises(RuntimeError, match="create one per run"):
+        await tb.__aenter__()
 
 
 async def test_a_bus_already_running_is_refused() -> None:

@@ -71,6 +71,7 @@ class TestBus:
         self._store = RecordingStore(open_store(store) if store is not None else MemoryStore())
         self._errors: list[Exception] = []
         self._app_store: Store | None = None
+        self._entered = False
         self._tokens: list[tuple[contextvars.ContextVar[Any], contextvars.Token[Any]]] = []
 
     def __repr__(self) -> str:
@@ -82,8 +83,9 @@ class TestBus:
         return self._store.store
 
     async def __aenter__(self) -> TestBus:
-        if self._app_store is not None:
-            raise RuntimeError("this TestBus is already running; create one TestBus per run")
+        if self._entered:
+            raise RuntimeError("a TestBus runs once (its store and records belong to that run); create one per run")
+        self._entered = True
         bus = self.bus
         if bus.running:
             raise RuntimeError(
@@ -92,7 +94,7 @@ class TestBus:
             )
         self._app_store = bus.store
         bus.store = self._store
-        # Set before the bus starts: its workers inherit them (and no other bus does).
+        # Set before the bus starts: its workers inherit them (buses started from other tasks do not).
         self._set(retry_sleep, _no_delay)
         if self.raise_errors:
             self._set(failure_observer, self._errors.append)
