@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 __all__ = ["BusStats", "Counters", "SubscriptionStats"]
 
@@ -61,6 +62,10 @@ class SubscriptionStats:
     behind: bool
     overflowed: int = 0
 
+    def to_dict(self) -> dict[str, Any]:
+        """The counters as a plain dict of ints and bools, ready for ``json.dumps``."""
+        return asdict(self)
+
 
 @dataclass(frozen=True)
 class BusStats(Mapping[str, SubscriptionStats]):
@@ -87,3 +92,13 @@ class BusStats(Mapping[str, SubscriptionStats]):
 
     def __len__(self) -> int:
         return len(self.subscriptions)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable data: ``published``, ``head`` and
+        ``subscriptions`` (name -> `SubscriptionStats.to_dict`), for a health
+        endpoint or ``json.dumps``."""
+        return {
+            "published": self.published,
+            "head": self.head,
+            "subscriptions": {name: stats.to_dict() for name, stats in self.subscriptions.items()},
+        }

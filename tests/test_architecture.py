@@ -16,7 +16,7 @@ import eventbus
 PACKAGE = Path(eventbus.__file__).parent
 
 LAYERS: list[list[str]] = [
-    ["exceptions", "_ids", "_log", "policies"],
+    ["exceptions", "_ids", "_log", "_testmode", "policies"],
     ["event"],
     ["record"],
     ["_context", "deadletter", "stats"],
@@ -37,7 +37,8 @@ LAYERS: list[list[str]] = [
     ["routing"],
     ["bus"],
     ["plugins"],
-    ["testing.conformance"],
+    ["testing.conformance", "testing._recording"],
+    ["testing.testbus"],
     ["testing"],
     ["cli._common"],
     ["cli.demo", "cli.deadletters", "cli.history", "cli.stats"],

@@ -2,19 +2,20 @@
 
 Collected samples: every fenced ```python block in ``README.md`` and
 ``docs/**/*.md`` that is a complete program, i.e. contains ``anyio.run(`` or
-``asyncio.run(``. Each runs as a real process (``sys.executable``) with the
+``asyncio.run(``, or a complete pytest module (it imports pytest and defines
+a ``test_`` function). Each runs as a real process (``sys.executable``, or
+``sys.executable -m pytest`` on the sample saved as a test module) with the
 test's ``tmp_path`` as its working directory, so any file a sample writes
 (a SQLite store, say) lands there and never in the repository. It must exit
 with status 0 and print no traceback; it runs with ``-W error``, so a
-warning fails it, as it would any test of the suite.
+warning fails it, as it would any test of the suite. ``examples/`` is on its
+``PYTHONPATH``, so a sample may import the example programs
+(``from fastapi_service import create_app``).
 
 Left out by design (never collected, so never skipped):
 
-- fragments without ``anyio.run(``/``asyncio.run(``, which continue a program
-  shown earlier on the page. One exception: on the pages in
-  `RUN_APPENDED_PAGES` (the README), a block that defines ``async def main()``
-  and imports only what is installed is run with ``anyio.run(main)``
-  appended, since that is all it lacks;
+- fragments without ``anyio.run(``/``asyncio.run(`` or tests, which continue
+  a program shown earlier on the page;
 - programs that import a module of their own that the page only describes
   (``from shop import ...`` and the like): see `IMPORTABLE`.
 
@@ -29,6 +30,7 @@ install PyYAML, so the nav entries are found with a regex.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -39,21 +41,28 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
+EXAMPLES = ROOT / "examples"
 TIMEOUT = 60.0  # seconds per sample; each one finishes in well under one
 RUN_MARKERS = ("anyio.run(", "asyncio.run(")
-RUN_APPENDED_PAGES = frozenset({"README.md"})
-MAIN = re.compile(r"^async def main\(\)", re.M)
+TEST_FUNCTION = re.compile(r"^(?:async )?def test_\w+\(", re.M)
 # Top-level modules a sample may import: anything else is a module of the
 # sample's own (``shop``, ``myapp``) that the page does not ship.
-IMPORTABLE = frozenset(sys.stdlib_module_names) | {
-    "anyio",
-    "eventbus",
-    "eventbus_sqlite",
-    "eventbus_postgres",
-    "pydantic",
-    "structlog",
-    "trio",
-}
+IMPORTABLE = (
+    frozenset(sys.stdlib_module_names)
+    | {
+        "anyio",
+        "eventbus",
+        "eventbus_sqlite",
+        "eventbus_postgres",
+        "fastapi",
+        "httpx2",
+        "pydantic",
+        "pytest",
+        "structlog",
+        "trio",
+    }
+    | {path.stem for path in EXAMPLES.glob("*.py")}
+)
 FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>```+|~~~+)\s*(?P<lang>[\w+-]*)")
 IMPORT = re.compile(r"^\s*(?:from\s+(?P<from>[\w.]+)\s+import|import\s+(?P<imports>[\w., ]+))", re.M)
 # Output lines that legitimately differ from run to run.
@@ -86,6 +95,7 @@ class Sample:
     line: int
     code: str
     expected: str | None
+    is_test: bool = False
 
 
 def _blocks(text: str) -> list[Block]:
@@ -141,15 +151,12 @@ def _samples() -> list[Sample]:
                 continue
             page = path.relative_to(ROOT).as_posix()
             code = block.code
-            if not any(marker in code for marker in RUN_MARKERS):
-                if page not in RUN_APPENDED_PAGES or not MAIN.search(code):
-                    continue
-                code += "\n\nimport anyio\n\nanyio.run(main)\n"
-            if _needs_own_module(code):
+            is_test = "pytest" in _imports(code) and TEST_FUNCTION.search(code) is not None
+            if not (is_test or any(marker in code for marker in RUN_MARKERS)) or _needs_own_module(code):
                 continue
             following = blocks[index + 1] if index + 1 < len(blocks) else None
             expected = following.code if following and following.lang in ("console", "text") else None
-            samples.append(Sample(page, block.line, code, expected))
+            samples.append(Sample(page, block.line, code, expected, is_test))
     return samples
 
 
@@ -177,14 +184,32 @@ def test_some_samples_are_collected() -> None:
     assert len(SAMPLES) >= 10, [f"{s.page}:{s.line}" for s in SAMPLES]
 
 
+def test_the_readme_example_runs_as_written_and_its_output_is_checked() -> None:
+    """The README's example is a complete program (not a fragment the scanner skips), with its output shown."""
+    readme = [sample for sample in SAMPLES if sample.page == "README.md"]
+    assert readme, "README.md's example is not collected: is it still a complete program?"
+    assert all(sample.expected for sample in readme), "README.md's example shows no output to check"
+
+
+def test_pytest_samples_are_collected() -> None:
+    """The testing guides' pytest modules are run, not skipped as fragments."""
+    assert {sample.page for sample in SAMPLES if sample.is_test} >= {"docs/guide/testing.md", "docs/guide/fastapi.md"}
+
+
 @pytest.mark.parametrize("sample", SAMPLES, ids=[f"{s.page}:{s.line}" for s in SAMPLES])
 def test_sample_runs(sample: Sample, tmp_path: Path) -> None:
     """A documented program exits cleanly and prints what its page shows."""
-    script = tmp_path / "sample.py"
+    script = tmp_path / ("test_sample.py" if sample.is_test else "sample.py")
     script.write_text(sample.code, encoding="utf-8")
+    # warnings are errors, as in the suite; a test sample runs under pytest, without the suite's config
+    command = [str(script)]
+    if sample.is_test:
+        command = ["-m", "pytest", "-W", "error", "-p", "no:cacheprovider", script.name]
+    python_path = os.pathsep.join(filter(None, [str(EXAMPLES), os.environ.get("PYTHONPATH")]))
     result = subprocess.run(
-        [sys.executable, "-W", "error", str(script)],  # warnings are errors, as in the suite
+        [sys.executable, "-W", "error", *command],
         cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": python_path},
         capture_output=True,
         text=True,
         timeout=TIMEOUT,

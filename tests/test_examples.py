@@ -90,6 +90,20 @@ EXPECTED: dict[str, Expected] = {
         ),
         store="evolution.db",
     ),
+    "fastapi_service.py": Expected(
+        lines=(
+            "POST /orders A2 2500.00 -> 202",
+            "POST /orders A4 -5.00 -> 422 (Input should be greater than 0)",
+            "GET /orders/A1 -> 200 paid",
+            "GET /orders/A2 -> 200 placed",
+            "GET /orders/A9 -> 404 no order 'A9'",
+            "GET /health: payments   delivered=2 retried=2 dead_lettered=1 pending=0",
+            "GET /health: order-book delivered=5 retried=0 dead_lettered=0 pending=0",
+            "dead letters: ['payments: A2: 2500.00 is over the card limit of 1000.00']",
+            "restarted on the same store: the read model holds 3 orders, rebuilt by replay",
+        ),
+        store="orders.db",
+    ),
     "custom_middleware.py": Expected(
         lines=(
             "  [publish] stored 3 event(s) as seqs 2..4 ['media.image_uploaded']",

@@ -5,6 +5,7 @@ position) counts."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
 
 import pytest
@@ -168,3 +169,53 @@ async def test_a_closed_subscription_leaves_the_stats() -> None:
         stats = bus.stats()
     assert "gone" not in stats
     assert sub.stats().delivered == 1
+
+
+async def test_to_dict_is_plain_json_serialisable_data() -> None:
+    async with EventBus() as bus:
+        bus.subscribe(Ping, Sink(), name="sink")
+
+        @bus.subscribe(name="failing", retry=ONE_RETRY)
+        async def failing(event: Ping) -> None:
+            raise ValueError("no")
+
+        await bus.publish(Ping(n=1))
+        await bus.drain(WAIT)
+        stats = bus.stats()
+
+    data = stats.to_dict()
+
+    assert json.loads(json.dumps(data)) == data
+    assert data == {
+        "published": 1,
+        "head": 1,
+        "subscriptions": {
+            "sink": {
+                "routed": 1,
+                "delivered": 1,
+                "failed": 0,
+                "retried": 0,
+                "dead_lettered": 0,
+                "dropped": 0,
+                "pending": 0,
+                "position": 1,
+                "behind": False,
+                "overflowed": 0,
+            },
+            "failing": {
+                "routed": 1,
+                "delivered": 0,
+                "failed": 2,
+                "retried": 1,
+                "dead_lettered": 1,
+                "dropped": 0,
+                "pending": 0,
+                "position": 1,
+                "behind": False,
+                "overflowed": 0,
+            },
+        },
+    }
+    assert list(data["subscriptions"]) == list(stats)
+    assert data["subscriptions"]["sink"] == stats["sink"].to_dict()
+    assert type(data["subscriptions"]) is dict

@@ -25,7 +25,7 @@ from eventbus.store.codec import (
     records_from_rows,
     storable_text,
 )
-from eventbus.testing import new_record
+from eventbus.testing.conformance import new_record
 
 SQLITE_LIKE = Layout(id=id_bytes, failed_at=ns_of)
 POSTGRES_LIKE = Layout(id=id_uuid, text_data=True)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from eventbus.store import MemoryStore, Store
-from eventbus.testing import StoreConformance
+from eventbus.testing.conformance import StoreConformance
 
 
 class TestMemoryStore(StoreConformance):

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from .._context import Attempts, current_attempts
 from .._log import logger
+from .._testmode import failure_observer
 from ..deadletter import DeadLetter
 from ..handler import Handle
 from ..record import Record
@@ -35,6 +36,8 @@ def dead_letter(call_next: Handle, context: DeliveryContext, store: Store) -> Ha
 
 async def fail(context: DeliveryContext, store: Store, record: Record, exc: BaseException) -> None:
     """End a delivery as a dead letter: count it and store the letter."""
+    if (observe := failure_observer.get()) is not None:
+        observe(exc)
     context.counters.dead_lettered += 1
     await bury(store, context.name, record, exc, attempts_of(record))
 

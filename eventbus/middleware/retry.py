@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import time
 
-import anyio
-
 from .._context import Attempts, current_attempts
 from .._log import logger
+from .._testmode import retry_sleep
 from ..exceptions import EventDecodeError
 from ..handler import Handle
 from ..policies import Retry
@@ -59,7 +58,7 @@ def retry(policy: Retry) -> Middleware:
                         retry_in=round(delay, 4),
                         error=repr(exc),
                     )
-                    await anyio.sleep(delay)
+                    await retry_sleep.get()(delay)
                     attempt += 1
 
         return handle

@@ -4,8 +4,8 @@ A store is small on purpose, the way Watermill keeps its whole pub/sub
 contract in one interface. It appends batches atomically and numbers them,
 reads ranges back in order, keeps named checkpoints and dead letters. The bus
 builds catch-up, replay, durable subscriptions and dead-letter handling on
-these few calls, so every store gets them for free. `eventbus.testing` holds
-the conformance suite that every implementation runs in its own tests.
+these few calls, so every store gets them for free. `eventbus.testing.conformance`
+holds the conformance suite that every implementation runs in its own tests.
 """
 
 from __future__ import annotations

@@ -1,13 +1,15 @@
-"""Test helpers for people who write stores and test code that uses eventbus.
+"""Test helpers: `TestBus` for testing code that uses eventbus, and the store conformance kit.
 
-`StoreConformance` is the suite every `Store` runs in its own tests, with
-`PersistentStoreConformance` and `SharedStoreConformance` for the features a
-store declares (see
-*Writing a store* in the docs); `new_record` builds a record the way the bus
-hands it to `Store.append`. This package needs pytest, from eventbus's
-``test`` extra.
+`TestBus` runs an application's own bus in a test, on a store of the test's
+own, and records what was published and dead-lettered. Importing it needs
+nothing beyond eventbus itself.
+
+The store conformance suite (`StoreConformance`, `PersistentStoreConformance`,
+`SharedStoreConformance`, `new_record`) is for people who write stores. It
+needs pytest, from eventbus's ``test`` extra, so it is imported from its own
+module: ``from eventbus.testing.conformance import StoreConformance``.
 """
 
-from .conformance import PersistentStoreConformance, SharedStoreConformance, StoreConformance, new_record
+from .testbus import TestBus
 
-__all__ = ["PersistentStoreConformance", "SharedStoreConformance", "StoreConformance", "new_record"]
+__all__ = ["TestBus"]

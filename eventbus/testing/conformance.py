@@ -10,7 +10,7 @@ guarantee goes untested and no test is skipped.
 
 ```python
 import pytest
-from eventbus.testing import StoreConformance
+from eventbus.testing.conformance import PersistentStoreConformance, StoreConformance
 
 
 class TestMyStore(PersistentStoreConformance, StoreConformance):

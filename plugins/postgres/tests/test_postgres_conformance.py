@@ -10,7 +10,7 @@ from eventbus_postgres import PostgresStore
 from postgres_helpers import admin_sql, store_url
 
 from eventbus.store.base import Store
-from eventbus.testing import PersistentStoreConformance, SharedStoreConformance
+from eventbus.testing.conformance import PersistentStoreConformance, SharedStoreConformance
 
 
 async def _opened(schema: str) -> PostgresStore:

@@ -16,7 +16,7 @@ from eventbus_postgres import SCHEMA_VERSION, PostgresStore
 from postgres_events import Tick
 from postgres_helpers import admin_sql, store_url
 
-from eventbus.testing import new_record
+from eventbus.testing.conformance import new_record
 
 _V1_DDL = [
     'CREATE SCHEMA "{s}"',

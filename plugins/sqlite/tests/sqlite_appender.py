@@ -17,7 +17,7 @@ import anyio
 from eventbus_sqlite import SqliteStore
 
 from eventbus import Event
-from eventbus.testing import new_record
+from eventbus.testing.conformance import new_record
 
 
 class Tick(Event, name="eventbus_sqlite.tests.Tick"):

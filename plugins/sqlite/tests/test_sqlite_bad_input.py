@@ -13,7 +13,7 @@ import pytest
 from eventbus_sqlite import SCHEMA_VERSION, SqliteStore
 
 from eventbus import DeadLetter, Event, StoreError
-from eventbus.testing import new_record
+from eventbus.testing.conformance import new_record
 
 _PAGE_SIZE = 4096
 

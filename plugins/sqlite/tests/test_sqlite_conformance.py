@@ -8,7 +8,7 @@ import pytest
 from eventbus_sqlite import SqliteStore
 
 from eventbus.store import Store
-from eventbus.testing import PersistentStoreConformance, SharedStoreConformance
+from eventbus.testing.conformance import PersistentStoreConformance, SharedStoreConformance
 
 
 class TestSqliteStore(PersistentStoreConformance, SharedStoreConformance):

@@ -18,7 +18,7 @@ from uuid import uuid4
 from eventbus_sqlite import SCHEMA_VERSION, SqliteStore
 
 from eventbus import Event
-from eventbus.testing import new_record
+from eventbus.testing.conformance import new_record
 
 _V1_DDL = """
 CREATE TABLE eventbus_meta (key TEXT PRIMARY KEY, value NOT NULL);

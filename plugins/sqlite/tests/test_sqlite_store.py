@@ -12,7 +12,7 @@ from eventbus_sqlite._statements import CHUNK_ROWS
 
 from eventbus import Event, EventBus, Record, StoreError, StoreNotFound
 from eventbus.store import url as url_module
-from eventbus.testing import new_record
+from eventbus.testing.conformance import new_record
 
 
 class Counted(Event, name="eventbus_sqlite.tests.Counted"):

@@ -17,7 +17,7 @@ from eventbus_sqlite import SqliteStore
 
 from eventbus import Event, EventBus, EventDecodeError
 from eventbus.store.codec import UnreadableRecord
-from eventbus.testing import new_record
+from eventbus.testing.conformance import new_record
 
 _WAIT = 20
 

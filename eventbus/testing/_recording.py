@@ -1,0 +1,75 @@
+"""`RecordingStore`: a store that keeps a note of what one test run wrote to it."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from uuid import UUID
+
+from ..deadletter import DeadLetter
+from ..record import Record
+from ..store import DEFAULT_PAGE_SIZE, Store, StoreFeatures
+
+__all__ = ["RecordingStore"]
+
+
+class RecordingStore:
+    """Wraps a `Store`, passing every call through, and remembers the records
+    appended and the dead letters added (minus those deleted) through it.
+
+    What the wrapped store held before is not noted: `appended` and
+    `dead_letters` are what this run wrote.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.features: StoreFeatures = store.features
+        self.appended: list[Record] = []
+        self.dead_letters_added: dict[UUID, DeadLetter] = {}
+
+    async def open(self) -> None:
+        await self.store.open()
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    async def append(self, records: Sequence[Record]) -> None:
+        await self.store.append(records)
+        self.appended.extend(records)
+
+    async def read(
+        self,
+        from_seq: int = 1,
+        *,
+        to_seq: int | None = None,
+        types: Collection[str] | None = None,
+        limit: int = DEFAULT_PAGE_SIZE,
+    ) -> Sequence[Record]:
+        return await self.store.read(from_seq, to_seq=to_seq, types=types, limit=limit)
+
+    async def head(self) -> int:
+        return await self.store.head()
+
+    async def wait_for_append(self, after_seq: int) -> None:
+        await self.store.wait_for_append(after_seq)
+
+    async def load_checkpoint(self, name: str) -> int | None:
+        return await self.store.load_checkpoint(name)
+
+    async def save_checkpoints(self, positions: Mapping[str, int]) -> None:
+        await self.store.save_checkpoints(positions)
+
+    async def checkpoints(self) -> Mapping[str, int]:
+        return await self.store.checkpoints()
+
+    async def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        await self.store.add_dead_letters(letters)
+        self.dead_letters_added.update((letter.id, letter) for letter in letters)
+
+    async def dead_letters(self, subscription: str | None = None) -> Sequence[DeadLetter]:
+        return await self.store.dead_letters(subscription)
+
+    async def delete_dead_letters(self, ids: Collection[UUID]) -> int:
+        deleted = await self.store.delete_dead_letters(ids)
+        for letter_id in ids:
+            self.dead_letters_added.pop(letter_id, None)
+        return deleted

@@ -1,0 +1,193 @@
+"""`TestBus`: run an application's own bus in a test, on a store of the test's own."""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+import anyio.lowlevel
+
+from .._testmode import failure_observer, retry_sleep
+from ..bus import EventBus
+from ..deadletter import DeadLetter
+from ..event import Event
+from ..record import Record
+from ..store import MemoryStore, Store, open_store
+from ._recording import RecordingStore
+
+__all__ = ["TestBus"]
+
+E = TypeVar("E", bound=Event)
+
+SHOWN_RECORDS = 50
+"""How many published records a `TestBus.assert_published` failure lists
+before it says how many more there were."""
+
+
+async def _no_delay(seconds: float) -> None:
+    """The retry step's wait between attempts under `TestBus`: none, but still a checkpoint."""
+    await anyio.lowlevel.checkpoint()
+
+
+class TestBus:
+    """Runs ``bus``, the application's own bus, for one test, and records what happens.
+
+    ```python
+    async with TestBus(bus) as tb:
+        await tb.publish(OrderPlaced(order_id="A1", amount=5))
+        tb.assert_published(PaymentCaptured, order_id="A1")
+    ```
+
+    The bus keeps its subscriptions, options and middleware, but for the run
+    it works on a fresh `MemoryStore` (or ``store``), whatever store it was
+    configured with: the application's production store is never opened.
+    ``bus.store`` is given back when the run ends.
+
+    Retry delays are skipped (the number of attempts is kept), so a test of
+    a handler with ``Retry(attempts=5, backoff=10)`` takes no time.
+
+    Args:
+        bus: the application's bus, not running.
+        store: the store for this run: a `Store`, a store URL, or None for a
+            new `MemoryStore`. Only what is published during the run shows
+            in `published`, even if the store held records before.
+        raise_errors: True (the default): the first exception a handler ends
+            with (after its retries) is raised, unchanged, from `publish` or
+            `drain`, or when the ``async with`` block ends if neither was
+            awaited after it; the delivery still becomes a dead letter.
+            False: failures are only what the bus's policies make of them;
+            look at `dead_letters`.
+    """
+
+    __test__ = False  # not a test class, whatever its name tells pytest
+
+    def __init__(self, bus: EventBus, *, store: Store | str | None = None, raise_errors: bool = True) -> None:
+        if not isinstance(bus, EventBus):
+            raise TypeError(f"TestBus needs an EventBus, got {type(bus).__name__}")
+        self.bus = bus
+        self.raise_errors = raise_errors
+        self._store = RecordingStore(open_store(store) if store is not None else MemoryStore())
+        self._errors: list[Exception] = []
+        self._app_store: Store | None = None
+        self._entered = False
+        self._tokens: list[tuple[contextvars.ContextVar[Any], contextvars.Token[Any]]] = []
+
+    def __repr__(self) -> str:
+        return f"<TestBus {self.bus!r} published={len(self._store.appended)}>"
+
+    @property
+    def store(self) -> Store:
+        """The store the bus runs on during this test."""
+        return self._store.store
+
+    async def __aenter__(self) -> TestBus:
+        if self._entered:
+            raise RuntimeError("a TestBus runs once (its store and records belong to that run); create one per run")
+        self._entered = True
+        bus = self.bus
+        if bus.running:
+            raise RuntimeError(
+                "TestBus needs a bus that is not running yet: enter TestBus first, then whatever runs the bus "
+                "in the application (a web app's lifespan skips a bus that is running)"
+            )
+        self._app_store = bus.store
+        bus.store = self._store
+        # Set before the bus starts: its workers inherit them (buses started from other tasks do not).
+        self._set(retry_sleep, _no_delay)
+        if self.raise_errors:
+            self._set(failure_observer, self._errors.append)
+        try:
+            await bus.__aenter__()
+        except BaseException:
+            self._restore()
+            raise
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            await self.bus.__aexit__(exc_type, exc, tb)
+        finally:
+            self._restore()
+        if exc_type is None:
+            self._raise_first_error()
+
+    def _set(self, var: contextvars.ContextVar[Any], value: Any) -> None:
+        self._tokens.append((var, var.set(value)))
+
+    def _restore(self) -> None:
+        while self._tokens:
+            var, token = self._tokens.pop()
+            var.reset(token)
+        if self._app_store is not None:
+            self.bus.store = self._app_store
+            self._app_store = None
+
+    def _raise_first_error(self) -> None:
+        if self._errors:
+            first = self._errors[0]
+            self._errors.clear()
+            raise first
+
+    # -- acting ---------------------------------------------------------------
+
+    async def publish(self, event: Event, headers: Mapping[str, str] | None = None) -> int:
+        """Publish ``event`` on the bus, then wait until every handler, and
+        everything those handlers published in turn, has finished; return its seq.
+
+        With ``raise_errors=True``, a handler's exception is raised from here.
+        """
+        seq = await self.bus.publish(event, headers)
+        await self.drain()
+        return seq
+
+    async def drain(self, timeout: float | None = None) -> None:
+        """Wait until everything published so far (by the test, the code under
+        test or the handlers) has been handled; `EventBus.drain` plus, with
+        ``raise_errors=True``, the first handler exception since the last one raised."""
+        await self.bus.drain(timeout)
+        self._raise_first_error()
+
+    # -- looking --------------------------------------------------------------
+
+    @property
+    def published(self) -> list[Record]:
+        """Every record published during this run, in seq order."""
+        return list(self._store.appended)
+
+    def published_events(self, event_type: type[E]) -> list[E]:
+        """The events of ``event_type`` (subclasses included) published during this run, in seq order."""
+        return [record.event for record in self._store.appended if isinstance(record.event, event_type)]
+
+    @property
+    def dead_letters(self) -> list[DeadLetter]:
+        """The dead letters stored during this run and still there, oldest first."""
+        return list(self._store.dead_letters_added.values())
+
+    def assert_published(self, event_type: type[E], **fields: Any) -> E:
+        """Return the first published ``event_type`` whose ``fields`` have these values.
+
+        Raises `AssertionError` listing what was published when there is none,
+        and `ValueError` when ``event_type`` has no field of one of those names.
+        """
+        unknown = sorted(name for name in fields if name not in event_type.model_fields)
+        if unknown:
+            raise ValueError(f"{event_type.__qualname__} has no field(s) {unknown}")
+        for event in self.published_events(event_type):
+            if all(getattr(event, name) == value for name, value in fields.items()):
+                return event
+        wanted = ", ".join(f"{name}={value!r}" for name, value in fields.items())
+        raise AssertionError(f"no {event_type.__qualname__}({wanted}) was published; {_describe(self._store.appended)}")
+
+
+def _describe(records: Sequence[Record]) -> str:
+    if not records:
+        return "nothing was published in this run"
+    lines = [f"published in this run ({len(records)}):"]
+    lines.extend(f"  seq {record.seq}: {record.event!r}" for record in records[:SHOWN_RECORDS])
+    if len(records) > SHOWN_RECORDS:
+        lines.append(f"  ... and {len(records) - SHOWN_RECORDS} more")
+    return "\n".join(lines)
