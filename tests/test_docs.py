@@ -50,6 +50,7 @@ IMPORTABLE = frozenset(sys.stdlib_module_names) | {
     "eventbus",
     "eventbus_sqlite",
     "eventbus_postgres",
+    "opentelemetry",
     "pydantic",
     "structlog",
     "trio",
