@@ -32,12 +32,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol
 
-from . import __version__
-from .exceptions import PluginError
-from .handler import Handle
-from .middleware.base import Commit
-from .plugins import Plugin
-from .record import Record
+from . import Handle, Plugin, PluginError, Record, __version__
+from .middleware import Commit
 
 try:
     from opentelemetry import context as otel_context
@@ -142,9 +138,10 @@ class OpenTelemetry(Plugin):
                         "messaging.message.id": str(record.event_id),
                     },
                 )
-                carrier = dict(record.headers)
+                carrier: dict[str, str] = {}
                 self._inject(carrier, trace.set_span_in_context(span))
-                record.headers = MappingProxyType(carrier)
+                if carrier:  # nothing to carry when no SDK records the span
+                    record.headers = MappingProxyType({**record.headers, **carrier})
                 spans.append(span)
             try:
                 await call_next(records)

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import anyio
 import pytest
+from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import NoOpTracerProvider, SpanKind, StatusCode
 
 from eventbus import Event, EventBus, PluginError, Record, Retry
 from eventbus.otel import OpenTelemetry
@@ -239,3 +240,19 @@ async def test_one_plugin_serves_one_bus_at_a_time(telemetry: Telemetry) -> None
                 pass
     async with EventBus(plugins=[plugin]) as again:  # free again once the first bus closed
         await again.publish(Ordered(order_id="A1"))
+
+
+async def test_without_an_sdk_the_headers_stay_as_published() -> None:
+    plugin = OpenTelemetry(tracer_provider=NoOpTracerProvider(), meter_provider=NoOpMeterProvider())
+    bus = EventBus(plugins=[plugin])
+    seen: list[Record] = []
+
+    @bus.subscribe
+    def keep(event: Ordered, record: Record) -> None:
+        seen.append(record)
+
+    async with bus:
+        await bus.publish(Ordered(order_id="A1"))
+        await bus.publish(Ordered(order_id="A2"), headers={"tenant": "acme"})
+        await bus.drain(timeout=5)
+    assert [dict(record.headers) for record in seen] == [{}, {"tenant": "acme"}]
