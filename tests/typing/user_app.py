@@ -1,8 +1,8 @@
 # pyright: strict
 """An application's code, checked against the *installed* wheels as its users see them.
 
-CI builds the wheels of the core and both store plugins, installs them into a
-fresh virtual environment, copies
+CI builds the wheels of the core (with its ``otel`` extra) and both store
+plugins, installs them into a fresh virtual environment, copies
 this file out of the source tree and runs ``mypy --strict`` and ``pyright``
 (strict, by the comment above) on it there: that catches a missing
 ``py.typed`` or an untyped public name, which checking the source tree cannot.
@@ -20,6 +20,7 @@ from eventbus_postgres import PostgresOptions, PostgresStore
 from eventbus_sqlite import SqliteOptions, SqliteStats, SqliteStore
 
 from eventbus import BusStats, Event, EventBus, Record, Replay, Retry, Store, Subscription, SubscriptionStats
+from eventbus.otel import OpenTelemetry
 
 
 class OrderPlaced(Event, name="user_app.order.placed", version=1):
@@ -33,7 +34,7 @@ class PaymentCaptured(Event, name="user_app.payment.captured"):
 
 sqlite = SqliteStore("orders.db", SqliteOptions(synchronous="normal"))
 postgres: Store = PostgresStore("postgresql://app@127.0.0.1:5432/orders", schema=PostgresOptions().schema)
-bus = EventBus(store=sqlite)
+bus = EventBus(store=sqlite, plugins=[OpenTelemetry()])
 totals: dict[str, float] = {}
 
 
