@@ -544,9 +544,9 @@ class EventBus:
 
         ``event_types`` are classes (subclasses included) or type names; none
         means every record. Given one class (or two), type checkers know each
-        ``record.event`` is an instance of it (of either). Streams page by page. A record that cannot be
-        decoded raises `EventDecodeError` / `UnknownEventType` from the
-        iteration; iterating again goes on after it.
+        ``record.event`` is an instance of it (of either). Streams page by
+        page. A record that cannot be decoded raises `EventDecodeError` /
+        `UnknownEventType` from the iteration; iterating again goes on after it.
         """
         if not self._running:
             raise BusClosed(f"cannot replay: the bus is {self._state}")
