@@ -126,7 +126,7 @@ class OpenTelemetry(Plugin):
         tracer = self._tracer
 
         async def commit(records: Sequence[Record]) -> None:
-            spans = []
+            spans: list[trace.Span] = []
             for record in records:
                 span = tracer.start_span(
                     f"publish {record.type}",
