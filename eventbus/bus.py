@@ -50,6 +50,8 @@ from .subscription import Subscription
 __all__ = ["BusState", "DEFAULT_MAX_CAUSATION_DEPTH", "DEFAULT_SHUTDOWN_TIMEOUT", "EventBus"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+E1 = TypeVar("E1", bound=Event)
+E2 = TypeVar("E2", bound=Event)
 
 DEFAULT_MAX_CAUSATION_DEPTH = 64
 DEFAULT_SHUTDOWN_TIMEOUT = 30.0
@@ -541,13 +543,25 @@ class EventBus:
 
     # -- history -------------------------------------------------------------------
 
+    @overload
+    def replay(self, event_type: type[E1], /, *, from_seq: int = 1, to_seq: int | None = None) -> Replay[E1]: ...
+
+    @overload
+    def replay(
+        self, first: type[E1], second: type[E2], /, *, from_seq: int = 1, to_seq: int | None = None
+    ) -> Replay[E1 | E2]: ...
+
+    @overload
+    def replay(self, *event_types: type[Event] | str, from_seq: int = 1, to_seq: int | None = None) -> Replay: ...
+
     def replay(self, *event_types: type[Event] | str, from_seq: int = 1, to_seq: int | None = None) -> Replay:
         """Stored records from ``from_seq`` to ``to_seq`` (inclusive), in seq order.
 
         ``event_types`` are classes (subclasses included) or type names; none
-        means every record. Streams page by page. A record that cannot be
-        decoded raises `EventDecodeError` / `UnknownEventType` from the
-        iteration; iterating again goes on after it.
+        means every record. Given one class (or two), type checkers know each
+        ``record.event`` is an instance of it (of either). Streams page by
+        page. A record that cannot be decoded raises `EventDecodeError` /
+        `UnknownEventType` from the iteration; iterating again goes on after it.
         """
         if not self.running:
             raise BusClosed(f"cannot replay: the bus is {self._state.value}")

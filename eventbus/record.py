@@ -5,12 +5,25 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, cast
 from uuid import UUID
 
 from .event import Event, encode, registry
 
-__all__ = ["NO_HEADERS", "Record"]
+__all__ = ["EventT", "NO_HEADERS", "Record"]
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeVar
+
+    EventT = TypeVar("EventT", bound=Event, covariant=True, default=Event)
+else:
+    # `typing.TypeVar` takes ``default=`` (PEP 696) only from Python 3.13, and only
+    # type checkers need it: they read typing_extensions from their own stubs, so
+    # the default costs no runtime dependency.
+    from typing import TypeVar
+
+    EventT = TypeVar("EventT", bound=Event, covariant=True)
+"""The event class a `Record` or `Replay` holds (`Event` when not given, so bare ``Record`` works)."""
 
 NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 """The shared, read-only headers of a record published without headers."""
@@ -18,8 +31,12 @@ NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 _NS_PER_SECOND = 1_000_000_000
 
 
-class Record:
+class Record(Generic[EventT]):
     """One stored event: what `EventBus.replay` yields and handlers may receive.
+
+    ``Record[OrderPlaced]`` is a record whose ``event`` is an ``OrderPlaced``
+    (what ``bus.replay(OrderPlaced)`` yields); bare ``Record`` means
+    ``Record[Event]``.
 
     Attributes:
         seq: position in the store, from 1, one more per appended event.
@@ -58,7 +75,7 @@ class Record:
     def __init__(
         self,
         seq: int,
-        event: Event | None,
+        event: EventT | None,
         type: str,
         version: int,
         event_id: UUID | int,
@@ -118,12 +135,12 @@ class Record:
         )
 
     @property
-    def event(self) -> Event:
+    def event(self) -> EventT:
         event = self._event
         if event is None:
             assert self._data is not None
-            event = registry.decode(self.type, self.version, self._data, seq=self.seq)
-            self._event = event
+            # whoever made this a Record[X] read it for X's type names (see Replay)
+            event = self._event = cast(EventT, registry.decode(self.type, self.version, self._data, seq=self.seq))
         return event
 
     @property

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import AsyncIterator, Collection
+from typing import cast
 
-from .record import Record
+from .record import EventT, Record
 from .store.base import DEFAULT_PAGE_SIZE, Store
 
 __all__ = ["Replay"]
 
 
-class Replay(AsyncIterator[Record]):
+class Replay(AsyncIterator[Record[EventT]]):
     """Async iterator over ``from_seq <= seq <= to_seq`` of a store.
+
+    ``Replay[OrderPlaced]`` (what ``bus.replay(OrderPlaced)`` returns) yields
+    ``Record[OrderPlaced]``, so type checkers know each ``record.event`` is an
+    ``OrderPlaced``; bare ``Replay`` yields ``Record[Event]``.
 
     Records are read a page at a time, so a million records cost the memory of
     one page. Each record's event is decoded as it is yielded: one that cannot
@@ -40,13 +45,13 @@ class Replay(AsyncIterator[Record]):
         self._types = types
         self._page_size = page_size
         self._decode = decode
-        self._page: deque[Record] = deque()
+        self._page: deque[Record[EventT]] = deque()
         self._exhausted = to_seq is not None and to_seq < from_seq
 
-    def __aiter__(self) -> Replay:
+    def __aiter__(self) -> Replay[EventT]:
         return self
 
-    async def __anext__(self) -> Record:
+    async def __anext__(self) -> Record[EventT]:
         if not self._page:
             if self._exhausted:
                 raise StopAsyncIteration
@@ -55,7 +60,8 @@ class Replay(AsyncIterator[Record]):
                 self._exhausted = True
                 raise StopAsyncIteration
             self._next = page[-1].seq + 1
-            self._page.extend(page)
+            # the store returns only records of ``types``, the names of EventT and its subclasses
+            self._page.extend(cast(Collection[Record[EventT]], page))
         record = self._page.popleft()
         if self._decode:
             record.event  # noqa: B018  # decoding here makes a bad record fail at its own position

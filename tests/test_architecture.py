@@ -45,6 +45,7 @@ LAYERS: list[list[str]] = [
     ["cli"],
     ["cli.__main__"],
     [""],
+    ["otel"],
 ]
 """The modules of ``eventbus`` from the lowest layer up (``""`` is the package itself).
 A module may import modules of lower layers only."""

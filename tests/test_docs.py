@@ -55,6 +55,7 @@ IMPORTABLE = (
         "eventbus_sqlite",
         "eventbus_postgres",
         "fastapi",
+        "opentelemetry",
         "httpx2",
         "pydantic",
         "pytest",

@@ -97,7 +97,8 @@ async def main() -> None:
         await bus.drain(timeout=5.0)
 
         async for record in bus.replay(OrderPlaced, from_seq=1):
-            assert_type(record, Record)
+            assert_type(record, Record[OrderPlaced])
+            assert_type(record.event, OrderPlaced)
             print(record.seq, record.event, record.event_id, record.recorded_at, record.headers)
             print(record.correlation_id, record.causation_id, record.type, record.version)
 

@@ -21,8 +21,9 @@ from eventbus.store import DEFAULT_PAGE_SIZE, StoreFeatures, check_letter_ids, c
 from eventbus.store.url import redact_url
 
 from . import _reader
-from ._connection import connect_reader, sqlite_errors
+from ._connection import sqlite_errors
 from ._options import SqliteOptions
+from ._pool import ReaderPool
 from ._url import parse_url
 from ._writer import AppendRequest, Writer
 
@@ -80,7 +81,7 @@ class SqliteStore:
         self.options = options if options is not None else SqliteOptions()
         self._where = f"{redact_url(url)} ({self.path})" if url else str(self.path)
         self._writer: Writer | None = None
-        self._idle_readers: list[sqlite3.Connection] = []
+        self._readers: ReaderPool | None = None
         self._write_lock: anyio.Lock | None = None
         self._queued: list[AppendRequest] = []
         self._appended: anyio.Event | None = None
@@ -122,17 +123,24 @@ class SqliteStore:
         if self._writer is not None:
             raise StoreError(f"SQLite store {self._where} is already open")
         self._writer = await to_thread.run_sync(Writer.open, self.path, self.options, self._where)
+        self._readers = ReaderPool(self.path, self.options)
         self._write_lock = anyio.Lock()
         self._appended = anyio.Event()
 
     async def close(self) -> None:
-        """Wait for writes in progress, then close every connection. Closing twice does nothing."""
-        if self._writer is None or self._write_lock is None:
-            return
-        async with self._write_lock:
-            writer, self._writer = self._writer, None
-            readers, self._idle_readers = self._idle_readers, []
-            await to_thread.run_sync(_close_all, writer, readers)
+        """Wait for writes in progress, then close every connection. Closing twice does nothing.
+
+        Closing finishes even when the caller is cancelled (the cancellation
+        is delivered afterwards), so no connection is left for the garbage
+        collector. A read in progress closes its connection when it ends.
+        """
+        with anyio.CancelScope(shield=True):
+            if self._writer is None or self._write_lock is None:
+                return
+            async with self._write_lock:
+                writer, self._writer = self._writer, None
+                readers, self._readers = self._readers, None
+                await to_thread.run_sync(_close_all, writer, readers)
 
     async def append(self, records: Sequence[Record]) -> None:
         """Commit ``records`` as one batch with consecutive seqs; returns after the commit.
@@ -244,27 +252,15 @@ class SqliteStore:
             return await to_thread.run_sync(work)
 
     async def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        self._require_writer()
-        idle = self._idle_readers.pop() if self._idle_readers else None
-        connection, result = await to_thread.run_sync(self._run_reader, idle, work)
-        if self._writer is None:
-            await to_thread.run_sync(connection.close)
-        else:
-            self._idle_readers.append(connection)
-        return result
+        readers = self._readers
+        if readers is None:
+            raise self._closed_error()
+        return await to_thread.run_sync(self._run_reader, readers, work)
 
-    def _run_reader(
-        self, connection: sqlite3.Connection | None, work: Callable[[sqlite3.Connection], T]
-    ) -> tuple[sqlite3.Connection, T]:
-        """In a worker thread: run ``work`` on a reader connection, opening one if none is idle."""
+    def _run_reader(self, readers: ReaderPool, work: Callable[[sqlite3.Connection], T]) -> T:
+        """In a worker thread: run ``work`` on one of the pool's connections."""
         with sqlite_errors(self._where):
-            if connection is None:
-                connection = connect_reader(self.path, self.options)
-            try:
-                return connection, work(connection)
-            except BaseException:
-                connection.close()
-                raise
+            return readers.run(work)
 
     def _lock(self) -> anyio.Lock:
         if self._write_lock is None:
@@ -280,7 +276,9 @@ class SqliteStore:
         return StoreError(f"SQLite store {self._where} is not open")
 
 
-def _close_all(writer: Writer, readers: list[sqlite3.Connection]) -> None:
-    for reader in readers:
-        reader.close()
-    writer.close()
+def _close_all(writer: Writer, readers: ReaderPool | None) -> None:
+    try:
+        if readers is not None:
+            readers.close()
+    finally:
+        writer.close()
