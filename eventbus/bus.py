@@ -129,9 +129,12 @@ class EventBus:
         )
         self._commit = GroupCommit(self._accepted)
         publish_chain: Commit = self._commit.commit
-        for wrap in reversed([*publish_middleware, *(mw for p in self.plugins for mw in p.publish_middleware)]):
+        wrappers = [*publish_middleware, *(mw for p in self.plugins for mw in p.publish_middleware)]
+        for wrap in reversed(wrappers):
             publish_chain = wrap(publish_chain)
         self._publish_chain = publish_chain
+        # without publish middleware, a publish the store takes at once skips a coroutine
+        self._commit_now = None if wrappers else self._commit.commit_now
         self.publish_timeout = publish_timeout
         self.max_causation_depth = max_causation_depth
         self.shutdown_timeout = shutdown_timeout
@@ -433,7 +436,10 @@ class EventBus:
             if len(inbox.queue) >= inbox.block_at:
                 await self._wait_for_room(route.blocking, parent)
                 break
-        await self._publish_chain((record,))
+        records = (record,)
+        commit_now = self._commit_now
+        if commit_now is None or not commit_now(records):
+            await self._publish_chain(records)
         return record.seq
 
     async def publish_many(self, events: Iterable[Event], headers: Mapping[str, str] | None = None) -> list[int]:
@@ -514,7 +520,7 @@ class EventBus:
             logger.debug("published", seq=first.seq, type=first.type, count=len(records), last_seq=self._head)
         routes = self._router.routes
         for record in records:
-            cls = type(record._event)
+            cls = type(record.decoded)
             route = routes.get(cls) or self._router.route(cls)
             for inbox in route.targets:
                 inbox.offer(record)

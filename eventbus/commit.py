@@ -43,11 +43,33 @@ class GroupCommit:
     """
 
     def __init__(self, accepted: Callable[[Sequence[Record]], None]) -> None:
-        self.store: Store | None = None
+        self._store: Store | None = None
+        self._append_now: Callable[[Sequence[Record]], None] | None = None
         self._accepted = accepted
         self._busy = False
         self._pending: list[_Pending] = []
         self._idle: anyio.Event | None = None
+
+    @property
+    def store(self) -> Store | None:
+        """The store appended to (set when the bus starts a run)."""
+        return self._store
+
+    @store.setter
+    def store(self, store: Store) -> None:
+        self._store = store
+        self._append_now = _append_now_of(store)
+
+    def commit_now(self, records: Sequence[Record]) -> bool:
+        """Store and route ``records`` at once if that needs no waiting (no
+        append in flight, a store with ``append_now``); False if `commit`
+        must be awaited instead."""
+        append_now = self._append_now
+        if append_now is None or self._busy:
+            return False
+        append_now(records)
+        self._accepted(records)
+        return True
 
     @property
     def busy(self) -> bool:
@@ -71,12 +93,12 @@ class GroupCommit:
             if pending.error is not None:
                 raise pending.error
             return
-        assert self.store is not None
+        assert self._store is not None
         self._busy = True
         try:
             # a store's append is atomic under cancellation by contract: it
             # commits and returns, or raises having stored nothing
-            await self.store.append(records)
+            await self._store.append(records)
             self._accepted(records)
         finally:
             if self._pending:
@@ -88,11 +110,12 @@ class GroupCommit:
                 self._idle = None
 
     async def _flush(self) -> None:
-        assert self.store is not None
+        store = self._store
+        assert store is not None
         while self._pending:
             batch, self._pending = self._pending, []
             try:
-                await self.store.append([record for pending in batch for record in pending.records])
+                await store.append([record for pending in batch for record in pending.records])
                 for pending in batch:
                     self._accepted(pending.records)
             except Exception as exc:
@@ -102,9 +125,19 @@ class GroupCommit:
                     # one publisher's bad batch must not fail the others: try each alone
                     for pending in batch:
                         try:
-                            await self.store.append(pending.records)
+                            await store.append(pending.records)
                             self._accepted(pending.records)
                         except Exception as single_exc:
                             pending.error = single_exc
             for pending in batch:
                 pending.done.set()
+
+
+def _append_now_of(store: Store) -> Callable[[Sequence[Record]], None] | None:
+    """The store's ``append_now``, unless a subclass overrides ``append`` (to
+    count or to fail appends, say), which must then see every append."""
+    append_now: Callable[[Sequence[Record]], None] | None = getattr(store, "append_now", None)
+    if append_now is None:
+        return None
+    owner = next(cls for cls in type(store).__mro__ if "append_now" in vars(cls))
+    return append_now if getattr(type(store), "append", None) is getattr(owner, "append", None) else None

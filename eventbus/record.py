@@ -50,6 +50,8 @@ class Record(Generic[EventT]):
             belongs to (its own id for an event published outside a handler).
         causation_id: the id of the event whose handler published this one.
         headers: string metadata given to ``publish`` (read-only).
+        decoded: the event if it is at hand (published in this process, or
+            read and decoded already), else None; ``event`` decodes it.
         depth: the causation depth: 0 for an event published outside a
             handler, one more than its cause's otherwise. Stores keep it, so
             ``max_causation_depth`` holds across processes and restarts.
@@ -63,8 +65,8 @@ class Record(Generic[EventT]):
         "_causation",
         "_correlation",
         "_data",
-        "_event",
         "_id",
+        "decoded",
         "depth",
         "headers",
         "seq",
@@ -91,7 +93,7 @@ class Record(Generic[EventT]):
         self.version = version
         self.headers = headers
         self.depth = depth
-        self._event = event
+        self.decoded = event
         self._data = data
         self._id = event_id
         self._at = recorded_at
@@ -136,11 +138,11 @@ class Record(Generic[EventT]):
 
     @property
     def event(self) -> EventT:
-        event = self._event
+        event = self.decoded
         if event is None:
             assert self._data is not None
             # whoever made this a Record[X] read it for X's type names (see Replay)
-            event = self._event = cast(EventT, registry.decode(self.type, self.version, self._data, seq=self.seq))
+            event = self.decoded = cast(EventT, registry.decode(self.type, self.version, self._data, seq=self.seq))
         return event
 
     @property

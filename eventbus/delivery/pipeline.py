@@ -101,7 +101,8 @@ class Pipeline:
         direct = self._direct
         if direct is None:
             return self._handle(record)
-        return direct(record.event)  # type: ignore[no-any-return]
+        event = record.decoded
+        return direct(record.event if event is None else event)  # type: ignore[no-any-return]
 
     async def fail(self, record: Record, exc: BaseException) -> None:
         """End the delivery of ``record`` as a dead letter."""

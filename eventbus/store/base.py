@@ -69,6 +69,12 @@ class Store(Protocol):
         smaller seq. When this returns, the batch is durable as far as the
         store promises durability. It must not be torn by cancellation: once
         begun, it either commits and returns, or fails without a trace.
+
+        A store whose append never waits (one in memory) may also define a
+        plain method ``append_now(records)`` doing the same without a
+        coroutine; the bus then calls it when no other append is in flight,
+        unless a subclass overrides ``append`` (which must then see every
+        append).
         """
 
     async def read(

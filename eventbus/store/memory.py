@@ -42,6 +42,11 @@ class MemoryStore:
         """Nothing to release; the contents stay readable until garbage-collected."""
 
     async def append(self, records: Sequence[Record]) -> None:
+        self.append_now(records)
+
+    def append_now(self, records: Sequence[Record]) -> None:
+        """`append` without waiting: nothing here ever waits, so the bus calls
+        this directly, one coroutine less per publish (see `Store.append`)."""
         seq = self._last_seq
         for record in records:
             seq += 1
