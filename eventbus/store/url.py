@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from importlib.metadata import entry_points
 from typing import Any, Protocol, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from ..exceptions import StoreNotFound
+from ..exceptions import StoreError, StoreNotFound
 from .base import Store
 from .memory import MemoryStore
 
-__all__ = ["ENTRY_POINT_GROUP", "StoreFactory", "open_store", "store_from_url"]
+__all__ = ["ENTRY_POINT_GROUP", "StoreFactory", "open_store", "redact_url", "store_from_url"]
 
 ENTRY_POINT_GROUP = "eventbus.stores"
 
@@ -25,35 +26,85 @@ _PLUGIN_FOR_SCHEME = {
 }
 
 
+_HIDDEN = "***"
+_SECRET_PARAMETERS = frozenset({"password"})
+
+
 class StoreFactory(Protocol):
     """What an ``eventbus.stores`` entry point names: an object (usually the
     store class) whose ``from_url`` builds a store from the URL and keyword
-    options."""
+    options.
+
+    A factory that accepts ``create=False`` (open only an existing store,
+    never create one) lets read-only tools such as ``eventbus stats`` use it.
+    """
 
     def from_url(self, url: str, **options: Any) -> Store: ...
 
 
-def store_from_url(url: str, **options: Any) -> Store:
+def store_from_url(url: str, *, create: bool = True, **options: Any) -> Store:
     """Create (not yet open) the store a URL names.
 
     ``memory://`` is built in; any other scheme is looked up among installed
     plugins. Raises `StoreNotFound` naming the distribution to install.
+
+    ``create=False`` asks for a store that opens only if it exists already:
+    its ``open()`` raises `StoreError` naming the missing file or schema
+    instead of creating it. A memory store always starts empty, so it does
+    not apply there; a plugin whose factory does not take ``create`` is a
+    `StoreError`.
     """
     if not isinstance(url, str):
         raise TypeError(f"a store URL must be a str, got {type(url).__name__}")
     scheme, sep, _ = url.partition("://")
     if not sep or not scheme:
-        raise ValueError(f"not a store URL (expected scheme://...): {url!r}")
+        raise ValueError(f"not a store URL (expected scheme://...): {redact_url(url)!r}")
     scheme = scheme.split("+", 1)[0].lower()
     if scheme == "memory":
         return MemoryStore()
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):
         if entry_point.name == scheme:
             factory = cast(StoreFactory, entry_point.load())
-            return factory.from_url(url, **options)
+            if create:
+                return factory.from_url(url, **options)
+            try:
+                return factory.from_url(url, create=False, **options)
+            except TypeError as exc:
+                if "create" not in str(exc):
+                    raise
+                raise StoreError(
+                    f"the {scheme!r} store cannot be opened without creating it ({redact_url(url)!r}): "
+                    f"its factory {entry_point.value} takes no create= option"
+                ) from exc
     plugin = _PLUGIN_FOR_SCHEME.get(scheme)
     hint = f"; install the {plugin!r} distribution" if plugin else ""
-    raise StoreNotFound(f"no store is installed for the URL scheme {scheme!r} in {url!r}{hint}")
+    raise StoreNotFound(f"no store is installed for the URL scheme {scheme!r} in {redact_url(url)!r}{hint}")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password hidden, fit for output, logs and error messages.
+
+    The password of the user info (``postgresql://app:secret@db/events``) and
+    a ``password=`` query parameter become ``***``; the rest is kept as given.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url.split("://", 1)[0] + "://" + _HIDDEN if "://" in url else url
+    netloc = parts.netloc
+    userinfo, at, host = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.split(':', 1)[0]}:{_HIDDEN}@{host}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(key.lower() in _SECRET_PARAMETERS for key, _ in pairs):
+            query = urlencode(
+                [(key, _HIDDEN if key.lower() in _SECRET_PARAMETERS else value) for key, value in pairs], safe="*"
+            )
+    if netloc == parts.netloc and query == parts.query:
+        return url
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def open_store(store: Store | str | None) -> Store:
