@@ -111,6 +111,14 @@ def test_a_bare_call_prints_help_and_exits_0() -> None:
         assert f"  {command} " in done.stdout
 
 
+def test_a_bare_dlq_prints_its_help_and_exits_0() -> None:
+    done = _run("dlq")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Usage: eventbus dlq")
+    for action in ("list", "purge", "redrive"):
+        assert f"  {action} " in done.stdout
+
+
 def test_version() -> None:
     done = _run("--version")
     assert done.returncode == 0
@@ -154,6 +162,14 @@ def test_a_missing_sqlite_file_is_an_error_naming_it(command: list[str], tmp_pat
     assert "does not exist" in done.stderr
     assert "Traceback" not in done.stderr
     assert not path.exists()
+
+
+def test_export_from_a_missing_store_leaves_no_file(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    done = _run("export", f"sqlite:///{tmp_path / 'typo.db'}", "-o", str(out))
+    assert done.returncode == 1
+    assert "does not exist" in done.stderr
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("command", READ_COMMANDS, ids=" ".join)
@@ -217,6 +233,23 @@ def test_no_progress_bar_when_stderr_is_not_a_terminal(filled: str) -> None:
         assert done.stderr == ""
         assert "\x1b" not in done.stdout
         assert len(done.stdout.splitlines()) == 7
+
+
+def test_a_reader_that_stops_early_ends_the_export_quietly(url: str) -> None:
+    _fill(url, [CliNote(text="x" * 200) for _ in range(2_000)])  # far more than a pipe holds
+    child = subprocess.Popen(
+        [sys.executable, "-m", "eventbus.cli", "export", url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_env(),
+    )
+    assert child.stdout is not None
+    assert child.stderr is not None
+    assert json.loads(child.stdout.readline())["seq"] == 1
+    child.stdout.close()  # as `| head -1` does
+    assert child.wait(WAIT) == 1
+    assert child.stderr.read() == b""
+    child.stderr.close()
 
 
 def _on_terminal(args: Sequence[str], *streams: str, answer: bytes = b"") -> tuple[int, str, str, str]:

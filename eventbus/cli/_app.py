@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -9,7 +10,7 @@ import click
 
 from .. import __version__
 from ..exceptions import EventBusError
-from ._common import CommandError, run
+from ._common import CommandError, print_help_when_bare, run
 from .catalog import catalog_command
 from .deadletters import dlq_group
 from .history import export_command, replay_command, tail_command
@@ -22,11 +23,18 @@ _INTERRUPTED = 130
 
 
 class _Group(click.Group):
-    """Turns the errors a user can act on into one line on stderr and exit status 1."""
+    """Turns the errors a user can act on into one line on stderr and exit status 1.
+
+    Ctrl-C exits with status 130; a closed pipe on stdout ends the command quietly.
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:
+            # the reader went away (`eventbus export URL | head`): stop quietly, as the docs of `signal` advise
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise click.exceptions.Exit(1) from None
         except (EventBusError, ValueError, OSError) as exc:
             raise CommandError(f"{type(exc).__name__}: {exc}") from exc
         except KeyboardInterrupt:
@@ -47,8 +55,7 @@ def cli(ctx: click.Context) -> None:
     postgresql://user@host:5432/db, memory://. Commands that only read
     never create a store: a missing one is an error naming it.
     """
-    if ctx.invoked_subcommand is None:
-        click.echo(ctx.get_help())
+    print_help_when_bare(ctx)
 
 
 @cli.command("demo")

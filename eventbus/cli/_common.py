@@ -25,6 +25,7 @@ __all__ = [
     "json_line",
     "opened_store",
     "people",
+    "print_help_when_bare",
     "record_to_json",
     "run",
     "text_line",
@@ -63,6 +64,12 @@ class CommandError(click.ClickException):
 def run(function: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
     """Run an async command body to the end (on asyncio) and return its result."""
     return anyio.run(partial(function, *args, **kwargs))
+
+
+def print_help_when_bare(ctx: click.Context) -> None:
+    """In a group's callback: a call without a command prints the group's help (exit status 0)."""
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
 
 
 def people() -> Console:

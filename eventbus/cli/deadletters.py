@@ -12,7 +12,16 @@ from rich.table import Table
 
 from ..deadletter import DeadLetter
 from ..store.url import redact_url
-from ._common import CommandError, dead_letter_to_json, ensure_store, opened_store, people, run, url_argument
+from ._common import (
+    CommandError,
+    dead_letter_to_json,
+    ensure_store,
+    opened_store,
+    people,
+    print_help_when_bare,
+    run,
+    url_argument,
+)
 from ._loader import load_bus
 
 __all__ = ["dlq_group", "letters_in", "purge", "redrive"]
@@ -55,9 +64,11 @@ async def redrive(url: str, *, app: str, ids: Sequence[UUID] = ()) -> tuple[int,
     return succeeded, left
 
 
-@click.group("dlq")
-def dlq_group() -> None:
+@click.group("dlq", invoke_without_command=True)
+@click.pass_context
+def dlq_group(ctx: click.Context) -> None:
     """Dead letters: list, redrive or purge them."""
+    print_help_when_bare(ctx)
 
 
 @dlq_group.command("list")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TextIO
 
 import anyio
@@ -24,28 +25,39 @@ async def dump(
     url: str,
     line: Callable[[Record], str],
     *,
-    output: TextIO | None = None,
+    path: str | None = None,
     from_seq: int = 1,
     to_seq: int | None = None,
     types: Sequence[str] = (),
     label: str = "reading",
 ) -> int:
-    """Write each record in range as ``line(record)``; returns how many.
+    """Write each record in range as ``line(record)``, to stdout or the file ``path``; returns how many.
 
-    ``output`` defaults to stdout. A progress bar runs on stderr while it
-    works, when stderr is a terminal. Reads page by page, in constant memory.
+    The file is opened once the store is: a missing store leaves no file
+    behind. A progress bar runs on stderr while it works, when stderr is a
+    terminal. Reads page by page, in constant memory.
     """
     async with opened_store(url) as store:
         last = to_seq if to_seq is not None else await store.head()
         written = 0
-        with progress(last - from_seq + 1, label=label) as advance:
+        with _opened(path) as file, progress(last - from_seq + 1, label=label) as advance:
             # stdout is looked up here: while a bar is drawn on the same terminal, Rich stands in for it
-            write = (sys.stdout if output is None else output).write
+            write = (sys.stdout if file is None else file).write
             async for page in _pages(store, from_seq, to_seq, types):
                 write("".join([line(record) + "\n" for record in page]))
                 written += len(page)
                 advance(page[-1].seq - page[0].seq + 1)
         return written
+
+
+@contextmanager
+def _opened(path: str | None) -> Iterator[TextIO | None]:
+    """The file ``path`` opened for writing, or None for stdout."""
+    if path is None:
+        yield None
+        return
+    with open(path, "w", encoding="utf-8") as file:
+        yield file
 
 
 async def tail(
@@ -126,12 +138,10 @@ def export_command(url: str, from_seq: int, to_seq: int | None, types: tuple[str
 
     A progress bar runs on stderr when stderr is a terminal.
     """
-    if output == "-":
-        run(dump, url, json_line, from_seq=from_seq, to_seq=to_seq, types=types, label="export")
-        return
-    with open(output, "w", encoding="utf-8") as file:
-        written = run(dump, url, json_line, output=file, from_seq=from_seq, to_seq=to_seq, types=types, label="export")
-    click.echo(f"exported {written} records to {output}", err=True)
+    path = None if output == "-" else output
+    written = run(dump, url, json_line, path=path, from_seq=from_seq, to_seq=to_seq, types=types, label="export")
+    if path is not None:
+        click.echo(f"exported {written} records to {path}", err=True)
 
 
 @click.command("tail")
