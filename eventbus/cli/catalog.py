@@ -206,7 +206,9 @@ _FORMATS = ("json", "markdown", "asyncapi")
     metavar="MODULE:ATTRIBUTE",
     help="Your EventBus, or a function taking a store URL returning it.",
 )
-@click.option("--format", "output_format", type=click.Choice(_FORMATS), default="json", show_default=True)
+@click.option(
+    "--format", "output_format", type=click.Choice(_FORMATS), default="json", show_default=True, help="What to write."
+)
 @click.option(
     "-o", "--output", type=click.File("w", encoding="utf-8"), default="-", help="File to write [default: stdout]."
 )
