@@ -1,4 +1,4 @@
-"""The ``eventbus`` command group: options every command shares, errors, and the list of commands."""
+"""The ``eventbus`` command group: how errors end a command, the demo, and the list of commands."""
 
 from __future__ import annotations
 
