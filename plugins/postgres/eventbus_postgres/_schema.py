@@ -91,16 +91,23 @@ def quoted(schema: str) -> str:
     return f'"{schema}"'
 
 
-async def migrate(conn: PoolConnectionProxy[Any], schema: str, where: str) -> None:
+async def migrate(conn: PoolConnectionProxy[Any], schema: str, where: str, *, create: bool = True) -> None:
     """Create ``schema`` and its tables, or bring them to `SCHEMA_VERSION`.
 
     A schema already at this version is only read, so a role without
     ``CREATE`` privileges can use tables that an administrator created.
-    ``where`` names the database in error messages.
+    ``where`` names the database in error messages. With ``create=False`` a
+    missing schema (or one without the store's tables) raises `StoreError`
+    and nothing is created.
     """
     s = quoted(schema)
-    if _usable(await _version(conn, s), schema, where):
+    version = await _version(conn, s)
+    if _usable(version, schema, where):
         return
+    if version == 0 and not create:
+        exists = await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema)
+        problem = "holds no eventbus store" if exists else "does not exist"
+        raise StoreError(f"schema {schema!r} at {where} {problem} (not created: the store must exist already)")
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"eventbus_postgres:{schema}")
         await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")

@@ -79,9 +79,14 @@ class PostgresStore:
     query string (keywords win); see `PostgresOptions`. Runs on asyncio and on
     trio (there through a private asyncio loop in a thread the store owns).
 
+    ``create=False`` opens only an existing store: a schema without the
+    store's tables is then an error naming it, and nothing is created (what
+    read-only tools want).
+
     Attributes:
         url: the URL, password hidden (what error messages name).
         options: the resolved `PostgresOptions`.
+        create: whether `open` creates a missing schema and its tables.
     """
 
     features = StoreFeatures(persistent=True, shared_between_processes=True, gapless=True)
@@ -94,6 +99,7 @@ class PostgresStore:
         min_pool_size: int | None = None,
         max_pool_size: int | None = None,
         connect_timeout: float | None = None,
+        create: bool = True,
     ) -> None:
         parsed = PostgresUrl.parse(url)
         try:
@@ -110,6 +116,7 @@ class PostgresStore:
             options, **{name: value for name, value in overrides.items() if value is not None}
         )
         self.url = parsed.display
+        self.create = create
         self._dsn = parsed.dsn
         self._application_name = parsed.application_name
         self._sql = Statements(self.options.schema)
@@ -125,7 +132,11 @@ class PostgresStore:
         return f"PostgresStore({self.url!r}, schema={self.options.schema!r})"
 
     async def open(self) -> None:
-        """Connect the pool and create or migrate the schema."""
+        """Connect the pool and create or migrate the schema.
+
+        With ``create=False`` a missing schema raises `StoreError` naming it
+        and nothing is created.
+        """
         if self._runner is not None:
             raise StoreError(f"{self!r} is already open")
         runner = start_runner()
@@ -285,7 +296,7 @@ class PostgresStore:
         )
         try:
             async with pool.acquire() as conn:
-                await migrate(conn, options.schema, self.url)
+                await migrate(conn, options.schema, self.url, create=self.create)
         except BaseException:
             pool.terminate()
             raise

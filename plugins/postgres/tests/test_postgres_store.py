@@ -209,6 +209,27 @@ async def test_a_newer_schema_is_refused(store: PostgresStore, schema: str) -> N
         await store.open()
 
 
+async def test_without_create_a_missing_schema_is_an_error_and_stays_missing(schema: str) -> None:
+    missing = PostgresStore(store_url(schema), create=False)
+    with pytest.raises(StoreError, match=f"schema '{schema}' .* does not exist"):
+        await missing.open()
+    assert await sql("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema) == []
+    await sql(f'CREATE SCHEMA "{schema}"')  # a schema without the store's tables is no store either
+    with pytest.raises(StoreError, match="holds no eventbus store"):
+        await store_from_url(store_url(schema), create=False).open()
+    assert await sql("SELECT table_name FROM information_schema.tables WHERE table_schema = $1", schema) == []
+
+
+async def test_without_create_an_existing_store_opens(store: PostgresStore, schema: str) -> None:
+    await store.append(tick_records(0, 0, 2))
+    existing = store_from_url(store_url(schema), create=False)
+    await existing.open()
+    try:
+        assert [record.event for record in await existing.read()] == [Tick(n=0), Tick(n=1)]
+    finally:
+        await existing.close()
+
+
 async def test_a_role_without_create_rights_uses_an_existing_schema(store: PostgresStore, schema: str) -> None:
     role = new_schema_name()
     await sql(f'CREATE ROLE "{role}" LOGIN')

@@ -36,9 +36,12 @@ def sqlite_errors(where: str) -> Iterator[None]:
         raise StoreError(f"SQLite store {where}: {exc}") from exc
 
 
-def connect_writer(path: Path, options: SqliteOptions) -> sqlite3.Connection:
-    """The connection every write goes through: WAL, ``synchronous`` as configured."""
-    connection = _connect(path, options)
+def connect_writer(path: Path, options: SqliteOptions, *, create: bool = True) -> sqlite3.Connection:
+    """The connection every write goes through: WAL, ``synchronous`` as configured.
+
+    With ``create=False`` a missing file is an error instead of a new database.
+    """
+    connection = _connect(path, options, create=create)
     try:
         mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode != "wal":
@@ -62,9 +65,11 @@ def connect_reader(path: Path, options: SqliteOptions) -> sqlite3.Connection:
     return connection
 
 
-def _connect(path: Path, options: SqliteOptions) -> sqlite3.Connection:
+def _connect(path: Path, options: SqliteOptions, *, create: bool = True) -> sqlite3.Connection:
+    # mode=rw opens an existing file only: SQLite itself refuses to create it, so no race with a check
     return sqlite3.connect(
-        path,
+        path if create else f"{path.absolute().as_uri()}?mode=rw",
+        uri=not create,
         timeout=options.busy_timeout,
         isolation_level=None,
         check_same_thread=False,

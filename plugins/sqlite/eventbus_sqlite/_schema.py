@@ -88,11 +88,19 @@ SCHEMA_VERSION = len(MIGRATIONS)
 """The schema version this eventbus-sqlite writes and understands."""
 
 
-def migrate(connection: sqlite3.Connection, where: str) -> None:
-    """Bring the file behind ``connection`` (in autocommit mode) to `SCHEMA_VERSION`."""
+def migrate(connection: sqlite3.Connection, where: str, *, create: bool = True) -> None:
+    """Bring the file behind ``connection`` (in autocommit mode) to `SCHEMA_VERSION`.
+
+    With ``create=False`` a file without the store's tables raises `StoreError`
+    instead of getting them.
+    """
     connection.execute("BEGIN IMMEDIATE")
     try:
         version = _stored_version(connection, where)
+        if version == 0 and not create:
+            raise StoreError(
+                f"SQLite store {where} holds no eventbus store (not created: the store must exist already)"
+            )
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"SQLite store {where}: the file has eventbus schema version {version}, newer than "

@@ -68,17 +68,23 @@ class SqliteStore:
     Args:
         path: the database file; created with its schema on first `open`.
         options: durability and waiting; see `SqliteOptions`.
+        create: ``False`` to open only an existing store: `open` then raises
+            `StoreError` naming the file when it is missing or holds no
+            eventbus tables, and creates nothing (what read-only tools want).
     """
 
     features = StoreFeatures(persistent=True, shared_between_processes=True, gapless=True)
 
-    def __init__(self, path: str | os.PathLike[str], options: SqliteOptions | None = None, *, url: str = "") -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], options: SqliteOptions | None = None, *, url: str = "", create: bool = True
+    ) -> None:
         if "\x00" in os.fspath(path):
             raise ValueError(
                 f"SQLite store path {os.fspath(path)!r} holds a NUL character, which no file name can hold"
             )
         self.path = Path(path).absolute()
         self.options = options if options is not None else SqliteOptions()
+        self.create = create
         self._where = f"{redact_url(url)} ({self.path})" if url else str(self.path)
         self._writer: Writer | None = None
         self._readers: ReaderPool | None = None
@@ -87,17 +93,18 @@ class SqliteStore:
         self._appended: anyio.Event | None = None
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> SqliteStore:
+    def from_url(cls, url: str, *, create: bool = True, **options: Any) -> SqliteStore:
         """The store a ``sqlite:///relative.db`` or ``sqlite:////absolute.db`` URL names.
 
         Keyword ``options`` (see `SqliteOptions`) override those in the URL's
-        query string. Raises `ValueError` naming the URL when it is not one.
+        query string; ``create`` as for the constructor. Raises `ValueError`
+        naming the URL when it is not one.
         """
         path, url_options = parse_url(url)
         unknown = set(options) - {field.name for field in fields(SqliteOptions)}
         if unknown:
             raise TypeError(f"unknown SQLite store option {sorted(unknown)[0]!r} for {url!r}")
-        return cls(path, replace(url_options, **options), url=url)
+        return cls(path, replace(url_options, **options), url=url, create=create)
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"
@@ -118,11 +125,14 @@ class SqliteStore:
 
         Raises `StoreError` naming the file when it cannot be opened: a
         missing directory, a file that is not SQLite or is corrupt, a schema
-        from a newer eventbus-sqlite.
+        from a newer eventbus-sqlite; with ``create=False``, a missing file or
+        one without the store's tables.
         """
         if self._writer is not None:
             raise StoreError(f"SQLite store {self._where} is already open")
-        self._writer = await to_thread.run_sync(Writer.open, self.path, self.options, self._where)
+        self._writer = await to_thread.run_sync(
+            partial(Writer.open, self.path, self.options, self._where, create=self.create)
+        )
         self._readers = ReaderPool(self.path, self.options)
         self._write_lock = anyio.Lock()
         self._appended = anyio.Event()

@@ -53,12 +53,18 @@ class Writer:
         """Records committed so far."""
 
     @classmethod
-    def open(cls, path: Path, options: SqliteOptions, where: str) -> Writer:
-        """Connect, switch to WAL and bring the schema up to date."""
+    def open(cls, path: Path, options: SqliteOptions, where: str, *, create: bool = True) -> Writer:
+        """Connect, switch to WAL and bring the schema up to date.
+
+        With ``create=False`` a missing file, or one without the store's
+        tables, raises `StoreError` and nothing is created.
+        """
+        if not create and not path.is_file():
+            raise StoreError(f"SQLite store {where} does not exist (not created: the store must exist already)")
         with sqlite_errors(where):
-            connection = connect_writer(path, options)
+            connection = connect_writer(path, options, create=create)
             try:
-                migrate(connection, where)
+                migrate(connection, where, create=create)
             except BaseException:
                 connection.close()
                 raise
