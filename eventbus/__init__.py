@@ -18,6 +18,7 @@ from .exceptions import (
     EventBusError,
     EventDecodeError,
     HandlerTimeout,
+    HistoryTruncated,
     PluginError,
     StoreError,
     StoreNotFound,
@@ -29,7 +30,7 @@ from .policies import Backpressure, Retry
 from .record import Record
 from .replay import Replay
 from .stats import BusStats, SubscriptionStats
-from .store import MemoryStore, Store, StoreFeatures
+from .store import CompactResult, MemoryStore, Retention, Store, StoreFeatures
 from .subscription import Subscription
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "BusClosed",
     "BusStats",
     "CausationLoopError",
+    "CompactResult",
     "DeadLetter",
     "DeadLetters",
     "DuplicateEventType",
@@ -49,6 +51,7 @@ __all__ = [
     "EventRegistry",
     "Handle",
     "HandlerTimeout",
+    "HistoryTruncated",
     "MemoryStore",
     "Middleware",
     "Plugin",
@@ -56,6 +59,7 @@ __all__ = [
     "PublishMiddleware",
     "Record",
     "Replay",
+    "Retention",
     "Retry",
     "Store",
     "StoreError",

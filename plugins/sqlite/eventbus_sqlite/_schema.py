@@ -75,6 +75,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE INDEX eventbus_dead_letters_by_subscription ON eventbus_dead_letters (subscription, position)",
     ),
+    # Bounded history: first_seq is where retention has cut the history (every
+    # record from it to the head is kept); compaction finds the oldest record a
+    # dead letter refers to through the index.
+    (
+        "INSERT INTO eventbus_meta (key, value) VALUES ('first_seq', 1)",
+        "CREATE INDEX eventbus_dead_letters_by_seq ON eventbus_dead_letters (seq)",
+    ),
 )
 """``MIGRATIONS[n]`` takes a file from schema version ``n`` to ``n + 1``."""
 
