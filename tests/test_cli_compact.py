@@ -78,7 +78,7 @@ async def test_nothing_to_compact_to_is_an_error(tmp_path: Path) -> None:
 
 async def test_a_missing_file_is_an_error_naming_it_and_is_not_created(tmp_path: Path) -> None:
     path = tmp_path / "missing.db"
-    with pytest.raises(StoreError, match="missing.db"):
+    with pytest.raises(StoreError, match=r"missing\.db"):
         await compact_store(f"sqlite:///{path}", keep=10)
     assert not path.exists()
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
+import anyio
+
 from ..exceptions import StoreError
 from ..store.base import Store
 from ..store.retention import CompactResult, parse_age
@@ -38,7 +40,7 @@ async def compact_store(url: str, keep: int | None = None, keep_age: timedelta |
     if keep is None and age is None and not _has_retention(store):
         raise ValueError(f"nothing to compact {url} to: give --keep and/or --keep-age (or keep= in the URL)")
     path = getattr(store, "path", None)
-    if isinstance(path, os.PathLike) and not os.path.exists(path):
+    if isinstance(path, os.PathLike) and not await anyio.Path(path).exists():
         raise StoreError(f"no store at {url}: {os.fspath(path)} does not exist")
     await store.open()
     try:

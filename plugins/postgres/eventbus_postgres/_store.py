@@ -43,10 +43,10 @@ T = TypeVar("T")
 
 _logger = structlog.get_logger("eventbus")
 
-STEP_RECORDS = 2_000
+STEP_RECORDS = 10_000
 """A background compaction step runs after this many records appended by this
 store, even before ``compact_interval`` has passed, so each step is small."""
-STEP_ROWS = 20_000
+STEP_ROWS = 50_000
 """The most seqs one background step removes; a backlog goes over several steps."""
 HAND_ROWS = 100_000
 """Seqs per transaction when compacting by hand."""

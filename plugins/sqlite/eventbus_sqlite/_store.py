@@ -36,10 +36,10 @@ T = TypeVar("T")
 
 _logger = structlog.get_logger("eventbus")
 
-STEP_RECORDS = 2_000
+STEP_RECORDS = 10_000
 """A background compaction step runs after this many appended records, even
 before ``compact_interval`` has passed, so each step has little to remove."""
-STEP_ROWS = 20_000
+STEP_ROWS = 50_000
 """The most seqs one background step removes; a backlog goes over several steps."""
 STEP_PAGES = 2_048
 """The most free pages (8 MiB) one background step gives back to the file system."""
