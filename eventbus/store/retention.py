@@ -51,7 +51,7 @@ DEFAULT_COMPACT_INTERVAL = 1.0
 RETENTION_QUERY_KEYS = ("keep", "keep_age", "compact_interval")
 """The store-URL query parameters `Retention.from_query` reads (``?keep=1000000&keep_age=30d``)."""
 
-HistoryNeed = Callable[[], "int | None"]
+HistoryNeed = Callable[[], int | None]
 """What a running bus registers with ``store.hold_history``: returns the lowest
 seq some running subscription has not finished yet, or ``None`` when none
 needs anything from the store."""
@@ -177,15 +177,6 @@ class Retention:
         if self.keep_age is None:
             return None
         return now_ns - self.keep_age // timedelta(microseconds=1) * 1_000
-
-    def describe(self) -> str:
-        """``keep=1000, keep_age=30 days, 0:00:00``-style text for logs and messages."""
-        parts = []
-        if self.keep is not None:
-            parts.append(f"keep={self.keep}")
-        if self.keep_age is not None:
-            parts.append(f"keep_age={self.keep_age}")
-        return ", ".join(parts) or "keep everything"
 
 
 def policy_target(count_target: int | None, age_target: int | None, first_seq: int) -> int:
