@@ -79,7 +79,20 @@ _V2 = (
     "ALTER TABLE {s}.dead_letters ADD COLUMN IF NOT EXISTS depth integer NOT NULL DEFAULT 0",
 )
 
-MIGRATIONS: Sequence[Sequence[str]] = (_V1, _V2)
+_V3 = (
+    # first_seq: where retention has cut the history (every record from it to
+    # the head is kept). A row of its own, so compacting never locks seq_counter.
+    """
+    CREATE TABLE IF NOT EXISTS {s}.history (
+        singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+        first_seq bigint NOT NULL
+    )
+    """,
+    "INSERT INTO {s}.history (singleton, first_seq) VALUES (true, 1) ON CONFLICT DO NOTHING",
+    "CREATE INDEX IF NOT EXISTS dead_letters_seq ON {s}.dead_letters (seq)",
+)
+
+MIGRATIONS: Sequence[Sequence[str]] = (_V1, _V2, _V3)
 """``MIGRATIONS[n]`` takes a schema from version ``n`` to ``n + 1``; ``{s}`` is the quoted schema."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -185,7 +185,14 @@ async def test_opening_creates_the_schema_at_the_current_version(store: Postgres
     rows = await sql(f'SELECT version FROM "{schema}".schema_version ORDER BY version')
     assert rows == [(version,) for version in range(1, SCHEMA_VERSION + 1)]
     tables = await sql("SELECT table_name FROM information_schema.tables WHERE table_schema = $1", schema)
-    assert {name for (name,) in tables} == {"schema_version", "seq_counter", "records", "checkpoints", "dead_letters"}
+    assert {name for (name,) in tables} == {
+        "schema_version",
+        "seq_counter",
+        "history",
+        "records",
+        "checkpoints",
+        "dead_letters",
+    }
 
 
 async def test_stores_opening_at_once_create_the_schema_once(schema: str) -> None:

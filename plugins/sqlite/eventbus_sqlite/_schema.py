@@ -81,6 +81,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE eventbus_records ADD COLUMN depth INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE eventbus_dead_letters ADD COLUMN depth INTEGER NOT NULL DEFAULT 0",
     ),
+    # 3: bounded history: first_seq is where retention has cut the history (every
+    # record from it to the head is kept); compaction finds the oldest record a
+    # dead letter refers to through the index.
+    (
+        "INSERT INTO eventbus_meta (key, value) VALUES ('first_seq', 1)",
+        "CREATE INDEX eventbus_dead_letters_by_seq ON eventbus_dead_letters (seq)",
+    ),
 )
 """``MIGRATIONS[n]`` takes a file from schema version ``n`` to ``n + 1``."""
 
