@@ -107,7 +107,7 @@ def test_a_bare_call_prints_help_and_exits_0() -> None:
     done = _run()
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("Usage: eventbus")
-    for command in ("catalog", "demo", "dlq", "export", "replay", "stats", "tail"):
+    for command in ("catalog", "compact", "demo", "dlq", "export", "replay", "stats", "tail"):
         assert f"  {command} " in done.stdout
 
 
@@ -134,9 +134,9 @@ def test_without_the_cli_extra_the_command_names_it() -> None:
     assert "Traceback" not in done.stderr
 
 
-# -- read commands never create a store -------------------------------------------------
+# -- store commands never create a store ------------------------------------------------
 
-READ_COMMANDS = [
+STORE_COMMANDS = [
     ["replay"],
     ["export"],
     ["tail", "--limit", "1"],
@@ -144,6 +144,7 @@ READ_COMMANDS = [
     ["dlq", "list"],
     ["dlq", "purge", "--yes"],
     ["dlq", "redrive", "--app", "cli_app:create_bus"],
+    ["compact", "--keep", "1"],
 ]
 
 
@@ -153,7 +154,7 @@ def _store_command(command: list[str], url: str) -> list[str]:
     return [*command[:at], url, *command[at:]]
 
 
-@pytest.mark.parametrize("command", READ_COMMANDS, ids=" ".join)
+@pytest.mark.parametrize("command", STORE_COMMANDS, ids=" ".join)
 def test_a_missing_sqlite_file_is_an_error_naming_it(command: list[str], tmp_path: Path) -> None:
     path = tmp_path / "typo.db"
     done = _run(*_store_command(command, f"sqlite:///{path}"))
@@ -172,7 +173,7 @@ def test_export_from_a_missing_store_leaves_no_file(tmp_path: Path) -> None:
     assert not out.exists()
 
 
-@pytest.mark.parametrize("command", READ_COMMANDS, ids=" ".join)
+@pytest.mark.parametrize("command", STORE_COMMANDS, ids=" ".join)
 def test_a_missing_postgres_schema_is_an_error_naming_it(command: list[str], pg_schema: str) -> None:
     done = _run(*_store_command(command, f"{_with_password(POSTGRES_URL)}?schema={pg_schema}"))
     assert done.returncode == 1
@@ -390,6 +391,42 @@ def test_stats_as_json_and_as_tables(filled: str) -> None:
     assert ["│", AUDIT, "│", "3", "│"] in rows
 
 
+def test_compact_removes_old_history_and_reading_starts_after_it(filled: str) -> None:
+    done = _run("compact", filled, "--keep", "2")
+    assert done.returncode == 0, done.stderr
+    # the dead letters of O3..O5 (seqs 3..5) hold history from seq 3
+    assert done.stdout == (
+        f"{filled}: removed 2 records; history now starts at seq 3 (held back by a dead letter of '{AUDIT}' on seq 3)\n"
+    )
+    assert json.loads(_run("stats", filled, "--json").stdout)["first_seq"] == 3
+    replayed = _run("replay", filled, "--json")
+    assert [record["seq"] for record in _json_lines(replayed.stdout)] == [3, 4, 5, 6, 7]
+    below = _run("export", filled, "--from-seq", "1")
+    assert below.returncode == 1
+    assert "HistoryTruncated" in below.stderr
+    assert "read from seq 3" in below.stderr
+    assert below.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "message"),
+    [
+        ([], 1, "give --keep and/or --keep-age"),
+        (["--keep", "-1"], 2, "-1 is not in the range x>=0"),
+        (["--keep-age", "soon"], 2, "not an age: 'soon'"),
+        (["--keep-age", "0h"], 2, "greater than zero"),
+    ],
+)
+def test_compact_refuses_what_it_cannot_do_and_removes_nothing(
+    filled: str, args: list[str], status: int, message: str
+) -> None:
+    done = _run("compact", filled, *args)
+    assert done.returncode == status
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert json.loads(_run("stats", filled, "--json").stdout)["first_seq"] == 1
+
+
 def test_dlq_list_as_json_and_as_a_table(filled: str) -> None:
     listed = _run("dlq", "list", filled, "--subscription", AUDIT, "--json")
     assert listed.returncode == 0, listed.stderr
@@ -491,6 +528,7 @@ def test_on_postgres_no_password_appears_in_any_output(pg_schema: str) -> None:
         _run("export", url, "--to-seq", "2"),
         _run("export", url.replace("127.0.0.1:5432", "127.0.0.1:1"), "--to-seq", "2"),
         _run("stats", f"{POSTGRES_URL}?schema={pg_schema}&password={PASSWORD}"),
+        _run("compact", url, "--keep", "100"),
     ]
     for done in outputs:
         assert PASSWORD not in done.stdout + done.stderr, done.args
@@ -501,6 +539,8 @@ def test_on_postgres_no_password_appears_in_any_output(pg_schema: str) -> None:
     assert len(_json_lines(outputs[3].stdout)) == 3
     assert outputs[6].returncode == 1
     assert "postgres:***@127.0.0.1:1" in outputs[6].stderr
+    assert outputs[8].returncode == 0, outputs[8].stderr
+    assert outputs[8].stdout.startswith("postgresql://postgres:***@")
 
 
 # -- bad input ---------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from .. import __version__
 from ..exceptions import EventBusError
 from ._common import CommandError, print_help_when_bare, run
 from .catalog import catalog_command
+from .compact import compact_command
 from .deadletters import dlq_group
 from .history import export_command, replay_command, tail_command
 from .stats import stats_command
@@ -76,7 +77,7 @@ COMMANDS: tuple[click.Command, ...] = (
     stats_command,
     dlq_group,
     catalog_command,
-    # `eventbus compact URL` (eventbus/cli/compact.py, retention) joins here.
+    compact_command,
 )
 """The commands besides ``demo``, each defined in the module of its concept."""
 

@@ -26,7 +26,7 @@ async def dump(
     line: Callable[[Record], str],
     *,
     path: str | None = None,
-    from_seq: int = 1,
+    from_seq: int | None = None,
     to_seq: int | None = None,
     types: Sequence[str] = (),
     label: str = "reading",
@@ -35,9 +35,13 @@ async def dump(
 
     The file is opened once the store is: a missing store leaves no file
     behind. A progress bar runs on stderr while it works, when stderr is a
-    terminal. Reads page by page, in constant memory.
+    terminal. Reads page by page, in constant memory. Without ``from_seq`` it
+    starts at the first seq the store still holds; one below it is
+    `HistoryTruncated` naming that seq.
     """
     async with opened_store(url) as store:
+        if from_seq is None:
+            from_seq = store.first_seq
         last = to_seq if to_seq is not None else await store.head()
         written = 0
         with _opened(path) as file, progress(last - from_seq + 1, label=label) as advance:
@@ -106,14 +110,16 @@ async def _pages(
 def _range_options(command: Callable[..., None]) -> Callable[..., None]:
     command = types_option(command)
     command = click.option("--to-seq", type=_SEQ, default=None, help="Last seq to read [default: the head].")(command)
-    return click.option("--from-seq", type=_SEQ, default=1, show_default=True, help="First seq to read.")(command)
+    return click.option(
+        "--from-seq", type=_SEQ, default=None, help="First seq to read [default: the first one still stored]."
+    )(command)
 
 
 @click.command("replay")
 @url_argument
 @_range_options
 @click.option("--json", "as_json", is_flag=True, help="JSON lines (as `export` writes) instead of text.")
-def replay_command(url: str, from_seq: int, to_seq: int | None, types: tuple[str, ...], as_json: bool) -> None:
+def replay_command(url: str, from_seq: int | None, to_seq: int | None, types: tuple[str, ...], as_json: bool) -> None:
     """Print stored records, one per line, for people to read.
 
     Reads the stored JSON as it is, so it works without the event classes.
@@ -133,7 +139,7 @@ def replay_command(url: str, from_seq: int, to_seq: int | None, types: tuple[str
     default="-",
     help="File to write [default: stdout].",
 )
-def export_command(url: str, from_seq: int, to_seq: int | None, types: tuple[str, ...], output: str) -> None:
+def export_command(url: str, from_seq: int | None, to_seq: int | None, types: tuple[str, ...], output: str) -> None:
     """Write stored records as JSON lines, for programs.
 
     A progress bar runs on stderr when stderr is a terminal.

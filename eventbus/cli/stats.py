@@ -17,17 +17,19 @@ __all__ = ["stats_command", "store_stats"]
 
 
 async def store_stats(url: str) -> dict[str, Any]:
-    """Head, durable positions with their lag, and dead letters per subscription.
+    """Head, first stored seq, durable positions with their lag, and dead letters per subscription.
 
     The store must exist; the URL in the result has its password hidden.
     """
     async with opened_store(url) as store:
         head = await store.head()
+        first_seq = store.first_seq
         checkpoints = await store.checkpoints()
         letters = await store.dead_letters()
     return {
         "store": redact_url(url),
         "head": head,
+        "first_seq": first_seq,
         "subscriptions": {
             name: {"position": position, "lag": head - position} for name, position in sorted(checkpoints.items())
         },
@@ -39,7 +41,7 @@ async def store_stats(url: str) -> dict[str, Any]:
 @url_argument
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of tables.")
 def stats_command(url: str, as_json: bool) -> None:
-    """Show the head, durable positions and lag, and dead letters.
+    """Show the head, the first seq still stored, durable positions and lag, and dead letters.
 
     Durable subscriptions appear once they have saved a position.
     """
@@ -48,7 +50,16 @@ def stats_command(url: str, as_json: bool) -> None:
         click.echo(json.dumps(stats, indent=2))
         return
     console = people()
-    console.print(Text.assemble("store ", (stats["store"], "bold"), "  head ", (str(stats["head"]), "bold")))
+    console.print(
+        Text.assemble(
+            "store ",
+            (stats["store"], "bold"),
+            "  head ",
+            (str(stats["head"]), "bold"),
+            "  first seq ",
+            (str(stats["first_seq"]), "bold"),
+        )
+    )
     positions = Table("durable subscription", title="Checkpoints", title_justify="left")
     positions.add_column("position", justify="right")
     positions.add_column("lag", justify="right")
