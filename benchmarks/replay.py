@@ -46,7 +46,7 @@ def _rate(n: int, started: float) -> float:
 
 async def main(quick: bool) -> None:
     n = 100_000 if quick else 1_000_000
-    async with EventBus(store=MemoryStore()) as bus:
+    async with EventBus(store=MemoryStore(max_records=None)) as bus:
         records = await _fill(bus, n)
         print(f"eventbus replay benchmark ({n:,} stored events, MemoryStore; asyncio)\n")
         gc.collect()

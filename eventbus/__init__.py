@@ -19,6 +19,7 @@ from .exceptions import (
     EventBusError,
     EventDecodeError,
     HandlerTimeout,
+    HistoryTruncated,
     PluginError,
     StoreError,
     StoreNotFound,
@@ -31,7 +32,7 @@ from .record import Record
 from .redrive import DeadLetters
 from .replay import Replay
 from .stats import BusStats, SubscriptionStats
-from .store import MemoryStore, Store, StoreFeatures
+from .store import CompactResult, MemoryStore, Retention, Store, StoreFeatures
 from .subscription import Subscription
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "BusState",
     "BusStats",
     "CausationLoopError",
+    "CompactResult",
     "DeadLetter",
     "DeadLetters",
     "DeliveryContext",
@@ -53,6 +55,7 @@ __all__ = [
     "EventRegistry",
     "Handle",
     "HandlerTimeout",
+    "HistoryTruncated",
     "MemoryStore",
     "Middleware",
     "Plugin",
@@ -60,6 +63,7 @@ __all__ = [
     "PublishMiddleware",
     "Record",
     "Replay",
+    "Retention",
     "Retry",
     "Store",
     "StoreError",

@@ -256,6 +256,7 @@ class EventBus:
                 store = self.store
                 await store.open()
                 resources.push_async_callback(_shielded, store.close)
+                store.hold_history(self._history_needed)
                 self._head = await store.head()
                 self._commit.store = store
                 for plugin in self.plugins:
@@ -299,6 +300,11 @@ class EventBus:
 
     def _current_head(self) -> int:
         return self._head
+
+    def _history_needed(self) -> int | None:
+        """What the store's compaction must keep: the lowest seq a running subscription may still read."""
+        runs = (sub.run for sub in self._subscriptions.values() if sub.run is not None)
+        return min((seq for seq in (run.needed_from() for run in runs) if seq is not None), default=None)
 
     async def _stop_plugin(self, plugin: BusPlugin) -> None:
         with anyio.CancelScope(shield=True):
@@ -594,6 +600,7 @@ class EventBus:
         return BusStats(
             published=self._published,
             head=self._head,
+            first_seq=self.store.first_seq,
             subscriptions=MappingProxyType({name: sub.stats() for name, sub in self._subscriptions.items()}),
         )
 

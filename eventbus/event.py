@@ -129,6 +129,16 @@ class EventRegistry:
                 raise ValueError(f"an upcaster from version {from_version} of {name!r} is already registered")
             steps[from_version] = func
 
+    def names(self) -> list[str]:
+        """Every registered type name, sorted."""
+        with self._lock:
+            return sorted(self._classes)
+
+    def upcasters(self, name: str) -> dict[int, Upcaster]:
+        """The upcasters registered for ``name``, by the version each upgrades from."""
+        with self._lock:
+            return dict(sorted(self._upcasters.get(name, {}).items()))
+
     def current(self, name: str) -> type[Event]:
         """The newest registered class for ``name``; `UnknownEventType` if none."""
         cls = self._newest.get(name)

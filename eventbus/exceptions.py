@@ -10,6 +10,7 @@ EventBusError
 ├── HandlerTimeout            a handler attempt ran past its subscription's timeout
 ├── EventDecodeError          a stored event could not be turned back into its class
 │   └── UnknownEventType      ... because no class is registered under its name
+├── HistoryTruncated          a read asked for records that retention already removed
 ├── StoreError                a store failed or was given something it cannot hold
 │   └── StoreNotFound         no store is installed for a URL's scheme
 └── PluginError               a bus plugin could not be found or failed to start
@@ -30,6 +31,7 @@ __all__ = [
     "EventBusError",
     "EventDecodeError",
     "HandlerTimeout",
+    "HistoryTruncated",
     "PluginError",
     "StoreError",
     "StoreNotFound",
@@ -76,6 +78,26 @@ class EventDecodeError(EventBusError):
 
 class UnknownEventType(EventDecodeError):
     """No event class is registered under a stored (or requested) type name."""
+
+
+class HistoryTruncated(EventBusError):
+    """A read asked for records below the store's first retained seq: retention
+    (a `MemoryStore`'s ``max_records``, a durable store's ``retention=``, or
+    ``compact()``) has removed them.
+
+    Raised by `Store.read`, and so by ``bus.replay`` and `Replay`, whenever the
+    range asked for begins below ``first_seq``. Nothing is returned for such a
+    read: ask again from ``first_seq`` to get what is left.
+
+    Attributes:
+        first_seq: the first seq the store still holds (read from here).
+        requested: the seq that was asked for.
+    """
+
+    def __init__(self, message: str, *, first_seq: int, requested: int) -> None:
+        super().__init__(message)
+        self.first_seq = first_seq
+        self.requested = requested
 
 
 class StoreError(EventBusError):

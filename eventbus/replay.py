@@ -6,6 +6,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Collection
 from typing import cast
 
+from .exceptions import HistoryTruncated
 from .record import EventT, Record
 from .store.base import DEFAULT_PAGE_SIZE, Store
 
@@ -23,6 +24,11 @@ class Replay(AsyncIterator[Record[EventT]]):
     one page. Each record's event is decoded as it is yielded: one that cannot
     be decoded raises `EventDecodeError` (or `UnknownEventType`) from
     ``__anext__``, and iterating again goes on with the next record.
+
+    When the records asked for are no longer stored (the store's retention
+    removed everything below its ``first_seq``), ``__anext__`` raises
+    `HistoryTruncated` naming that first seq, at the start or at the page
+    where the replay ran into it; iterating again reads on from there.
     """
 
     def __init__(
@@ -55,7 +61,11 @@ class Replay(AsyncIterator[Record[EventT]]):
         if not self._page:
             if self._exhausted:
                 raise StopAsyncIteration
-            page = await self._store.read(self._next, to_seq=self._to, types=self._types, limit=self._page_size)
+            try:
+                page = await self._store.read(self._next, to_seq=self._to, types=self._types, limit=self._page_size)
+            except HistoryTruncated as exc:
+                self._next = exc.first_seq
+                raise
             if not page:
                 self._exhausted = True
                 raise StopAsyncIteration

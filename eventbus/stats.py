@@ -77,11 +77,14 @@ class BusStats(Mapping[str, SubscriptionStats]):
     Attributes:
         published: events this bus appended to its store.
         head: the greatest seq this bus has seen appended.
+        first_seq: the first seq the store still holds (1 until retention
+            removed anything; see `Store.first_seq`).
         subscriptions: name -> `SubscriptionStats`.
     """
 
     published: int
     head: int
+    first_seq: int
     subscriptions: Mapping[str, SubscriptionStats]
 
     def __getitem__(self, name: str) -> SubscriptionStats:
@@ -94,11 +97,12 @@ class BusStats(Mapping[str, SubscriptionStats]):
         return len(self.subscriptions)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-serialisable data: ``published``, ``head`` and
-        ``subscriptions`` (name -> `SubscriptionStats.to_dict`), for a health
-        endpoint or ``json.dumps``."""
+        """Plain JSON-serialisable data: ``published``, ``head``, ``first_seq``
+        and ``subscriptions`` (name -> `SubscriptionStats.to_dict`), for a
+        health endpoint or ``json.dumps``."""
         return {
             "published": self.published,
             "head": self.head,
+            "first_seq": self.first_seq,
             "subscriptions": {name: stats.to_dict() for name, stats in self.subscriptions.items()},
         }

@@ -6,6 +6,8 @@ process, as a real deployment would import the service's own module.
 
 from __future__ import annotations
 
+from typing import Any
+
 from eventbus import Event, EventBus, Record, Retry
 
 
@@ -31,3 +33,16 @@ def create_bus(url: str, *, broken: bool = False) -> EventBus:
             raise ValueError(f"cannot audit order {event.order_id}")
 
     return bus
+
+
+class CliRefund(Event, name="cli.refund", version=2):
+    """Money going back to a customer (version 2 added the reason)."""
+
+    order_id: str
+    reason: str
+
+
+@CliRefund.upcaster(from_version=1)
+def refund_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 refunds had no reason."""
+    return {**data, "reason": "unknown"}

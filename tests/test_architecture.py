@@ -20,6 +20,7 @@ LAYERS: list[list[str]] = [
     ["event"],
     ["record"],
     ["_context", "deadletter", "stats"],
+    ["store.retention"],
     ["store.base", "store.codec", "handler"],
     ["store.memory"],
     ["store.url"],
@@ -40,12 +41,13 @@ LAYERS: list[list[str]] = [
     ["testing.conformance", "testing._recording"],
     ["testing.testbus"],
     ["testing"],
-    ["cli._common"],
-    ["cli.demo", "cli.deadletters", "cli.history", "cli.stats"],
-    ["cli"],
-    ["cli.__main__"],
     [""],
     ["otel"],
+    ["cli._common", "cli._loader", "cli._progress", "cli.asyncapi"],
+    ["cli.demo", "cli.deadletters", "cli.history", "cli.stats", "cli.catalog", "cli.compact"],
+    ["cli._app"],
+    ["cli"],
+    ["cli.__main__"],
 ]
 """The modules of ``eventbus`` from the lowest layer up (``""`` is the package itself).
 A module may import modules of lower layers only."""

@@ -369,7 +369,8 @@ async def test_8_no_password_in_cli_output() -> None:
     try:
         async with EventBus(url) as bus:  # trust auth: any password is accepted
             await bus.publish(Payment(payment_id="P1", amount=1))
-        done = await anyio.to_thread.run_sync(eventbus_cli, "stats", url)
+        done = await anyio.to_thread.run_sync(eventbus_cli, "stats", "--json", url)
+        table = await anyio.to_thread.run_sync(eventbus_cli, "stats", url)
         failed = await anyio.to_thread.run_sync(
             eventbus_cli, "stats", with_password("postgresql://app@127.0.0.1:1/test?connect_timeout=2")
         )
@@ -377,11 +378,13 @@ async def test_8_no_password_in_cli_output() -> None:
         await anyio.to_thread.run_sync(admin_sql, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     assert done.returncode == 0, done.stderr
     assert '"head": 1' in done.stdout
+    assert table.returncode == 0, table.stderr
     assert failed.returncode == 1
-    for output in (done.stdout, done.stderr, failed.stdout, failed.stderr):
+    for output in (done.stdout, done.stderr, table.stdout, table.stderr, failed.stdout, failed.stderr):
         assert SECRET not in output
         assert "hunter2" not in output
     assert "***" in done.stdout
+    assert "***" in table.stdout
     assert "127.0.0.1:1" in failed.stderr
 
 

@@ -38,7 +38,8 @@ def test_the_tree_is_read_whole() -> None:
     assert tree["BusClosed"] == "EventBusError"
     assert tree["UnknownEventType"] == "EventDecodeError"
     assert tree["StoreNotFound"] == "StoreError"
-    assert len(tree) == 12
+    assert tree["HistoryTruncated"] == "EventBusError"
+    assert len(tree) == 13
 
 
 @pytest.mark.parametrize(("name", "parent"), sorted(drawn_tree().items(), key=lambda item: item[0]))

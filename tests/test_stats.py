@@ -189,6 +189,7 @@ async def test_to_dict_is_plain_json_serialisable_data() -> None:
     assert data == {
         "published": 1,
         "head": 1,
+        "first_seq": 1,
         "subscriptions": {
             "sink": {
                 "routed": 1,

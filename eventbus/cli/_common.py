@@ -1,33 +1,103 @@
-"""What the commands share: opening a store by URL, records as JSON, progress."""
+"""What the commands share: opening a store by URL, records and dead letters as text and JSON."""
 
 from __future__ import annotations
 
 import json
-import sys
-import time
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, TextIO
+from functools import partial
+from typing import Any, ParamSpec, TypeVar
+
+import anyio
+import click
+from rich.console import Console
 
 from ..deadletter import DeadLetter
 from ..exceptions import EventDecodeError
 from ..record import Record
 from ..store.base import Store
 from ..store.codec import UnreadableRecord
-from ..store.url import store_from_url
+from ..store.url import redact_url, store_from_url
 
-__all__ = ["Progress", "dead_letter_to_json", "opened_store", "record_to_json"]
+__all__ = [
+    "CommandError",
+    "dead_letter_to_json",
+    "ensure_store",
+    "json_line",
+    "opened_store",
+    "people",
+    "print_help_when_bare",
+    "record_to_json",
+    "run",
+    "text_line",
+    "types_option",
+    "url_argument",
+]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+url_argument = click.argument("url", metavar="URL")
+"""The store URL every store command takes first, e.g. ``sqlite:///events.db``."""
+
+types_option = click.option(
+    "--type", "types", multiple=True, metavar="NAME", help="Only records of this type name (repeatable)."
+)
+
+
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
+
+
+class CommandError(click.ClickException):
+    """A command failed for a reason its user can act on: one line on stderr, exit status 1.
+
+    Every URL in the message is shown with its password hidden.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(_URL.sub(lambda url: redact_url(url.group()), message))
+
+    def show(self, file: Any = None) -> None:
+        """Print ``eventbus: <message>`` on stderr."""
+        click.echo(f"eventbus: {self.format_message()}", file=file, err=True)
+
+
+def run(function: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
+    """Run an async command body to the end (on asyncio) and return its result."""
+    return anyio.run(partial(function, *args, **kwargs))
+
+
+def print_help_when_bare(ctx: click.Context) -> None:
+    """In a group's callback: a call without a command prints the group's help (exit status 0)."""
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+
+
+def people() -> Console:
+    """A Rich console on stdout for tables; text is printed as given, never read as markup."""
+    return Console(markup=False, highlight=False)
 
 
 @asynccontextmanager
-async def opened_store(url: str) -> AsyncIterator[Store]:
-    """The store a URL names, opened for the duration of the block."""
-    store = store_from_url(url)
+async def opened_store(url: str, *, create: bool = False) -> AsyncIterator[Store]:
+    """The store a URL names, opened for the duration of the block.
+
+    By default the store must exist: a missing SQLite file or PostgreSQL
+    schema is a `StoreError` naming it, and nothing is created.
+    """
+    store = store_from_url(url, create=create)
     await store.open()
     try:
         yield store
     finally:
         await store.close()
+
+
+async def ensure_store(url: str) -> None:
+    """Raise `StoreError` naming the store when it does not exist; create nothing."""
+    async with opened_store(url) as store:
+        await store.head()
 
 
 def record_to_json(record: Record) -> dict[str, Any]:
@@ -60,6 +130,21 @@ def record_to_json(record: Record) -> dict[str, Any]:
     }
 
 
+def json_line(record: Record) -> str:
+    """A record as one JSON line (what ``export``, ``replay --json`` and ``tail --json`` write)."""
+    return json.dumps(record_to_json(record))
+
+
+def text_line(record: Record) -> str:
+    """A record as one line for people to read (what ``replay`` and ``tail`` print); an unreadable row says why."""
+    if isinstance(record, UnreadableRecord):
+        return f"{record.seq:>8}  cannot be read: {record.problem}"
+    data = record.data
+    payload = data.decode() if isinstance(data, bytes) else data
+    stamp = record.recorded_at.isoformat(timespec="milliseconds")
+    return f"{record.seq:>8}  {stamp}  {record.type} v{record.version}  {payload}"
+
+
 def dead_letter_to_json(letter: DeadLetter) -> dict[str, Any]:
     """A dead letter as one JSON object (its record as in `record_to_json`)."""
     return {
@@ -73,42 +158,3 @@ def dead_letter_to_json(letter: DeadLetter) -> dict[str, Any]:
         "traceback": letter.traceback,
         "record": record_to_json(letter.record),
     }
-
-
-class Progress:
-    """A one-line progress bar on stderr for long work, drawn only on a terminal.
-
-    Redrawn at most ten times a second, so it costs nothing per record.
-    """
-
-    _WIDTH = 30
-    _INTERVAL = 0.1
-
-    def __init__(self, total: int, *, label: str, stream: TextIO | None = None, enabled: bool | None = None) -> None:
-        self._stream = stream if stream is not None else sys.stderr
-        self._enabled = self._stream.isatty() if enabled is None else enabled
-        self._total = max(total, 1)
-        self._label = label
-        self._done = 0
-        self._started = time.monotonic()
-        self._drawn_at = 0.0
-
-    def advance(self, count: int = 1) -> None:
-        self._done += count
-        if self._enabled and time.monotonic() - self._drawn_at >= self._INTERVAL:
-            self._draw()
-
-    def close(self) -> None:
-        if self._enabled:
-            self._draw()
-            self._stream.write("\n")
-            self._stream.flush()
-
-    def _draw(self) -> None:
-        self._drawn_at = time.monotonic()
-        fraction = min(self._done / self._total, 1.0)
-        filled = int(fraction * self._WIDTH)
-        rate = self._done / max(self._drawn_at - self._started, 1e-9)
-        bar = "#" * filled + "-" * (self._WIDTH - filled)
-        self._stream.write(f"\r{self._label} [{bar}] {self._done}/{self._total} ({rate:,.0f}/s)")
-        self._stream.flush()

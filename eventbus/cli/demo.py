@@ -10,6 +10,7 @@ and replaying the history.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO
@@ -21,23 +22,29 @@ from ..event import Event
 from ..policies import Retry
 from ..record import Record
 
-__all__ = ["DEFAULT_DEMO_STORE", "run_demo"]
+__all__ = ["DEFAULT_DEMO_STORE", "create_bus", "run_demo"]
 
 DEFAULT_DEMO_STORE = "sqlite:///eventbus-demo.db"
 
 
 class OrderPlaced(Event, name="demo.order_placed", version=1):
+    """A customer placed an order."""
+
     order_id: str
     customer: str
     amount: float
 
 
 class PaymentCaptured(Event, name="demo.payment_captured", version=1):
+    """The order's payment was taken."""
+
     order_id: str
     amount: float
 
 
 class OrderShipped(Event, name="demo.order_shipped", version=1):
+    """The order left the warehouse."""
+
     order_id: str
 
 
@@ -49,6 +56,10 @@ ORDERS = (
 )
 
 
+def _big_order(event: OrderPlaced) -> bool:
+    return event.amount > 100
+
+
 class _Tour:
     """The demo service: its bus, handlers, and what it prints."""
 
@@ -56,31 +67,37 @@ class _Tour:
         self.out = out
         self.fraud_rules_fixed = False
         self.history_seen = 0
-        self.bus = EventBus(store=store)
-        bus = self.bus
+        self.bus = bus = EventBus(store=store)
+        bus.subscribe(OrderPlaced, self.charge, name="charge")
+        bus.subscribe(PaymentCaptured, self.ship, name="ship")
+        bus.subscribe(OrderPlaced, self.audit, where=_big_order, name="audit-big-orders")
+        bus.subscribe(
+            OrderPlaced, self.fraud_check, name="fraud-check", retry=Retry(attempts=3, backoff=0.01, jitter=0.0)
+        )
+        bus.subscribe(Event, self.history, name="order-history", durable=True)
 
-        @bus.subscribe(name="charge")
-        async def charge(event: OrderPlaced) -> None:
-            self.say(f"    charge        takes {event.amount:.2f} for {event.order_id}")
-            await bus.publish(PaymentCaptured(order_id=event.order_id, amount=event.amount))
+    async def charge(self, event: OrderPlaced) -> None:
+        """Take the payment, then announce it."""
+        self.say(f"    charge        takes {event.amount:.2f} for {event.order_id}")
+        await self.bus.publish(PaymentCaptured(order_id=event.order_id, amount=event.amount))
 
-        @bus.subscribe(name="ship")
-        async def ship(event: PaymentCaptured) -> None:
-            self.say(f"    ship          sends {event.order_id} on its way")
-            await bus.publish(OrderShipped(order_id=event.order_id))
+    async def ship(self, event: PaymentCaptured) -> None:
+        """Send a paid order on its way."""
+        self.say(f"    ship          sends {event.order_id} on its way")
+        await self.bus.publish(OrderShipped(order_id=event.order_id))
 
-        @bus.subscribe(OrderPlaced, where=lambda e: e.amount > 100, name="audit-big-orders")
-        def audit(event: OrderPlaced, record: Record) -> None:
-            self.say(f"    audit         flags big order {event.order_id} (seq {record.seq}, a sync handler)")
+    def audit(self, event: OrderPlaced, record: Record) -> None:
+        """Flag big orders (a sync handler, filtered with where=)."""
+        self.say(f"    audit         flags big order {event.order_id} (seq {record.seq}, a sync handler)")
 
-        @bus.subscribe(OrderPlaced, name="fraud-check", retry=Retry(attempts=3, backoff=0.01, jitter=0.0))
-        async def fraud_check(event: OrderPlaced) -> None:
-            if event.customer == "mallory" and not self.fraud_rules_fixed:
-                raise RuntimeError(f"fraud rules cannot score customer {event.customer!r}")
+    async def fraud_check(self, event: OrderPlaced) -> None:
+        """Score the customer; fails for mallory until the rules are fixed."""
+        if event.customer == "mallory" and not self.fraud_rules_fixed:
+            raise RuntimeError(f"fraud rules cannot score customer {event.customer!r}")
 
-        @bus.subscribe(Event, name="order-history", durable=True)
-        async def history(event: Event) -> None:
-            self.history_seen += 1
+    async def history(self, event: Event) -> None:
+        """Count every event (durable: resumes after its checkpoint)."""
+        self.history_seen += 1
 
     def say(self, line: str = "") -> None:
         self.out.write(line + "\n")
@@ -171,6 +188,16 @@ def _narrated_logs(out: TextIO) -> Iterator[None]:
         yield
     finally:
         structlog.configure(**previous)
+
+
+def create_bus(url: str) -> EventBus:
+    """The demo service's bus on the store ``url``, with its five subscriptions.
+
+    For the tools that take ``--app``: ``eventbus catalog --app
+    eventbus.cli.demo:create_bus`` describes it, and ``eventbus dlq redrive``
+    can redrive through its handlers (which narrate on stdout).
+    """
+    return _Tour(url, sys.stdout).bus
 
 
 async def run_demo(store: str = DEFAULT_DEMO_STORE, *, out: TextIO) -> None:

@@ -33,6 +33,13 @@ A record appended before an empty read started would have been in that read,
 and one appended after it is buffered or flagged as missed, so none falls
 between the two. The bus routes records in seq order (one append in flight
 at a time), which keeps the buffer ordered.
+
+History the store no longer holds (a read below its ``first_seq`` raises
+`HistoryTruncated`: a `MemoryStore` past ``max_records``, or a ``from_seq`` or
+durable checkpoint older than what retention kept) is not retried: the seqs
+lost are counted as routed and dropped, a warning names the subscription and
+the range, and catch-up goes on from ``first_seq``. `needed_from` tells the
+store's compaction how far back a running subscription still reads.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from collections import deque
 from collections.abc import Callable, Collection
 
 from .._log import logger
+from ..exceptions import HistoryTruncated
 from ..record import Record
 from ..store.base import DEFAULT_PAGE_SIZE, Store
 from .inbox import Inbox
@@ -139,12 +147,16 @@ class CatchUp:
         # a page never holds more than max_pending records: memory stays bounded while behind
         limit = min(DEFAULT_PAGE_SIZE, inbox.max_pending)
         from_seq = self.next_seq
-        page = await retrying(
-            lambda: self._store.read(from_seq, types=self._types, limit=limit),
-            "catch-up read",
-            inbox.name,
-            from_seq=from_seq,
-        )
+        try:
+            page = await retrying(
+                lambda: self._store.read(from_seq, types=self._types, limit=limit),
+                "catch-up read",
+                inbox.name,
+                from_seq=from_seq,
+            )
+        except HistoryTruncated as exc:
+            self._lost(from_seq, exc.first_seq)
+            return Step.READ
         if len(page) < limit:
             self.next_seq = max(self.next_seq, covered + 1)
         if page:
@@ -164,6 +176,15 @@ class CatchUp:
         self._enter(CatchUpState.LIVE)
         return Step.READ
 
+    def needed_from(self) -> int | None:
+        """The lowest seq this subscription may still read from the store
+        (None: none, it is live and was never routed anything)."""
+        if self.state is not CatchUpState.LIVE:
+            return self.next_seq
+        routed = self.inbox.routed_seq
+        # a live subscription reads the store only after spilling, from a seq routed later
+        return None if routed is None else routed + 1
+
     async def wait_for_append(self) -> None:
         """Tailing: return once the store may hold a record past ``next_seq - 1``."""
         after = self.next_seq - 1
@@ -179,6 +200,21 @@ class CatchUp:
             inbox.capacity = 0
         else:
             inbox.capacity = max(0, inbox.max_pending - len(self.page))
+
+    def _lost(self, from_seq: int, first_seq: int) -> None:
+        """Seqs ``from_seq`` to ``first_seq - 1`` are gone from the store: count them as dropped, go on after them."""
+        lost = max(0, first_seq - from_seq)
+        counters = self.inbox.counters
+        counters.routed += lost
+        counters.dropped += lost
+        self.next_seq = max(self.next_seq, first_seq)
+        logger.warning(
+            "history no longer stored, events dropped",
+            subscription=self.inbox.name,
+            from_seq=from_seq,
+            to_seq=first_seq - 1,
+            dropped=lost,
+        )
 
     def _prune(self) -> None:
         """Drop buffered records that a store read has already covered."""

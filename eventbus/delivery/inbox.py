@@ -68,6 +68,8 @@ class Inbox:
         self.in_flight: Collection[int] = ()
         """Seqs concurrent workers are delivering (see `owns`)."""
         self.missed = False
+        self.routed_seq: int | None = None
+        """The seq of the last record the bus routed here (None: none yet)."""
         self.closed = False
         self.rejections: dict[int, Exception] = {}
         self.parked = False
@@ -83,6 +85,7 @@ class Inbox:
 
     def offer(self, record: Record) -> None:
         """Take a record the bus routed here (the bus routes in seq order)."""
+        self.routed_seq = record.seq
         if self._where is not None and not self.accepts(record):
             return
         queue = self.queue

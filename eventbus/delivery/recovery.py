@@ -4,6 +4,10 @@ A store error in a catch-up read, a checkpoint load or a tail wait (a network
 store's connection reset, a locked SQLite file) must not stop the bus or the
 subscription: it is logged, and the call is made again after a pause that
 doubles up to `MAX_BACKOFF`. The subscription then goes on from where it was.
+
+`HistoryTruncated` is not retried: the records are gone and asking again
+cannot bring them back, so it reaches the caller (catch-up counts what was
+lost and goes on from the first seq still stored).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any, TypeVar
 import anyio
 
 from .._log import logger
+from ..exceptions import HistoryTruncated
 
 __all__ = ["Backoff", "FIRST_BACKOFF", "MAX_BACKOFF", "retrying"]
 
@@ -43,11 +48,14 @@ class Backoff:
 
 
 async def retrying(call: Callable[[], Awaitable[T]], what: str, subscription: str, **fields: Any) -> T:
-    """``await call()`` until it returns, logging each failure with ``what`` and ``fields``."""
+    """``await call()`` until it returns, logging each failure with ``what`` and
+    ``fields``; `HistoryTruncated` is raised at once."""
     backoff = Backoff()
     while True:
         try:
             return await call()
+        except HistoryTruncated:
+            raise
         except Exception as exc:
             delay = backoff.next()
             logger.error(

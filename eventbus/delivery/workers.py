@@ -111,6 +111,12 @@ class DeliveryRun:
             and not self.checkpoints.outstanding
         )
 
+    def needed_from(self) -> int | None:
+        """The lowest seq this run may still read from the store (None: none, or it stopped)."""
+        if self.inbox.closed or self.stopped.is_set():
+            return None
+        return self.catch_up.needed_from()
+
     async def wait_idle(self) -> None:
         """Return once `is_idle` holds."""
         await self.inbox.wait_idle(self.is_idle)

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from uuid import UUID
 
 if TYPE_CHECKING:
     from ..deadletter import DeadLetter
     from ..record import Record
+    from .retention import CompactResult, HistoryNeed
 
 __all__ = ["DEFAULT_PAGE_SIZE", "Store", "StoreFeatures", "check_letter_ids", "check_read_arguments"]
 
@@ -37,11 +39,19 @@ class StoreFeatures:
             `from_seq` subscriptions tail it.
         gapless: seqs have no gaps (every integer from 1 to the head names a
             record that was committed, unless it was deleted afterwards).
+        bounded: the store holds at most a fixed number of records and drops
+            its oldest past that bound, whatever still needs them (the
+            `MemoryStore`'s ``max_records``).
+        retention: the store takes a `Retention` policy and compacts in the
+            background while it is open, never removing a record that a
+            checkpoint, a dead letter or a running subscription holds.
     """
 
     persistent: bool = False
     shared_between_processes: bool = False
     gapless: bool = True
+    bounded: bool = False
+    retention: bool = False
 
 
 @runtime_checkable
@@ -50,9 +60,23 @@ class Store(Protocol):
 
     Records passed to `append` come with ``seq == 0``; the store assigns the
     sequence numbers. All other records it returns are fully populated.
+
+    History is removed only as a prefix: a store holds every record from
+    `first_seq` to its head, and reading below `first_seq` raises
+    `HistoryTruncated`.
     """
 
     features: StoreFeatures
+
+    @property
+    def first_seq(self) -> int:
+        """The first seq the store still holds: 1 until retention removes anything.
+
+        A store shared between processes reports what this process last
+        saw (it learns of another process's compaction when a read runs
+        into it).
+        """
+        ...
 
     async def open(self) -> None:
         """Connect, create the schema if needed. Called once by the bus on start."""
@@ -88,7 +112,9 @@ class Store(Protocol):
         """Up to ``limit`` records with ``from_seq <= seq <= to_seq``, in seq order.
 
         ``types`` keeps only records of those type names (``None``: all).
-        Raises `ValueError` for ``from_seq < 1`` or ``limit < 1``. Reading
+        Raises `ValueError` for ``from_seq < 1`` or ``limit < 1``, and
+        `HistoryTruncated` when ``from_seq`` lies below `first_seq` (and
+        ``to_seq`` does not end the range before it begins). Reading
         past the head returns an empty sequence. Payloads are decoded lazily,
         so a record that no longer validates fails only when its ``event`` is
         read.
@@ -98,6 +124,26 @@ class Store(Protocol):
     async def head(self) -> int:
         """The greatest seq ever assigned (0 for a store that never held a record)."""
         ...
+
+    async def compact(self, *, keep: int | None = None, keep_age: timedelta | None = None) -> CompactResult:
+        """Remove old history now; returns what was removed and the new `first_seq`.
+
+        ``keep`` / ``keep_age`` are the policy of this compaction (see
+        `Retention`); with neither, the store's own ``retention=`` (if any)
+        applies. Never removes a record at or above a durable checkpoint, one
+        a dead letter refers to, or one the registered `HistoryNeed` still
+        needs. Raises `ValueError` for a negative ``keep`` or a ``keep_age``
+        that is not a positive `timedelta`.
+        """
+        ...
+
+    def hold_history(self, needed: HistoryNeed | None) -> None:
+        """Register what the running bus still needs; ``None`` forgets it.
+
+        Compaction calls ``needed()`` before it removes anything, and removes
+        no record at or above the seq it returns. The bus registers it when
+        it starts; closing the store forgets it.
+        """
 
     async def wait_for_append(self, after_seq: int) -> None:
         """Return once a record with a seq greater than ``after_seq`` may exist.

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
 from collections.abc import Collection, Mapping, Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING
 from uuid import UUID
 
 from .base import DEFAULT_PAGE_SIZE, StoreFeatures, check_letter_ids, check_read_arguments
+from .retention import (
+    DEFAULT_MAX_RECORDS,
+    CompactionStep,
+    CompactResult,
+    HistoryNeed,
+    Hold,
+    Retention,
+    history_truncated,
+    needed_hold,
+)
 
 if TYPE_CHECKING:
     from ..deadletter import DeadLetter
@@ -16,30 +28,60 @@ if TYPE_CHECKING:
 __all__ = ["MemoryStore"]
 
 
+_MIN_SLACK = 1_024
+_SLACK_DIVISOR = 16
+"""Dropped records leave the list in one cut once they are a sixteenth of what
+it holds (at least `_MIN_SLACK`): each drop costs O(1), and the list's
+memory stays within a sixteenth of the bound."""
+
+
 def _seq_of(record: Record) -> int:
     return record.seq
 
 
 class MemoryStore:
-    """Keeps every record, checkpoint and dead letter in memory.
+    """Keeps the newest records, every checkpoint and dead letter in memory.
 
     Fast and gapless, gone with the process: for tests, for tools, and for
     services that want replay within one run. URL: ``memory://``.
+
+    Args:
+        max_records: the hard bound: past it, each append drops the oldest
+            records, whatever still needs them (a subscription reading them
+            back counts what it lost as dropped). ``None`` keeps everything,
+            so memory grows with every event (about 800 bytes a small event).
     """
 
-    features = StoreFeatures(persistent=False, shared_between_processes=False, gapless=True)
+    features = StoreFeatures(persistent=False, shared_between_processes=False, gapless=True, bounded=True)
 
-    def __init__(self) -> None:
+    def __init__(self, max_records: int | None = DEFAULT_MAX_RECORDS) -> None:
+        if max_records is not None and (
+            isinstance(max_records, bool) or not isinstance(max_records, int) or max_records < 1
+        ):
+            raise ValueError(f"max_records must be an int >= 1 or None (keep everything), got {max_records!r}")
+        self.max_records = max_records
         self._records: list[Record] = []
+        self._start = 0  # index in _records of the first record still held
+        self._first_seq = 1
         self._last_seq = 0
         self._checkpoints: dict[str, int] = {}
         self._dead_letters: dict[UUID, DeadLetter] = {}
+        self._needed: HistoryNeed | None = None
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(max_records={self.max_records!r})"
+
+    @property
+    def first_seq(self) -> int:
+        """The first seq still held (1 until the bound or a compaction removed anything)."""
+        return self._first_seq
 
     async def open(self) -> None:
         """Nothing to connect to."""
 
     async def close(self) -> None:
-        """Nothing to release; the contents stay readable until garbage-collected."""
+        """Forget the registered `HistoryNeed`; the contents stay readable until garbage-collected."""
+        self._needed = None
 
     async def append(self, records: Sequence[Record]) -> None:
         self.append_now(records)
@@ -53,6 +95,8 @@ class MemoryStore:
             record.seq = seq
         self._last_seq = seq
         self._records.extend(records)
+        if self.max_records is not None and len(self._records) - self._start > self.max_records:
+            self._drop(len(self._records) - self._start - self.max_records)
 
     async def read(
         self,
@@ -63,9 +107,11 @@ class MemoryStore:
         limit: int = DEFAULT_PAGE_SIZE,
     ) -> Sequence[Record]:
         check_read_arguments(from_seq, limit)
+        if from_seq < self._first_seq and (to_seq is None or to_seq >= from_seq):
+            raise history_truncated(repr(self), from_seq, self._first_seq)
         records = self._records
-        start = bisect_left(records, from_seq, key=_seq_of)
-        stop = len(records) if to_seq is None else bisect_left(records, to_seq + 1, key=_seq_of)
+        start = bisect_left(records, from_seq, lo=self._start, key=_seq_of)
+        stop = len(records) if to_seq is None else bisect_left(records, to_seq + 1, lo=start, key=_seq_of)
         if types is None:
             return records[start : min(stop, start + limit)]
         page: list[Record] = []
@@ -79,6 +125,35 @@ class MemoryStore:
 
     async def head(self) -> int:
         return self._last_seq
+
+    async def compact(self, *, keep: int | None = None, keep_age: timedelta | None = None) -> CompactResult:
+        """Remove old records now (see `Store.compact`).
+
+        A memory store has no policy of its own besides ``max_records``, which
+        every append enforces, so without ``keep`` or ``keep_age`` this removes
+        nothing.
+        """
+        step = CompactionStep(Retention(keep=keep, keep_age=keep_age), time.time_ns(), needed_hold(self._needed))
+        records, start = self._records, self._start
+        first_young: int | None = None
+        threshold = step.young_threshold_ns
+        if threshold is not None:
+            index = start
+            while index < len(records) and records[index].recorded_at_ns < threshold:
+                index += 1
+            first_young = records[index].seq if index < len(records) else None
+        bound, held_by, _ = step.decide(self._first_seq, self._last_seq, first_young, self._holds())
+        removed = bisect_left(records, bound, lo=start, key=_seq_of) - start
+        self._drop(removed)
+        self._first_seq = bound
+        return CompactResult(removed=removed, first_seq=bound, held_by=held_by)
+
+    def hold_history(self, needed: HistoryNeed | None) -> None:
+        """Register what the running bus still needs (see `Store.hold_history`).
+
+        Only `compact` heeds it: ``max_records`` is a hard bound.
+        """
+        self._needed = needed
 
     async def wait_for_append(self, after_seq: int) -> None:
         """Never called: a memory store is not shared between processes."""
@@ -110,10 +185,27 @@ class MemoryStore:
                 deleted += 1
         return deleted
 
+    def _holds(self) -> list[Hold]:
+        holds = [Hold.checkpoint(name, position) for name, position in self._checkpoints.items()]
+        holds.extend(Hold.dead_letter(letter.subscription, letter.record.seq) for letter in self._dead_letters.values())
+        return holds
+
+    def _drop(self, count: int) -> None:
+        """Drop the ``count`` oldest records held; ``first_seq`` follows the last one dropped."""
+        if count <= 0:
+            return
+        records = self._records
+        self._start += count
+        self._first_seq = max(self._first_seq, records[self._start - 1].seq + 1)
+        if self._start >= max(_MIN_SLACK, (len(records) - self._start) // _SLACK_DIVISOR):
+            del records[: self._start]
+            self._start = 0
+
     def delete_newest(self, count: int) -> None:
         """Drop the ``count`` newest records (their seqs are not reused).
 
         For tests of what a store does after rows were deleted.
         """
+        count = min(count, len(self._records) - self._start)
         if count > 0:
             del self._records[-count:]

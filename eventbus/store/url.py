@@ -11,7 +11,7 @@ import re
 from importlib.metadata import entry_points
 from typing import Any, Protocol, cast
 
-from ..exceptions import StoreNotFound
+from ..exceptions import StoreError, StoreNotFound
 from .base import Store
 from .memory import MemoryStore
 
@@ -34,7 +34,11 @@ _PLUGIN_FOR_SCHEME = {
 class StoreFactory(Protocol):
     """What an ``eventbus.stores`` entry point names: an object (usually the
     store class) whose ``from_url`` builds a store from the URL and keyword
-    options."""
+    options.
+
+    A factory that accepts ``create=False`` (open only an existing store,
+    never create one) lets read-only tools such as ``eventbus stats`` use it.
+    """
 
     def from_url(self, url: str, **options: Any) -> Store: ...
 
@@ -61,11 +65,17 @@ def redact_url(url: str) -> str:
     return _SECRET_PARAMETER.sub(rf"\1={REDACTED}", url)
 
 
-def store_from_url(url: str, **options: Any) -> Store:
+def store_from_url(url: str, *, create: bool = True, **options: Any) -> Store:
     """Create (not yet open) the store a URL names.
 
     ``memory://`` is built in; any other scheme is looked up among installed
     plugins. Raises `StoreNotFound` naming the distribution to install.
+
+    ``create=False`` asks for a store that opens only if it exists already:
+    its ``open()`` raises `StoreError` naming the missing file or schema
+    instead of creating it. A memory store always starts empty, so it does
+    not apply there; a plugin whose factory does not take ``create`` is a
+    `StoreError`.
     """
     if not isinstance(url, str):
         raise TypeError(f"a store URL must be a str, got {type(url).__name__}")
@@ -78,7 +88,17 @@ def store_from_url(url: str, **options: Any) -> Store:
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):
         if entry_point.name == scheme:
             factory = cast(StoreFactory, entry_point.load())
-            return factory.from_url(url, **options)
+            if create:
+                return factory.from_url(url, **options)
+            try:
+                return factory.from_url(url, create=False, **options)
+            except TypeError as exc:
+                if "create" not in str(exc):
+                    raise
+                raise StoreError(
+                    f"the {scheme!r} store cannot be opened without creating it ({redact_url(url)!r}): "
+                    f"its factory {entry_point.value} takes no create= option"
+                ) from exc
     plugin = _PLUGIN_FOR_SCHEME.get(scheme)
     hint = f"; install the {plugin!r} distribution" if plugin else ""
     raise StoreNotFound(f"no store is installed for the URL scheme {scheme!r} in {redact_url(url)!r}{hint}")

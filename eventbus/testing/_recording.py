@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from datetime import timedelta
 from uuid import UUID
 
 from ..deadletter import DeadLetter
 from ..record import Record
-from ..store import DEFAULT_PAGE_SIZE, Store, StoreFeatures
+from ..store import DEFAULT_PAGE_SIZE, CompactResult, HistoryNeed, Store, StoreFeatures
 
 __all__ = ["RecordingStore"]
 
@@ -25,6 +26,10 @@ class RecordingStore:
         self.features: StoreFeatures = store.features
         self.appended: list[Record] = []
         self.dead_letters_added: dict[UUID, DeadLetter] = {}
+
+    @property
+    def first_seq(self) -> int:
+        return self.store.first_seq
 
     async def open(self) -> None:
         await self.store.open()
@@ -48,6 +53,12 @@ class RecordingStore:
 
     async def head(self) -> int:
         return await self.store.head()
+
+    async def compact(self, *, keep: int | None = None, keep_age: timedelta | None = None) -> CompactResult:
+        return await self.store.compact(keep=keep, keep_age=keep_age)
+
+    def hold_history(self, needed: HistoryNeed | None) -> None:
+        self.store.hold_history(needed)
 
     async def wait_for_append(self, after_seq: int) -> None:
         await self.store.wait_for_append(after_seq)

@@ -4,7 +4,8 @@ Shaped like Watermill's ``pubsub/tests/test_pubsub.go``: the tests live here
 once, each store runs them in its own test module by subclassing
 `StoreConformance` and providing a ``store`` fixture plus a few hooks. A
 store with more `StoreFeatures` also subclasses the matching mixins,
-`PersistentStoreConformance` and `SharedStoreConformance`; the base suite
+`PersistentStoreConformance`, `SharedStoreConformance`,
+`BoundedStoreConformance` and `RetentionStoreConformance`; the base suite
 fails when a store declares a feature whose tests its module left out, so no
 guarantee goes untested and no test is skipped.
 
@@ -47,6 +48,11 @@ What the suite holds a store to, beyond the `Store` docstrings:
 - A store keeps whatever JSON a record carries without validating it, so a
   record whose payload no longer validates (or whose type is unknown) is
   stored, read back, and fails only when its ``event`` is read.
+- History goes only as a prefix, atomically: a reader paging through the
+  store while it compacts sees contiguous pages or `HistoryTruncated`,
+  never a gap. ``compact(keep=...)`` counts seqs, and never removes a record
+  at or above a durable checkpoint, one a dead letter refers to, or one the
+  registered `HistoryNeed` still needs.
 """
 
 from __future__ import annotations
@@ -68,12 +74,20 @@ from pydantic import Field
 
 from ..deadletter import DeadLetter
 from ..event import Event
-from ..exceptions import EventDecodeError, StoreError, UnknownEventType
+from ..exceptions import EventDecodeError, HistoryTruncated, StoreError, UnknownEventType
 from ..record import NO_HEADERS, Record
 from ..store.base import DEFAULT_PAGE_SIZE, Store
 from ..store.codec import storable_text
+from ..store.retention import Retention
 
-__all__ = ["PersistentStoreConformance", "SharedStoreConformance", "StoreConformance", "new_record"]
+__all__ = [
+    "BoundedStoreConformance",
+    "PersistentStoreConformance",
+    "RetentionStoreConformance",
+    "SharedStoreConformance",
+    "StoreConformance",
+    "new_record",
+]
 
 _ONE_MICROSECOND = timedelta(microseconds=1)
 _FIXED_TIME = datetime(2024, 2, 29, 23, 59, 59, 999_999, tzinfo=UTC)
@@ -81,6 +95,8 @@ _FIXED_TIME_NS = 1_700_000_000_123_456_789
 _CONCURRENT_WRITERS = 6
 _BATCHES_PER_WRITER = 8
 _CANCELLATION_POINTS = 6
+_AN_HOUR = timedelta(hours=1)
+_COMPACTION_ROUNDS = 30
 
 
 class _Sample(Event, name="eventbus.conformance.Sample", version=3):
@@ -265,6 +281,8 @@ class StoreConformance:
         declared = {
             "persistent": (store.features.persistent, PersistentStoreConformance),
             "shared_between_processes": (store.features.shared_between_processes, SharedStoreConformance),
+            "bounded": (store.features.bounded, BoundedStoreConformance),
+            "retention": (store.features.retention, RetentionStoreConformance),
         }
         for feature, (has_it, suite) in declared.items():
             assert has_it == isinstance(self, suite), (
@@ -619,6 +637,194 @@ class StoreConformance:
                 await store.delete_dead_letters(ids)
         assert [kept.id for kept in await store.dead_letters()] == [letter.id]
 
+    # -- bounded history ------------------------------------------------------
+
+    async def test_a_new_store_starts_at_seq_one(self, store: Store) -> None:
+        assert store.first_seq == 1
+        await store.append(_others(3))
+        assert store.first_seq == 1
+        assert len(await store.read(1)) == 3
+
+    async def test_compact_keeps_the_newest_seqs(self, store: Store) -> None:
+        records = _others(10)
+        await store.append(records)
+        seqs = _seqs(records)
+        head = await store.head()
+        result = await store.compact(keep=3)
+        assert (result.removed, result.first_seq, result.held_by) == (7, seqs[7], None)
+        assert store.first_seq == seqs[7]
+        assert await store.head() == head
+        assert _ids(await store.read(seqs[7])) == _ids(records[7:])
+        assert _ids(await store.read(seqs[8], to_seq=seqs[8])) == _ids(records[8:9])
+        later = _others(1, start=10)
+        await store.append(later)
+        if store.features.gapless:
+            assert later[0].seq == head + 1
+        assert _ids(await _read_all(store, seqs[7])) == _ids(records[7:] + later)
+
+    async def test_reading_below_first_seq_raises_history_truncated(self, store: Store) -> None:
+        records = [
+            new_record(_Sample(text=str(index))) if index % 2 else new_record(_Other(index=index)) for index in range(8)
+        ]
+        await store.append(records)
+        seqs = _seqs(records)
+        await store.compact(keep=4)
+        first = seqs[4]
+        for from_seq, to_seq, types in [
+            (1, None, None),
+            (seqs[3], None, None),
+            (seqs[0], seqs[1], None),
+            (seqs[2], None, {_Sample.__event_type__}),
+        ]:
+            with pytest.raises(HistoryTruncated, match=f"seq {first}") as caught:
+                await store.read(from_seq, to_seq=to_seq, types=types)
+            assert (caught.value.first_seq, caught.value.requested) == (first, from_seq)
+        assert list(await store.read(seqs[3], to_seq=seqs[2])) == []
+        assert _ids(await store.read(first, types={_Sample.__event_type__})) == _ids(
+            [record for record in records[4:] if record.type == _Sample.__event_type__]
+        )
+
+    async def test_compact_by_age(self, store: Store) -> None:
+        old = [new_record(_Other(index=index), recorded_at=datetime.now(UTC) - 2 * _AN_HOUR) for index in range(4)]
+        young = _others(3, start=4)
+        await store.append(old)
+        await store.append(young)
+        result = await store.compact(keep_age=_AN_HOUR)
+        assert (result.removed, result.first_seq) == (4, young[0].seq)
+        assert _ids(await store.read(store.first_seq)) == _ids(young)
+
+    async def test_with_a_count_and_an_age_each_is_a_limit(self, store: Store) -> None:
+        old = [new_record(_Other(index=index), recorded_at=datetime.now(UTC) - 2 * _AN_HOUR) for index in range(4)]
+        young = _others(4, start=4)
+        await store.append(old + young)
+        result = await store.compact(keep=6, keep_age=_AN_HOUR)
+        assert (result.removed, result.first_seq) == (4, young[0].seq)
+        result = await store.compact(keep=2, keep_age=_AN_HOUR)
+        assert (result.removed, result.first_seq) == (2, young[2].seq)
+
+    async def test_compact_without_a_policy_removes_nothing(self, store: Store) -> None:
+        await store.append(_others(5))
+        result = await store.compact()
+        assert (result.removed, result.first_seq) == (0, 1)
+        assert len(await store.read()) == 5
+
+    async def test_compact_never_moves_first_seq_back(self, store: Store) -> None:
+        records = _others(6)
+        await store.append(records)
+        await store.compact(keep=2)
+        result = await store.compact(keep=100)
+        assert (result.removed, result.first_seq) == (0, records[4].seq)
+        assert store.first_seq == records[4].seq
+
+    @pytest.mark.parametrize(
+        "policy",
+        [{"keep": -1}, {"keep": True}, {"keep": 1.5}, {"keep_age": timedelta(0)}, {"keep_age": 3600}],
+        ids=["negative-keep", "bool-keep", "float-keep", "zero-age", "age-not-timedelta"],
+    )
+    async def test_compact_refuses_a_bad_policy(self, store: Store, policy: dict[str, Any]) -> None:
+        await store.append(_others(3))
+        with pytest.raises(ValueError, match="keep"):
+            await store.compact(**policy)
+        assert len(await store.read()) == 3
+
+    async def test_compact_stops_at_the_lowest_durable_checkpoint(self, store: Store) -> None:
+        records = _others(8)
+        await store.append(records)
+        seqs = _seqs(records)
+        await store.save_checkpoints({"billing": seqs[3], "audit": seqs[6]})
+        result = await store.compact(keep=0)
+        assert (result.removed, result.first_seq) == (3, seqs[3])
+        assert result.held_by is not None
+        assert "billing" in result.held_by
+        assert _ids(await store.read(seqs[3])) == _ids(records[3:])
+        await store.save_checkpoints({"billing": seqs[7], "audit": seqs[7]})
+        result = await store.compact(keep=0)
+        assert (result.removed, result.first_seq) == (4, seqs[7])
+
+    async def test_compact_keeps_what_a_dead_letter_refers_to(self, store: Store) -> None:
+        records = _others(6)
+        await store.append(records)
+        stored = await store.read()
+        letter = _letter("billing", stored[2], 1)
+        await store.add_dead_letters([letter])
+        result = await store.compact(keep=0)
+        assert (result.removed, result.first_seq) == (2, stored[2].seq)
+        assert result.held_by is not None
+        assert "billing" in result.held_by
+        (kept,) = await store.dead_letters()
+        _assert_same_letter(kept, letter)
+        assert kept.record.event == records[2].event
+        assert _ids(await store.read(stored[2].seq, to_seq=stored[2].seq)) == [letter.record.event_id]
+        await store.delete_dead_letters([letter.id])
+        head = await store.head()
+        result = await store.compact(keep=0)
+        assert (result.removed, result.first_seq) == (4, head + 1)
+        assert list(await store.read(head + 1)) == []
+        with pytest.raises(HistoryTruncated):
+            await store.read(head)
+
+    async def test_compact_keeps_what_the_running_bus_needs(self, store: Store) -> None:
+        records = _others(8)
+        await store.append(records)
+        seqs = _seqs(records)
+        needed: list[int | None] = [seqs[5]]
+        store.hold_history(lambda: needed[0])
+        result = await store.compact(keep=1)
+        assert (result.removed, result.first_seq) == (5, seqs[5])
+        assert result.held_by is not None
+        assert str(seqs[5]) in result.held_by
+        needed[0] = None
+        result = await store.compact(keep=1)
+        assert (result.removed, result.first_seq, result.held_by) == (2, seqs[7], None)
+        needed[0] = seqs[7]
+        store.hold_history(None)
+        result = await store.compact(keep=0)
+        assert (result.removed, result.first_seq) == (1, seqs[7] + 1)
+
+    async def test_appending_after_compacting_everything(self, store: Store) -> None:
+        await store.append(_others(4))
+        head = await store.head()
+        assert (await store.compact(keep=0)).first_seq == head + 1
+        later = _others(2, start=4)
+        await store.append(later)
+        if store.features.gapless:
+            assert _seqs(later) == [head + 1, head + 2]
+        assert _ids(await store.read(store.first_seq)) == _ids(later)
+
+    async def test_readers_see_no_gap_while_the_store_compacts(self, store: Store) -> None:
+        done = anyio.Event()
+        truncated: list[tuple[int, HistoryTruncated]] = []
+
+        async def write_and_compact() -> None:
+            for round_ in range(_COMPACTION_ROUNDS):
+                await store.append(_others(7, start=round_ * 7))
+                await store.compact(keep=5)
+                await anyio.lowlevel.checkpoint()
+            done.set()
+
+        async def read_in_pages() -> None:
+            while not done.is_set():
+                from_seq = store.first_seq
+                try:
+                    page = await store.read(from_seq, limit=3)
+                except HistoryTruncated as exc:
+                    truncated.append((from_seq, exc))
+                    await anyio.lowlevel.checkpoint()
+                    continue
+                if page:
+                    assert page[0].seq == from_seq, f"a read from {from_seq} began at {page[0].seq}"
+                    assert _is_contiguous(_seqs(page))
+                await anyio.lowlevel.checkpoint()
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as group:
+                group.start_soon(read_in_pages)
+                group.start_soon(write_and_compact)
+        assert all(exc.first_seq > from_seq for from_seq, exc in truncated)
+        head = await store.head()
+        assert store.first_seq == head - 4
+        assert _seqs(await store.read(store.first_seq)) == list(range(head - 4, head + 1))
+
 
 class PersistentStoreConformance(StoreConformance):
     """The tests of `StoreFeatures.persistent`, on top of the whole base suite.
@@ -697,6 +903,16 @@ class PersistentStoreConformance(StoreConformance):
             assert later[0].seq > head
             assert _seqs(await reopened.read()) == _seqs(later)
 
+    async def test_first_seq_survives_reopening(self, store: Store) -> None:
+        records = _others(6)
+        await store.append(records)
+        await store.compact(keep=2)
+        async with self._reopened(store) as reopened:
+            assert reopened.first_seq == records[4].seq
+            with pytest.raises(HistoryTruncated):
+                await reopened.read(1)
+            assert _ids(await reopened.read(reopened.first_seq)) == _ids(records[4:])
+
 
 class SharedStoreConformance(StoreConformance):
     """The tests of `StoreFeatures.shared_between_processes`, on top of the base suite.
@@ -735,3 +951,146 @@ class SharedStoreConformance(StoreConformance):
             assert await store.head() == from_peer[-1].seq
         finally:
             await peer.close()
+
+    async def test_a_peers_compaction_is_seen_by_reads(self, store: Store) -> None:
+        records = _others(6)
+        await store.append(records)
+        peer = await self.open_peer(store)
+        try:
+            result = await peer.compact(keep=2)
+        finally:
+            await peer.close()
+        assert result.first_seq == records[4].seq
+        with pytest.raises(HistoryTruncated) as caught:
+            await store.read(records[1].seq)
+        assert caught.value.first_seq == records[4].seq
+        assert store.first_seq == records[4].seq
+        assert _ids(await store.read(records[4].seq)) == _ids(records[4:])
+
+
+class BoundedStoreConformance(StoreConformance):
+    """The tests of `StoreFeatures.bounded`, on top of the base suite.
+
+    The subclass also provides `open_bounded`.
+    """
+
+    async def open_bounded(self, max_records: int) -> Store:
+        """A new, opened, empty store that holds at most ``max_records`` records.
+
+        The suite closes what it returns.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement open_bounded()")
+
+    @asynccontextmanager
+    async def _bounded(self, max_records: int) -> AsyncIterator[Store]:
+        store = await self.open_bounded(max_records)
+        try:
+            yield store
+        finally:
+            await store.close()
+
+    async def test_past_the_bound_the_oldest_records_go(self, store: Store) -> None:
+        async with self._bounded(5) as bounded:
+            records = _others(3) + _others(3, start=3) + _others(2, start=6)
+            for batch in (records[:3], records[3:6], records[6:]):
+                await bounded.append(batch)
+            assert bounded.first_seq == records[3].seq
+            assert _ids(await bounded.read(bounded.first_seq)) == _ids(records[3:])
+            with pytest.raises(HistoryTruncated) as caught:
+                await bounded.read(1)
+            assert caught.value.first_seq == records[3].seq
+
+    async def test_a_batch_larger_than_the_bound_keeps_its_newest(self, store: Store) -> None:
+        async with self._bounded(4) as bounded:
+            records = _others(10)
+            await bounded.append(records)
+            assert _ids(await bounded.read(bounded.first_seq)) == _ids(records[6:])
+            assert bounded.first_seq == records[6].seq
+
+    async def test_the_bound_is_hard(self, store: Store) -> None:
+        async with self._bounded(3) as bounded:
+            await bounded.append(_others(2))
+            stored = await bounded.read()
+            await bounded.save_checkpoints({"billing": stored[0].seq})
+            await bounded.add_dead_letters([_letter("billing", stored[0], 1)])
+            bounded.hold_history(lambda: stored[0].seq)
+            later = _others(20, start=2)
+            for record in later:
+                await bounded.append([record])
+            assert _ids(await bounded.read(bounded.first_seq)) == _ids(later[-3:])
+            (letter,) = await bounded.dead_letters()
+            assert letter.record.event == stored[0].event
+
+
+class RetentionStoreConformance(StoreConformance):
+    """The tests of `StoreFeatures.retention`, on top of the base suite.
+
+    The subclass also provides `open_with_retention`.
+    """
+
+    async def open_with_retention(self, store: Store, retention: Retention) -> Store:
+        """Open a second instance on ``store``'s data that keeps ``retention``.
+
+        The suite closes what it returns.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement open_with_retention()")
+
+    @asynccontextmanager
+    async def _retaining(self, store: Store, retention: Retention) -> AsyncIterator[Store]:
+        retaining = await self.open_with_retention(store, retention)
+        try:
+            yield retaining
+        finally:
+            await retaining.close()
+
+    async def test_appends_compact_in_the_background(self, store: Store) -> None:
+        async with self._retaining(store, Retention(keep=10, compact_interval=0)) as retaining:
+            records: list[Record] = []
+            for batch in range(10):
+                appended = _others(5, start=batch * 5)
+                await retaining.append(appended)
+                records.extend(appended)
+            head = await retaining.head()
+            assert retaining.first_seq == head - 9
+            assert _ids(await retaining.read(retaining.first_seq)) == _ids(records[-10:])
+            with pytest.raises(HistoryTruncated):
+                await retaining.read(1)
+
+    async def test_background_compaction_by_age(self, store: Store) -> None:
+        async with self._retaining(store, Retention(keep_age=_AN_HOUR, compact_interval=0)) as retaining:
+            old = [new_record(_Other(index=index), recorded_at=datetime.now(UTC) - 2 * _AN_HOUR) for index in range(5)]
+            await retaining.append(old)
+            young = _others(2, start=5)
+            await retaining.append(young)
+            assert retaining.first_seq == young[0].seq
+            assert _ids(await retaining.read(retaining.first_seq)) == _ids(young)
+
+    async def test_background_compaction_keeps_what_is_held(self, store: Store) -> None:
+        await store.append(_others(3))
+        stored = await store.read()
+        await store.save_checkpoints({"audit": stored[0].seq})
+        await store.add_dead_letters([_letter("billing", stored[0], 1)])
+        async with self._retaining(store, Retention(keep=1, compact_interval=0)) as retaining:
+            needed = [stored[0].seq]
+            retaining.hold_history(lambda: needed[0])
+            for index in range(5):
+                await retaining.append(_others(1, start=10 + index))
+            assert retaining.first_seq == stored[0].seq
+            await retaining.save_checkpoints({"audit": stored[-1].seq + 3})
+            await retaining.append(_others(1, start=20))
+            assert retaining.first_seq == stored[0].seq
+            await retaining.delete_dead_letters([letter.id for letter in await retaining.dead_letters()])
+            needed[0] = stored[-1].seq + 1
+            await retaining.append(_others(1, start=21))
+            assert retaining.first_seq == stored[-1].seq + 1
+
+    async def test_compact_by_hand_applies_the_stores_retention(self, store: Store) -> None:
+        async with self._retaining(store, Retention(keep=3, compact_interval=3_600)) as retaining:
+            await retaining.append(_others(2))
+            for index in range(6):
+                await retaining.append(_others(1, start=2 + index))
+            head = await retaining.head()
+            assert retaining.first_seq < head - 2
+            result = await retaining.compact()
+            assert result.first_seq == head - 2
+            assert _seqs(await retaining.read(result.first_seq)) == [head - 2, head - 1, head]

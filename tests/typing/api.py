@@ -4,18 +4,22 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
 from typing import assert_type
 
 import anyio
 
 from eventbus import (
     BusStats,
+    CompactResult,
     DeadLetter,
     DeliveryContext,
     Event,
     EventBus,
     EventBusError,
     Handle,
+    HistoryTruncated,
+    MemoryStore,
     Middleware,
     PublishMiddleware,
     Record,
@@ -122,8 +126,16 @@ async def main() -> None:
     except EventBusError as exc:
         print(exc)
 
-    async with EventBus() as other:
+    async with EventBus(store=MemoryStore(max_records=10_000)) as other:
         await other.publish(OrderShipped(order_id="B1"))
+        result = await other.store.compact(keep=1_000, keep_age=timedelta(days=30))
+        assert_type(result, CompactResult)
+        first: int = other.store.first_seq
+        try:
+            async for shipped in other.replay(OrderShipped, from_seq=1):
+                print(shipped.seq)
+        except HistoryTruncated as exc:
+            print(exc.first_seq, exc.requested, result.removed, result.held_by, first)
     print(still_callable, still_sync)
 
 

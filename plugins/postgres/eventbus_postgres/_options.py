@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from eventbus.exceptions import StoreError
+from eventbus.store.retention import RETENTION_QUERY_KEYS, Retention
 from eventbus.store.url import redact_url
 
 __all__ = [
@@ -55,14 +56,19 @@ class PostgresOptions:
         min_pool_size / max_pool_size: bounds of the asyncpg connection pool.
             Waiting for appends uses one more, dedicated connection.
         connect_timeout: seconds to wait for a connection before failing.
+        retention: how much history to keep (a `Retention`; given as an int
+            it is a count, as a `timedelta` an age); ``None`` keeps
+            everything. In a URL: ``?keep=1000000&keep_age=30d``.
     """
 
     schema: str = DEFAULT_SCHEMA
     min_pool_size: int = 1
     max_pool_size: int = 10
     connect_timeout: float = 10.0
+    retention: Retention | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "retention", Retention.of(self.retention))
         if not isinstance(self.schema, str) or not _SCHEMA_NAME.fullmatch(self.schema):
             raise ValueError(
                 f"schema must be lower-case letters, digits and '_' (at most {_MAX_SCHEMA_LENGTH}, "
@@ -85,9 +91,9 @@ class PostgresOptions:
     @classmethod
     def from_query(cls, query: Mapping[str, str]) -> PostgresOptions:
         """Options from a URL's query values (text); defaults for the rest."""
-        converted: dict[str, Any] = {}
+        converted: dict[str, Any] = {"retention": Retention.from_query(query)}
         for field in dataclasses.fields(cls):
-            if field.name in query:
+            if field.name in query and field.name != "retention":
                 convert: Callable[[str], Any] = type(field.default)
                 text = query[field.name]
                 try:
@@ -130,7 +136,8 @@ class PostgresUrl:
             raise StoreError(f"not a PostgreSQL URL: {display!r}: {redact_url(str(exc))}") from None
         if parts.scheme.partition("+")[0].lower() not in SCHEMES:
             raise StoreError(f"not a PostgreSQL URL (expected postgresql://user@host:5432/database): {display!r}")
-        option_names = {field.name for field in dataclasses.fields(PostgresOptions)}
+        option_names = {field.name for field in dataclasses.fields(PostgresOptions)} - {"retention"}
+        option_names.update(RETENTION_QUERY_KEYS)
         ours: dict[str, str] = {}
         theirs: list[tuple[str, str]] = []
         application_name = DEFAULT_APPLICATION_NAME

@@ -79,7 +79,20 @@ _V2 = (
     "ALTER TABLE {s}.dead_letters ADD COLUMN IF NOT EXISTS depth integer NOT NULL DEFAULT 0",
 )
 
-MIGRATIONS: Sequence[Sequence[str]] = (_V1, _V2)
+_V3 = (
+    # first_seq: where retention has cut the history (every record from it to
+    # the head is kept). A row of its own, so compacting never locks seq_counter.
+    """
+    CREATE TABLE IF NOT EXISTS {s}.history (
+        singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+        first_seq bigint NOT NULL
+    )
+    """,
+    "INSERT INTO {s}.history (singleton, first_seq) VALUES (true, 1) ON CONFLICT DO NOTHING",
+    "CREATE INDEX IF NOT EXISTS dead_letters_seq ON {s}.dead_letters (seq)",
+)
+
+MIGRATIONS: Sequence[Sequence[str]] = (_V1, _V2, _V3)
 """``MIGRATIONS[n]`` takes a schema from version ``n`` to ``n + 1``; ``{s}`` is the quoted schema."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -91,16 +104,23 @@ def quoted(schema: str) -> str:
     return f'"{schema}"'
 
 
-async def migrate(conn: PoolConnectionProxy[Any], schema: str, where: str) -> None:
+async def migrate(conn: PoolConnectionProxy[Any], schema: str, where: str, *, create: bool = True) -> None:
     """Create ``schema`` and its tables, or bring them to `SCHEMA_VERSION`.
 
     A schema already at this version is only read, so a role without
     ``CREATE`` privileges can use tables that an administrator created.
-    ``where`` names the database in error messages.
+    ``where`` names the database in error messages. With ``create=False`` a
+    missing schema (or one without the store's tables) raises `StoreError`
+    and nothing is created.
     """
     s = quoted(schema)
-    if _usable(await _version(conn, s), schema, where):
+    version = await _version(conn, s)
+    if _usable(version, schema, where):
         return
+    if version == 0 and not create:
+        exists = await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema)
+        problem = "holds no eventbus store" if exists else "does not exist"
+        raise StoreError(f"schema {schema!r} at {where} {problem} (not created: the store must exist already)")
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"eventbus_postgres:{schema}")
         await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")

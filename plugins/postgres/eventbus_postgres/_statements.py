@@ -73,6 +73,15 @@ class Statements:
         dead_letters: all dead letters, oldest first.
         dead_letters_of: $1 subscription: its dead letters, oldest first.
         delete_dead_letters: $1 ids; returns how many rows went.
+        first_seq: where retention has cut the history.
+        lock_first_seq: the same, locking its row until the transaction ends
+            (one compaction at a time, across processes).
+        first_young: $1 from, $2 below, $3 ns: the lowest seq in the range
+            recorded at or after that time.
+        lowest_checkpoint: the name and position of the lowest checkpoint.
+        oldest_dead_letter: the subscription and seq of the dead letter on the lowest seq.
+        compact: $1 the new first_seq: deletes the records below it, stores
+            it, returns how many records went.
     """
 
     def __init__(self, schema: str) -> None:
@@ -111,5 +120,17 @@ class Statements:
         self.dead_letters_of = f"SELECT {letters} FROM {s}.dead_letters WHERE subscription = $1 ORDER BY added"
         self.delete_dead_letters = (
             f"WITH deleted AS (DELETE FROM {s}.dead_letters WHERE id = ANY($1::uuid[]) RETURNING 1) "
+            "SELECT count(*) FROM deleted"
+        )
+        self.first_seq = f"SELECT first_seq FROM {s}.history"
+        self.lock_first_seq = f"SELECT first_seq FROM {s}.history FOR UPDATE"
+        self.first_young = (
+            f"SELECT seq FROM {s}.records WHERE seq >= $1 AND seq < $2 AND recorded_at >= $3 ORDER BY seq LIMIT 1"
+        )
+        self.lowest_checkpoint = f"SELECT name, position FROM {s}.checkpoints ORDER BY position LIMIT 1"
+        self.oldest_dead_letter = f"SELECT subscription, seq FROM {s}.dead_letters ORDER BY seq LIMIT 1"
+        self.compact = (
+            f"WITH deleted AS (DELETE FROM {s}.records WHERE seq < $1 RETURNING 1), "
+            f"moved AS (UPDATE {s}.history SET first_seq = $1) "
             "SELECT count(*) FROM deleted"
         )

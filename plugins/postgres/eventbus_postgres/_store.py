@@ -3,19 +3,32 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import time
 from collections.abc import Callable, Collection, Coroutine, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any, Concatenate, ParamSpec, TypeVar
 from uuid import UUID
 
 import anyio
 import asyncpg
+import structlog
 
 from eventbus.deadletter import DeadLetter
 from eventbus.exceptions import StoreError
 from eventbus.record import Record
 from eventbus.store.base import DEFAULT_PAGE_SIZE, StoreFeatures, check_letter_ids, check_read_arguments
 from eventbus.store.codec import MAX_SEQ, letter_values, letters_from_rows, record_values, records_from_rows
+from eventbus.store.retention import (
+    CompactionStep,
+    CompactResult,
+    HistoryNeed,
+    Hold,
+    Retention,
+    history_truncated,
+    needed_hold,
+)
 
 from ._listener import AppendListener
 from ._options import LISTENER_SUFFIX, PostgresOptions, PostgresUrl
@@ -27,6 +40,16 @@ __all__ = ["PostgresStore"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+_logger = structlog.get_logger("eventbus")
+
+STEP_RECORDS = 10_000
+"""A background compaction step runs after this many records appended by this
+store, even before ``compact_interval`` has passed, so each step is small."""
+STEP_ROWS = 50_000
+"""The most seqs one background step removes; a backlog goes over several steps."""
+HAND_ROWS = 100_000
+"""Seqs per transaction when compacting by hand."""
 
 _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 """What asyncpg raises for server errors, broken connections and network failures
@@ -55,6 +78,43 @@ class _Connections:
         """Run ``query`` on a pooled connection."""
         await self.pool.execute(query, *args)
 
+    async def read_page(
+        self, sql: Statements, from_seq: int, upper: int, limit: int, types: list[str] | None
+    ) -> tuple[list[asyncpg.Record], int | None]:
+        """Rows from ``from_seq``, and ``first_seq`` read afterwards unless the rows begin at ``from_seq``.
+
+        Compaction deletes a prefix and moves ``first_seq`` in one
+        transaction, so rows that begin at ``from_seq`` are whole; otherwise a
+        ``first_seq`` above ``from_seq`` means the records asked for are gone.
+        """
+        if types is None:
+            rows = await self.pool.fetch(sql.read, from_seq, upper, limit)
+        else:
+            rows = await self.pool.fetch(sql.read_types, from_seq, upper, limit, types)
+        if rows and rows[0]["seq"] == from_seq:
+            return rows, None
+        return rows, await self.pool.fetchval(sql.first_seq)
+
+    async def compact(self, sql: Statements, step: CompactionStep) -> tuple[CompactResult, bool]:
+        """One compaction step in one transaction; also whether ``max_rows`` left more to remove."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            first: int = await conn.fetchval(sql.lock_first_seq)
+            last: int = await conn.fetchval(sql.head)
+            first_young: int | None = None
+            threshold = step.young_threshold_ns
+            if threshold is not None:
+                first_young = await conn.fetchval(sql.first_young, first, step.upper(first, last), threshold)
+            holds = []
+            checkpoint = await conn.fetchrow(sql.lowest_checkpoint)
+            if checkpoint is not None:
+                holds.append(Hold.checkpoint(checkpoint[0], checkpoint[1]))
+            letter = await conn.fetchrow(sql.oldest_dead_letter)
+            if letter is not None:
+                holds.append(Hold.dead_letter(letter[0], letter[1]))
+            bound, held_by, more = step.decide(first, last, first_young, holds)
+            removed: int = await conn.fetchval(sql.compact, bound) if bound > first else 0
+        return CompactResult(removed=removed, first_seq=bound, held_by=held_by), more
+
     async def wait(self, after_seq: int) -> None:
         """Wait for an append past ``after_seq`` through the listener."""
         await self.listener.wait(after_seq)
@@ -79,12 +139,25 @@ class PostgresStore:
     query string (keywords win); see `PostgresOptions`. Runs on asyncio and on
     trio (there through a private asyncio loop in a thread the store owns).
 
+    ``create=False`` opens only an existing store: a schema without the
+    store's tables is then an error naming it, and nothing is created (what
+    read-only tools want).
+
+    With ``retention=`` (see `Retention`) the store compacts while it is
+    open: after every `STEP_RECORDS` records it appended, or
+    ``compact_interval`` seconds, a short transaction removes the oldest
+    records the policy lets go (never one at or above a durable checkpoint,
+    one a dead letter refers to, or one the running bus still needs);
+    PostgreSQL's autovacuum then reuses the space. `compact` does the same
+    by hand. Compactions in several processes take turns on one row lock.
+
     Attributes:
         url: the URL, password hidden (what error messages name).
         options: the resolved `PostgresOptions`.
+        create: whether `open` creates a missing schema and its tables.
     """
 
-    features = StoreFeatures(persistent=True, shared_between_processes=True, gapless=True)
+    features = StoreFeatures(persistent=True, shared_between_processes=True, gapless=True, retention=True)
 
     def __init__(
         self,
@@ -94,6 +167,8 @@ class PostgresStore:
         min_pool_size: int | None = None,
         max_pool_size: int | None = None,
         connect_timeout: float | None = None,
+        create: bool = True,
+        retention: Retention | int | timedelta | None = None,
     ) -> None:
         parsed = PostgresUrl.parse(url)
         try:
@@ -105,16 +180,23 @@ class PostgresStore:
             "min_pool_size": min_pool_size,
             "max_pool_size": max_pool_size,
             "connect_timeout": connect_timeout,
+            "retention": Retention.of(retention),
         }
         self.options = dataclasses.replace(
             options, **{name: value for name, value in overrides.items() if value is not None}
         )
         self.url = parsed.display
+        self.create = create
         self._dsn = parsed.dsn
         self._application_name = parsed.application_name
         self._sql = Statements(self.options.schema)
         self._runner: Runner | None = None
         self._connections: _Connections | None = None
+        self._first_seq = 1
+        self._needed: HistoryNeed | None = None
+        self._since_step = 0
+        self._last_step = -math.inf
+        self._compacting = False
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> PostgresStore:
@@ -125,21 +207,40 @@ class PostgresStore:
         return f"PostgresStore({self.url!r}, schema={self.options.schema!r})"
 
     async def open(self) -> None:
-        """Connect the pool and create or migrate the schema."""
+        """Connect the pool and create or migrate the schema.
+
+        With ``create=False`` a missing schema raises `StoreError` naming it
+        and nothing is created.
+        """
         if self._runner is not None:
             raise StoreError(f"{self!r} is already open")
         runner = start_runner()
         try:
             with self._driver_errors("connect to"):
                 self._connections = await runner.call(self._connect)
+                self._first_seq = await runner.call(self._connections.fetchval, self._sql.first_seq)
         except BaseException:
             with anyio.CancelScope(shield=True):
+                if self._connections is not None:
+                    await runner.call(self._connections.close)
+                    self._connections = None
                 await runner.close()
             raise
         self._runner = runner
+        self._since_step = 0
+        self._last_step = -math.inf
+
+    @property
+    def first_seq(self) -> int:
+        """The first seq the schema still holds, as this process last saw it (1 until a compaction)."""
+        return self._first_seq
 
     async def close(self) -> None:
-        """Close the pool and the listening connection; a closed store may be opened again."""
+        """Close the pool and the listening connection; a closed store may be opened again.
+
+        Forgets the `HistoryNeed` registered with `hold_history`.
+        """
+        self._needed = None
         runner, connections = self._runner, self._connections
         self._runner = self._connections = None
         if runner is None:
@@ -162,8 +263,36 @@ class PostgresStore:
             raise StoreError(f"cannot append to PostgreSQL at {self.url}: {exc}") from exc
         with anyio.CancelScope(shield=True):
             first: int = await self._run("append to", _Connections.fetchval, self._sql.append, len(records), *values)
-        for seq, record in enumerate(records, start=first):
-            record.seq = seq
+            for seq, record in enumerate(records, start=first):
+                record.seq = seq
+            self._since_step += len(records)
+            if self._compaction_due():
+                await self._step()
+
+    def _compaction_due(self) -> bool:
+        retention = self.options.retention
+        if retention is None or not retention.limited or self._compacting:
+            return False
+        return self._since_step >= STEP_RECORDS or time.monotonic() - self._last_step >= retention.compact_interval
+
+    async def _step(self) -> None:
+        """One background compaction step; a failure is logged, never raised."""
+        retention = self.options.retention
+        assert retention is not None
+        self._since_step = 0
+        self._last_step = time.monotonic()
+        self._compacting = True
+        try:
+            step = CompactionStep(retention, time.time_ns(), needed_hold(self._needed), STEP_ROWS)
+            result, more = await self._run("compact", _Connections.compact, self._sql, step)
+        except StoreError as exc:
+            _logger.warning("background compaction failed", store=self.url, error=str(exc))
+            return
+        finally:
+            self._compacting = False
+        self._first_seq = max(self._first_seq, result.first_seq)
+        if more:
+            self._last_step = -math.inf
 
     async def read(
         self,
@@ -178,18 +307,46 @@ class PostgresStore:
         upper = MAX_SEQ if to_seq is None else min(to_seq, MAX_SEQ)
         if upper < from_seq:
             return []
-        if types is None:
-            rows = await self._run("read from", _Connections.fetch, self._sql.read, from_seq, upper, limit)
-        else:
-            rows = await self._run(
-                "read from", _Connections.fetch, self._sql.read_types, from_seq, upper, limit, list(types)
-            )
+        names = None if types is None else list(types)
+        rows, first = await self._run("read from", _Connections.read_page, self._sql, from_seq, upper, limit, names)
+        if first is not None:
+            self._first_seq = max(self._first_seq, first)
+            if from_seq < first:
+                raise history_truncated(f"PostgreSQL at {self.url} (schema {self.options.schema!r})", from_seq, first)
         return records_from_rows(rows)
 
     async def head(self) -> int:
         """The greatest seq ever assigned; deleted rows do not lower it."""
         head: int = await self._run("read the head from", _Connections.fetchval, self._sql.head)
         return head
+
+    async def compact(self, *, keep: int | None = None, keep_age: timedelta | None = None) -> CompactResult:
+        """Remove old history now, in transactions of `HAND_ROWS` seqs.
+
+        ``keep`` / ``keep_age`` replace the store's ``retention`` for this
+        call; with neither, the store's own applies (nothing is removed
+        without one). Never removes a record at or above a durable
+        checkpoint, one a dead letter refers to, or one the registered
+        `HistoryNeed` still needs. The space goes back to PostgreSQL's
+        autovacuum (``VACUUM`` the table to see it at once).
+        """
+        if keep is not None or keep_age is not None:
+            policy: Retention | None = Retention(keep=keep, keep_age=keep_age)
+        else:
+            policy = self.options.retention
+        if policy is None or not policy.limited:
+            return CompactResult(removed=0, first_seq=self._first_seq)
+        removed, more = 0, True
+        while more:
+            step = CompactionStep(policy, time.time_ns(), needed_hold(self._needed), HAND_ROWS)
+            result, more = await self._run("compact", _Connections.compact, self._sql, step)
+            removed += result.removed
+            self._first_seq = max(self._first_seq, result.first_seq)
+        return CompactResult(removed=removed, first_seq=result.first_seq, held_by=result.held_by)
+
+    def hold_history(self, needed: HistoryNeed | None) -> None:
+        """Register what the running bus still needs (see `Store.hold_history`); closing forgets it."""
+        self._needed = needed
 
     async def wait_for_append(self, after_seq: int) -> None:
         """Return once a seq greater than ``after_seq`` is committed (by any process).
@@ -285,7 +442,7 @@ class PostgresStore:
         )
         try:
             async with pool.acquire() as conn:
-                await migrate(conn, options.schema, self.url)
+                await migrate(conn, options.schema, self.url, create=self.create)
         except BaseException:
             pool.terminate()
             raise

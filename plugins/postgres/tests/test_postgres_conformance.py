@@ -9,12 +9,13 @@ import pytest
 from eventbus_postgres import PostgresStore
 from postgres_helpers import admin_sql, store_url
 
+from eventbus.store import Retention
 from eventbus.store.base import Store
-from eventbus.testing.conformance import PersistentStoreConformance, SharedStoreConformance
+from eventbus.testing.conformance import PersistentStoreConformance, RetentionStoreConformance, SharedStoreConformance
 
 
-async def _opened(schema: str) -> PostgresStore:
-    store = PostgresStore(store_url(schema))
+async def _opened(schema: str, retention: Retention | None = None) -> PostgresStore:
+    store = PostgresStore(store_url(schema), retention=retention)
     await store.open()
     return store
 
@@ -24,7 +25,7 @@ def _schema_of(store: Store) -> str:
     return store.options.schema
 
 
-class TestPostgresStoreConformance(PersistentStoreConformance, SharedStoreConformance):
+class TestPostgresStoreConformance(PersistentStoreConformance, SharedStoreConformance, RetentionStoreConformance):
     @pytest.fixture
     async def store(self, schema: str) -> AsyncIterator[PostgresStore]:
         store = await _opened(schema)
@@ -37,6 +38,9 @@ class TestPostgresStoreConformance(PersistentStoreConformance, SharedStoreConfor
 
     async def open_peer(self, store: Store) -> Store:
         return await _opened(_schema_of(store))
+
+    async def open_with_retention(self, store: Store, retention: Retention) -> Store:
+        return await _opened(_schema_of(store), retention)
 
     async def delete_newest(self, store: Store, count: int) -> None:
         schema = _schema_of(store)

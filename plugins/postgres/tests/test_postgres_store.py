@@ -185,7 +185,14 @@ async def test_opening_creates_the_schema_at_the_current_version(store: Postgres
     rows = await sql(f'SELECT version FROM "{schema}".schema_version ORDER BY version')
     assert rows == [(version,) for version in range(1, SCHEMA_VERSION + 1)]
     tables = await sql("SELECT table_name FROM information_schema.tables WHERE table_schema = $1", schema)
-    assert {name for (name,) in tables} == {"schema_version", "seq_counter", "records", "checkpoints", "dead_letters"}
+    assert {name for (name,) in tables} == {
+        "schema_version",
+        "seq_counter",
+        "history",
+        "records",
+        "checkpoints",
+        "dead_letters",
+    }
 
 
 async def test_stores_opening_at_once_create_the_schema_once(schema: str) -> None:
@@ -207,6 +214,27 @@ async def test_a_newer_schema_is_refused(store: PostgresStore, schema: str) -> N
     await sql(f'INSERT INTO "{schema}".schema_version (version) VALUES ($1)', SCHEMA_VERSION + 1)
     with pytest.raises(StoreError, match=f"version {SCHEMA_VERSION + 1}, newer"):
         await store.open()
+
+
+async def test_without_create_a_missing_schema_is_an_error_and_stays_missing(schema: str) -> None:
+    missing = PostgresStore(store_url(schema), create=False)
+    with pytest.raises(StoreError, match=f"schema '{schema}' .* does not exist"):
+        await missing.open()
+    assert await sql("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema) == []
+    await sql(f'CREATE SCHEMA "{schema}"')  # a schema without the store's tables is no store either
+    with pytest.raises(StoreError, match="holds no eventbus store"):
+        await store_from_url(store_url(schema), create=False).open()
+    assert await sql("SELECT table_name FROM information_schema.tables WHERE table_schema = $1", schema) == []
+
+
+async def test_without_create_an_existing_store_opens(store: PostgresStore, schema: str) -> None:
+    await store.append(tick_records(0, 0, 2))
+    existing = store_from_url(store_url(schema), create=False)
+    await existing.open()
+    try:
+        assert [record.event for record in await existing.read()] == [Tick(n=0), Tick(n=1)]
+    finally:
+        await existing.close()
 
 
 async def test_a_role_without_create_rights_uses_an_existing_schema(store: PostgresStore, schema: str) -> None:

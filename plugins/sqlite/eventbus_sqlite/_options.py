@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Literal, cast, get_args
 
+from eventbus.store.retention import RETENTION_QUERY_KEYS, Retention
+
 __all__ = ["SqliteOptions", "Synchronous"]
 
 Synchronous = Literal["full", "extra", "normal"]
@@ -28,16 +30,22 @@ class SqliteOptions:
         poll_interval: seconds between two looks at the file while
             `SqliteStore.wait_for_append` waits for another process's appends
             (this process's own appends wake it at once).
+        retention: how much history to keep (a `Retention`; given as an int
+            it is a count, as a `timedelta` an age); ``None`` keeps
+            everything. The store compacts in the background while it is open.
 
     Each option can also be given in the store URL:
-    ``sqlite:///events.db?synchronous=normal&busy_timeout=10``.
+    ``sqlite:///events.db?synchronous=normal&busy_timeout=10``, and the
+    retention as ``?keep=1000000&keep_age=30d&compact_interval=1``.
     """
 
     synchronous: Synchronous = "full"
     busy_timeout: float = 5.0
     poll_interval: float = 0.05
+    retention: Retention | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "retention", Retention.of(self.retention))
         if self.synchronous not in get_args(Synchronous):
             allowed = ", ".join(repr(level) for level in get_args(Synchronous))
             raise ValueError(f"synchronous must be one of {allowed}, got {self.synchronous!r}")
@@ -49,7 +57,7 @@ class SqliteOptions:
     @classmethod
     def from_strings(cls, values: Mapping[str, str]) -> SqliteOptions:
         """Options from text, as a URL's query string carries them."""
-        known = [field.name for field in fields(cls)]
+        known = [field.name for field in fields(cls) if field.name != "retention"] + list(RETENTION_QUERY_KEYS)
         unknown = sorted(set(values) - set(known))
         if unknown:
             raise ValueError(f"unknown SQLite store option {unknown[0]!r} (known: {', '.join(known)})")
@@ -58,6 +66,7 @@ class SqliteOptions:
             synchronous=cast(Synchronous, values.get("synchronous", default.synchronous).lower()),
             busy_timeout=_seconds(values, "busy_timeout", default.busy_timeout),
             poll_interval=_seconds(values, "poll_interval", default.poll_interval),
+            retention=Retention.from_query(values),
         )
 
 

@@ -11,7 +11,7 @@ from eventbus.store.codec import MAX_SEQ, letters_from_rows, records_from_rows
 
 from ._statements import LETTER_COLUMNS, RECORD_COLUMNS
 
-__all__ = ["checkpoint", "checkpoints", "dead_letters", "head", "read_records"]
+__all__ = ["checkpoint", "checkpoints", "dead_letters", "first_seq", "head", "read_page", "read_records"]
 
 _READ = f"SELECT {RECORD_COLUMNS} FROM eventbus_records WHERE seq >= ? AND seq <= ?"
 _ORDER = " ORDER BY seq LIMIT ?"
@@ -42,6 +42,32 @@ def read_records(
         placeholders = ", ".join("?" * len(names))
         rows = connection.execute(f"{_READ} AND type IN ({placeholders}){_ORDER}", (from_seq, upper, *names, limit))
     return records_from_rows(rows)
+
+
+def read_page(
+    connection: sqlite3.Connection,
+    from_seq: int,
+    to_seq: int | None,
+    types: Collection[str] | None,
+    limit: int,
+) -> tuple[Sequence[Record], int | None]:
+    """`read_records`, and the file's ``first_seq`` when the page may have run into it.
+
+    Compaction removes a prefix and moves ``first_seq`` in one transaction,
+    so a page that begins at ``from_seq`` is whole. Otherwise ``first_seq``
+    is read afterwards (``None`` when it was not needed): if it now lies above
+    ``from_seq``, the caller reports the records as gone.
+    """
+    records = read_records(connection, from_seq, to_seq, types, limit)
+    if (records and records[0].seq == from_seq) or (to_seq is not None and to_seq < from_seq):
+        return records, None
+    return records, first_seq(connection)
+
+
+def first_seq(connection: sqlite3.Connection) -> int:
+    """Where retention has cut the history: every record from here to the head is kept."""
+    row = connection.execute("SELECT value FROM eventbus_meta WHERE key = 'first_seq'").fetchone()
+    return 1 if row is None else int(row[0])
 
 
 def head(connection: sqlite3.Connection) -> int:

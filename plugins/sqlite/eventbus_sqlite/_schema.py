@@ -81,6 +81,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE eventbus_records ADD COLUMN depth INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE eventbus_dead_letters ADD COLUMN depth INTEGER NOT NULL DEFAULT 0",
     ),
+    # 3: bounded history: first_seq is where retention has cut the history (every
+    # record from it to the head is kept); compaction finds the oldest record a
+    # dead letter refers to through the index.
+    (
+        "INSERT INTO eventbus_meta (key, value) VALUES ('first_seq', 1)",
+        "CREATE INDEX eventbus_dead_letters_by_seq ON eventbus_dead_letters (seq)",
+    ),
 )
 """``MIGRATIONS[n]`` takes a file from schema version ``n`` to ``n + 1``."""
 
@@ -88,11 +95,19 @@ SCHEMA_VERSION = len(MIGRATIONS)
 """The schema version this eventbus-sqlite writes and understands."""
 
 
-def migrate(connection: sqlite3.Connection, where: str) -> None:
-    """Bring the file behind ``connection`` (in autocommit mode) to `SCHEMA_VERSION`."""
+def migrate(connection: sqlite3.Connection, where: str, *, create: bool = True) -> None:
+    """Bring the file behind ``connection`` (in autocommit mode) to `SCHEMA_VERSION`.
+
+    With ``create=False`` a file without the store's tables raises `StoreError`
+    instead of getting them.
+    """
     connection.execute("BEGIN IMMEDIATE")
     try:
         version = _stored_version(connection, where)
+        if version == 0 and not create:
+            raise StoreError(
+                f"SQLite store {where} holds no eventbus store (not created: the store must exist already)"
+            )
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"SQLite store {where}: the file has eventbus schema version {version}, newer than "

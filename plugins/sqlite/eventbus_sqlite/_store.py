@@ -2,22 +2,35 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 from uuid import UUID
 
 import anyio
+import structlog
 from anyio import to_thread
 
 from eventbus.deadletter import DeadLetter
 from eventbus.exceptions import StoreError
 from eventbus.record import Record
-from eventbus.store import DEFAULT_PAGE_SIZE, StoreFeatures, check_letter_ids, check_read_arguments
+from eventbus.store import (
+    DEFAULT_PAGE_SIZE,
+    CompactResult,
+    HistoryNeed,
+    Retention,
+    StoreFeatures,
+    check_letter_ids,
+    check_read_arguments,
+)
+from eventbus.store.retention import CompactionStep, history_truncated, needed_hold
 from eventbus.store.url import redact_url
 
 from . import _reader
@@ -30,6 +43,18 @@ from ._writer import AppendRequest, Writer
 __all__ = ["SqliteStats", "SqliteStore"]
 
 T = TypeVar("T")
+
+_logger = structlog.get_logger("eventbus")
+
+STEP_RECORDS = 10_000
+"""A background compaction step runs after this many appended records, even
+before ``compact_interval`` has passed, so each step has little to remove."""
+STEP_ROWS = 50_000
+"""The most seqs one background step removes; a backlog goes over several steps."""
+STEP_PAGES = 2_048
+"""The most free pages (8 MiB) one background step gives back to the file system."""
+HAND_ROWS = 100_000
+"""Seqs per transaction when compacting by hand, so the write-ahead log stays small."""
 
 
 @dataclass(frozen=True)
@@ -65,39 +90,69 @@ class SqliteStore:
     write transaction, so they are gapless, in commit order even when several
     processes append to the file, and never reused after rows are deleted.
 
+    With ``retention=`` (see `Retention`) the store compacts while it is
+    open: every `STEP_RECORDS` appended records or ``compact_interval``
+    seconds, whichever comes first, a short transaction after an append
+    removes the oldest records the policy lets go (never one at or above a
+    durable checkpoint, one a dead letter refers to, or one the running bus
+    still needs) and hands freed pages back to the file system
+    (incremental auto-vacuum), so the file stays about the size of what it
+    keeps. `compact` does the same by hand.
+
     Args:
         path: the database file; created with its schema on first `open`.
         options: durability and waiting; see `SqliteOptions`.
+        create: ``False`` to open only an existing store: `open` then raises
+            `StoreError` naming the file when it is missing or holds no
+            eventbus tables, and creates nothing (what read-only tools want).
+        retention: how much history to keep (a `Retention`, an int count or
+            a `timedelta` age); overrides ``options.retention``.
     """
 
-    features = StoreFeatures(persistent=True, shared_between_processes=True, gapless=True)
+    features = StoreFeatures(persistent=True, shared_between_processes=True, gapless=True, retention=True)
 
-    def __init__(self, path: str | os.PathLike[str], options: SqliteOptions | None = None, *, url: str = "") -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        options: SqliteOptions | None = None,
+        *,
+        retention: Retention | int | timedelta | None = None,
+        url: str = "",
+        create: bool = True,
+    ) -> None:
         if "\x00" in os.fspath(path):
             raise ValueError(
                 f"SQLite store path {os.fspath(path)!r} holds a NUL character, which no file name can hold"
             )
         self.path = Path(path).absolute()
-        self.options = options if options is not None else SqliteOptions()
+        options = options if options is not None else SqliteOptions()
+        self.options = options if retention is None else replace(options, retention=Retention.of(retention))
+        self.create = create
         self._where = f"{redact_url(url)} ({self.path})" if url else str(self.path)
         self._writer: Writer | None = None
         self._readers: ReaderPool | None = None
         self._write_lock: anyio.Lock | None = None
         self._queued: list[AppendRequest] = []
         self._appended: anyio.Event | None = None
+        self._first_seq = 1
+        self._needed: HistoryNeed | None = None
+        self._since_step = 0
+        self._last_step = -math.inf
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> SqliteStore:
+    def from_url(cls, url: str, *, create: bool = True, **options: Any) -> SqliteStore:
         """The store a ``sqlite:///relative.db`` or ``sqlite:////absolute.db`` URL names.
 
-        Keyword ``options`` (see `SqliteOptions`) override those in the URL's
-        query string. Raises `ValueError` naming the URL when it is not one.
+        Keyword ``options`` (see `SqliteOptions`, ``retention=`` included)
+        override those in the URL's query string; ``create`` as for the
+        constructor. Raises `ValueError` naming the URL when it is not one, or
+        names a bad option.
         """
         path, url_options = parse_url(url)
         unknown = set(options) - {field.name for field in fields(SqliteOptions)}
         if unknown:
             raise TypeError(f"unknown SQLite store option {sorted(unknown)[0]!r} for {url!r}")
-        return cls(path, replace(url_options, **options), url=url)
+        return cls(path, replace(url_options, **options), url=url, create=create)
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"
@@ -118,14 +173,24 @@ class SqliteStore:
 
         Raises `StoreError` naming the file when it cannot be opened: a
         missing directory, a file that is not SQLite or is corrupt, a schema
-        from a newer eventbus-sqlite.
+        from a newer eventbus-sqlite; with ``create=False``, a missing file or
+        one without the store's tables.
         """
         if self._writer is not None:
             raise StoreError(f"SQLite store {self._where} is already open")
-        self._writer = await to_thread.run_sync(Writer.open, self.path, self.options, self._where)
+        self._writer, self._first_seq = await to_thread.run_sync(
+            partial(Writer.open, self.path, self.options, self._where, create=self.create)
+        )
         self._readers = ReaderPool(self.path, self.options)
         self._write_lock = anyio.Lock()
         self._appended = anyio.Event()
+        self._since_step = 0
+        self._last_step = -math.inf
+
+    @property
+    def first_seq(self) -> int:
+        """The first seq the file still holds, as this process last saw it (1 until a compaction)."""
+        return self._first_seq
 
     async def close(self) -> None:
         """Wait for writes in progress, then close every connection. Closing twice does nothing.
@@ -133,7 +198,9 @@ class SqliteStore:
         Closing finishes even when the caller is cancelled (the cancellation
         is delivered afterwards), so no connection is left for the garbage
         collector. A read in progress closes its connection when it ends.
+        Forgets the `HistoryNeed` registered with `hold_history`.
         """
+        self._needed = None
         with anyio.CancelScope(shield=True):
             if self._writer is None or self._write_lock is None:
                 return
@@ -181,6 +248,33 @@ class SqliteStore:
         if any(request.committed for request in queued) and self._appended is not None:
             self._appended.set()
             self._appended = anyio.Event()
+        self._since_step += sum(len(request.records) for request in queued if request.committed)
+        if self._compaction_due():
+            await self._step(writer)
+
+    def _compaction_due(self) -> bool:
+        retention = self.options.retention
+        if retention is None or not retention.limited:
+            return False
+        return self._since_step >= STEP_RECORDS or time.monotonic() - self._last_step >= retention.compact_interval
+
+    async def _step(self, writer: Writer) -> None:
+        """One background compaction step (the caller holds the write lock); a failure is logged, never raised."""
+        retention = self.options.retention
+        assert retention is not None
+        self._since_step = 0
+        self._last_step = time.monotonic()
+        plan = CompactionStep(retention, time.time_ns(), needed_hold(self._needed), STEP_ROWS)
+        try:
+            result, more = await to_thread.run_sync(writer.compact, plan)
+            if result.removed:
+                await to_thread.run_sync(partial(writer.reclaim, max_pages=STEP_PAGES))
+        except StoreError as exc:
+            _logger.warning("background compaction failed", store=self._where, error=str(exc))
+            return
+        self._first_seq = max(self._first_seq, result.first_seq)
+        if more:
+            self._last_step = -math.inf
 
     async def read(
         self,
@@ -195,13 +289,51 @@ class SqliteStore:
         Events stay undecoded until a record's ``event`` is read.
         """
         check_read_arguments(from_seq, limit)
-        return await self._read(
-            partial(_reader.read_records, from_seq=from_seq, to_seq=to_seq, types=types, limit=limit)
+        records, first = await self._read(
+            partial(_reader.read_page, from_seq=from_seq, to_seq=to_seq, types=types, limit=limit)
         )
+        if first is not None:
+            self._first_seq = max(self._first_seq, first)
+            if from_seq < first:
+                raise history_truncated(f"SQLite store {self._where}", from_seq, first)
+        return records
 
     async def head(self) -> int:
         """The greatest seq ever assigned (0 for a new file); deleting rows never lowers it."""
         return await self._read(_reader.head)
+
+    async def compact(self, *, keep: int | None = None, keep_age: timedelta | None = None) -> CompactResult:
+        """Remove old history now, then give the freed space back to the file system.
+
+        ``keep`` / ``keep_age`` replace the store's ``retention`` for this
+        call; with neither, the store's own applies (nothing is removed
+        without one). Works through the backlog in transactions of
+        `HAND_ROWS` seqs, letting appends in between, then truncates the file
+        and its write-ahead log. On a file made by eventbus-sqlite 0.1 this
+        runs one full ``VACUUM``, which converts it to incremental
+        auto-vacuum. Never removes a record at or above a durable checkpoint,
+        one a dead letter refers to, or one the registered `HistoryNeed`
+        still needs.
+        """
+        if keep is not None or keep_age is not None:
+            policy: Retention | None = Retention(keep=keep, keep_age=keep_age)
+        else:
+            policy = self.options.retention
+        if policy is None or not policy.limited:
+            return CompactResult(removed=0, first_seq=self._first_seq)
+        removed, more = 0, True
+        while more:
+            plan = CompactionStep(policy, time.time_ns(), needed_hold(self._needed), HAND_ROWS)
+            result, more = await self._write(partial(self._require_writer().compact, plan))
+            removed += result.removed
+            self._first_seq = max(self._first_seq, result.first_seq)
+        if removed:
+            await self._write(partial(self._require_writer().reclaim, max_pages=None))
+        return CompactResult(removed=removed, first_seq=result.first_seq, held_by=result.held_by)
+
+    def hold_history(self, needed: HistoryNeed | None) -> None:
+        """Register what the running bus still needs (see `Store.hold_history`); closing forgets it."""
+        self._needed = needed
 
     async def wait_for_append(self, after_seq: int) -> None:
         """Return when a seq above ``after_seq`` may exist.

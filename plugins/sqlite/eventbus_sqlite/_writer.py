@@ -17,14 +17,23 @@ from eventbus.deadletter import DeadLetter
 from eventbus.exceptions import StoreError
 from eventbus.record import Record
 from eventbus.store.codec import letter_values, record_values
+from eventbus.store.retention import CompactionStep, CompactResult, Hold
 
 from ._connection import connect_writer, sqlite_errors
 from ._options import SqliteOptions
-from ._reader import head
+from ._reader import first_seq, head
 from ._schema import migrate
 from ._statements import INSERT_LETTER, INSERT_RECORD, INSERT_RECORD_CHUNK, LAYOUT, Row, chunked
 
 __all__ = ["AppendRequest", "Writer"]
+
+_INCREMENTAL = 2
+"""``PRAGMA auto_vacuum`` of a file that can give free pages back a few at a time."""
+_SLACK_PAGES = 256
+"""Free pages a background step leaves in the file (appends reuse them)."""
+_SLACK_DIVISOR = 8
+"""...and at least an eighth of the file, so steady retention never shrinks
+the file only for the next appends to grow it again."""
 
 
 @dataclass(eq=False)
@@ -53,16 +62,23 @@ class Writer:
         """Records committed so far."""
 
     @classmethod
-    def open(cls, path: Path, options: SqliteOptions, where: str) -> Writer:
-        """Connect, switch to WAL and bring the schema up to date."""
+    def open(cls, path: Path, options: SqliteOptions, where: str, *, create: bool = True) -> tuple[Writer, int]:
+        """Connect, switch to WAL and bring the schema up to date; also the file's ``first_seq``.
+
+        With ``create=False`` a missing file, or one without the store's
+        tables, raises `StoreError` and nothing is created.
+        """
+        if not create and not path.is_file():
+            raise StoreError(f"SQLite store {where} does not exist (not created: the store must exist already)")
         with sqlite_errors(where):
-            connection = connect_writer(path, options)
+            connection = connect_writer(path, options, create=create)
             try:
-                migrate(connection, where)
+                migrate(connection, where, create=create)
+                first = first_seq(connection)
             except BaseException:
                 connection.close()
                 raise
-        return cls(connection, where)
+        return cls(connection, where), first
 
     def close(self) -> None:
         """Close the connection (SQLite checkpoints the WAL into the main file)."""
@@ -118,6 +134,69 @@ class Writer:
                 "DELETE FROM eventbus_dead_letters WHERE id = ?", [(LAYOUT.id(letter_id),) for letter_id in ids]
             )
             return cursor.rowcount
+
+    def compact(self, step: CompactionStep) -> tuple[CompactResult, bool]:
+        """One compaction step in one transaction; also whether ``max_rows`` left more to remove.
+
+        Removes the records below the new ``first_seq`` (see
+        `eventbus.store.retention`) and stores that seq with them.
+        """
+        with self._transaction() as connection:
+            first, last = first_seq(connection), head(connection)
+            first_young: int | None = None
+            threshold = step.young_threshold_ns
+            if threshold is not None:
+                row = connection.execute(
+                    "SELECT seq FROM eventbus_records WHERE seq >= ? AND seq < ? AND recorded_at >= ? "
+                    "ORDER BY seq LIMIT 1",
+                    (first, step.upper(first, last), threshold),
+                ).fetchone()
+                first_young = None if row is None else int(row[0])
+            bound, held_by, more = step.decide(first, last, first_young, self._holds(connection))
+            removed = 0
+            if bound > first:
+                removed = connection.execute("DELETE FROM eventbus_records WHERE seq < ?", (bound,)).rowcount
+                connection.execute("UPDATE eventbus_meta SET value = ? WHERE key = 'first_seq'", (bound,))
+        return CompactResult(removed=removed, first_seq=bound, held_by=held_by), more
+
+    def reclaim(self, *, max_pages: int | None) -> None:
+        """Give free pages back to the file system.
+
+        In the background (``max_pages`` set) only once the free pages pass a
+        slack that appends would soon reuse, and at most ``max_pages`` at a
+        time. By hand (``None``) all of them, then the write-ahead log is
+        checkpointed and truncated. A file made before incremental
+        auto-vacuum (eventbus-sqlite 0.1) can only shrink by a full
+        ``VACUUM``, which compacting by hand runs once and which converts it.
+        """
+        connection = self._connection
+        with sqlite_errors(self._where):
+            free = connection.execute("PRAGMA freelist_count").fetchone()[0]
+            incremental = connection.execute("PRAGMA auto_vacuum").fetchone()[0] == _INCREMENTAL
+            if max_pages is not None:
+                pages = connection.execute("PRAGMA page_count").fetchone()[0]
+                slack = max(_SLACK_PAGES, pages // _SLACK_DIVISOR)
+                if incremental and free > slack:
+                    connection.executescript(f"PRAGMA incremental_vacuum({min(free - slack, max_pages)});")
+                return
+            if incremental:
+                connection.executescript("PRAGMA incremental_vacuum;")
+            elif free:
+                connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
+                connection.execute("VACUUM")
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+    @staticmethod
+    def _holds(connection: sqlite3.Connection) -> list[Hold]:
+        """The lowest durable checkpoint and the oldest record a dead letter refers to."""
+        holds: list[Hold] = []
+        row = connection.execute("SELECT name, position FROM eventbus_checkpoints ORDER BY position LIMIT 1").fetchone()
+        if row is not None:
+            holds.append(Hold.checkpoint(row[0], int(row[1])))
+        row = connection.execute("SELECT subscription, seq FROM eventbus_dead_letters ORDER BY seq LIMIT 1").fetchone()
+        if row is not None:
+            holds.append(Hold.dead_letter(row[0], int(row[1])))
+        return holds
 
     def _insert(self, batches: Sequence[tuple[AppendRequest, list[Row]]]) -> None:
         rows = [row for _, batch_rows in batches for row in batch_rows]

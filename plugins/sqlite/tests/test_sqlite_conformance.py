@@ -7,11 +7,11 @@ import sqlite3
 import pytest
 from eventbus_sqlite import SqliteStore
 
-from eventbus.store import Store
-from eventbus.testing.conformance import PersistentStoreConformance, SharedStoreConformance
+from eventbus.store import Retention, Store
+from eventbus.testing.conformance import PersistentStoreConformance, RetentionStoreConformance, SharedStoreConformance
 
 
-class TestSqliteStore(PersistentStoreConformance, SharedStoreConformance):
+class TestSqliteStore(PersistentStoreConformance, SharedStoreConformance, RetentionStoreConformance):
     @pytest.fixture
     async def store(self, sqlite_store: SqliteStore) -> SqliteStore:
         return sqlite_store
@@ -28,6 +28,12 @@ class TestSqliteStore(PersistentStoreConformance, SharedStoreConformance):
         peer = SqliteStore(store.path, store.options)
         await peer.open()
         return peer
+
+    async def open_with_retention(self, store: Store, retention: Retention) -> Store:
+        assert isinstance(store, SqliteStore)
+        retaining = SqliteStore(store.path, store.options, retention=retention)
+        await retaining.open()
+        return retaining
 
     async def delete_newest(self, store: Store, count: int) -> None:
         assert isinstance(store, SqliteStore)

@@ -11,6 +11,7 @@ from eventbus_sqlite import SCHEMA_VERSION, SqliteOptions, SqliteStore
 from eventbus_sqlite._statements import CHUNK_ROWS
 
 from eventbus import Event, EventBus, Record, StoreError, StoreNotFound
+from eventbus.store import store_from_url
 from eventbus.store import url as url_module
 from eventbus.testing.conformance import new_record
 
@@ -145,6 +146,32 @@ async def test_concurrent_appends_share_commits(sqlite_store: SqliteStore) -> No
     assert [record.seq for record in stored] == list(range(1, 101))
     for batch in batches:
         assert batch[1].seq == batch[0].seq + 1, "a caller's batch was split"
+
+
+async def test_without_create_a_missing_file_is_an_error_naming_it_and_stays_missing(tmp_path: Path) -> None:
+    path = tmp_path / "typo.db"
+    store = SqliteStore.from_url(f"sqlite:///{path}", create=False)
+    with pytest.raises(StoreError, match=f"sqlite:///{path} .* does not exist"):
+        await store.open()
+    assert not path.exists()
+
+
+async def test_without_create_a_file_without_the_store_tables_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    _query(path, "CREATE TABLE notes (text TEXT)")
+    with pytest.raises(StoreError, match="holds no eventbus store"):
+        await store_from_url(f"sqlite:///{path}", create=False).open()
+    assert _query(path, "SELECT name FROM sqlite_master") == [("notes",)]
+
+
+async def test_without_create_an_existing_store_opens(sqlite_store: SqliteStore) -> None:
+    await sqlite_store.append(_counted(2))
+    existing = SqliteStore(sqlite_store.path, create=False)
+    await existing.open()
+    try:
+        assert [record.event for record in await existing.read()] == [Counted(number=0), Counted(number=1)]
+    finally:
+        await existing.close()
 
 
 async def test_a_bus_opens_its_store_from_a_sqlite_url(db_path: Path) -> None:

@@ -1,0 +1,230 @@
+"""``eventbus catalog``: the event types and subscriptions of an application, as data.
+
+The catalog lists every event type registered in the process once the
+application is imported (name, version, class, JSON Schema, upcasters) and
+every subscription of its bus (name, handler, the types it subscribes to,
+the type names it receives, and its options). It is written as JSON, as a
+Markdown page, or as an AsyncAPI 3.0 document (`eventbus.cli.asyncapi`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import click
+
+from .. import __version__
+from ..bus import EventBus
+from ..event import Event, registry
+from ..subscription import Subscription
+from ._loader import load_bus
+from .asyncapi import asyncapi_document
+
+__all__ = ["CATALOG_STORE", "build_catalog", "catalog_command", "to_markdown"]
+
+CATALOG_STORE = "memory://"
+"""What a bus factory named by ``--app`` is called with: the catalog never opens a store."""
+
+
+def _qualified(obj: object) -> str:
+    """``module.QualName`` of a class or function (its type's, for other objects)."""
+    target = obj if hasattr(obj, "__qualname__") else type(obj)
+    return f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', repr(target))}"
+
+
+def build_catalog(bus: EventBus, *, title: str) -> dict[str, Any]:
+    """The catalog of ``bus`` and of every registered event type, as plain JSON data."""
+    return {
+        "title": title,
+        "generator": f"eventbus {__version__}",
+        "events": [_event_entry(registry.current(name)) for name in registry.names()],
+        "subscriptions": [_subscription_entry(bus.subscriptions[name]) for name in sorted(bus.subscriptions)],
+    }
+
+
+def _receives(subscription: Subscription) -> list[str]:
+    """The registered type names a subscription receives (its types and their subclasses)."""
+    names = registry.names_for(subscription.types)
+    return registry.names() if names is None else sorted(names)
+
+
+def _event_entry(cls: type[Event]) -> dict[str, Any]:
+    return {
+        "name": cls.__event_type__,
+        "version": cls.__event_version__,
+        "class": _qualified(cls),
+        "description": _doc(cls),
+        "schema": cls.model_json_schema(mode="serialization"),
+        "upcasters": [
+            {"from_version": version, "to_version": version + 1, "function": _qualified(function)}
+            for version, function in registry.upcasters(cls.__event_type__).items()
+        ],
+    }
+
+
+def _subscription_entry(subscription: Subscription) -> dict[str, Any]:
+    options = subscription.options
+    return {
+        "name": subscription.name,
+        "handler": _qualified(subscription.handler),
+        "types": [cls.__event_type__ for cls in subscription.types],
+        "receives": _receives(subscription),
+        "options": {
+            field.name: _plain(getattr(options, field.name))
+            for field in dataclasses.fields(options)
+            if field.name != "name"
+        },
+        "changed_options": sorted(_changed(options)),
+    }
+
+
+def _changed(options: Any) -> set[str]:
+    """Names of the options that differ from their defaults."""
+    changed = set()
+    for field in dataclasses.fields(options):
+        if field.name == "name":
+            continue
+        default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+        if getattr(options, field.name) != default:
+            changed.add(field.name)
+    return changed
+
+
+def _plain(value: Any) -> Any:
+    """An option's value as JSON data: functions by their qualified name, dataclasses as objects."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {field.name: _plain(getattr(value, field.name)) for field in dataclasses.fields(value)}
+    if isinstance(value, Sequence):
+        return [_plain(item) for item in value]
+    return _qualified(value)
+
+
+def _doc(cls: type) -> str | None:
+    doc = cls.__dict__.get("__doc__")
+    return inspect.cleandoc(doc) if isinstance(doc, str) else None
+
+
+def to_markdown(catalog: Mapping[str, Any]) -> str:
+    """The catalog as a Markdown page (what ``--format markdown`` writes)."""
+    events: list[dict[str, Any]] = catalog["events"]
+    subscriptions: list[dict[str, Any]] = catalog["subscriptions"]
+    receivers: dict[str, list[str]] = {event["name"]: [] for event in events}
+    for subscription in subscriptions:
+        for name in subscription["receives"]:
+            receivers.setdefault(name, []).append(subscription["name"])
+    lines = [
+        f"# {catalog['title']}",
+        "",
+        f"Generated by `eventbus catalog` ({catalog['generator']}): "
+        f"{len(events)} event types, {len(subscriptions)} subscriptions.",
+        "",
+        "## Event types",
+        "",
+        "| Type | Version | Class | Received by |",
+        "| --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| `{event['name']}` | {event['version']} | `{event['class']}` | {_codes(receivers[event['name']])} |"
+        for event in events
+    ]
+    for event in events:
+        lines += ["", f"### `{event['name']}` v{event['version']}", ""]
+        if event["description"]:
+            lines += [event["description"], ""]
+        lines += _fields_table(event["schema"])
+        for step in event["upcasters"]:
+            lines += [
+                f"Upcaster from version {step['from_version']} to {step['to_version']}: `{step['function']}`.",
+                "",
+            ]
+        lines += ["JSON Schema:", "", "```json", json.dumps(event["schema"], indent=2), "```"]
+    lines += ["", "## Subscriptions", ""]
+    if subscriptions:
+        lines += ["| Name | Handler | Receives | Options |", "| --- | --- | --- | --- |"]
+        lines += [
+            f"| `{sub['name']}` | `{sub['handler']}` | {_codes(sub['receives'])} | {_options(sub)} |"
+            for sub in subscriptions
+        ]
+    else:
+        lines.append("The bus has no subscriptions.")
+    return "\n".join(lines) + "\n"
+
+
+def _fields_table(schema: Mapping[str, Any]) -> list[str]:
+    properties: Mapping[str, Any] = schema.get("properties", {})
+    if not properties:
+        return ["No fields.", ""]
+    required = set(schema.get("required", ()))
+    rows = ["| Field | Type | Required |", "| --- | --- | --- |"]
+    rows += [
+        f"| `{name}` | {_type_of(prop)} | {'yes' if name in required else 'no'} |" for name, prop in properties.items()
+    ]
+    return [*rows, ""]
+
+
+def _type_of(prop: Mapping[str, Any]) -> str:
+    """A schema property's type in a few words (`or` between alternatives: tables reserve ``|``)."""
+    if "$ref" in prop:
+        return str(prop["$ref"]).rsplit("/", 1)[-1]
+    for combinator in ("anyOf", "oneOf", "allOf"):
+        if combinator in prop:
+            return " or ".join(_type_of(option) for option in prop[combinator])
+    kind = prop.get("type", "any")
+    if kind == "array" and "items" in prop:
+        return f"array of {_type_of(prop['items'])}"
+    return str(kind if "format" not in prop else f"{kind} ({prop['format']})")
+
+
+def _codes(names: Sequence[str]) -> str:
+    return ", ".join(f"`{name}`" for name in names) or "nobody"
+
+
+def _options(subscription: Mapping[str, Any]) -> str:
+    options: Mapping[str, Any] = subscription["options"]
+    shown = [f"`{name}={json.dumps(options[name])}`" for name in subscription["changed_options"]]
+    return ", ".join(shown) or "defaults"
+
+
+_FORMATS = ("json", "markdown", "asyncapi")
+
+
+@click.command("catalog")
+@click.option(
+    "--app",
+    required=True,
+    metavar="MODULE:ATTRIBUTE",
+    help="Your EventBus, or a function taking a store URL returning it.",
+)
+@click.option(
+    "--format", "output_format", type=click.Choice(_FORMATS), default="json", show_default=True, help="What to write."
+)
+@click.option(
+    "-o", "--output", type=click.File("w", encoding="utf-8"), default="-", help="File to write [default: stdout]."
+)
+@click.option("--title", help="Title of the catalog [default: the --app value].")
+@click.option("--app-version", default="1.0.0", show_default=True, help="The application's version (AsyncAPI info).")
+def catalog_command(app: str, output_format: str, output: Any, title: str | None, app_version: str) -> None:
+    """Describe every event type and subscription of your application.
+
+    Imports --app (a bus factory is called with memory://: no store is
+    opened) and writes JSON, a Markdown page, or an AsyncAPI 3.0 document.
+    """
+    bus = load_bus(app, CATALOG_STORE, instance_ok=True)
+    catalog = build_catalog(bus, title=title or app)
+    render: Callable[[], str] = {
+        "json": lambda: json.dumps(catalog, indent=2) + "\n",
+        "markdown": lambda: to_markdown(catalog),
+        "asyncapi": lambda: json.dumps(asyncapi_document(catalog, version=app_version), indent=2) + "\n",
+    }[output_format]
+    output.write(render())
