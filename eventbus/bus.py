@@ -438,14 +438,15 @@ class EventBus:
             record = Record(0, event, route.name, route.version, event_id, time.time_ns())
         else:
             record = self._new_record(event, route, headers, parent)
-        for inbox in route.blocking:
-            if len(inbox.queue) >= inbox.block_at:
-                await self._wait_for_room(route.blocking, parent)
+        blocking = route.blocking
+        for inbox in blocking:
+            if len(inbox.queue) + inbox.reserved >= inbox.block_at:
+                await self._wait_for_room(blocking, parent)
                 break
         records = (record,)
         commit_now = self._commit_now
         if commit_now is None or not commit_now(records):
-            await self._publish_chain(records)
+            await self._commit_reserving(records, dict.fromkeys(blocking, 1))
         return record.seq
 
     async def publish_many(self, events: Iterable[Event], headers: Mapping[str, str] | None = None) -> list[int]:
@@ -457,20 +458,32 @@ class EventBus:
         parent = current_record.get()
         router = self._router
         records: list[Record] = []
-        blocking: dict[Inbox, None] = {}
+        blocking: dict[Inbox, int] = {}
         for index, event in enumerate(batch):
             try:
                 route = router.routes.get(type(event)) or router.route(type(event))
             except TypeError as exc:
                 raise TypeError(f"events[{index}]: {exc}") from None
             records.append(self._new_record(event, route, headers, parent))
-            blocking.update(dict.fromkeys(route.blocking))
+            for inbox in route.blocking:
+                blocking[inbox] = blocking.get(inbox, 0) + 1
         if not records:
             return []
         if any(inbox.full() for inbox in blocking):
             await self._wait_for_room(tuple(blocking), parent)
-        await self._publish_chain(records)
+        await self._commit_reserving(records, blocking)
         return [record.seq for record in records]
+
+    async def _commit_reserving(self, records: Sequence[Record], reserved: Mapping[Inbox, int]) -> None:
+        """Run the publish chain holding room in each ``"block"`` inbox for the
+        records going there, until they are routed or refused."""
+        for inbox, count in reserved.items():
+            inbox.reserve(count)
+        try:
+            await self._publish_chain(records)
+        finally:
+            for inbox, count in reserved.items():
+                inbox.release(count)
 
     def _new_record(
         self, event: Event, route: Route, headers: Mapping[str, str] | None, parent: Record | None

@@ -310,6 +310,73 @@ async def test_4_a_corrupted_row_fails_alone_naming_its_seq(tmp_path: Path) -> N
 # -- 6. retries ------------------------------------------------------------------------------------
 
 
+# -- 5. a publish cancelled while its group commit is pending --------------------------------
+
+
+async def test_5_a_publish_that_raises_stored_nothing_and_one_that_returned_is_stored(
+    new_store: Callable[[], Store],
+) -> None:
+    returned: dict[int, int] = {}
+    cancelled: list[int] = []
+    async with EventBus(new_store()) as bus:
+
+        async def publisher(n: int) -> None:
+            try:
+                returned[n] = await bus.publish(Payment(payment_id=f"C{n}", amount=n))
+            except anyio.get_cancelled_exc_class():
+                cancelled.append(n)
+                raise
+
+        with anyio.fail_after(WAIT), anyio.CancelScope() as scope:
+            async with anyio.create_task_group() as tg:
+                for n in range(200):
+                    tg.start_soon(publisher, n)
+                # every publisher is now waiting in the group commit (or has returned)
+                await anyio.wait_all_tasks_blocked()
+                scope.cancel()
+        stored = {
+            record.event.payment_id: record.seq
+            for record in await bus.store.read(1, limit=10_000)
+            if isinstance(record.event, Payment) and record.event.payment_id.startswith("C")
+        }
+    assert stored == {f"C{n}": seq for n, seq in returned.items()}, "stored exactly what publish acknowledged"
+    assert len(returned) + len(cancelled) <= 200
+
+
+# -- 7. "block" with many concurrent publishers ------------------------------------------------
+
+
+async def test_7_block_holds_its_bound_under_200_concurrent_publishers(new_store: Callable[[], Store]) -> None:
+    max_pending = 10
+    peak = 0
+    release = anyio.Event()
+    async with EventBus(new_store()) as bus:
+
+        @bus.subscribe(name="slow", max_pending=max_pending)
+        async def slow(event: Payment) -> None:
+            nonlocal peak
+            peak = max(peak, bus.stats()["slow"].pending - 1)
+            await release.wait()
+
+        async def publisher(n: int) -> None:
+            await bus.publish(Payment(payment_id=f"B{n}", amount=n))
+            nonlocal peak
+            peak = max(peak, bus.stats()["slow"].pending - 1)
+
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tg:
+                for n in range(200):
+                    tg.start_soon(publisher, n)
+                await anyio.wait_all_tasks_blocked()
+                assert bus.stats()["slow"].pending - 1 <= max_pending
+                release.set()
+            await bus.drain()
+        stats = bus.stats()["slow"]
+    assert peak <= max_pending, f"the queue held {peak} events past max_pending={max_pending}"
+    assert stats.delivered == 200
+    assert stats.overflowed == 0
+
+
 def test_6_a_huge_number_of_attempts_never_overflows_the_backoff() -> None:
     policy = Retry(attempts=100_000, backoff=0.5, max_backoff=7.0, jitter=0.0)
     assert [policy.delay(n) for n in (1, 2, 1_100, 99_999)] == [0.5, 1.0, 7.0, 7.0]

@@ -61,6 +61,9 @@ class Inbox:
         self.queue: deque[Record] = deque()
         self.behind = False
         self.block_at = max_pending
+        self.reserved = 0
+        """Records of publishes that found room and wait for their append (see
+        `reserve`): they count against the bound a ``"block"`` publisher sees."""
         """Queue length at which a ``"block"`` publisher waits: ``capacity``
         while live and open, never while behind or closed (see `full`)."""
         self.delivering: Record | None = None
@@ -99,7 +102,17 @@ class Inbox:
 
     def full(self) -> bool:
         """True when a ``"block"`` publisher must wait before appending."""
-        return len(self.queue) >= self.block_at
+        return len(self.queue) + self.reserved >= self.block_at
+
+    def reserve(self, count: int) -> None:
+        """Hold room for ``count`` records whose append the publisher awaits:
+        publishers waiting in one group commit cannot all take the same room."""
+        self.reserved += count
+
+    def release(self, count: int) -> None:
+        """The reserved records are routed (or were not stored): give the room back."""
+        self.reserved -= count
+        self.took()
 
     def owns(self, record: Record) -> bool:
         """True while ``record``'s handler runs in this subscription: a publish
