@@ -6,13 +6,14 @@ a module-level bus again."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
 import pytest
 from eventbus_sqlite import SqliteStore
 
-from eventbus import BusClosed, BusState, EventBus, MemoryStore, Plugin, Record, Retry, StoreError
+from eventbus import BusClosed, BusState, DeadLetter, EventBus, MemoryStore, Plugin, Record, Retry, StoreError
 from tests.policy_events import WAIT, Hold, Seen, Tick, publish_ticks
 
 
@@ -310,3 +311,36 @@ async def test_a_module_level_bus_serves_every_test_that_starts_the_app(start: i
         await app_bus.drain(WAIT)
     assert app_seen[before:] == [start]
     assert not app_bus.running
+
+
+class RefusingLettersStore(MemoryStore):
+    """A real `MemoryStore` that refuses new dead letters once ``refuse`` is set."""
+
+    refuse = False
+
+    async def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        if self.refuse:
+            raise StoreError("the dead-letter table is full")
+        await super().add_dead_letters(letters)
+
+
+async def test_a_failed_redrive_whose_new_letter_cannot_be_stored_keeps_the_old_one() -> None:
+    store = RefusingLettersStore()
+    async with EventBus(store) as bus:
+
+        @bus.subscribe(name="broken")
+        async def broken(event: Tick) -> None:
+            raise RuntimeError("still broken")
+
+        with anyio.fail_after(WAIT):
+            await bus.publish(Tick(n=1))
+            await bus.drain()
+            [letter] = await bus.dead_letters.list()
+            store.refuse = True
+            assert await bus.dead_letters.redrive() == 0
+            assert await bus.dead_letters.list() == [letter], "the old letter stays"
+            store.refuse = False
+            assert await bus.dead_letters.redrive() == 0
+            [replacement] = await bus.dead_letters.list()
+    assert replacement.id != letter.id
+    assert replacement.attempts == 2
