@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -35,6 +36,7 @@ __all__ = [
     "Hold",
     "RETENTION_QUERY_KEYS",
     "Retention",
+    "compact_by_hand",
     "compaction_bound",
     "history_truncated",
     "needed_hold",
@@ -288,6 +290,25 @@ def compaction_bound(first_seq: int, target: int, holds: Iterable[Hold | None]) 
     if bound <= first_seq:
         return first_seq, held_by if target > first_seq else None
     return bound, held_by
+
+
+async def compact_by_hand(
+    policy: Retention | None,
+    first_seq: int,
+    needed: HistoryNeed | None,
+    max_rows: int,
+    step: Callable[[CompactionStep], Awaitable[tuple[CompactResult, bool]]],
+) -> CompactResult:
+    """A store's ``compact()``: run ``step`` (one short transaction of at most
+    ``max_rows`` seqs) until the policy is met or a hold stops it, and add up
+    what the steps removed. Without a limiting policy nothing is removed."""
+    if policy is None or not policy.limited:
+        return CompactResult(removed=0, first_seq=first_seq)
+    removed, more = 0, True
+    while more:
+        result, more = await step(CompactionStep(policy, time.time_ns(), needed_hold(needed), max_rows))
+        removed += result.removed
+    return CompactResult(removed=removed, first_seq=result.first_seq, held_by=result.held_by)
 
 
 def needed_hold(needed: HistoryNeed | None) -> Hold | None:

@@ -26,6 +26,7 @@ from eventbus.store.retention import (
     HistoryNeed,
     Hold,
     Retention,
+    compact_by_hand,
     history_truncated,
     needed_hold,
 )
@@ -330,19 +331,15 @@ class PostgresStore:
         `HistoryNeed` still needs. The space goes back to PostgreSQL's
         autovacuum (``VACUUM`` the table to see it at once).
         """
-        if keep is not None or keep_age is not None:
-            policy: Retention | None = Retention(keep=keep, keep_age=keep_age)
-        else:
-            policy = self.options.retention
-        if policy is None or not policy.limited:
-            return CompactResult(removed=0, first_seq=self._first_seq)
-        removed, more = 0, True
-        while more:
-            step = CompactionStep(policy, time.time_ns(), needed_hold(self._needed), HAND_ROWS)
-            result, more = await self._run("compact", _Connections.compact, self._sql, step)
-            removed += result.removed
+        own = keep is None and keep_age is None
+        policy = self.options.retention if own else Retention(keep=keep, keep_age=keep_age)
+
+        async def step(plan: CompactionStep) -> tuple[CompactResult, bool]:
+            result, more = await self._run("compact", _Connections.compact, self._sql, plan)
             self._first_seq = max(self._first_seq, result.first_seq)
-        return CompactResult(removed=removed, first_seq=result.first_seq, held_by=result.held_by)
+            return result, more
+
+        return await compact_by_hand(policy, self._first_seq, self._needed, HAND_ROWS, step)
 
     def hold_history(self, needed: HistoryNeed | None) -> None:
         """Register what the running bus still needs (see `Store.hold_history`); closing forgets it."""

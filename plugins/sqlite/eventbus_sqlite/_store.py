@@ -30,7 +30,7 @@ from eventbus.store import (
     check_letter_ids,
     check_read_arguments,
 )
-from eventbus.store.retention import CompactionStep, history_truncated, needed_hold
+from eventbus.store.retention import CompactionStep, compact_by_hand, history_truncated, needed_hold
 from eventbus.store.url import redact_url
 
 from . import _reader
@@ -315,21 +315,18 @@ class SqliteStore:
         one a dead letter refers to, or one the registered `HistoryNeed`
         still needs.
         """
-        if keep is not None or keep_age is not None:
-            policy: Retention | None = Retention(keep=keep, keep_age=keep_age)
-        else:
-            policy = self.options.retention
-        if policy is None or not policy.limited:
-            return CompactResult(removed=0, first_seq=self._first_seq)
-        removed, more = 0, True
-        while more:
-            plan = CompactionStep(policy, time.time_ns(), needed_hold(self._needed), HAND_ROWS)
+        own = keep is None and keep_age is None
+        policy = self.options.retention if own else Retention(keep=keep, keep_age=keep_age)
+
+        async def step(plan: CompactionStep) -> tuple[CompactResult, bool]:
             result, more = await self._write(partial(self._require_writer().compact, plan))
-            removed += result.removed
             self._first_seq = max(self._first_seq, result.first_seq)
-        if removed:
+            return result, more
+
+        result = await compact_by_hand(policy, self._first_seq, self._needed, HAND_ROWS, step)
+        if result.removed:
             await self._write(partial(self._require_writer().reclaim, max_pages=None))
-        return CompactResult(removed=removed, first_seq=result.first_seq, held_by=result.held_by)
+        return result
 
     def hold_history(self, needed: HistoryNeed | None) -> None:
         """Register what the running bus still needs (see `Store.hold_history`); closing forgets it."""
