@@ -23,9 +23,20 @@ ENTRY_POINT_GROUP = "eventbus.plugins"
 class BusPlugin(Protocol):
     """A plugin as the bus sees it (`eventbus.plugins.Plugin` implements it)."""
 
-    name: str
-    middleware: Sequence[Middleware]
-    publish_middleware: Sequence[PublishMiddleware]
+    @property
+    def name(self) -> str:
+        """How the plugin appears in logs and errors."""
+        ...
+
+    @property
+    def middleware(self) -> Sequence[Middleware]:
+        """Delivery middleware added to every subscription."""
+        ...
+
+    @property
+    def publish_middleware(self) -> Sequence[PublishMiddleware]:
+        """Middleware around every publish."""
+        ...
 
     async def start(self, bus: Any, /) -> None:
         """Called when the bus starts, after the store is open."""
