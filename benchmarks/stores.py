@@ -9,6 +9,7 @@ floor of the same kind (publish or replay); above 1.0 would beat raw sqlite3.
 
     python benchmarks/stores.py            # 200 000 events per scenario
     python benchmarks/stores.py --quick    # 20 000 events, a few seconds, for CI
+    python benchmarks/stores.py --profile-postgres   # where PostgreSQL publish_many spends its time
 
 Scenarios (DESIGN.md section 3: SQLite durable publish >= 200 000 events/s
 with batching, replay >= 400 000 events/s):
@@ -28,8 +29,10 @@ own that is dropped afterwards; otherwise its lines say why they are missing.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import gc
 import os
+import pstats
 import sqlite3
 import tempfile
 import time
@@ -38,7 +41,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
-from _logs import quiet_logs
 from eventbus_postgres import PostgresStore
 from eventbus_sqlite import SqliteStore
 
@@ -207,6 +209,25 @@ async def drop_schemas(*schemas: str) -> None:
     await drop()
 
 
+async def profile_postgres(n: int) -> None:
+    """PostgreSQL ``publish_many`` under cProfile: this process's CPU time against the wall clock, and where it goes."""
+    schema = await postgres_schema()
+    if schema is None:
+        return
+    profile = cProfile.Profile()
+    try:
+        cpu, wall = time.process_time(), time.perf_counter()
+        profile.enable()
+        rate = await publish_many(PostgresStore(POSTGRES_URL, schema=schema), n)
+        profile.disable()
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    finally:
+        await drop_schemas(schema, "eventbus_bench_probe")
+    print(f"postgres: publish_many x{PUBLISHERS} publishers, {n:,} events under cProfile: {rate:,.0f} events/s")
+    print(f"this process's CPU: {cpu:.2f} s of {wall:.2f} s wall ({cpu / wall:.0%}); the rest waits on the server\n")
+    pstats.Stats(profile).sort_stats("tottime").print_stats(15)
+
+
 async def main(quick: bool) -> None:
     n = 20_000 if quick else 200_000
     print(f"eventbus store benchmark ({n:,} events per scenario, batches of {BATCH:,}; asyncio)\n")
@@ -230,7 +251,11 @@ async def main(quick: bool) -> None:
 
 
 if __name__ == "__main__":
-    quiet_logs()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="20 000 events per scenario (CI)")
-    anyio.run(main, parser.parse_args().quick)
+    parser.add_argument("--profile-postgres", action="store_true", help="profile PostgreSQL publish_many instead")
+    args = parser.parse_args()
+    if args.profile_postgres:
+        anyio.run(profile_postgres, 20_000 if args.quick else 200_000)
+    else:
+        anyio.run(main, args.quick)
