@@ -14,7 +14,7 @@ symlinks, so valgrind never traces a launcher script), four times:
 instructions per event = ((full - empty) - (build_full - build_empty)) / N
 
 so what is left is publish-to-handled alone. Fan-out counts per event (ten
-deliveries). ``PYTHONHASHSEED=0`` keeps the counts the same run after run.
+deliveries). ``PYTHONHASHSEED=0`` keeps the counts steady (within about 0.5 %).
 
     python benchmarks/instructions.py            # every case, a few minutes
     python benchmarks/instructions.py --quick    # eventbus, 1 handler, N = 2 000: about a minute (CI)
