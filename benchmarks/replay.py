@@ -17,7 +17,6 @@ import gc
 import time
 
 import anyio
-from _logs import quiet_logs
 
 from eventbus import Event, EventBus, MemoryStore, Record
 
@@ -77,7 +76,6 @@ async def main(quick: bool) -> None:
 
 
 if __name__ == "__main__":
-    quiet_logs()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="100 000 events (CI)")
     quick = parser.parse_args().quick

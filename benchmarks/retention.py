@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 import anyio
-from _logs import quiet_logs
 from eventbus_sqlite import SqliteStore
 
 from eventbus import Event, EventBus
@@ -72,7 +71,6 @@ async def _publish(url: str, path: Path, events: int) -> tuple[float, list[tuple
 
 
 async def main(quick: bool) -> int:
-    quiet_logs()
     events, keep = (QUICK_EVENTS, QUICK_KEEP) if quick else (EVENTS, KEEP)
     print(f"eventbus SQLite retention benchmark ({events:,} events, keep={keep:,}; asyncio)\n")
     print(f"{'run':<28} {'events/s':>10} {'MiB at 2x keep':>14} {'MiB at end':>11} {'MiB max':>9}")

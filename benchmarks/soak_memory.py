@@ -32,7 +32,6 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
-from _logs import quiet_logs
 
 from eventbus import Event, EventBus, MemoryStore
 
@@ -65,7 +64,6 @@ def _peak() -> int:
 
 
 async def _run(scenario: str, events: int) -> dict[str, Any]:
-    quiet_logs()
     bus = EventBus(store=MemoryStore(max_records=None)) if scenario == "unbounded" else EventBus()
     handled = 0
 

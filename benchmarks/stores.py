@@ -9,6 +9,7 @@ floor of the same kind (publish or replay); above 1.0 would beat raw sqlite3.
 
     python benchmarks/stores.py            # 200 000 events per scenario
     python benchmarks/stores.py --quick    # 20 000 events, a few seconds, for CI
+    python benchmarks/stores.py --profile-postgres   # where PostgreSQL publish_many spends its time
 
 Scenarios (DESIGN.md section 3: SQLite durable publish >= 200 000 events/s
 with batching, replay >= 400 000 events/s):
@@ -28,8 +29,10 @@ own that is dropped afterwards; otherwise its lines say why they are missing.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import gc
 import os
+import pstats
 import sqlite3
 import tempfile
 import time
@@ -38,12 +41,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
-from _logs import quiet_logs
 from eventbus_postgres import PostgresStore
+from eventbus_postgres._statements import LAYOUT, Statements, columns
 from eventbus_sqlite import SqliteStore
 
 from eventbus import Event, EventBus, StoreError
 from eventbus.store import Store
+from eventbus.store.codec import RECORD_FIELDS, record_values
 
 BATCH = 1_000
 """Events per ``publish_many`` call, rows per floor transaction, records per read page."""
@@ -109,9 +113,9 @@ def floor(path: Path, n: int) -> tuple[float, float]:
     return write, read
 
 
-async def publish_many(store: Store, n: int) -> float:
-    """``PUBLISHERS`` tasks of ``publish_many`` batches; events/s."""
-    events = _events(n)
+async def publish_many(store: Store, n: int, events: list[Tick] | None = None) -> float:
+    """``PUBLISHERS`` tasks of ``publish_many`` batches (of ``events``, or new ones); events/s."""
+    events = events or _events(n)
     share = n // PUBLISHERS
     async with EventBus(store=store) as bus:
 
@@ -207,6 +211,69 @@ async def drop_schemas(*schemas: str) -> None:
     await drop()
 
 
+async def postgres_floors(schema: str, target: str, n: int) -> tuple[float, float]:
+    """Raw asyncpg on one connection, rows already encoded: (the store's append statement, COPY), rows/s.
+
+    The rows are the ones ``schema`` holds; they are written again into ``target``'s empty tables.
+    """
+    import asyncpg
+
+    store = PostgresStore(POSTGRES_URL, schema=schema)
+    await store.open()
+    try:
+        records = [record for start in range(1, n + 1, BATCH) for record in await store.read(start, limit=BATCH)]
+    finally:
+        await store.close()
+    batches = [columns(record_values(r, LAYOUT) for r in records[i : i + BATCH]) for i in range(0, n, BATCH)]
+    rows = [(r.seq, *record_values(r, LAYOUT)) for r in records]
+    sql = Statements(target).append
+    connection = await asyncpg.connect(POSTGRES_URL)
+    try:
+
+        async def statement() -> None:
+            for batch in batches:
+                await connection.fetchval(sql, len(batch[0]), *batch)
+
+        async def copy() -> None:
+            await connection.execute(f'TRUNCATE "{target}".records')
+            for start in range(0, n, BATCH):
+                await connection.copy_records_to_table(
+                    "records", schema_name=target, columns=RECORD_FIELDS, records=rows[start : start + BATCH]
+                )
+
+        return n / await _timed(statement), n / await _timed(copy)
+    finally:
+        await connection.close()
+
+
+async def profile_postgres(n: int) -> None:
+    """PostgreSQL ``publish_many`` under cProfile (this process's CPU against the wall clock), then raw floors."""
+    schema = await postgres_schema()
+    if schema is None:
+        return
+    target = f"{schema}_floor"
+    profile = cProfile.Profile()
+    try:
+        events = _events(n)
+        cpu, wall = time.process_time(), time.perf_counter()
+        profile.enable()
+        rate = await publish_many(PostgresStore(POSTGRES_URL, schema=schema), n, events)
+        profile.disable()
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        empty = PostgresStore(POSTGRES_URL, schema=target)
+        await empty.open()
+        await empty.close()
+        statement, copy = await postgres_floors(schema, target, n)
+    finally:
+        await drop_schemas(schema, target, "eventbus_bench_probe")
+    print(f"postgres: publish_many x{PUBLISHERS} publishers, {n:,} events under cProfile: {rate:,.0f} events/s")
+    print(f"this process's CPU: {cpu:.2f} s of {wall:.2f} s wall ({cpu / wall:.0%}); the rest waits on the server\n")
+    pstats.Stats(profile).sort_stats("tottime").print_stats(15)
+    print("floors: raw asyncpg, one connection, rows already encoded, batches of", f"{BATCH:,}")
+    print(f"  the store's append statement (unnest of column arrays): {statement:>10,.0f} rows/s")
+    print(f"  COPY (copy_records_to_table):                           {copy:>10,.0f} rows/s")
+
+
 async def main(quick: bool) -> None:
     n = 20_000 if quick else 200_000
     print(f"eventbus store benchmark ({n:,} events per scenario, batches of {BATCH:,}; asyncio)\n")
@@ -230,7 +297,11 @@ async def main(quick: bool) -> None:
 
 
 if __name__ == "__main__":
-    quiet_logs()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="20 000 events per scenario (CI)")
-    anyio.run(main, parser.parse_args().quick)
+    parser.add_argument("--profile-postgres", action="store_true", help="profile PostgreSQL publish_many instead")
+    args = parser.parse_args()
+    if args.profile_postgres:
+        anyio.run(profile_postgres, 20_000 if args.quick else 200_000)
+    else:
+        anyio.run(main, args.quick)

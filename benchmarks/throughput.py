@@ -5,239 +5,112 @@ and async handlers that only count. The *floor* is the least any in-process
 bus can do: a dict from type to handlers, each awaited directly. Ratios are
 ``eventbus / other``: above 1.0 means eventbus is faster.
 
-    python benchmarks/throughput.py            # full run: best of 3 rounds (a minute or two)
-    python benchmarks/throughput.py --quick    # small counts, for CI
+The library runs as an application that configured no logging at all would
+run it (the default), and, labelled "structlog at warning", as a quiet
+application that configured structlog to drop everything below warning.
 
-Scenarios (DESIGN.md section 3 states the targets):
-- single: one async handler, ``publish`` per event, MemoryStore.
+    python benchmarks/throughput.py            # full run: best of 3 rounds (a few minutes)
+    python benchmarks/throughput.py --quick    # small counts, for CI
+    python benchmarks/throughput.py --chart docs/assets/throughput.svg   # also draw the one-handler cases
+
+Scenarios (DESIGN.md section 3 states the targets; the code is in ``_cases.py``,
+which ``instructions.py`` counts under callgrind):
+- single: one async handler, ``publish`` per event, MemoryStore; unconfigured and quiet.
 - batch: the same through ``publish_many`` in batches of 1 000.
 - routing: one matching handler among 1 000 subscriptions of other types.
-- fanout: ten handlers of one type (deliveries/s).
 - policies: one handler with ``retry=Retry()`` and ``concurrency=4``.
-- peers: pyee, blinker and bubus doing the single-handler case.
+- fanout: ten handlers of one type (deliveries/s); unconfigured and quiet.
+- peers: pyee, blinker, bubus and pyventus doing the single-handler case.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
-import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from pathlib import Path
 
-import blinker
-import bubus
-import pyee.asyncio
-from _logs import quiet_logs
+from _cases import CASES, Stopwatch
+from _chart import bar_chart
 
-from eventbus import Event, EventBus, Retry
-
-Result = tuple[str, float, str]  # (scenario, per second, unit)
-BUBUS_WINDOW = 50
 # Each scenario runs once per round and keeps its best round (timeit's advice:
 # the fastest run is the one least disturbed by the rest of the machine), and
 # rounds interleave the scenarios so that a busy spell does not land on one.
 ROUNDS = 3
 ROUNDS_QUICK = 2
+ORDER = [
+    "floor",
+    "eventbus",
+    "eventbus-quiet",
+    "batch",
+    "routing",
+    "policies",
+    "floor10",
+    "fanout",
+    "fanout-quiet",
+    "pyee",
+    "blinker",
+    "bubus",
+    "pyventus",
+]
+CHARTED = ["floor", "eventbus", "eventbus-quiet", "batch", "blinker", "pyee", "pyventus", "bubus"]
+"""The one-handler cases, drawn by ``--chart``."""
 
 
-class Tick(Event, name="bench.tick"):
-    n: int
+async def rate(key: str, n: int) -> float:
+    """Deliveries per second of one run of case ``key`` over ``n`` pre-built events."""
+    case = CASES[key]
+    events = case.build(n)
+    clock = Stopwatch()
+    await case.measure(events, clock)
+    return n * case.handlers / clock.elapsed
 
 
-class TickPeer(bubus.BaseEvent[None]):
-    n: int
-
-
-def _other_types(count: int) -> list[type[Event]]:
-    return [type(f"Other{i}", (Event,), {"__module__": __name__}, name=f"bench.other.{i}") for i in range(count)]
-
-
-async def _timed(run: Callable[[], Awaitable[None]]) -> float:
-    gc.collect()
-    started = time.perf_counter()
-    await run()
-    return time.perf_counter() - started
-
-
-async def floor(n: int, handlers_per_type: int = 1) -> float:
-    """Raw Python: a dict by type, awaiting each handler directly."""
-    counter = 0
-
-    async def handler(event: Tick) -> None:
-        nonlocal counter
-        counter += 1
-
-    table: dict[type, list[Callable[[Tick], Awaitable[None]]]] = {Tick: [handler] * handlers_per_type}
-    events = [Tick(n=i) for i in range(n)]
-
-    async def run() -> None:
-        for event in events:
-            for handle in table[type(event)]:
-                await handle(event)
-
-    elapsed = await _timed(run)
-    assert counter == n * handlers_per_type
-    return n * handlers_per_type / elapsed
-
-
-async def eventbus_run(
-    n: int,
-    *,
-    handlers: int = 1,
-    others: int = 0,
-    batch: int = 0,
-    options: dict[str, Any] | None = None,
-) -> float:
-    bus = EventBus()
-    counter = 0
-
-    async def handler(event: Tick) -> None:
-        nonlocal counter
-        counter += 1
-
-    for i in range(handlers):
-        bus.subscribe(Tick, handler, name=f"h{i}", **(options or {}))
-    for i, cls in enumerate(_other_types(others)):
-        bus.subscribe(cls, handler, name=f"other{i}")
-    events = [Tick(n=i) for i in range(n)]
-
-    async def run() -> None:
-        if batch:
-            for start in range(0, n, batch):
-                await bus.publish_many(events[start : start + batch])
-        else:
-            publish = bus.publish
-            for event in events:
-                await publish(event)
-        await bus.drain()
-
-    async with bus:
-        elapsed = await _timed(run)
-    assert counter == n * handlers, (counter, n * handlers)
-    return n * handlers / elapsed
-
-
-async def pyee_run(n: int) -> float:
-    emitter = pyee.asyncio.AsyncIOEventEmitter()
-    counter = 0
-    done = asyncio.Event()
-
-    async def handler(event: Tick) -> None:
-        nonlocal counter
-        counter += 1
-        if counter == n:
-            done.set()
-
-    emitter.on("tick", handler)
-    events = [Tick(n=i) for i in range(n)]
-
-    async def run() -> None:
-        for event in events:
-            emitter.emit("tick", event)
-        await done.wait()
-
-    elapsed = await _timed(run)
-    return n / elapsed
-
-
-async def blinker_run(n: int) -> float:
-    signal = blinker.Signal()
-    counter = 0
-
-    async def handler(sender: Any, event: Tick) -> None:
-        nonlocal counter
-        counter += 1
-
-    signal.connect(handler)
-    events = [Tick(n=i) for i in range(n)]
-
-    async def run() -> None:
-        for event in events:
-            await signal.send_async(None, event=event)
-
-    elapsed = await _timed(run)
-    assert counter == n
-    return n / elapsed
-
-
-async def bubus_run(n: int) -> float:
-    bus = bubus.EventBus(max_history_size=n + 1)
-    counter = 0
-
-    async def handler(event: TickPeer) -> None:
-        nonlocal counter
-        counter += 1
-
-    bus.on(TickPeer, handler)
-    events = [TickPeer(n=i) for i in range(n)]
-
-    async def run() -> None:
-        # bubus refuses a dispatch past 100 pending events, so feed it in windows it accepts.
-        for start in range(0, n, BUBUS_WINDOW):
-            for event in events[start : start + BUBUS_WINDOW]:
-                bus.dispatch(event)
-            await bus.wait_until_idle()
-
-    elapsed = await _timed(run)
-    await bus.stop()
-    assert counter == n, counter
-    return n / elapsed
-
-
-async def main(quick: bool) -> list[Result]:
+async def main(quick: bool, chart: Path | None) -> dict[str, float]:
     n = 20_000 if quick else 300_000
-    peer_n = 5_000 if quick else 50_000
     # bubus slows down as its history grows (about 240 events/s at 200 events, 50/s at 2 000),
-    # so it gets a short run: a longer one would only make it look worse.
-    bubus_n = 200 if quick else 500
+    # so it gets a short run: a longer one would only make it look worse. pyee and pyventus
+    # create a task per handler call, so 50 000 events already take a while.
+    sizes = {"pyee": 5_000 if quick else 50_000, "pyventus": 5_000 if quick else 50_000, "bubus": 200 if quick else 500}
     rounds = ROUNDS_QUICK if quick else ROUNDS
-    # (label, unit, run); every round runs each scenario once, in this order
-    scenarios: list[tuple[str, str, Callable[[], Awaitable[float]]]] = [
-        ("floor: dict-by-type loop, 1 handler", "events/s", lambda: floor(n)),
-        ("eventbus: 1 async handler, publish()", "events/s", lambda: eventbus_run(n)),
-        ("eventbus: 1 async handler, publish_many(1000)", "events/s", lambda: eventbus_run(n, batch=1_000)),
-        ("eventbus: 1 of 1 001 subscriptions matches", "events/s", lambda: eventbus_run(n, others=1_000)),
-        (
-            "eventbus: retry=Retry(), concurrency=4",
-            "events/s",
-            lambda: eventbus_run(n, options={"retry": Retry(), "concurrency": 4}),
-        ),
-        ("floor: 10 handlers", "deliveries/s", lambda: floor(n, handlers_per_type=10)),
-        ("eventbus: fan-out to 10 handlers", "deliveries/s", lambda: eventbus_run(n, handlers=10)),
-        ("peer: pyee (AsyncIOEventEmitter)", "events/s", lambda: pyee_run(peer_n)),
-        ("peer: blinker (send_async)", "events/s", lambda: blinker_run(peer_n)),
-        ("peer: bubus (dispatch + wait_until_idle)", "events/s", lambda: bubus_run(bubus_n)),
-    ]
     print(
         f"eventbus throughput benchmark ({n:,} events per eventbus case; asyncio; "
         f"best of {rounds} interleaved rounds)\n"
     )
     best: dict[str, float] = {}
     for _ in range(rounds):
-        for label, _unit, run in scenarios:
-            best[label] = max(best.get(label, 0.0), await run())
-    results: list[Result] = [(label, best[label], unit) for label, unit, _run in scenarios]
-    for label, rate, unit in results:
-        print(f"{label:<44}{rate:>14,.0f} {unit}")
+        for key in ORDER:
+            best[key] = max(best.get(key, 0.0), await rate(key, sizes.get(key, n)))
+    width = max(len(CASES[key].label) for key in ORDER) + 2
+    for key in ORDER:
+        unit = "deliveries/s" if CASES[key].handlers > 1 else "events/s"
+        print(f"{CASES[key].label:<{width}}{best[key]:>14,.0f} {unit}")
 
-    rates = [rate for _label, rate, _unit in results]
-    base_floor, single, batch, routing, policies, fan_floor, fanout = rates[:7]
-    peers = {label.removeprefix("peer: "): rate for label, rate, _unit in results[7:]}
+    single, quiet = best["eventbus"], best["eventbus-quiet"]
     print("\nratios (eventbus / other; above 1.0 = eventbus faster)")
-    print(f"  single vs floor:            {single / base_floor:6.2f}   (target: 1 000 000 events/s)")
-    print(f"  batch vs floor:             {batch / base_floor:6.2f}")
-    print(f"  routing vs single:          {routing / single:6.2f}   (target: >= 0.90)")
-    print(f"  retry+concurrency vs single:{policies / single:6.2f}   (target: >= 0.80)")
-    print(f"  fan-out vs floor:           {fanout / fan_floor:6.2f}   (target: 3 000 000 deliveries/s)")
-    for name, rate in peers.items():
-        print(f"  single vs {name:<28}{single / rate:8.2f}")
-    return results
+    print(f"  single vs floor:             {single / best['floor']:6.2f}   (target: 1 000 000 events/s)")
+    print(f"  single quiet vs floor:       {quiet / best['floor']:6.2f}")
+    print(f"  single unconfigured vs quiet:{single / quiet:6.2f}")
+    print(f"  batch vs floor:              {best['batch'] / best['floor']:6.2f}")
+    print(f"  routing vs single:           {best['routing'] / single:6.2f}   (target: >= 0.90)")
+    print(f"  retry+concurrency vs single: {best['policies'] / single:6.2f}   (target: >= 0.80)")
+    print(f"  fan-out vs floor:            {best['fanout'] / best['floor10']:6.2f}   (target: 3 000 000 deliveries/s)")
+    print(f"  fan-out quiet vs floor:      {best['fanout-quiet'] / best['floor10']:6.2f}")
+    for key in ("pyee", "blinker", "bubus", "pyventus"):
+        print(f"  single vs {key:<19}{single / best[key]:9.2f}")
+    if chart is not None:
+        bar_chart(
+            f"Publish-to-handled, one async handler (best of {rounds} rounds, one run)",
+            "events/s",
+            [(CASES[key].label, best[key]) for key in CHARTED],
+            chart,
+        )
+        print(f"\nchart written to {chart}")
+    return best
 
 
 if __name__ == "__main__":
-    quiet_logs()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small counts (CI)")
-    asyncio.run(main(parser.parse_args().quick))
+    parser.add_argument("--chart", type=Path, metavar="SVG", help="write a bar chart of the one-handler cases")
+    args = parser.parse_args()
+    asyncio.run(main(args.quick, args.chart))
