@@ -18,7 +18,7 @@ import math
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 
 import anyio
 
@@ -157,7 +157,8 @@ class Inbox:
     def wake(self) -> None:
         """Wake the parked workers (once: offers in a burst do not set it again)."""
         self.parked = False
-        self._wakeup.set()
+        wakeup, self._wakeup = self._wakeup, anyio.Event()
+        wakeup.set()
 
     def idle_now(self) -> None:
         """Tell whoever waits in `wait_idle` to look again."""
@@ -166,13 +167,10 @@ class Inbox:
             self._idle = None
             idle.set()
 
-    async def park(self) -> None:
-        """Sleep until a record is offered (or `wake` is called)."""
-        wakeup = self._wakeup
+    def park(self) -> Awaitable[None]:
+        """What a worker awaits to sleep until a record is offered (or `wake` is called)."""
         self.parked = True
-        await wakeup.wait()
-        if self._wakeup is wakeup:
-            self._wakeup = anyio.Event()
+        return self._wakeup.wait()
 
     def close(self) -> None:
         """Take nothing more; release publishers and drains that wait on this inbox."""
