@@ -201,10 +201,6 @@ class Inbox:
             self.rejections[record.seq] = exc
             return True
 
-    def take_rejection(self, record: Record) -> Exception | None:
-        """The exception ``where=`` raised for ``record``, if any (once)."""
-        return self.rejections.pop(record.seq, None) if self.rejections else None
-
     # -- internals -------------------------------------------------------------------
 
     def _overflow(self, record: Record) -> None:

@@ -92,11 +92,6 @@ class SubscriptionOptions:
             raise TypeError(f"durable= must be a bool, got {self.durable!r}")
         object.__setattr__(self, "middleware", tuple(self.middleware))
 
-    @property
-    def from_history(self) -> bool:
-        """The subscription starts by reading the store (``from_seq`` or ``durable``)."""
-        return self.from_seq is not None or self.durable
-
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
