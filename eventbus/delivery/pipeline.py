@@ -79,7 +79,10 @@ class Pipeline:
         self._context = context
         self._store = store
         plain = not (options.timeout or options.retry or middleware or options.middleware)
-        self._direct = handler if plain and is_plain_async(handler) else None
+        self.direct: Callable[[Any], Awaitable[None]] | None = handler if plain and is_plain_async(handler) else None
+        """The async ``(event)`` handler to call directly when nothing wraps it, else None."""
+        self.enter = current_record.set
+        """Make a record the current one (the only way it is set)."""
         inner = call
         if options.timeout is not None:
             inner = timeout(options.timeout)(inner, context)
@@ -95,14 +98,14 @@ class Pipeline:
         direct path, where it is the handler's own coroutine: the caller ends
         what it raises with `fail` (when `is_failure` says it is one).
         """
-        current_record.set(record)
+        self.enter(record)
         if rejection is not None:
             return fail(self._context, self._store, record, rejection)
-        direct = self._direct
+        direct = self.direct
         if direct is None:
             return self._handle(record)
         event = record.decoded
-        return direct(record.event if event is None else event)  # type: ignore[no-any-return]
+        return direct(record.event if event is None else event)
 
     async def fail(self, record: Record, exc: BaseException) -> None:
         """End the delivery of ``record`` as a dead letter."""

@@ -162,7 +162,8 @@ class DeliveryRun:
         catch_up = self.catch_up
         checkpoints = self.checkpoints
         counters = self.counters
-        deliver = self.pipeline.deliver
+        pipeline = self.pipeline
+        deliver, direct, enter = pipeline.deliver, pipeline.direct, pipeline.enter
         while True:
             source = catch_up.source
             while source:
@@ -172,7 +173,13 @@ class DeliveryRun:
                 rejection = inbox.rejections.pop(record.seq, None) if inbox.rejections else None
                 inbox.delivering = record
                 try:
-                    await deliver(record, rejection)
+                    if direct is None or rejection is not None:
+                        await deliver(record, rejection)
+                    else:
+                        # the common case, without the call through deliver()
+                        enter(record)
+                        event = record.decoded
+                        await direct(record.event if event is None else event)
                 except BaseException as exc:
                     if not is_failure(exc):
                         raise
