@@ -64,7 +64,8 @@ class Checkpoints:
         self._retry_at = -math.inf
         self._backoff = Backoff()
         self.in_flight: deque[int] = deque()
-        """Seqs taken by concurrent workers and not all finished yet, in seq order."""
+        """Seqs taken by concurrent workers and not all finished yet, in seq
+        order: a worker appends the seq it takes, `finished` removes it."""
         self._finished_early: set[int] = set()
 
     async def load(self, start: int) -> int:
@@ -84,10 +85,6 @@ class Checkpoints:
     def outstanding(self) -> bool:
         """Records taken by concurrent workers and not all finished yet."""
         return bool(self.in_flight)
-
-    def taken(self, seq: int) -> None:
-        """A concurrent worker took ``seq`` (call `finished` when it is done)."""
-        self.in_flight.append(seq)
 
     def finished(self, seq: int) -> None:
         """Advance the position past every seq finished in order (concurrent workers)."""

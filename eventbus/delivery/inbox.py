@@ -81,7 +81,8 @@ class Inbox:
         self._wakeup = anyio.Event()
         self.room: anyio.Event | None = None
         """Set when a worker takes a record, for publishers waiting for room."""
-        self._idle: anyio.Event | None = None
+        self.idle: anyio.Event | None = None
+        """Set when the workers may have become idle, for `wait_idle` (None: nobody waits)."""
         self._drops = _DropReport(name)
 
     # -- the bus's side ----------------------------------------------------------
@@ -141,9 +142,9 @@ class Inbox:
     async def wait_idle(self, is_idle: Callable[[], bool]) -> None:
         """Return once ``is_idle()`` holds; workers call `idle_now` when it may."""
         while not is_idle():
-            if self._idle is None:
-                self._idle = anyio.Event()
-            await self._idle.wait()
+            if self.idle is None:
+                self.idle = anyio.Event()
+            await self.idle.wait()
 
     # -- the workers' side -------------------------------------------------------
 
@@ -162,9 +163,9 @@ class Inbox:
 
     def idle_now(self) -> None:
         """Tell whoever waits in `wait_idle` to look again."""
-        idle = self._idle
+        idle = self.idle
         if idle is not None:
-            self._idle = None
+            self.idle = None
             idle.set()
 
     def park(self) -> Awaitable[None]:

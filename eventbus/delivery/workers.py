@@ -196,6 +196,7 @@ class DeliveryRun:
         catch_up = self.catch_up
         key = self._key
         busy = self._busy_keys
+        in_flight = self.checkpoints.in_flight
         while True:
             source = catch_up.source
             if not source:
@@ -204,7 +205,7 @@ class DeliveryRun:
             record = source.popleft()
             if inbox.room is not None:
                 inbox.took()
-            self.checkpoints.taken(record.seq)
+            in_flight.append(record.seq)
             rejection = inbox.rejections.pop(record.seq, None) if inbox.rejections else None
             if key is None or rejection is not None:
                 await self._deliver_tracked(record, rejection)
@@ -259,7 +260,7 @@ class DeliveryRun:
     async def _sleep(self, wait: Callable[[], Awaitable[None]]) -> None:
         """Wait with the other idle workers; the last one to sleep tells `drain` to look."""
         self._sleeping += 1
-        if self._sleeping == self._workers:
+        if self._sleeping == self._workers and self.inbox.idle is not None:
             self.inbox.idle_now()
         try:
             await self.checkpoints.wait_saving_when_idle(wait)
