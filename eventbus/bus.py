@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from types import MappingProxyType
 from typing import Any, TypeVar, Unpack, overload
+from uuid import UUID
 
 import anyio
 import anyio.abc
@@ -47,7 +48,14 @@ from .store.base import Store
 from .store.url import open_store
 from .subscription import Subscription
 
-__all__ = ["BusState", "DEFAULT_MAX_CAUSATION_DEPTH", "DEFAULT_SHUTDOWN_TIMEOUT", "EventBus"]
+__all__ = [
+    "BusState",
+    "DEFAULT_MAX_CAUSATION_DEPTH",
+    "DEFAULT_SHUTDOWN_TIMEOUT",
+    "EventBus",
+    "INGEST_WINDOW",
+    "ORIGIN_HEADER",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 E1 = TypeVar("E1", bound=Event)
@@ -55,6 +63,11 @@ E2 = TypeVar("E2", bound=Event)
 
 DEFAULT_MAX_CAUSATION_DEPTH = 64
 DEFAULT_SHUTDOWN_TIMEOUT = 30.0
+INGEST_WINDOW = 100_000
+"""How many of the most recently ingested event ids a bus remembers in one run:
+`EventBus.ingest` of an id among them appends nothing again."""
+ORIGIN_HEADER = "origin"
+"""The header `EventBus.ingest` sets to where an event came from."""
 
 
 class BusState(enum.Enum):
@@ -152,6 +165,7 @@ class EventBus:
         self._drain_on_stop = True
         self._stopped = anyio.Event()
         self._fatal: BaseException | None = None
+        self._ingested: dict[UUID, int] = {}
         self._log_publishes = False
 
     def __repr__(self) -> str:
@@ -184,6 +198,7 @@ class EventBus:
         self._stopped = anyio.Event()
         self._drain_on_stop = True
         self._fatal = None
+        self._ingested = {}
         owner = AsyncExitStack()
         task_group = await owner.enter_async_context(anyio.create_task_group())
         self._task_group = task_group
@@ -447,6 +462,60 @@ class EventBus:
         commit_now = self._commit_now
         if commit_now is None or not commit_now(records):
             await self._commit_reserving(records, dict.fromkeys(blocking, 1))
+        return record.seq
+
+    async def ingest(
+        self,
+        event: Event,
+        *,
+        event_id: UUID,
+        origin: str,
+        correlation_id: UUID | None = None,
+        causation_id: UUID | None = None,
+        headers: Mapping[str, str] | None = None,
+        depth: int = 0,
+    ) -> int:
+        """Append an event that originated elsewhere (another process, a broker)
+        and route it like a local one; returns its local seq.
+
+        For bridges and other plugins. The event gets a new local seq but keeps
+        its ``event_id``, ``correlation_id`` (its own id when None),
+        ``causation_id``, ``headers`` and causation ``depth``, plus an
+        ``origin`` header (`ORIGIN_HEADER`) saying where it came from. It is
+        idempotent on ``event_id`` within a window: an id among the last
+        `INGEST_WINDOW` ingested in this run is not appended again, and its
+        first local seq is returned. Raises what `publish` raises, and
+        `CausationLoopError` when ``depth`` exceeds ``max_causation_depth``.
+        """
+        state = self._state
+        if state is not _RUNNING and state is not _DRAINING:
+            raise BusClosed(f"cannot ingest {type(event).__qualname__}: the bus is {state.value}")
+        for name, value in (("event_id", event_id), ("correlation_id", correlation_id), ("causation_id", causation_id)):
+            if value is not None and not isinstance(value, UUID):
+                raise TypeError(f"ingest({name}=...) takes a UUID, got {value!r}")
+        if not isinstance(origin, str) or not origin:
+            raise ValueError(f"ingest(origin=...) must name where the event came from, got {origin!r}")
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
+            raise ValueError(f"ingest(depth=...) must be an int >= 0, got {depth!r}")
+        seen = self._ingested.get(event_id)
+        if seen is not None:
+            return seen
+        route = self._router.routes.get(type(event)) or self._router.route(type(event))
+        if depth > self.max_causation_depth:
+            raise CausationLoopError(
+                f"ingesting {route.name!r} (event id {event_id}) from {origin!r}: its causation chain is {depth} "
+                f"events deep (max_causation_depth={self.max_causation_depth})"
+            )
+        stamped = _checked_headers({**(headers or {}), ORIGIN_HEADER: origin})
+        record = Record(
+            0, event, route.name, route.version, event_id, time.time_ns(), correlation_id, causation_id, stamped, depth
+        )
+        if any(inbox.full() for inbox in route.blocking):
+            await self._wait_for_room(route.blocking, None)
+        await self._commit_reserving((record,), dict.fromkeys(route.blocking, 1))
+        self._ingested[event_id] = record.seq
+        if len(self._ingested) > INGEST_WINDOW:
+            del self._ingested[next(iter(self._ingested))]
         return record.seq
 
     async def publish_many(self, events: Iterable[Event], headers: Mapping[str, str] | None = None) -> list[int]:
