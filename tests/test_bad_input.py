@@ -9,7 +9,6 @@ memory store and on a real SQLite file (PostgreSQL where the input is its own).
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import math
 import os
@@ -17,7 +16,6 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +23,6 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import anyio
-import asyncpg
 import pydantic
 import pytest
 from pydantic import BaseModel, ConfigDict, Field, computed_field
@@ -43,9 +40,9 @@ from eventbus import (
 from eventbus.event import registry
 from eventbus.store import store_from_url
 from eventbus.store.url import redact_url
+from tests.postgres_server import POSTGRES_URL, admin_sql, with_password
 
 WAIT = 20.0
-POSTGRES_URL = os.environ.get("EVENTBUS_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 SECRET = "s3cr@t:pa"
 """A password holding an unencoded ``@`` and ``:``."""
 
@@ -151,30 +148,10 @@ async def refused(
     return caught.value
 
 
-def admin_sql(query: str) -> None:
-    """One statement on the test PostgreSQL server, from any event loop."""
-
-    async def run() -> None:
-        conn = await asyncpg.connect(POSTGRES_URL, timeout=5)
-        try:
-            await conn.execute(query)
-        finally:
-            await conn.close()
-
-    with ThreadPoolExecutor(max_workers=1) as executor:
-        executor.submit(asyncio.run, run()).result()
-
-
 def eventbus_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "eventbus.cli", *args], capture_output=True, text=True, timeout=WAIT, check=False
     )
-
-
-def with_password(url: str, password: str = SECRET) -> str:
-    scheme, _, rest = url.partition("://")
-    user_info, _, host = rest.rpartition("@")
-    return f"{scheme}://{user_info or 'postgres'}:{password}@{host}"
 
 
 # -- 1. events that would not read back -------------------------------------------------------
@@ -432,14 +409,14 @@ async def test_8_no_password_in_repr_or_store_errors() -> None:
 
 async def test_8_no_password_in_cli_output() -> None:
     schema = f"bad_input_{uuid4().hex[:12]}"
-    url = f"{with_password(POSTGRES_URL)}?schema={schema}&password=hunter2"
+    url = f"{with_password(POSTGRES_URL, SECRET)}?schema={schema}&password=hunter2"
     try:
         async with EventBus(url) as bus:  # trust auth: any password is accepted
             await bus.publish(Payment(payment_id="P1", amount=1))
         done = await anyio.to_thread.run_sync(eventbus_cli, "stats", "--json", url)
         table = await anyio.to_thread.run_sync(eventbus_cli, "stats", url)
         failed = await anyio.to_thread.run_sync(
-            eventbus_cli, "stats", with_password("postgresql://app@127.0.0.1:1/test?connect_timeout=2")
+            eventbus_cli, "stats", with_password("postgresql://app@127.0.0.1:1/test?connect_timeout=2", SECRET)
         )
     finally:
         await anyio.to_thread.run_sync(admin_sql, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

@@ -16,16 +16,15 @@ from typing import Any
 from uuid import uuid4
 
 import anyio
-import asyncpg
 import pytest
 from cli_app import AUDIT, CliNote, CliOrder, create_bus
 
 import eventbus
+from tests.postgres_server import POSTGRES_URL, admin_sql, with_password
 
 TESTS = Path(__file__).parent
 ROOT = TESTS.parent
 WAIT = 30
-POSTGRES_URL = os.environ.get("EVENTBUS_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 PASSWORD = "s3cret-pw"
 ORDERS = [CliOrder(order_id=f"O{i}", amount=50.0 * i) for i in range(1, 6)]  # O3, O4, O5 are big
 NOTES = [CliNote(text="hello"), CliNote(text="bye")]
@@ -65,17 +64,6 @@ def _fill(url: str, events: Sequence[CliOrder | CliNote]) -> None:
     anyio.run(fill)
 
 
-def _pg(query: str, *args: Any) -> list[asyncpg.Record]:
-    async def run() -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(POSTGRES_URL, timeout=5)
-        try:
-            return await conn.fetch(query, *args)
-        finally:
-            await conn.close()
-
-    return anyio.run(run)
-
-
 @pytest.fixture
 def url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'events.db'}"
@@ -92,12 +80,7 @@ def pg_schema() -> Iterator[str]:
     """A fresh PostgreSQL schema name for this test, dropped afterwards."""
     schema = f"eventbus_cli_{uuid4().hex[:12]}"
     yield schema
-    _pg(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-
-
-def _with_password(url: str) -> str:
-    """The test server's URL with a password in it (trust auth ignores it)."""
-    return url.replace("://postgres@", f"://postgres:{PASSWORD}@", 1)
+    admin_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 # -- the command itself ---------------------------------------------------------------
@@ -175,12 +158,12 @@ def test_export_from_a_missing_store_leaves_no_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("command", STORE_COMMANDS, ids=" ".join)
 def test_a_missing_postgres_schema_is_an_error_naming_it(command: list[str], pg_schema: str) -> None:
-    done = _run(*_store_command(command, f"{_with_password(POSTGRES_URL)}?schema={pg_schema}"))
+    done = _run(*_store_command(command, f"{with_password(POSTGRES_URL, PASSWORD)}?schema={pg_schema}"))
     assert done.returncode == 1
     assert f"schema '{pg_schema}'" in done.stderr
     assert "does not exist" in done.stderr
     assert PASSWORD not in done.stdout + done.stderr
-    assert _pg("SELECT 1 FROM pg_namespace WHERE nspname = $1", pg_schema) == []
+    assert admin_sql("SELECT 1 FROM pg_namespace WHERE nspname = $1", pg_schema) == []
 
 
 # -- history ------------------------------------------------------------------------
@@ -517,7 +500,7 @@ def test_the_console_script_imports_the_app_from_the_working_directory(url: str,
 
 
 def test_on_postgres_no_password_appears_in_any_output(pg_schema: str) -> None:
-    url = f"{_with_password(POSTGRES_URL)}?schema={pg_schema}"
+    url = f"{with_password(POSTGRES_URL, PASSWORD)}?schema={pg_schema}"
     _fill(url, ORDERS)
     outputs = [
         _run("stats", url),
