@@ -338,11 +338,12 @@ class SqliteStore:
         This process's appends wake the caller at once; another process's are
         noticed within ``options.poll_interval`` seconds.
         """
-        if await self.head() > after_seq:
-            return
+        # taken before reading the head: an append committed while it is read sets this event
         appended = self._appended
         if appended is None:
             raise self._closed_error()
+        if await self.head() > after_seq:
+            return
         with anyio.move_on_after(self.options.poll_interval):
             await appended.wait()
 
