@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import time
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -30,6 +31,7 @@ from ._ids import first_id
 from ._log import logger
 from .commit import GroupCommit
 from .delivery.inbox import Inbox
+from .delivery.lease import DEFAULT_LEASE_TTL, LeaseTerms, new_holder
 from .delivery.options import SubscribeOptions, SubscriptionOptions
 from .delivery.pipeline import Pipeline
 from .delivery.workers import DeliveryRun
@@ -114,6 +116,10 @@ class EventBus:
             handlers may grow before `CausationLoopError`.
         shutdown_timeout: seconds leaving ``async with`` waits for the
             subscriptions to drain before cancelling what is left (None: no limit).
+        lease_ttl: on a store shared between processes, how long a durable
+            subscription's lease lasts: the longest a stand-by in another
+            process waits to take over from a holder that was killed (see
+            "Several processes, one durable name" in the stores guide).
     """
 
     def __init__(
@@ -126,6 +132,7 @@ class EventBus:
         publish_timeout: float | None = None,
         max_causation_depth: int = DEFAULT_MAX_CAUSATION_DEPTH,
         shutdown_timeout: float | None = DEFAULT_SHUTDOWN_TIMEOUT,
+        lease_ttl: float = DEFAULT_LEASE_TTL,
     ) -> None:
         if publish_timeout is not None and not publish_timeout > 0:
             raise ValueError(f"publish_timeout must be a positive number of seconds, got {publish_timeout!r}")
@@ -133,6 +140,8 @@ class EventBus:
             raise ValueError(f"shutdown_timeout must be >= 0 seconds, got {shutdown_timeout!r}")
         if isinstance(max_causation_depth, bool) or not isinstance(max_causation_depth, int) or max_causation_depth < 1:
             raise ValueError(f"max_causation_depth must be an int >= 1, got {max_causation_depth!r}")
+        if isinstance(lease_ttl, bool) or not isinstance(lease_ttl, (int, float)) or not 0 < lease_ttl < math.inf:
+            raise ValueError(f"lease_ttl must be a positive number of seconds, got {lease_ttl!r}")
         self.store: Store = open_store(store)
         """The store; it may be replaced while the bus is stopped (each run opens the current one)."""
         self.plugins: tuple[BusPlugin, ...] = tuple(load_plugin(plugin) for plugin in plugins)
@@ -151,6 +160,8 @@ class EventBus:
         self.publish_timeout = publish_timeout
         self.max_causation_depth = max_causation_depth
         self.shutdown_timeout = shutdown_timeout
+        self.lease_ttl = lease_ttl
+        self._lease_holder = new_holder()
         self.dead_letters = DeadLetters(lambda: self.store, self._pipeline_of)
         self._router = Router()
         self._subscriptions: dict[str, Subscription] = {}
@@ -311,7 +322,8 @@ class EventBus:
             )
 
     def _start_run(self, subscription: Subscription) -> DeliveryRun:
-        return subscription.start_run(self.store, self.middleware, self._current_head, self._stop_at_once)
+        terms = LeaseTerms(self._lease_holder, self.lease_ttl)
+        return subscription.start_run(self.store, self.middleware, self._current_head, self._stop_at_once, terms)
 
     def _current_head(self) -> int:
         return self._head

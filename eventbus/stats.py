@@ -49,6 +49,10 @@ class SubscriptionStats:
             (0 before the first); durable subscriptions checkpoint it.
         behind: the subscription is reading events back from the store
             (catching up from ``from_seq``, or after spilling).
+        holds_lease: for a durable subscription on a store shared between
+            processes, whether this process holds its lease and so delivers it
+            (False: another process does, this one stands by); None for the
+            others, which need no lease.
     """
 
     routed: int
@@ -61,9 +65,10 @@ class SubscriptionStats:
     position: int
     behind: bool
     overflowed: int = 0
+    holds_lease: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The counters as a plain dict of ints and bools, ready for ``json.dumps``."""
+        """The counters as a plain dict of ints, bools and None, ready for ``json.dumps``."""
         return asdict(self)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .delivery.lease import LeaseTerms
 from .delivery.options import SubscriptionOptions, compile_where
 from .delivery.workers import DeliveryRun
 from .event import Event, registry
@@ -104,10 +105,13 @@ class Subscription:
         middleware: Sequence[Middleware],
         head: Callable[[], int],
         on_fatal: Callable[[BaseException], None],
+        lease_terms: LeaseTerms,
     ) -> DeliveryRun:
         """A new `DeliveryRun` for a run of the bus (the bus starts its `run` task)."""
         names = registry.names_for(self.types)
-        run = DeliveryRun(self.handler, self._call, self.options, names, self._where, middleware, store, head, on_fatal)
+        run = DeliveryRun(
+            self.handler, self._call, self.options, names, self._where, middleware, store, head, on_fatal, lease_terms
+        )
         if self._closed:
             run.close()
         self._run = run

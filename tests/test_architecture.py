@@ -31,7 +31,7 @@ LAYERS: list[list[str]] = [
     ["middleware"],
     ["delivery.options", "delivery.recovery"],
     ["delivery.inbox"],
-    ["delivery.catchup", "delivery.checkpoints", "delivery.pipeline"],
+    ["delivery.catchup", "delivery.checkpoints", "delivery.lease", "delivery.pipeline"],
     ["delivery.workers"],
     ["delivery"],
     ["subscription", "replay", "commit", "redrive", "plugin_loading"],

@@ -202,6 +202,7 @@ async def test_to_dict_is_plain_json_serialisable_data() -> None:
                 "position": 1,
                 "behind": False,
                 "overflowed": 0,
+                "holds_lease": None,
             },
             "failing": {
                 "routed": 1,
@@ -214,6 +215,7 @@ async def test_to_dict_is_plain_json_serialisable_data() -> None:
                 "position": 1,
                 "behind": False,
                 "overflowed": 0,
+                "holds_lease": None,
             },
         },
     }

@@ -5,6 +5,8 @@ its handler returning, one concept per module.
   (all the bus touches of a subscription);
 - `catchup`: reading history back from the store, then switching to live;
 - `checkpoints`: the position and durable checkpoints;
+- `lease`: one process at a time delivering a durable subscription on a
+  store shared between processes;
 - `pipeline`: the handler pipeline (middleware, retry, timeout, dead letters);
 - `recovery`: retrying the store calls a subscription cannot do without;
 - `workers`: `DeliveryRun`, one run of a subscription, and its worker loops;
@@ -14,6 +16,7 @@ its handler returning, one concept per module.
 from .catchup import CatchUp, CatchUpState
 from .checkpoints import CHECKPOINT_EVERY, CHECKPOINT_IDLE, Checkpoints
 from .inbox import Inbox
+from .lease import DEFAULT_LEASE_TTL, Lease, LeaseState, LeaseTerms
 from .options import DEFAULT_MAX_PENDING, SubscribeOptions, SubscriptionOptions, compile_where
 from .pipeline import Pipeline, Redelivery, SubscriptionContext
 from .workers import DeliveryRun
@@ -24,9 +27,13 @@ __all__ = [
     "CatchUp",
     "CatchUpState",
     "Checkpoints",
+    "DEFAULT_LEASE_TTL",
     "DEFAULT_MAX_PENDING",
     "DeliveryRun",
     "Inbox",
+    "Lease",
+    "LeaseState",
+    "LeaseTerms",
     "Pipeline",
     "Redelivery",
     "SubscribeOptions",

@@ -71,7 +71,10 @@ class Checkpoints:
     async def load(self, start: int) -> int:
         """Where a durable subscription resumes: after its saved position, if it
         has one; otherwise at ``start``, which is saved at once, so that a restart
-        before the first delivery finishes resumes there and not at a newer head."""
+        before the first delivery finishes resumes there and not at a newer head.
+        Seqs still in flight from an earlier resume (a lease lost) are forgotten."""
+        self.in_flight.clear()
+        self._finished_early.clear()
         saved = await retrying(lambda: self._store.load_checkpoint(self.name), "checkpoint load", self.name)
         if saved is not None:
             self.position = self._saved = saved

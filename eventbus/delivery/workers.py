@@ -28,6 +28,7 @@ from ..store.base import Store
 from .catchup import CatchUp, CatchUpState, Step
 from .checkpoints import Checkpoints
 from .inbox import Inbox
+from .lease import Lease, LeaseState, LeaseTerms
 from .options import Predicate, SubscriptionOptions
 from .pipeline import Pipeline, SubscriptionContext
 
@@ -48,6 +49,8 @@ class DeliveryRun:
         head: the newest seq the bus has committed.
         on_fatal: called with a `KeyboardInterrupt` or `SystemExit` a handler
             raised; the bus stops and re-raises it from ``async with``.
+        lease_terms: how the bus leases durable subscriptions on a store
+            shared between processes (see `eventbus.delivery.lease`).
     """
 
     def __init__(
@@ -61,6 +64,7 @@ class DeliveryRun:
         store: Store,
         head: Callable[[], int],
         on_fatal: Callable[[BaseException], None],
+        lease_terms: LeaseTerms,
     ) -> None:
         name = options.name
         self.counters = Counters()
@@ -71,6 +75,11 @@ class DeliveryRun:
         self.inbox.in_flight = self.checkpoints.in_flight
         context = SubscriptionContext(name, self.counters)
         self.pipeline = Pipeline(handler, call, options, middleware, context, store)
+        self.lease = (
+            Lease(name, lease_terms, store, self.inbox.idle_now)
+            if options.durable and store.features.shared_between_processes
+            else None
+        )
         self.stopped = anyio.Event()
         self._head = head
         self._on_fatal = on_fatal
@@ -95,11 +104,12 @@ class DeliveryRun:
             position=self.checkpoints.position,
             behind=self.catch_up.state is not CatchUpState.LIVE,
             overflowed=c.overflowed,
+            holds_lease=None if self.lease is None else self.lease.held,
         )
 
     def is_idle(self) -> bool:
         """Nothing queued, nothing being delivered, nothing left to read (what `drain` waits for)."""
-        if self.inbox.closed or self.stopped.is_set():
+        if self.inbox.closed or self.stopped.is_set() or self._standing_by():
             return True
         catch_up = self.catch_up
         if catch_up.state is CatchUpState.TAILING and catch_up.next_seq <= self._head():
@@ -113,9 +123,12 @@ class DeliveryRun:
 
     def needed_from(self) -> int | None:
         """The lowest seq this run may still read from the store (None: none, or it stopped)."""
-        if self.inbox.closed or self.stopped.is_set():
+        if self.inbox.closed or self.stopped.is_set() or (self.lease is not None and not self.lease.held):
             return None
         return self.catch_up.needed_from()
+
+    def _standing_by(self) -> bool:
+        return self.lease is not None and self.lease.state is LeaseState.STANDING_BY
 
     async def wait_idle(self) -> None:
         """Return once `is_idle` holds."""
@@ -135,24 +148,46 @@ class DeliveryRun:
                 if self.inbox.closed:
                     scope.cancel()
                 task_status.started()
-                if self.checkpoints.durable:
-                    self.catch_up.start_at(await self.checkpoints.load(self.catch_up.next_seq))
-                if self._workers == 1:
-                    await self._work()
+                if self.lease is not None:
+                    await self.lease.deliver_while_held(self._resume)
+                elif self.checkpoints.durable:
+                    await self._resume()
                 else:
-                    async with anyio.create_task_group() as workers:
-                        for _ in range(self._workers):
-                            workers.start_soon(self._work_concurrently)
+                    await self._deliver()
         except BaseException as exc:
             fatal = fatal_error(exc)
             if fatal is None:
                 raise
             self._on_fatal(fatal)
         finally:
-            await self.checkpoints.save_on_close()
+            if self.lease is None or self.lease.held:
+                await self.checkpoints.save_on_close()
+            if self.lease is not None:
+                await self.lease.release()
             self.inbox.flush_drop_report()
             self.stopped.set()
             self.inbox.idle_now()
+
+    async def _resume(self) -> None:
+        """A durable subscription: deliver from after its saved position.
+
+        Run again each time a lost lease is taken back: what the last holding
+        left unfinished was handed over with the lease, and is forgotten.
+        """
+        self.catch_up.page.clear()
+        self.inbox.delivering = None
+        counters = self.counters
+        counters.routed = counters.finished + counters.dropped
+        self.catch_up.start_at(await self.checkpoints.load(self.catch_up.next_seq))
+        await self._deliver()
+
+    async def _deliver(self) -> None:
+        if self._workers == 1:
+            await self._work()
+        else:
+            async with anyio.create_task_group() as workers:
+                for _ in range(self._workers):
+                    workers.start_soon(self._work_concurrently)
 
     # -- workers -------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """Stores: the `Store` contract, the in-memory store, and store URLs."""
 
-from .base import DEFAULT_PAGE_SIZE, Store, StoreFeatures, check_letter_ids, check_read_arguments
+from .base import DEFAULT_PAGE_SIZE, Store, StoreFeatures, check_lease_ttl, check_letter_ids, check_read_arguments
 from .memory import MemoryStore
 from .retention import DEFAULT_MAX_RECORDS, CompactResult, HistoryNeed, Hold, Retention, parse_age
 from .url import ENTRY_POINT_GROUP, open_store, store_from_url
@@ -16,6 +16,7 @@ __all__ = [
     "Retention",
     "Store",
     "StoreFeatures",
+    "check_lease_ttl",
     "check_letter_ids",
     "check_read_arguments",
     "open_store",

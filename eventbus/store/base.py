@@ -21,7 +21,14 @@ if TYPE_CHECKING:
     from ..record import Record
     from .retention import CompactResult, HistoryNeed
 
-__all__ = ["DEFAULT_PAGE_SIZE", "Store", "StoreFeatures", "check_letter_ids", "check_read_arguments"]
+__all__ = [
+    "DEFAULT_PAGE_SIZE",
+    "Store",
+    "StoreFeatures",
+    "check_lease_ttl",
+    "check_letter_ids",
+    "check_read_arguments",
+]
 
 DEFAULT_PAGE_SIZE = 1_000
 """How many records a catch-up or replay asks a store for at a time."""
@@ -163,6 +170,26 @@ class Store(Protocol):
         """Every saved position by name (for tools such as ``eventbus stats``)."""
         ...
 
+    async def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
+        """Take or renew the lease on the durable subscription ``name`` for
+        ``holder``, valid for ``ttl`` seconds from now; returns whether
+        ``holder`` holds it now.
+
+        Succeeds when nobody holds the lease, when its holder's lease has
+        expired, or when ``holder`` holds it already (a renewal); fails,
+        changing nothing, while another holder's lease is valid. Atomic across
+        every process sharing the store: two holders can never both succeed
+        for the same unexpired lease. Stores shared between processes measure
+        expiry with a clock all of them read (SQLite: the machine's clock;
+        PostgreSQL: the server's). Raises `ValueError` for a ``ttl`` that is
+        not a positive number.
+        """
+        ...
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        """Give up ``holder``'s lease on ``name`` at once, so that a stand-by
+        can take it; does nothing when ``holder`` does not hold it."""
+
     async def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
         """Store dead letters (each carries the whole record it failed on)."""
 
@@ -189,6 +216,15 @@ def check_read_arguments(from_seq: int, limit: int) -> None:
         raise ValueError(f"from_seq must be >= 1, got {from_seq}")
     if limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
+
+
+def check_lease_ttl(ttl: float) -> None:
+    """Raise the `ValueError` that `Store.acquire_lease` owes for a ``ttl`` that is not a positive number.
+
+    Every store calls it first, so all of them refuse the same input with the same message.
+    """
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl < float("inf"):
+        raise ValueError(f"a lease's ttl must be a positive number of seconds, got {ttl!r}")
 
 
 def check_letter_ids(ids: Collection[UUID]) -> set[UUID]:

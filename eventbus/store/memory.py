@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 from uuid import UUID
 
-from .base import DEFAULT_PAGE_SIZE, StoreFeatures, check_letter_ids, check_read_arguments
+from .base import DEFAULT_PAGE_SIZE, StoreFeatures, check_lease_ttl, check_letter_ids, check_read_arguments
 from .retention import (
     DEFAULT_MAX_RECORDS,
     CompactionStep,
@@ -65,6 +65,7 @@ class MemoryStore:
         self._first_seq = 1
         self._last_seq = 0
         self._checkpoints: dict[str, int] = {}
+        self._leases: dict[str, tuple[str, float]] = {}  # name -> (holder, monotonic expiry)
         self._dead_letters: dict[UUID, DeadLetter] = {}
         self._needed: HistoryNeed | None = None
 
@@ -167,6 +168,21 @@ class MemoryStore:
 
     async def checkpoints(self) -> Mapping[str, int]:
         return dict(self._checkpoints)
+
+    async def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
+        """Take or renew a lease (see `Store.acquire_lease`), on this process's monotonic clock."""
+        check_lease_ttl(ttl)
+        now = time.monotonic()
+        current = self._leases.get(name)
+        if current is not None and current[0] != holder and current[1] > now:
+            return False
+        self._leases[name] = (holder, now + ttl)
+        return True
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        current = self._leases.get(name)
+        if current is not None and current[0] == holder:
+            del self._leases[name]
 
     async def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
         for letter in letters:

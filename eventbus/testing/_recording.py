@@ -72,6 +72,12 @@ class RecordingStore:
     async def checkpoints(self) -> Mapping[str, int]:
         return await self.store.checkpoints()
 
+    async def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
+        return await self.store.acquire_lease(name, holder, ttl)
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        await self.store.release_lease(name, holder)
+
     async def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
         await self.store.add_dead_letters(letters)
         self.dead_letters_added.update((letter.id, letter) for letter in letters)

@@ -53,10 +53,14 @@ What the suite holds a store to, beyond the `Store` docstrings:
   never a gap. ``compact(keep=...)`` counts seqs, and never removes a record
   at or above a durable checkpoint, one a dead letter refers to, or one the
   registered `HistoryNeed` still needs.
+- A lease on a name has at most one unexpired holder, across every instance
+  sharing the store: acquiring succeeds for a free, expired or own lease and
+  fails, changing nothing, for another holder's unexpired one.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -565,6 +569,53 @@ class StoreConformance:
         assert await store.load_checkpoint("missing") is None
         assert dict(await store.checkpoints()) == {"billing": 42, "shipping": 3, "audit ✓": 2**62}
 
+    # -- leases ---------------------------------------------------------------
+
+    async def test_a_free_lease_is_acquired_and_renewed_by_its_holder(self, store: Store) -> None:
+        assert await store.acquire_lease("billing", "a", 30)
+        assert await store.acquire_lease("billing", "a", 30)
+
+    async def test_a_held_lease_is_refused_to_another_holder(self, store: Store) -> None:
+        assert await store.acquire_lease("billing", "a", 30)
+        assert not await store.acquire_lease("billing", "b", 30)
+        assert await store.acquire_lease("billing", "a", 30), "a refused acquisition must change nothing"
+        assert await store.acquire_lease("shipping", "b", 30), "leases are per name"
+
+    async def test_a_released_lease_is_free_at_once(self, store: Store) -> None:
+        assert await store.acquire_lease("billing", "a", 30)
+        await store.release_lease("billing", "b")
+        assert not await store.acquire_lease("billing", "b", 30), "only the holder releases"
+        await store.release_lease("billing", "a")
+        await store.release_lease("billing", "a")
+        assert await store.acquire_lease("billing", "b", 30)
+
+    async def test_an_expired_lease_goes_to_the_next_holder(self, store: Store) -> None:
+        ttl = 0.3
+        assert await store.acquire_lease("billing", "a", ttl)
+        assert not await store.acquire_lease("billing", "b", 30)
+        await anyio.sleep(ttl)  # the behaviour under test: the lease runs out with time
+        assert await store.acquire_lease("billing", "b", 30)
+        assert not await store.acquire_lease("billing", "a", ttl), "the old holder cannot renew a lease it lost"
+
+    async def test_concurrent_holders_get_one_lease(self, store: Store) -> None:
+        won: list[str] = []
+
+        async def ask(holder: str) -> None:
+            if await store.acquire_lease("billing", holder, 30):
+                won.append(holder)
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as group:
+                for n in range(_CONCURRENT_WRITERS):
+                    group.start_soon(ask, f"holder-{n}")
+        assert len(won) == 1
+
+    @pytest.mark.parametrize("ttl", [0, -1.0, math.nan, math.inf, True, "10"])
+    async def test_acquire_lease_refuses_a_bad_ttl(self, store: Store, ttl: Any) -> None:
+        with pytest.raises(ValueError, match="ttl"):
+            await store.acquire_lease("billing", "a", ttl)
+        assert await store.acquire_lease("billing", "b", 30), "a refused ttl takes no lease"
+
     # -- dead letters ---------------------------------------------------------
 
     async def test_dead_letters_round_trip_in_insertion_order(self, store: Store) -> None:
@@ -951,6 +1002,35 @@ class SharedStoreConformance(StoreConformance):
             assert await store.head() == from_peer[-1].seq
         finally:
             await peer.close()
+
+    async def test_a_lease_holds_across_instances(self, store: Store) -> None:
+        peer = await self.open_peer(store)
+        try:
+            assert await store.acquire_lease("billing", "a", 30)
+            assert not await peer.acquire_lease("billing", "b", 30)
+            await store.release_lease("billing", "a")
+            assert await peer.acquire_lease("billing", "b", 30)
+            assert not await store.acquire_lease("billing", "a", 30)
+        finally:
+            await peer.close()
+
+    async def test_instances_racing_for_a_lease_get_one(self, store: Store) -> None:
+        peer = await self.open_peer(store)
+        won: list[str] = []
+
+        async def ask(instance: Store, holder: str) -> None:
+            asks = range(_BATCHES_PER_WRITER)
+            won.extend([holder for _ in asks if await instance.acquire_lease("billing", holder, 30)])
+
+        try:
+            with anyio.fail_after(10):
+                async with anyio.create_task_group() as group:
+                    for n in range(_CONCURRENT_WRITERS // 2):
+                        group.start_soon(ask, store, f"store-{n}")
+                        group.start_soon(ask, peer, f"peer-{n}")
+        finally:
+            await peer.close()
+        assert len(set(won)) == 1, f"several holders got the lease: {sorted(set(won))}"
 
     async def test_a_peers_compaction_is_seen_by_reads(self, store: Store) -> None:
         records = _others(6)

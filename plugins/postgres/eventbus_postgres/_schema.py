@@ -92,7 +92,19 @@ _V3 = (
     "CREATE INDEX IF NOT EXISTS dead_letters_seq ON {s}.dead_letters (seq)",
 )
 
-MIGRATIONS: Sequence[Sequence[str]] = (_V1, _V2, _V3)
+_V4 = (
+    # leases on durable subscriptions' names, so one process at a time delivers
+    # each; expires_at is on the server's clock, which every client shares.
+    """
+    CREATE TABLE IF NOT EXISTS {s}.leases (
+        name text PRIMARY KEY,
+        holder text NOT NULL,
+        expires_at timestamptz NOT NULL
+    )
+    """,
+)
+
+MIGRATIONS: Sequence[Sequence[str]] = (_V1, _V2, _V3, _V4)
 """``MIGRATIONS[n]`` takes a schema from version ``n`` to ``n + 1``; ``{s}`` is the quoted schema."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -68,6 +68,10 @@ class Statements:
         load_checkpoint: $1 name.
         checkpoints: every name and position.
         save_checkpoints: $1 names, $2 positions.
+        acquire_lease: $1 name, $2 holder, $3 seconds: takes or renews the
+            lease unless another holder's is unexpired (server clock);
+            returns a row when $2 holds it.
+        release_lease: $1 name, $2 holder.
         add_dead_letters: one array per dead-letter column; a letter whose id
             exists replaces it in place (and keeps its place in the order).
         dead_letters: all dead letters, oldest first.
@@ -111,6 +115,14 @@ class Statements:
             f"INSERT INTO {s}.checkpoints (name, position) SELECT * FROM unnest($1::text[], $2::bigint[]) "
             "ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = now()"
         )
+        self.acquire_lease = (
+            f"INSERT INTO {s}.leases AS lease (name, holder, expires_at) "
+            "VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3)) "
+            "ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at "
+            "WHERE lease.holder = EXCLUDED.holder OR lease.expires_at <= clock_timestamp() "
+            "RETURNING true"
+        )
+        self.release_lease = f"DELETE FROM {s}.leases WHERE name = $1 AND holder = $2"
         updates = ", ".join(f"{name} = EXCLUDED.{name}" for name in DEAD_LETTER_FIELDS[1:])
         self.add_dead_letters = (
             f"INSERT INTO {s}.dead_letters ({letters}) SELECT * FROM unnest({_arrays(DEAD_LETTER_FIELDS, 1)}) "

@@ -18,7 +18,13 @@ import structlog
 from eventbus.deadletter import DeadLetter
 from eventbus.exceptions import StoreError
 from eventbus.record import Record
-from eventbus.store.base import DEFAULT_PAGE_SIZE, StoreFeatures, check_letter_ids, check_read_arguments
+from eventbus.store.base import (
+    DEFAULT_PAGE_SIZE,
+    StoreFeatures,
+    check_lease_ttl,
+    check_letter_ids,
+    check_read_arguments,
+)
 from eventbus.store.codec import MAX_SEQ, letter_values, letters_from_rows, record_values, records_from_rows
 from eventbus.store.retention import (
     CompactionStep,
@@ -374,6 +380,18 @@ class PostgresStore:
         """Every saved position by name."""
         rows = await self._run("read checkpoints from", _Connections.fetch, self._sql.checkpoints)
         return {row[0]: row[1] for row in rows}
+
+    async def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
+        """Take or renew the lease on ``name`` (see `Store.acquire_lease`); expiry on the server's clock."""
+        check_lease_ttl(ttl)
+        held = await self._run(
+            "acquire a lease in", _Connections.fetchval, self._sql.acquire_lease, name, holder, float(ttl)
+        )
+        return held is True
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        """Give up ``holder``'s lease on ``name``, if it holds it."""
+        await self._run("release a lease in", _Connections.execute, self._sql.release_lease, name, holder)
 
     async def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
         """Store dead letters, each with its whole record, in one statement."""

@@ -192,6 +192,7 @@ async def test_opening_creates_the_schema_at_the_current_version(store: Postgres
         "records",
         "checkpoints",
         "dead_letters",
+        "leases",
     }
 
 

@@ -88,6 +88,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "INSERT INTO eventbus_meta (key, value) VALUES ('first_seq', 1)",
         "CREATE INDEX eventbus_dead_letters_by_seq ON eventbus_dead_letters (seq)",
     ),
+    # 4: leases on durable subscriptions' names, so one process at a time
+    # delivers each; expires_at: ns since the epoch, on the machine's clock.
+    (
+        """
+        CREATE TABLE eventbus_leases (
+            name       TEXT PRIMARY KEY,
+            holder     TEXT NOT NULL,
+            expires_at INTEGER NOT NULL
+        ) WITHOUT ROWID
+        """,
+    ),
 )
 """``MIGRATIONS[n]`` takes a file from schema version ``n`` to ``n + 1``."""
 

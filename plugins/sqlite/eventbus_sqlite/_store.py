@@ -27,6 +27,7 @@ from eventbus.store import (
     HistoryNeed,
     Retention,
     StoreFeatures,
+    check_lease_ttl,
     check_letter_ids,
     check_read_arguments,
 )
@@ -359,6 +360,15 @@ class SqliteStore:
     async def checkpoints(self) -> Mapping[str, int]:
         """Every saved position by name."""
         return await self._read(_reader.checkpoints)
+
+    async def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
+        """Take or renew the lease on ``name`` (see `Store.acquire_lease`); expiry on the machine's clock."""
+        check_lease_ttl(ttl)
+        return await self._write(partial(self._require_writer().acquire_lease, name, holder, ttl))
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        """Give up ``holder``'s lease on ``name``, if it holds it."""
+        await self._write(partial(self._require_writer().release_lease, name, holder))
 
     async def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
         """Store dead letters in one transaction, each with the whole record it failed on."""

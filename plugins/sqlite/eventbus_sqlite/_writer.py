@@ -7,6 +7,7 @@ write lock, so the connection is never used by two threads at once.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -117,6 +118,23 @@ class Writer:
                 "ON CONFLICT (name) DO UPDATE SET position = excluded.position",
                 positions.items(),
             )
+
+    def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
+        """Take or renew a lease unless another holder's is unexpired; whether ``holder`` holds it now."""
+        now = time.time_ns()
+        with self._transaction() as connection:
+            cursor = connection.execute(
+                "INSERT INTO eventbus_leases (name, holder, expires_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at "
+                "WHERE eventbus_leases.holder = excluded.holder OR eventbus_leases.expires_at <= ?",
+                (name, holder, now + round(ttl * 1e9), now),
+            )
+            return cursor.rowcount == 1
+
+    def release_lease(self, name: str, holder: str) -> None:
+        """Delete ``holder``'s lease on ``name``, if it holds it."""
+        with self._transaction() as connection:
+            connection.execute("DELETE FROM eventbus_leases WHERE name = ? AND holder = ?", (name, holder))
 
     def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
         """Store dead letters; one with an id already stored replaces it."""

@@ -37,7 +37,8 @@ def audit(event: Tick, record: Record) -> None:
 
 
 async def publish_ticks(url: str, batch_size: int) -> None:
-    bus = EventBus(store=url)
+    # a short lease: the test's restarted bus takes the killed one's over within a second
+    bus = EventBus(store=url, lease_ttl=1.0)
     bus.subscribe(Tick, audit, durable=True, from_seq=1, name=AUDIT)
     async with bus:
         for batch in count():

@@ -1,0 +1,253 @@
+"""Leases on durable names (``lease_ttl``): on a store shared between processes,
+one bus at a time delivers a durable subscription; the others stand by and
+take over, from the checkpoint, when the holder closes, is killed, or loses
+its lease. Each test runs on a SQLite file and on PostgreSQL."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from uuid import uuid4
+
+import anyio
+import lease_worker
+import pytest
+from anyio.abc import Process
+from anyio.streams.buffered import BufferedByteReceiveStream
+from lease_worker import AUDIT, Beat
+
+from eventbus import EventBus, MemoryStore, Record
+from eventbus.delivery import CHECKPOINT_EVERY
+from tests.postgres_server import POSTGRES_URL, admin_sql
+
+_WORKER = Path(lease_worker.__file__)
+_DEADLINE = 30
+_MAX_LINE = 100
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of a new store that several processes can share."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'events.db'}"
+        return
+    schema = f"leases_{uuid4().hex[:12]}"
+    yield f"{POSTGRES_URL}?schema={schema}&max_pool_size=4"
+    admin_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def _steal_lease(url: str) -> None:
+    """Hand the ``audit`` lease to another holder for an hour, behind every bus's back."""
+    if url.startswith("sqlite"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as connection:
+            connection.execute(
+                "UPDATE eventbus_leases SET holder = 'thief', expires_at = expires_at + 3600000000000 WHERE name = ?",
+                (AUDIT,),
+            )
+    else:
+        schema = url.partition("schema=")[2].partition("&")[0]
+        admin_sql(
+            f"UPDATE \"{schema}\".leases SET holder = 'thief', expires_at = now() + interval '1 hour' WHERE name = $1",
+            AUDIT,
+        )
+
+
+def _give_back_lease(url: str) -> None:
+    if url.startswith("sqlite"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as connection:
+            connection.execute("DELETE FROM eventbus_leases WHERE name = ?", (AUDIT,))
+    else:
+        schema = url.partition("schema=")[2].partition("&")[0]
+        admin_sql(f'DELETE FROM "{schema}".leases WHERE name = $1', AUDIT)
+
+
+class _Audit:
+    """A durable ``audit`` subscription's handler in this process, with a signal per handled seq."""
+
+    def __init__(self) -> None:
+        self.seqs: list[int] = []
+        self._changed = anyio.Event()
+
+    def __call__(self, event: Beat, record: Record) -> None:
+        self.seqs.append(record.seq)
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def wait_for(self, seq: int) -> None:
+        while seq not in self.seqs:
+            await self._changed.wait()
+
+
+def _replica(url: str, audit: _Audit, lease_ttl: float = 1.0) -> EventBus:
+    bus = EventBus(url, lease_ttl=lease_ttl)
+    bus.subscribe(Beat, audit, durable=True, from_seq=1, name=AUDIT)
+    return bus
+
+
+async def _publish(url: str, first: int, last: int) -> None:
+    """Publish beats ``first`` .. ``last`` from a bus without subscriptions (another part of the system)."""
+    async with EventBus(url) as bus:
+        await bus.publish_many(Beat(n=n) for n in range(first, last + 1))
+
+
+async def test_only_the_holder_delivers_and_stats_say_which(shared_url: str, anyio_backend: str) -> None:
+    first, second = _Audit(), _Audit()
+    holder, standby = _replica(shared_url, first), _replica(shared_url, second)
+    with anyio.fail_after(_DEADLINE):
+        async with holder:
+            await _publish(shared_url, 1, 50)
+            await first.wait_for(50)
+            async with standby:
+                await standby.drain()  # returns once it stands by
+                await _publish(shared_url, 51, 100)
+                await first.wait_for(100)
+                assert holder.stats()[AUDIT].holds_lease is True
+                assert standby.stats()[AUDIT].holds_lease is False
+                assert standby.stats()[AUDIT].delivered == 0
+                assert second.seqs == []
+    assert first.seqs == list(range(1, 101))
+
+
+async def test_a_closed_holder_hands_over_from_its_checkpoint(shared_url: str, anyio_backend: str) -> None:
+    first, second = _Audit(), _Audit()
+    lease_ttl = 1.0
+    holder, standby = _replica(shared_url, first, lease_ttl), _replica(shared_url, second, lease_ttl)
+    with anyio.fail_after(_DEADLINE):
+        async with holder, standby:
+            await _publish(shared_url, 1, 30)
+            await first.wait_for(30)
+            await holder.aclose()  # saves its position, then releases the lease
+            closed_at = anyio.current_time()
+            await _publish(shared_url, 31, 40)
+            await second.wait_for(40)
+            took_over_in = anyio.current_time() - closed_at
+            assert standby.stats()[AUDIT].holds_lease is True
+    assert first.seqs == list(range(1, 31))
+    assert second.seqs == list(range(31, 41)), "the stand-by resumes after the closed holder's checkpoint"
+    assert took_over_in < lease_ttl + 5
+
+
+async def test_a_holder_that_loses_its_lease_stops_and_takes_it_back_later(shared_url: str, anyio_backend: str) -> None:
+    handled: list[int] = []
+    entered, gate, done = anyio.Event(), anyio.Event(), anyio.Event()
+
+    async def audit(event: Beat, record: Record) -> None:
+        if record.seq == 11 and not gate.is_set():
+            entered.set()
+            await gate.wait()  # held here until the lease is lost
+        handled.append(record.seq)
+        if record.seq == 20:
+            done.set()
+
+    bus = EventBus(shared_url, lease_ttl=0.4)
+    bus.subscribe(Beat, audit, durable=True, from_seq=1, name=AUDIT)
+    with anyio.fail_after(_DEADLINE):
+        async with bus:
+            await _publish(shared_url, 1, 20)
+            await entered.wait()
+            await anyio.to_thread.run_sync(_steal_lease, shared_url)
+            await bus.drain()  # returns once the refused renewal cancelled the delivery and the bus stands by
+            assert bus.stats()[AUDIT].holds_lease is False
+            assert 11 not in handled
+            gate.set()
+            await anyio.to_thread.run_sync(_give_back_lease, shared_url)
+            await done.wait()
+            stats = bus.stats()[AUDIT]
+    assert stats.holds_lease is True
+    assert handled[:10] == list(range(1, 11))
+    resumed_from = handled[10]
+    assert handled[10:] == list(range(resumed_from, 21)), "taken back, it resumes from its checkpoint"
+    assert resumed_from <= 11
+    assert stats.delivered + stats.dropped + stats.dead_lettered + stats.pending == stats.routed
+    assert stats.pending == 0
+
+
+class _Child:
+    """A replica process, and what it has printed so far (read by `follow`)."""
+
+    def __init__(self, process: Process) -> None:
+        assert process.stdout is not None
+        self.process = process
+        self.handled: list[int] = []
+        self.ready = anyio.Event()
+        self._lines = BufferedByteReceiveStream(process.stdout)
+        self._changed = anyio.Event()
+
+    async def follow(self) -> None:
+        """Read every line until the process's output ends (a full pipe would stall it)."""
+        while True:
+            try:
+                line = await self._lines.receive_until(b"\n", _MAX_LINE)
+            except (anyio.IncompleteRead, anyio.EndOfStream):
+                return
+            if line == b"ready":
+                self.ready.set()
+                continue
+            self.handled.append(int(line.split()[1]))
+            self._changed.set()
+            self._changed = anyio.Event()
+
+    async def wait_for(self, seq: int) -> None:
+        while seq not in self.handled:
+            await self._changed.wait()
+
+
+@asynccontextmanager
+async def _replica_process(url: str, lease_ttl: float, backend: str) -> AsyncIterator[_Child]:
+    command = [sys.executable, str(_WORKER), url, str(lease_ttl), backend]
+    async with await anyio.open_process(command, stdin=None, stderr=None) as process:
+        child = _Child(process)
+        async with anyio.create_task_group() as group:
+            group.start_soon(child.follow)
+            await child.ready.wait()
+            try:
+                yield child
+            finally:
+                if process.returncode is None:
+                    process.kill()
+
+
+async def test_a_standby_process_takes_over_after_the_holder_is_killed(shared_url: str, anyio_backend: str) -> None:
+    lease_ttl = 2.0
+    with anyio.fail_after(_DEADLINE * 2):
+        async with _replica_process(shared_url, lease_ttl, anyio_backend) as first:
+            await _publish(shared_url, 1, 100)
+            await first.wait_for(100)
+            async with _replica_process(shared_url, lease_ttl, anyio_backend) as second:
+                await _publish(shared_url, 101, 200)
+                await first.wait_for(200)
+                assert second.handled == [], "while both live, only the holder delivers"
+                first.process.send_signal(signal.SIGKILL)
+                assert await first.process.wait() == -signal.SIGKILL
+                killed_at = anyio.current_time()
+                await _publish(shared_url, 201, 300)
+                await second.wait_for(300)
+                took_over_in = anyio.current_time() - killed_at
+    assert first.handled == list(range(1, len(first.handled) + 1))
+    resumed_from = second.handled[0]
+    assert second.handled == list(range(resumed_from, 301)), "the stand-by resumes from the checkpoint, in order"
+    assert resumed_from <= first.handled[-1] + 1, "nothing is missed"
+    assert len(set(first.handled) & set(second.handled)) <= CHECKPOINT_EVERY
+    assert took_over_in < lease_ttl + 10
+
+
+async def test_stores_that_are_not_shared_need_no_lease(tmp_path: Path, anyio_backend: str) -> None:
+    audit = _Audit()
+    durable_in_memory = EventBus(MemoryStore())
+    durable_in_memory.subscribe(Beat, audit, durable=True, name=AUDIT)
+    plain_on_sqlite = EventBus(f"sqlite:///{tmp_path / 'events.db'}")
+    plain_on_sqlite.subscribe(Beat, audit, name=AUDIT)
+    with anyio.fail_after(_DEADLINE):
+        async with durable_in_memory, plain_on_sqlite:
+            assert durable_in_memory.stats()[AUDIT].holds_lease is None
+            assert plain_on_sqlite.stats()[AUDIT].holds_lease is None
+
+
+@pytest.mark.parametrize("lease_ttl", [0, -1.0, float("nan"), float("inf"), True, "10"])
+def test_lease_ttl_must_be_a_positive_number(lease_ttl: object) -> None:
+    with pytest.raises(ValueError, match="lease_ttl"):
+        EventBus(lease_ttl=lease_ttl)  # type: ignore[arg-type]
