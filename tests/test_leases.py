@@ -9,7 +9,7 @@ import signal
 import sqlite3
 import sys
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from pathlib import Path
 from uuid import uuid4
 
@@ -40,29 +40,27 @@ def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     admin_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
-def _steal_lease(url: str) -> None:
-    """Hand the ``audit`` lease to another holder for an hour, behind every bus's back."""
+def _behind_the_buses_back(url: str, sqlite_statement: str, postgres_statement: str) -> None:
+    """Run a statement on the ``audit`` lease (``?`` / ``$1``: its name), as no bus would."""
     if url.startswith("sqlite"):
-        with sqlite3.connect(url.removeprefix("sqlite:///")) as connection:
-            connection.execute(
-                "UPDATE eventbus_leases SET holder = 'thief', expires_at = expires_at + 3600000000000 WHERE name = ?",
-                (AUDIT,),
-            )
+        with closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as connection, connection:
+            connection.execute(sqlite_statement, (AUDIT,))
     else:
         schema = url.partition("schema=")[2].partition("&")[0]
-        admin_sql(
-            f"UPDATE \"{schema}\".leases SET holder = 'thief', expires_at = now() + interval '1 hour' WHERE name = $1",
-            AUDIT,
-        )
+        admin_sql(postgres_statement.format(leases=f'"{schema}".leases'), AUDIT)
+
+
+def _steal_lease(url: str) -> None:
+    """Hand the ``audit`` lease to another holder for an hour."""
+    _behind_the_buses_back(
+        url,
+        "UPDATE eventbus_leases SET holder = 'thief', expires_at = expires_at + 3600000000000 WHERE name = ?",
+        "UPDATE {leases} SET holder = 'thief', expires_at = now() + interval '1 hour' WHERE name = $1",
+    )
 
 
 def _give_back_lease(url: str) -> None:
-    if url.startswith("sqlite"):
-        with sqlite3.connect(url.removeprefix("sqlite:///")) as connection:
-            connection.execute("DELETE FROM eventbus_leases WHERE name = ?", (AUDIT,))
-    else:
-        schema = url.partition("schema=")[2].partition("&")[0]
-        admin_sql(f'DELETE FROM "{schema}".leases WHERE name = $1', AUDIT)
+    _behind_the_buses_back(url, "DELETE FROM eventbus_leases WHERE name = ?", "DELETE FROM {leases} WHERE name = $1")
 
 
 class _Audit:
@@ -82,7 +80,7 @@ class _Audit:
             await self._changed.wait()
 
 
-def _replica(url: str, audit: _Audit, lease_ttl: float = 1.0) -> EventBus:
+def _replica(url: str, audit: _Audit, lease_ttl: float = 3.0) -> EventBus:
     bus = EventBus(url, lease_ttl=lease_ttl)
     bus.subscribe(Beat, audit, durable=True, from_seq=1, name=AUDIT)
     return bus
@@ -114,7 +112,7 @@ async def test_only_the_holder_delivers_and_stats_say_which(shared_url: str, any
 
 async def test_a_closed_holder_hands_over_from_its_checkpoint(shared_url: str, anyio_backend: str) -> None:
     first, second = _Audit(), _Audit()
-    lease_ttl = 1.0
+    lease_ttl = 3.0
     holder, standby = _replica(shared_url, first, lease_ttl), _replica(shared_url, second, lease_ttl)
     with anyio.fail_after(_DEADLINE):
         async with holder, standby:
@@ -128,7 +126,7 @@ async def test_a_closed_holder_hands_over_from_its_checkpoint(shared_url: str, a
             assert standby.stats()[AUDIT].holds_lease is True
     assert first.seqs == list(range(1, 31))
     assert second.seqs == list(range(31, 41)), "the stand-by resumes after the closed holder's checkpoint"
-    assert took_over_in < lease_ttl + 5
+    assert took_over_in < lease_ttl, "a closed holder's lease is taken at the stand-by's next try"
 
 
 async def test_a_holder_that_loses_its_lease_stops_and_takes_it_back_later(shared_url: str, anyio_backend: str) -> None:
@@ -143,7 +141,7 @@ async def test_a_holder_that_loses_its_lease_stops_and_takes_it_back_later(share
         if record.seq == 20:
             done.set()
 
-    bus = EventBus(shared_url, lease_ttl=0.4)
+    bus = EventBus(shared_url, lease_ttl=1.0)
     bus.subscribe(Beat, audit, durable=True, from_seq=1, name=AUDIT)
     with anyio.fail_after(_DEADLINE):
         async with bus:
@@ -212,7 +210,7 @@ async def _replica_process(url: str, lease_ttl: float, backend: str) -> AsyncIte
 
 
 async def test_a_standby_process_takes_over_after_the_holder_is_killed(shared_url: str, anyio_backend: str) -> None:
-    lease_ttl = 2.0
+    lease_ttl = 4.0  # long enough that a loaded machine does not lose it by a late renewal
     with anyio.fail_after(_DEADLINE * 2):
         async with _replica_process(shared_url, lease_ttl, anyio_backend) as first:
             await _publish(shared_url, 1, 100)
@@ -220,7 +218,7 @@ async def test_a_standby_process_takes_over_after_the_holder_is_killed(shared_ur
             async with _replica_process(shared_url, lease_ttl, anyio_backend) as second:
                 await _publish(shared_url, 101, 200)
                 await first.wait_for(200)
-                assert second.handled == [], "while both live, only the holder delivers"
+                assert second.handled == [], f"while both live, only the holder delivers: {second.handled[:5]}..."
                 first.process.send_signal(signal.SIGKILL)
                 assert await first.process.wait() == -signal.SIGKILL
                 killed_at = anyio.current_time()
@@ -232,7 +230,7 @@ async def test_a_standby_process_takes_over_after_the_holder_is_killed(shared_ur
     assert second.handled == list(range(resumed_from, 301)), "the stand-by resumes from the checkpoint, in order"
     assert resumed_from <= first.handled[-1] + 1, "nothing is missed"
     assert len(set(first.handled) & set(second.handled)) <= CHECKPOINT_EVERY
-    assert took_over_in < lease_ttl + 10
+    assert took_over_in < lease_ttl + 10, f"took over {took_over_in:.1f} s after the kill"
 
 
 async def test_stores_that_are_not_shared_need_no_lease(tmp_path: Path, anyio_backend: str) -> None:
