@@ -130,9 +130,10 @@ class NatsBridge(Plugin):
                     await runner.call(jetstream.bind_consumer, self.stream, self.service, subjects, self.ack_wait)
         except Exception as exc:
             await self._close()
+            problem = f"no answer within {START_TIMEOUT} s" if isinstance(exc, TimeoutError) else repr(exc)
             raise PluginError(
                 f"the NATS bridge of service {self.service!r} could not set up stream {self.stream!r} "
-                f"on {self.servers!r}: {exc!r}"
+                f"on {self.servers!r}: {problem}"
             ) from exc
         if self.outbound:
             forwarder = Forwarder(

@@ -111,9 +111,8 @@ class Receiver:
                         _logger.warning("fetching from NATS failed, retrying", error=repr(exc))
                         await anyio.sleep(delay)
                         delay = min(delay * 2, MAX_BACKOFF)
-        except BaseException as exc:  # a trio system task must not raise; cancellation ends it quietly
-            if not isinstance(exc, anyio.get_cancelled_exc_class()):
-                _logger.error("the NATS bridge's inbound side stopped", error=repr(exc))
+        except Exception as exc:  # a trio system task must not raise
+            _logger.error("the NATS bridge's inbound side stopped", error=repr(exc))
         finally:
             self._done.set()
 

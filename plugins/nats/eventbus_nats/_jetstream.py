@@ -134,8 +134,10 @@ class JetStream:
         if self._client is None:
             return
         try:
-            if self._subscription is not None and self._client.is_connected:
-                await self._subscription.unsubscribe()
+            if self._client.is_connected:
+                await self._client.flush()  # the last acknowledgements reach the server before we go
+                if self._subscription is not None:
+                    await self._subscription.unsubscribe()
             await self._client.close()
         except Exception as exc:  # the connection was lost meanwhile: nothing is left to flush
             self._log.warning("closing the NATS connection failed", error=repr(exc))
