@@ -14,9 +14,6 @@ taken the last event in (it prints ``done``).
   each message awaiting its acknowledgement before the next (so the stream
   keeps the order across reconnects), a pull consumer fetching batches and
   acknowledging each message.
-- pipelined (unordered): raw nats-py with ``js.publish_async`` and one wait for
-  all acknowledgements: faster, but a reconnect may store messages out of order.
-
 Each figure is events/s, with its ratio to the ordered floor.
 
     python benchmarks/nats.py            # 20 000 events per scenario
@@ -26,7 +23,6 @@ Each figure is events/s, with its ratio to the ordered floor.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import subprocess
 import sys
@@ -106,17 +102,6 @@ async def ordered_producer(stream: str, count: int) -> None:
     await client.close()
 
 
-async def pipelined_producer(stream: str, count: int) -> None:
-    client = await nats.connect(NATS_URL)
-    js = client.jetstream()
-    acks = [
-        await js.publish_async(f"{stream}.bench.tick", b'{"n":%d}' % n, headers={"Nats-Msg-Id": str(uuid.uuid4())})
-        for n in range(count)
-    ]
-    await asyncio.gather(*acks)
-    await client.close()
-
-
 async def create_stream(stream: str) -> None:
     client = await nats.connect(NATS_URL)
     await client.jetstream().add_stream(name=stream, subjects=[f"{stream}.>"])
@@ -155,7 +140,6 @@ async def main(quick: bool) -> None:
     floor = await measure("raw", ordered_producer, count)
     results = [
         ("raw nats-py, ordered: publish, await ack (floor)", floor),
-        ("raw nats-py, pipelined: publish_async (unordered)", await measure("raw", pipelined_producer, count)),
         ("eventbus NatsBridge -> NatsBridge", await measure("bridge", bridge_producer, count)),
     ]
     for label, rate in results:
