@@ -104,6 +104,16 @@ EXPECTED: dict[str, Expected] = {
         ),
         store="orders.db",
     ),
+    "two_services.py": Expected(
+        lines=(
+            "shop: order A1 stored as seq 1, on its way to billing",
+            "  billing: charging order A1 (12.50), from shop",
+            "  billing: charging order A2 (99.00), from shop",
+            "shop: order A1 paid (12.50), seq 3 here, origin billing, caused by the order: True",
+            "shop: order A2 paid (99.00), seq 4 here, origin billing, caused by the order: True",
+            "both services stopped; billing exited with status 0",
+        ),
+    ),
     "custom_middleware.py": Expected(
         lines=(
             "  [publish] stored 3 event(s) as seqs 2..4 ['media.image_uploaded']",

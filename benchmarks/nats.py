@@ -1,0 +1,162 @@
+"""Events per second from one process to another through the NATS JetStream bridge,
+beside raw nats-py doing the same in the same run.
+
+A producer (this process) sends N events to a consumer in a child process,
+both on the NATS server of ``EVENTBUS_NATS_URL`` (default
+``nats://127.0.0.1:4222``), each run in a stream of its own that is deleted
+afterwards. The clock runs from the first publish until the consumer has
+taken the last event in (it prints ``done``).
+
+- bridge: an `EventBus` (memory store) with a `NatsBridge` sending ``Tick``
+  events, published with ``publish_many``; the consumer is an `EventBus` with
+  a bridge taking them in and a handler counting them.
+- floor (ordered): raw nats-py with the bridge's guarantee: ``js.publish`` of
+  each message awaiting its acknowledgement before the next (so the stream
+  keeps the order across reconnects), a pull consumer fetching batches and
+  acknowledging each message.
+Each figure is events/s, with its ratio to the ordered floor.
+
+    python benchmarks/nats.py            # 20 000 events per scenario
+    python benchmarks/nats.py --quick    # 3 000 events, a few seconds, for CI
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+# This file is nats.py: keep its own folder off the path, so that `import nats` finds nats-py.
+sys.path = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
+
+import anyio  # noqa: E402
+import nats  # noqa: E402
+from anyio.streams.buffered import BufferedByteReceiveStream  # noqa: E402
+from eventbus_nats import NatsBridge  # noqa: E402
+
+from eventbus import Event, EventBus  # noqa: E402
+
+NATS_URL = os.environ.get("EVENTBUS_NATS_URL", "nats://127.0.0.1:4222")
+FETCH = 256
+"""Messages per fetch of the raw consumer (the bridge's own FETCH_BATCH)."""
+
+
+class Tick(Event, name="bench.tick"):
+    n: int
+
+
+async def bridge_consumer(stream: str, count: int) -> None:
+    bus = EventBus(plugins=[NatsBridge(NATS_URL, stream=stream, service="consumer", inbound=[Tick])])
+    done = anyio.Event()
+    seen = 0
+
+    @bus.subscribe
+    def take(event: Tick) -> None:
+        nonlocal seen
+        seen += 1
+        if seen == count:
+            done.set()
+
+    async with bus:
+        print("ready", flush=True)
+        await done.wait()
+        print("done", flush=True)
+
+
+async def raw_consumer(stream: str, count: int) -> None:
+    client = await nats.connect(NATS_URL)
+    js = client.jetstream()
+    subscription = await js.pull_subscribe(f"{stream}.>", durable="consumer", stream=stream)
+    print("ready", flush=True)
+    seen = 0
+    while seen < count:
+        try:
+            messages = await subscription.fetch(FETCH, timeout=0.01)  # short: a floor polls, it never lingers
+        except nats.errors.Error:  # nothing within the wait, or a status the next fetch outlives
+            continue
+        for message in messages:
+            await message.ack()
+        seen += len(messages)
+    print("done", flush=True)
+    await client.close()
+
+
+async def bridge_producer(stream: str, count: int) -> None:
+    bus = EventBus(plugins=[NatsBridge(NATS_URL, stream=stream, service="producer", outbound=[Tick])])
+    async with bus:
+        for first in range(0, count, 1_000):
+            await bus.publish_many(Tick(n=n) for n in range(first, min(first + 1_000, count)))
+        await bus.drain()
+
+
+async def ordered_producer(stream: str, count: int) -> None:
+    client = await nats.connect(NATS_URL)
+    js = client.jetstream()
+    for n in range(count):
+        await js.publish(f"{stream}.bench.tick", b'{"n":%d}' % n, headers={"Nats-Msg-Id": str(uuid.uuid4())})
+    await client.close()
+
+
+async def create_stream(stream: str) -> None:
+    client = await nats.connect(NATS_URL)
+    await client.jetstream().add_stream(name=stream, subjects=[f"{stream}.>"])
+    await client.close()
+
+
+async def delete_stream(stream: str) -> None:
+    client = await nats.connect(NATS_URL)
+    await client.jetstream().delete_stream(stream)
+    await client.close()
+
+
+async def measure(consumer: str, produce: Callable[[str, int], Awaitable[None]], count: int) -> float:
+    """Events/s from the first publish until the consumer process has taken the last."""
+    stream = f"bench_{uuid.uuid4().hex[:12]}"
+    await create_stream(stream)
+    try:
+        command = [sys.executable, __file__, "--consumer", consumer, stream, str(count)]
+        async with await anyio.open_process(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE) as process:
+            assert process.stdout is not None
+            lines = BufferedByteReceiveStream(process.stdout)
+            assert await lines.receive_until(b"\n", 100) == b"ready"
+            started = time.perf_counter()
+            await produce(stream, count)
+            assert await lines.receive_until(b"\n", 100) == b"done"
+            elapsed = time.perf_counter() - started
+            await process.wait()
+        return count / elapsed
+    finally:
+        await delete_stream(stream)
+
+
+async def main(quick: bool) -> None:
+    count = 3_000 if quick else 20_000
+    print(f"{count} events from one process to another through NATS JetStream ({NATS_URL})")
+    floor = await measure("raw", ordered_producer, count)
+    results = [
+        ("raw nats-py, ordered: publish, await ack (floor)", floor),
+        ("eventbus NatsBridge -> NatsBridge", await measure("bridge", bridge_producer, count)),
+    ]
+    for label, rate in results:
+        print(f"  {label:<52} {rate:>10,.0f} events/s   x{rate / floor:.2f}")
+
+
+def consumer_main(kind: str, stream: str, count: int) -> None:
+    consume = bridge_consumer if kind == "bridge" else raw_consumer
+    anyio.run(consume, stream, count)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="3 000 events per scenario (CI)")
+    parser.add_argument("--consumer", nargs=3, metavar=("KIND", "STREAM", "COUNT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.consumer:
+        consumer_main(args.consumer[0], args.consumer[1], int(args.consumer[2]))
+    else:
+        anyio.run(main, args.quick)

@@ -1,0 +1,195 @@
+"""`NatsBridge`: a bus plugin that carries events between services over NATS JetStream."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import anyio
+
+from eventbus import Event, EventBus, Plugin, PluginError, Subscription
+
+from ._inbound import Receiver
+from ._jetstream import JetStream
+from ._loop import Runner, start_runner
+from ._outbound import Forwarder
+from ._subjects import check_name, stream_subjects, subject_of
+
+__all__ = ["DEFAULT_ACK_WAIT", "DEFAULT_MAX_PAYLOAD", "DEFAULT_PUBLISH_TIMEOUT", "NatsBridge", "START_TIMEOUT"]
+
+DEFAULT_MAX_PAYLOAD = 1_000_000
+"""The largest event JSON, in bytes, a bridge sends or takes in by default
+(NATS servers take 1 MiB per message by default, headers included)."""
+DEFAULT_ACK_WAIT = 30.0
+"""Seconds JetStream waits for a replica to acknowledge a message before it
+delivers it again (to any replica of the service)."""
+DEFAULT_PUBLISH_TIMEOUT = 2.0
+"""Seconds one outbound publish waits for JetStream's acknowledgement before it is tried again."""
+START_TIMEOUT = 10.0
+"""Seconds `NatsBridge.start` may take to connect and set up the stream and
+consumer before ``async with bus`` fails with `PluginError`."""
+
+
+class NatsBridge(Plugin):
+    """Carries events between services through one NATS JetStream stream.
+
+    ```python
+    bus = EventBus(
+        store="sqlite:///billing.db",
+        plugins=[NatsBridge(service="billing", outbound=[PaymentCaptured], inbound=[OrderPlaced])],
+    )
+    ```
+
+    Outbound events (published on this bus, subclasses included) go to the
+    stream under a subject derived from their type name, with their event
+    id as ``Nats-Msg-Id``; they stay in the local store until JetStream has
+    acknowledged them, forwarded in seq order by a durable subscription.
+    Inbound events come from the service's durable consumer, are appended to
+    the local store with `EventBus.ingest` (keeping their ids, headers and
+    causation depth, plus an ``origin`` header naming the sending service),
+    then acknowledged. Replicas with the same ``service`` share the consumer.
+
+    Args:
+        servers: the NATS server URL, or a list of them.
+        stream: the JetStream stream, created if missing; its subjects are
+            ``<stream>.>``. Letters, digits, ``-`` and ``_``.
+        service: this service's name: its durable consumer's name, and the
+            origin of what it sends. Letters, digits, ``-`` and ``_``.
+        outbound: the event classes this service sends.
+        inbound: the event classes this service takes in.
+        max_payload: the largest event JSON, in bytes, sent or taken in;
+            larger events become dead letters.
+        ack_wait: seconds before JetStream delivers a message that a replica
+            took and did not acknowledge (it died) again.
+        publish_timeout: seconds one outbound publish waits for JetStream's
+            acknowledgement before it is tried again (with the same event id).
+        **connect_options: passed to ``nats.connect`` (``user_credentials``,
+            ``tls``, ``reconnect_time_wait``, ...). The bridge reconnects for
+            as long as its bus runs unless ``max_reconnect_attempts`` says otherwise.
+    """
+
+    name = "nats"
+
+    def __init__(
+        self,
+        servers: str | list[str] = "nats://127.0.0.1:4222",
+        *,
+        stream: str = "eventbus",
+        service: str,
+        outbound: Iterable[type[Event]] = (),
+        inbound: Iterable[type[Event]] = (),
+        max_payload: int = DEFAULT_MAX_PAYLOAD,
+        ack_wait: float = DEFAULT_ACK_WAIT,
+        publish_timeout: float = DEFAULT_PUBLISH_TIMEOUT,
+        **connect_options: Any,
+    ) -> None:
+        self.servers = servers
+        self.stream = check_name("stream", stream)
+        self.service = check_name("service", service)
+        self.outbound: tuple[type[Event], ...] = _event_classes("outbound", outbound)
+        self.inbound: tuple[type[Event], ...] = _event_classes("inbound", inbound)
+        if Event in self.inbound:
+            raise ValueError("inbound= takes the concrete event classes to receive, not Event itself")
+        if isinstance(max_payload, bool) or not isinstance(max_payload, int) or max_payload < 1:
+            raise ValueError(f"max_payload must be an int >= 1 (bytes), got {max_payload!r}")
+        self.max_payload = max_payload
+        self.ack_wait = _seconds("ack_wait", ack_wait)
+        self.publish_timeout = _seconds("publish_timeout", publish_timeout)
+        self.connect_options = connect_options
+        self._runner: Runner | None = None
+        self._jetstream: JetStream | None = None
+        self._forwarding: Subscription | None = None
+        self._receiver: Receiver | None = None
+
+    def __repr__(self) -> str:
+        return f"<NatsBridge service={self.service!r} stream={self.stream!r}>"
+
+    @property
+    def forwarding_name(self) -> str:
+        """The name of the durable subscription that forwards outbound events
+        (and of its dead letters): ``nats:<stream>:outbound``."""
+        return f"nats:{self.stream}:outbound"
+
+    @property
+    def inbound_letters_name(self) -> str:
+        """The subscription name of the dead letters of inbound messages: ``nats:<stream>:inbound``."""
+        return f"nats:{self.stream}:inbound"
+
+    async def start(self, bus: EventBus, /) -> None:
+        """Connect, make sure the stream and the service's consumer exist,
+        subscribe the forwarding subscription and start taking in events."""
+        runner = self._runner = start_runner()
+        try:
+            with anyio.fail_after(START_TIMEOUT):
+                jetstream = self._jetstream = JetStream()
+                await runner.call(jetstream.connect, self.servers, f"eventbus:{self.service}", self.connect_options)
+                await runner.call(jetstream.ensure_stream, self.stream, stream_subjects(self.stream))
+                if self.inbound:
+                    subjects = [subject_of(self.stream, cls.__event_type__) for cls in self.inbound]
+                    await runner.call(jetstream.bind_consumer, self.stream, self.service, subjects, self.ack_wait)
+        except Exception as exc:
+            await self._close()
+            problem = f"no answer within {START_TIMEOUT} s" if isinstance(exc, TimeoutError) else repr(exc)
+            raise PluginError(
+                f"the NATS bridge of service {self.service!r} could not set up stream {self.stream!r} "
+                f"on {self.servers!r}: {problem}"
+            ) from exc
+        if self.outbound:
+            forwarder = Forwarder(
+                runner,
+                jetstream,
+                self.stream,
+                service=self.service,
+                max_payload=self.max_payload,
+                publish_timeout=self.publish_timeout,
+            )
+            self._forwarding = bus.subscribe(
+                self.outbound, forwarder.forward, name=self.forwarding_name, durable=True, backpressure="spill"
+            )
+        if self.inbound:
+            self._receiver = Receiver(
+                bus,
+                runner,
+                jetstream,
+                frozenset(subjects),
+                origin=f"nats:{self.stream}",
+                max_payload=self.max_payload,
+                letters=self.inbound_letters_name,
+            )
+            self._receiver.start()
+
+    async def stop(self, bus: EventBus, /) -> None:
+        """Stop taking in events, remove the forwarding subscription and close the connection."""
+        if self._receiver is not None:
+            await self._receiver.stop()
+            self._receiver = None
+        if self._forwarding is not None:
+            self._forwarding.close()
+            self._forwarding = None
+        await self._close()
+
+    async def _close(self) -> None:
+        runner, self._runner = self._runner, None
+        jetstream, self._jetstream = self._jetstream, None
+        if runner is None:
+            return
+        try:
+            if jetstream is not None:
+                await runner.call(jetstream.close)
+        finally:
+            await runner.close()
+
+
+def _event_classes(what: str, classes: Iterable[type[Event]]) -> tuple[type[Event], ...]:
+    found = tuple(classes)
+    for cls in found:
+        if not (isinstance(cls, type) and issubclass(cls, Event)):
+            raise TypeError(f"{what}= takes Event classes, got {cls!r}")
+    return found
+
+
+def _seconds(what: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ValueError(f"{what} must be a positive number of seconds, got {value!r}")
+    return float(value)
