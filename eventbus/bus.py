@@ -297,7 +297,7 @@ class EventBus:
                         await runs.start(self._start_run(sub).run)
                     self._state = _RUNNING
                     task_status.started()
-                    await self._stop_requested.wait()
+                    await self._run_plugins_until_stop()
                     if self._drain_on_stop:
                         await self._drain_before_stop()
                     self._state = BusState.STOPPING
@@ -309,6 +309,21 @@ class EventBus:
             self._runs = None
             self._state = BusState.STOPPED
             self._stopped.set()
+
+    async def _run_plugins_until_stop(self) -> None:
+        """Each plugin's `run` as a task, until a stop is requested: then they
+        are cancelled, before the bus drains."""
+        async with anyio.create_task_group() as plugins:
+            for plugin in self.plugins:
+                plugins.start_soon(self._run_plugin, plugin)
+            await self._stop_requested.wait()
+            plugins.cancel_scope.cancel()
+
+    async def _run_plugin(self, plugin: BusPlugin) -> None:
+        try:
+            await plugin.run(self)
+        except Exception as exc:
+            logger.error("plugin failed while running; the bus goes on", plugin=plugin.name, error=repr(exc))
 
     async def _drain_before_stop(self) -> None:
         self._state = _DRAINING

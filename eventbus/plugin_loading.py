@@ -41,6 +41,9 @@ class BusPlugin(Protocol):
     async def start(self, bus: Any, /) -> None:
         """Called when the bus starts, after the store is open."""
 
+    async def run(self, bus: Any, /) -> None:
+        """The plugin's own work while the bus runs (see `eventbus.plugins.Plugin.run`)."""
+
     async def stop(self, bus: Any, /) -> None:
         """Called when the bus stops, after the subscriptions have stopped."""
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import anyio
 import pytest
 from eventbus_sqlite import SqliteStore
+from structlog.testing import capture_logs
 
 from eventbus import BusClosed, BusState, DeadLetter, EventBus, MemoryStore, Plugin, Record, Retry, StoreError
 from tests.policy_events import WAIT, Hold, Seen, Tick, publish_ticks
@@ -196,6 +197,63 @@ async def test_a_plugin_failing_to_start_stops_the_ones_started_before_and_close
     async with bus:
         assert bus.running
     assert (store.opened, store.closed) == (2, 2)
+
+
+class Feeding(Plugin):
+    """A plugin whose `run` brings events in until the bus stops (as a bridge does)."""
+
+    name = "feeding"
+
+    def __init__(self, log: list[str], *, fail: bool = False) -> None:
+        self.log = log
+        self.fail = fail
+        self.running = anyio.Event()
+
+    async def start(self, bus: EventBus) -> None:
+        self.log.append("start")
+
+    async def run(self, bus: EventBus) -> None:
+        self.log.append(f"run while {bus.state.value}")
+        await bus.publish(Tick(n=1))
+        self.running.set()  # the waiter wakes after this task's next step: the raise, or the sleep
+        if self.fail:
+            raise LookupError("the feed broke")
+        try:
+            await anyio.sleep_forever()
+        finally:
+            self.log.append(f"run cancelled while {bus.state.value}")
+
+    async def stop(self, bus: EventBus) -> None:
+        self.log.append("stop")
+
+
+async def test_a_plugins_run_task_lives_while_the_bus_runs_and_is_cancelled_before_the_drain() -> None:
+    log: list[str] = []
+    plugin = Feeding(log)
+    bus = EventBus(plugins=[plugin])
+    seen = Seen()
+    bus.subscribe(Tick, seen.add, name="seen")
+    with anyio.fail_after(WAIT):
+        async with bus:
+            await plugin.running.wait()
+            await bus.drain()
+            assert seen.ns == [1]
+    assert log == ["start", "run while running", "run cancelled while running", "stop"]
+
+
+async def test_a_plugins_run_task_failing_is_logged_and_the_bus_goes_on() -> None:
+    log: list[str] = []
+    plugin = Feeding(log, fail=True)
+    bus = EventBus(plugins=[plugin])
+    with anyio.fail_after(WAIT), capture_logs() as logs:
+        async with bus:
+            await plugin.running.wait()
+            assert bus.running
+            assert await bus.publish(Tick(n=3)) > 1
+    failure = next(entry for entry in logs if entry["event"].startswith("plugin failed"))
+    assert failure["plugin"] == "feeding"
+    assert "the feed broke" in failure["error"]
+    assert log == ["start", "run while running", "stop"]
 
 
 async def test_a_store_that_fails_to_open_leaves_the_bus_stopped() -> None:

@@ -117,8 +117,8 @@ class NatsBridge(Plugin):
         return f"nats:{self.stream}:inbound"
 
     async def start(self, bus: EventBus, /) -> None:
-        """Connect, make sure the stream and the service's consumer exist,
-        subscribe the forwarding subscription and start taking in events."""
+        """Connect, make sure the stream and the service's consumer exist, and
+        subscribe the forwarding subscription (`run` takes events in)."""
         runner = self._runner = start_runner()
         try:
             with anyio.fail_after(START_TIMEOUT):
@@ -157,13 +157,15 @@ class NatsBridge(Plugin):
                 max_payload=self.max_payload,
                 letters=self.inbound_letters_name,
             )
-            self._receiver.start()
+
+    async def run(self, bus: EventBus, /) -> None:
+        """Take in events from the service's consumer while the bus runs."""
+        if self._receiver is not None:
+            await self._receiver.run()
 
     async def stop(self, bus: EventBus, /) -> None:
-        """Stop taking in events, remove the forwarding subscription and close the connection."""
-        if self._receiver is not None:
-            await self._receiver.stop()
-            self._receiver = None
+        """Remove the forwarding subscription and close the connection."""
+        self._receiver = None
         if self._forwarding is not None:
             self._forwarding.close()
             self._forwarding = None

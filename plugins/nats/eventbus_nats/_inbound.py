@@ -1,8 +1,8 @@
 """The inbound side: the service's durable pull consumer, drained into the local store.
 
-A background task fetches up to `FETCH_BATCH` messages at a time and, for
-each in turn, decodes it and hands it to `EventBus.ingest`, which stores it
-under a new local seq and routes it to the subscriptions of its type. The
+The bridge's `run` task (`Plugin.run`: it lives while the bus runs) fetches
+up to `FETCH_BATCH` messages at a time and, for each in turn, decodes it and
+hands it to `EventBus.ingest`, which stores it under a new local seq and routes it to the subscriptions of its type. The
 messages of a batch are acknowledged once all of them are settled, so a
 message is only acknowledged once it is stored: as an event, or, if it does
 not decode, is over ``max_payload`` or is refused by ``ingest`` (too deep a
@@ -22,15 +22,15 @@ from __future__ import annotations
 from collections.abc import Set
 
 import anyio
-import structlog
 from nats.aio.msg import Msg
 
-from eventbus import BusClosed, BusState, CausationLoopError, EventBus, EventDecodeError
+from eventbus import BusClosed, CausationLoopError, EventBus, EventDecodeError
 from eventbus.middleware.deadletter import bury
+from eventbus.plugins import logger
 
 from ._errors import BadMessage, PayloadTooLarge
 from ._jetstream import JetStream, Messages
-from ._loop import Runner, spawn
+from ._loop import Runner
 from ._outbound import FIRST_BACKOFF, MAX_BACKOFF
 from ._wire import incoming, letter_record
 
@@ -42,9 +42,6 @@ ingested and not yet acknowledged, and come again (see the guide's delivery guar
 FETCH_WAIT = 1.0
 """Seconds one fetch waits for a first message before asking again."""
 _SETTLE_WAIT = 5.0  # seconds a stopping bridge gives its last acknowledgements
-_START_POLL = 0.005  # seconds between looks at a starting bus
-
-_logger = structlog.get_logger("eventbus")
 
 
 class Receiver:
@@ -78,43 +75,24 @@ class Receiver:
         self._origin = origin
         self._max_payload = max_payload
         self.letters = letters
-        self._scope = anyio.CancelScope()
-        self._done = anyio.Event()
-        self._task: object = None
 
-    def start(self) -> None:
-        """Start fetching, in a background task that runs until `stop`."""
-        self._task = spawn(self._run)
-
-    async def stop(self) -> None:
-        """Stop fetching, let the batch in hand settle, and return once the task has ended."""
-        self._scope.cancel()
-        await self._done.wait()
-
-    async def _run(self) -> None:
-        try:
-            with self._scope:
-                # Started by the bridge's start(), while the bus is still starting, and ingest
-                # refuses events until it runs. The bus tells plugins nothing when it does: a
-                # look every few milliseconds, during start-up only.
-                while self._bus.state is BusState.STARTING:  # noqa: ASYNC110
-                    await anyio.sleep(_START_POLL)
-                delay = FIRST_BACKOFF
-                while self._bus.state is BusState.RUNNING:
-                    try:
-                        messages = await self._runner.call(self._jetstream.fetch, FETCH_BATCH, FETCH_WAIT)
-                        if messages:
-                            with anyio.CancelScope(shield=True):
-                                await self._take(messages)
-                        delay = FIRST_BACKOFF
-                    except Exception as exc:
-                        _logger.warning("fetching from NATS failed, retrying", error=repr(exc))
-                        await anyio.sleep(delay)
-                        delay = min(delay * 2, MAX_BACKOFF)
-        except Exception as exc:  # a trio system task must not raise
-            _logger.error("the NATS bridge's inbound side stopped", error=repr(exc))
-        finally:
-            self._done.set()
+    async def run(self) -> None:
+        """Fetch and ingest until cancelled (the bus stopping); the batch in
+        hand is settled first. A failed fetch is logged and tried again after
+        a pause that doubles up to `MAX_BACKOFF`."""
+        delay = FIRST_BACKOFF
+        while True:
+            try:
+                messages = await self._runner.call(self._jetstream.fetch, FETCH_BATCH, FETCH_WAIT)
+            except Exception as exc:
+                logger.warning("fetching from NATS failed, retrying", error=repr(exc), retry_in=delay)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF)
+                continue
+            delay = FIRST_BACKOFF
+            if messages:
+                with anyio.CancelScope(shield=True):
+                    await self._take(messages)
 
     async def _take(self, messages: Messages) -> None:
         """Ingest or dead-letter each message, in order, then settle them all."""
@@ -127,7 +105,7 @@ class Receiver:
                 naks.extend(messages[index:])
                 break
             except Exception as exc:
-                _logger.error("ingesting a NATS message failed; it will come again", error=repr(exc))
+                logger.error("ingesting a NATS message failed; it will come again", error=repr(exc))
                 naks.extend(messages[index:])
                 break
             (acks if stored else naks).append(message)

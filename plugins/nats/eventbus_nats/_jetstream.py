@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
@@ -17,13 +16,14 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from eventbus.plugins import logger
+
 from ._wire import Outgoing
 
 __all__ = ["JetStream", "Messages"]
 
 Messages = Sequence[Msg]
 
-_logger = structlog.get_logger("eventbus")
 
 _TOP_UP_WAIT = 0.01  # seconds a fetch waits for more than the messages already there
 
@@ -42,11 +42,11 @@ class JetStream:
         self._js: JetStreamContext | None = None
         self._subscription: JetStreamContext.PullSubscription | None = None
         self._closing = False
-        self._log = _logger
+        self._log: Any = logger
 
     async def connect(self, servers: str | list[str], name: str, options: Mapping[str, Any]) -> None:
         """Connect (retrying until it succeeds, unless ``options`` say otherwise)."""
-        self._log = _logger.bind(nats_connection=name)
+        self._log = logger.bind(nats_connection=name)
         callbacks = {
             "error_cb": self._on_error,
             "disconnected_cb": self._on_disconnect,

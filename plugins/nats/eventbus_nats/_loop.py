@@ -6,11 +6,6 @@ dedicated thread (`LoopThreadRunner`): each call is a coroutine submitted to
 that loop, and the trio task sleeps until the loop thread wakes it through
 trio's token, so no worker thread is held while a call is in flight. The
 connection, its reconnects and every JetStream call live on that one loop.
-
-The bridge's inbound side is a task that outlives `Plugin.start` and ends in
-`Plugin.stop`; a plugin gets no task group from the bus, so `spawn` starts it
-as the running library's own background task (an asyncio task, a trio
-system task).
 """
 
 from __future__ import annotations
@@ -26,7 +21,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar
 import anyio
 import sniffio
 
-__all__ = ["DirectRunner", "LoopThreadRunner", "Runner", "RunnerClosed", "spawn", "start_runner"]
+__all__ = ["DirectRunner", "LoopThreadRunner", "Runner", "RunnerClosed", "start_runner"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -120,18 +115,3 @@ def start_runner() -> Runner:
     if library == "trio":
         return LoopThreadRunner()
     raise RuntimeError(f"the NATS bridge runs on asyncio or trio, not on {library!r}")
-
-
-def spawn(fn: Callable[[], Coroutine[Any, Any, None]]) -> object:
-    """Start ``fn()`` as a background task of the running library; returns a
-    reference the caller keeps while it runs (asyncio holds its tasks weakly).
-
-    ``fn`` must catch its own exceptions (a trio system task that raises
-    crashes the run) and end when asked to; nothing here waits for it.
-    """
-    if sniffio.current_async_library() == "trio":
-        import trio
-
-        trio.lowlevel.spawn_system_task(fn)
-        return fn
-    return asyncio.get_running_loop().create_task(fn())

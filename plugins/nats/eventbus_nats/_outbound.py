@@ -17,11 +17,11 @@ dead letter of the forwarding subscription; the events after it go on.
 from __future__ import annotations
 
 import anyio
-import structlog
 from nats.errors import MaxPayloadError
 
 from eventbus import Event, Record
 from eventbus.bus import ORIGIN_HEADER
+from eventbus.plugins import logger
 
 from ._errors import PayloadTooLarge
 from ._jetstream import JetStream
@@ -36,8 +36,6 @@ FIRST_BACKOFF = 0.05
 MAX_BACKOFF = 2.0
 """The longest pause between two tries of one publish."""
 _LOG_EVERY = 10  # a long outage logs its first failure and every tenth after it
-
-_logger = structlog.get_logger("eventbus")
 
 
 class Forwarder:
@@ -103,7 +101,7 @@ class Forwarder:
                 ) from None
             except Exception as exc:
                 if failures % _LOG_EVERY == 0:
-                    _logger.warning(
+                    logger.warning(
                         "forwarding to NATS failed, retrying",
                         seq=record.seq,
                         type=record.type,
@@ -115,5 +113,5 @@ class Forwarder:
                 delay = min(delay * 2, MAX_BACKOFF)
             else:
                 if failures:
-                    _logger.info("forwarded to NATS after retrying", seq=record.seq, attempts=failures + 1)
+                    logger.info("forwarded to NATS after retrying", seq=record.seq, attempts=failures + 1)
                 return

@@ -13,10 +13,10 @@ from uuid import UUID
 
 import anyio
 import asyncpg
-import structlog
 
 from eventbus.deadletter import DeadLetter
 from eventbus.exceptions import StoreError
+from eventbus.plugins import logger
 from eventbus.record import Record
 from eventbus.store.base import (
     DEFAULT_PAGE_SIZE,
@@ -48,7 +48,6 @@ __all__ = ["PostgresStore"]
 P = ParamSpec("P")
 T = TypeVar("T")
 
-_logger = structlog.get_logger("eventbus")
 
 STEP_RECORDS = 10_000
 """A background compaction step runs after this many records appended by this
@@ -293,7 +292,7 @@ class PostgresStore:
             step = CompactionStep(retention, time.time_ns(), needed_hold(self._needed), STEP_ROWS)
             result, more = await self._run("compact", _Connections.compact, self._sql, step)
         except StoreError as exc:
-            _logger.warning("background compaction failed", store=self.url, error=str(exc))
+            logger.warning("background compaction failed", store=self.url, error=str(exc))
             return
         finally:
             self._compacting = False

@@ -15,11 +15,11 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 import anyio
-import structlog
 from anyio import to_thread
 
 from eventbus.deadletter import DeadLetter
 from eventbus.exceptions import StoreError
+from eventbus.plugins import logger
 from eventbus.record import Record
 from eventbus.store import (
     DEFAULT_PAGE_SIZE,
@@ -45,7 +45,6 @@ __all__ = ["SqliteStats", "SqliteStore"]
 
 T = TypeVar("T")
 
-_logger = structlog.get_logger("eventbus")
 
 STEP_RECORDS = 10_000
 """A background compaction step runs after this many appended records, even
@@ -271,7 +270,7 @@ class SqliteStore:
             if result.removed:
                 await to_thread.run_sync(partial(writer.reclaim, max_pages=STEP_PAGES))
         except StoreError as exc:
-            _logger.warning("background compaction failed", store=self._where, error=str(exc))
+            logger.warning("background compaction failed", store=self._where, error=str(exc))
             return
         self._first_seq = max(self._first_seq, result.first_seq)
         if more:
