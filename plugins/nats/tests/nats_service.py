@@ -32,12 +32,14 @@ from eventbus import EventBus
 
 ACK_WAIT = 2.0
 """Seconds before JetStream delivers again what a killed process took and did not acknowledge."""
+LEASE_TTL = 2.0
+"""Seconds before a restarted process's forwarding subscription takes over the lease its killed predecessor held."""
 _BATCH = 500
 
 
 def _bus(db: str, bridge: NatsBridge) -> EventBus:
     # synchronous=normal: every commit survives the process being killed (not a power cut)
-    return EventBus(store=f"sqlite:///{db}?synchronous=normal", plugins=[bridge])
+    return EventBus(store=f"sqlite:///{db}?synchronous=normal", plugins=[bridge], lease_ttl=LEASE_TTL)
 
 
 async def shop(stream: str, db: str, orders: int) -> None:
