@@ -1,7 +1,7 @@
 """The NATS connection and everything the bridge asks of JetStream.
 
 Every method runs on the asyncio loop that owns the connection (through a
-`~eventbus_nats._loop.Runner`); nothing here knows about the bus.
+`~eventbus.asyncio_runner.Runner`); nothing here knows about the bus.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
@@ -114,12 +113,13 @@ class JetStream:
         assert self._subscription is not None
         try:
             first = await self._subscription.fetch(1, timeout=wait)
-        except NatsTimeout:
+        except TimeoutError:  # nats-py raises its own subclass, or on some paths the builtin itself
             return ()
         try:
-            return [*first, *await self._subscription.fetch(batch - 1, timeout=_TOP_UP_WAIT)]
-        except NatsTimeout:
+            more = await self._subscription.fetch(batch - 1, timeout=_TOP_UP_WAIT)
+        except Exception:  # the message in hand must not be lost (until ack_wait) for a failed top-up
             return first
+        return [*first, *more]
 
     async def settle(self, acks: Messages, naks: Messages) -> None:
         """Acknowledge ``acks``; ask for ``naks`` to be delivered again (to any replica)."""
