@@ -9,10 +9,10 @@ from typing import Any
 import anyio
 
 from eventbus import Event, EventBus, Plugin, PluginError, Subscription
+from eventbus.asyncio_runner import Runner, start_runner
 
 from ._inbound import Receiver
 from ._jetstream import JetStream
-from ._loop import Runner, start_runner
 from ._outbound import Forwarder
 from ._subjects import check_name, stream_subjects, subject_of
 
@@ -119,7 +119,7 @@ class NatsBridge(Plugin):
     async def start(self, bus: EventBus, /) -> None:
         """Connect, make sure the stream and the service's consumer exist, and
         subscribe the forwarding subscription (`run` takes events in)."""
-        runner = self._runner = start_runner()
+        runner = self._runner = start_runner(f"the NATS bridge of service {self.service!r}")
         try:
             with anyio.fail_after(START_TIMEOUT):
                 jetstream = self._jetstream = JetStream()

@@ -25,12 +25,12 @@ import anyio
 from nats.aio.msg import Msg
 
 from eventbus import BusClosed, CausationLoopError, EventBus, EventDecodeError
+from eventbus.asyncio_runner import Runner
 from eventbus.middleware.deadletter import bury
 from eventbus.plugins import logger
 
 from ._errors import BadMessage, PayloadTooLarge
 from ._jetstream import JetStream, Messages
-from ._loop import Runner
 from ._outbound import FIRST_BACKOFF, MAX_BACKOFF
 from ._wire import incoming, letter_record
 

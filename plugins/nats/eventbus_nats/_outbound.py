@@ -20,12 +20,12 @@ import anyio
 from nats.errors import MaxPayloadError
 
 from eventbus import Event, Record
+from eventbus.asyncio_runner import Runner
 from eventbus.bus import ORIGIN_HEADER
 from eventbus.plugins import logger
 
 from ._errors import PayloadTooLarge
 from ._jetstream import JetStream
-from ._loop import Runner
 from ._subjects import subject_of
 from ._wire import outgoing
 

@@ -14,6 +14,7 @@ from uuid import UUID
 import anyio
 import asyncpg
 
+from eventbus.asyncio_runner import Runner, start_runner
 from eventbus.deadletter import DeadLetter
 from eventbus.exceptions import StoreError
 from eventbus.plugins import logger
@@ -39,7 +40,6 @@ from eventbus.store.retention import (
 
 from ._listener import AppendListener
 from ._options import LISTENER_SUFFIX, PostgresOptions, PostgresUrl
-from ._runner import Runner, start_runner
 from ._schema import migrate
 from ._statements import LAYOUT, Statements, columns
 
@@ -220,7 +220,7 @@ class PostgresStore:
         """
         if self._runner is not None:
             raise StoreError(f"{self!r} is already open")
-        runner = start_runner()
+        runner = start_runner("the PostgreSQL store", StoreError)
         try:
             with self._driver_errors("connect to"):
                 self._connections = await runner.call(self._connect)

@@ -31,7 +31,7 @@ async def sql(query: str, *args: object) -> list[object]:
 
 
 def _store_threads() -> list[threading.Thread]:
-    return [thread for thread in threading.enumerate() if thread.name == "eventbus-postgres-asyncio"]
+    return [thread for thread in threading.enumerate() if thread.name == "the PostgreSQL store: asyncio loop"]
 
 
 # -- URLs and options ------------------------------------------------------------

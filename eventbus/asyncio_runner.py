@@ -1,11 +1,21 @@
-"""Where nats-py runs, and where the bridge's long-running task runs.
+"""Running an asyncio-only client library from asyncio and from trio.
 
-nats-py is asyncio-only. On asyncio the bridge awaits it in the caller's own
-loop (`DirectRunner`). Under trio the bridge owns a private asyncio loop in a
-dedicated thread (`LoopThreadRunner`): each call is a coroutine submitted to
-that loop, and the trio task sleeps until the loop thread wakes it through
-trio's token, so no worker thread is held while a call is in flight. The
-connection, its reconnects and every JetStream call live on that one loop.
+For plugins and stores built on a client that only runs on asyncio (asyncpg
+in `eventbus-postgres`, nats-py in `eventbus-nats`) while the bus runs on
+either. On asyncio the client is awaited in the caller's own event loop
+(`DirectRunner`). Under trio there is no asyncio loop to await in, so the
+runner owns a private asyncio loop in a dedicated thread
+(`LoopThreadRunner`): each call is a coroutine submitted to that loop, and
+the trio task sleeps until the loop thread wakes it through trio's token. No
+worker thread is held while a call is in flight, so many tasks may wait on
+the client at once. Everything the client touches lives on that one loop.
+
+```python
+runner = start_runner("the PostgreSQL store", StoreError)  # when opening
+pool = await runner.call(asyncpg.create_pool, dsn)
+...
+await runner.close()  # when closing
+```
 """
 
 from __future__ import annotations
@@ -21,20 +31,14 @@ from typing import Any, ParamSpec, Protocol, TypeVar
 import anyio
 import sniffio
 
-__all__ = ["DirectRunner", "LoopThreadRunner", "Runner", "RunnerClosed", "start_runner"]
+__all__ = ["DirectRunner", "LoopThreadRunner", "Runner", "start_runner"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
-_THREAD_NAME = "eventbus-nats-asyncio"
-
-
-class RunnerClosed(Exception):
-    """The private loop was closed while a call was running on it."""
-
 
 class Runner(Protocol):
-    """Runs coroutine functions on the asyncio loop that owns the NATS connection."""
+    """Runs coroutine functions on the asyncio loop that owns the client."""
 
     async def call(self, fn: Callable[P, Coroutine[Any, Any, T]], *args: P.args, **kwargs: P.kwargs) -> T:
         """Await ``fn(*args, **kwargs)`` on that loop; cancelling the caller cancels it."""
@@ -45,7 +49,7 @@ class Runner(Protocol):
 
 
 class DirectRunner:
-    """On asyncio: nats-py runs in the caller's event loop, at no extra cost."""
+    """On asyncio: the client runs in the caller's event loop, at no extra cost."""
 
     async def call(self, fn: Callable[P, Coroutine[Any, Any, T]], *args: P.args, **kwargs: P.kwargs) -> T:
         """Await ``fn(*args, **kwargs)`` right here."""
@@ -56,19 +60,32 @@ class DirectRunner:
 
 
 class LoopThreadRunner:
-    """Under trio: a private asyncio event loop in a thread owned by the bridge."""
+    """Under trio: a private asyncio event loop in a thread owned by the runner.
 
-    def __init__(self) -> None:
+    Args:
+        owner: what owns the loop, for errors and the thread's name
+            (``"the PostgreSQL store"``: the thread is
+            ``"the PostgreSQL store: asyncio loop"``).
+        error: the exception class raised, with a message naming ``owner``,
+            for a call still running when the runner closed.
+    """
+
+    def __init__(self, owner: str, error: Callable[[str], Exception]) -> None:
         import trio
 
         self._trio = trio
+        self._owner = owner
+        self._error = error
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name=_THREAD_NAME, daemon=True)
+        self._thread = threading.Thread(target=self._loop.run_forever, name=f"{owner}: asyncio loop", daemon=True)
         self._thread.start()
 
     async def call(self, fn: Callable[P, Coroutine[Any, Any, T]], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(*args, **kwargs)`` on the private loop; the trio task sleeps meanwhile.
-        Cancelling the trio task cancels the asyncio task too."""
+
+        Cancelling the trio task cancels the asyncio task too (callers that
+        must not be torn, such as appends, shield this call).
+        """
         trio = self._trio
         future = asyncio.run_coroutine_threadsafe(fn(*args, **kwargs), self._loop)
         done = trio.Event()
@@ -88,7 +105,7 @@ class LoopThreadRunner:
         try:
             return future.result()
         except FutureCancelled:
-            raise RunnerClosed("the NATS bridge's asyncio loop was closed while a call was running") from None
+            raise self._error(f"{self._owner} was closed while a call was running") from None
 
     async def close(self) -> None:
         """Cancel the loop's remaining tasks, stop it, and join its thread."""
@@ -107,11 +124,13 @@ async def _cancel_remaining_tasks() -> None:
     await asyncio.get_running_loop().shutdown_default_executor()
 
 
-def start_runner() -> Runner:
-    """The runner for the async library the caller runs on (asyncio or trio)."""
+def start_runner(owner: str, error: Callable[[str], Exception] = RuntimeError) -> Runner:
+    """The runner for the async library the caller runs on: a `DirectRunner`
+    on asyncio, a `LoopThreadRunner` under trio; ``error`` (with a message
+    naming ``owner``) on any other."""
     library = sniffio.current_async_library()
     if library == "asyncio":
         return DirectRunner()
     if library == "trio":
-        return LoopThreadRunner()
-    raise RuntimeError(f"the NATS bridge runs on asyncio or trio, not on {library!r}")
+        return LoopThreadRunner(owner, error)
+    raise error(f"{owner} runs on asyncio or trio, not on {library!r}")
