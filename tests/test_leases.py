@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import signal
 import sqlite3
-import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, closing
 from pathlib import Path
@@ -22,11 +21,11 @@ from lease_worker import AUDIT, Beat
 
 from eventbus import EventBus, MemoryStore, Record
 from eventbus.delivery import CHECKPOINT_EVERY
+from tests.child_process import read_line, running
 from tests.postgres_server import POSTGRES_URL, admin_sql
 
 _WORKER = Path(lease_worker.__file__)
 _DEADLINE = 30
-_MAX_LINE = 100
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -167,22 +166,21 @@ async def test_a_holder_that_loses_its_lease_stops_and_takes_it_back_later(share
 class _Child:
     """A replica process, and what it has printed so far (read by `follow`)."""
 
-    def __init__(self, process: Process) -> None:
-        assert process.stdout is not None
+    def __init__(self, process: Process, out: BufferedByteReceiveStream) -> None:
         self.process = process
         self.handled: list[int] = []
         self.ready = anyio.Event()
-        self._lines = BufferedByteReceiveStream(process.stdout)
+        self._out = out
         self._changed = anyio.Event()
 
     async def follow(self) -> None:
         """Read every line until the process's output ends (a full pipe would stall it)."""
         while True:
             try:
-                line = await self._lines.receive_until(b"\n", _MAX_LINE)
+                line = await read_line(self._out)
             except (anyio.IncompleteRead, anyio.EndOfStream):
                 return
-            if line == b"ready":
+            if line == "ready":
                 self.ready.set()
                 continue
             self.handled.append(int(line.split()[1]))
@@ -196,9 +194,8 @@ class _Child:
 
 @asynccontextmanager
 async def _replica_process(url: str, lease_ttl: float, backend: str) -> AsyncIterator[_Child]:
-    command = [sys.executable, str(_WORKER), url, str(lease_ttl), backend]
-    async with await anyio.open_process(command, stdin=None, stderr=None) as process:
-        child = _Child(process)
+    async with running(_WORKER, url, str(lease_ttl), backend) as (process, out):
+        child = _Child(process, out)
         async with anyio.create_task_group() as group:
             group.start_soon(child.follow)
             await child.ready.wait()
