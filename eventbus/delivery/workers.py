@@ -175,6 +175,7 @@ class DeliveryRun:
         left unfinished was handed over with the lease, and is forgotten.
         """
         self.catch_up.page.clear()
+        self.inbox.rejections.clear()
         self.inbox.delivering = None
         counters = self.counters
         counters.routed = counters.finished + counters.dropped
