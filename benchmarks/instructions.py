@@ -18,6 +18,7 @@ deliveries). ``PYTHONHASHSEED=0`` keeps the counts steady (within about 0.5 %).
 
     python benchmarks/instructions.py            # every case, a few minutes
     python benchmarks/instructions.py --quick    # eventbus, 1 handler, N = 2 000: about a minute (CI)
+    python benchmarks/instructions.py --case fanout --case policies   # only these (a before/after of a change)
 """
 
 from __future__ import annotations
@@ -162,6 +163,13 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help=f"the one-handler eventbus case only, N = {N_QUICK:,} (CI)"
     )
+    parser.add_argument(
+        "--case",
+        action="append",
+        choices=sorted(_cases.CASES),
+        help="measure only this case (repeatable; floors are not added); default: the full list",
+    )
+    parser.add_argument("-n", type=int, help=f"events per case (default {N:,}; {N_QUICK:,} with --quick)")
     parser.add_argument("--workers", type=int, default=2, help="valgrind processes at a time (default 2)")
     parser.add_argument("--child", nargs=2, metavar=("CASE", "N"), help=argparse.SUPPRESS)
     parser.add_argument("--no-bus", action="store_true", help=argparse.SUPPRESS)
@@ -170,6 +178,8 @@ def main() -> None:
         child_main(args.child[0], int(args.child[1]), bus=not args.no_bus)
         return
     keys, n = (QUICK, N_QUICK) if args.quick else (FULL, N)
+    keys = args.case or keys
+    n = args.n or n
     print(f"eventbus instruction counts (valgrind callgrind, {interpreter()}, N = {n:,} events per case)\n")
     try:
         rows = measure(keys, n, args.workers)
