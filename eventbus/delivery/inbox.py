@@ -2,7 +2,7 @@
 signals around it.
 
 The bus touches a subscription only through its inbox: it offers routed
-records (`Inbox.offer`), asks whether a ``"block"`` inbox is full and waits
+records (`offer`), asks whether a ``"block"`` inbox is full and waits
 for room, and waits for the subscription to become idle (`drain`). The
 workers take records from the queue, park in the inbox when there is nothing
 to do, and are woken by the next offer.
@@ -18,7 +18,7 @@ import math
 import sys
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Iterable
 
 import anyio
 
@@ -27,7 +27,7 @@ from ..policies import Backpressure
 from ..record import Record
 from ..stats import Counters
 
-__all__ = ["Inbox"]
+__all__ = ["Inbox", "offer"]
 
 _DROP_REPORT_INTERVAL = 1.0
 _NEVER = sys.maxsize
@@ -86,20 +86,6 @@ class Inbox:
         self._drops = _DropReport(name)
 
     # -- the bus's side ----------------------------------------------------------
-
-    def offer(self, record: Record) -> None:
-        """Take a record the bus routed here (the bus routes in seq order)."""
-        self.routed_seq = record.seq
-        if self._where is not None and not self.accepts(record):
-            return
-        queue = self.queue
-        if len(queue) < self.capacity:
-            queue.append(record)
-            self.counters.routed += 1
-            if self.parked:
-                self.wake()
-            return
-        self._overflow(record)
 
     def full(self) -> bool:
         """True when a ``"block"`` publisher must wait before appending."""
@@ -239,6 +225,25 @@ class Inbox:
     def _forget_rejection(self, record: Record) -> None:
         if self.rejections:
             self.rejections.pop(record.seq, None)
+
+
+def offer(inboxes: Iterable[Inbox], record: Record) -> None:
+    """Give ``record`` to the ``inboxes`` the bus routed it to (it routes in
+    seq order). One call for all of them: an inbox with room takes the record
+    inline, so a fan-out to n subscriptions is not n calls."""
+    seq = record.seq
+    for inbox in inboxes:
+        inbox.routed_seq = seq
+        if inbox._where is not None and not inbox.accepts(record):
+            continue
+        queue = inbox.queue
+        if len(queue) < inbox.capacity:
+            queue.append(record)
+            inbox.counters.routed += 1
+            if inbox.parked:
+                inbox.wake()
+        else:
+            inbox._overflow(record)
 
 
 class _DropReport:

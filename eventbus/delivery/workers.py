@@ -164,17 +164,17 @@ class DeliveryRun:
         counters = self.counters
         pipeline = self.pipeline
         deliver, direct, enter = pipeline.deliver, pipeline.direct, pipeline.enter
+        rejections = inbox.rejections
         while True:
             source = catch_up.source
             while source:
                 record = source.popleft()
                 if inbox.room is not None:
                     inbox.took()
-                rejection = inbox.rejections.pop(record.seq, None) if inbox.rejections else None
                 inbox.delivering = record
                 try:
-                    if direct is None or rejection is not None:
-                        await deliver(record, rejection)
+                    if direct is None or rejections:
+                        await deliver(record, rejections.pop(record.seq, None) if rejections else None)
                     else:
                         # the common case, without the call through deliver()
                         enter(record)
@@ -197,35 +197,39 @@ class DeliveryRun:
         key = self._key
         busy = self._busy_keys
         in_flight = self.checkpoints.in_flight
+        rejections = inbox.rejections
+        deliver = self._deliver_tracked
         while True:
+            # while it holds records the source stays this deque: a spill
+            # makes it the page (see CatchUp.fall_behind), and only an empty
+            # page turns the subscription live
             source = catch_up.source
-            if not source:
-                await self._refill()
-                continue
-            record = source.popleft()
-            if inbox.room is not None:
-                inbox.took()
-            in_flight.append(record.seq)
-            rejection = inbox.rejections.pop(record.seq, None) if inbox.rejections else None
-            if key is None or rejection is not None:
-                await self._deliver_tracked(record, rejection)
-                continue
-            try:
-                record_key = key(record.event)
-                waiting = busy.get(record_key)
-            except Exception as exc:
-                await self._deliver_tracked(record, exc)
-                continue
-            if waiting is not None:
-                waiting.append((record, None))
-                continue
-            waiting = busy[record_key] = deque()
-            try:
-                await self._deliver_tracked(record, None)
-                while waiting:
-                    await self._deliver_tracked(*waiting.popleft())
-            finally:
-                del busy[record_key]
+            while source:
+                record = source.popleft()
+                if inbox.room is not None:
+                    inbox.took()
+                in_flight.append(record.seq)
+                rejection = rejections.pop(record.seq, None) if rejections else None
+                if key is None or rejection is not None:
+                    await deliver(record, rejection)
+                    continue
+                try:
+                    record_key = key(record.event)
+                    waiting = busy.get(record_key)
+                except Exception as exc:
+                    await deliver(record, exc)
+                    continue
+                if waiting is not None:
+                    waiting.append((record, None))
+                    continue
+                waiting = busy[record_key] = deque()
+                try:
+                    await deliver(record, None)
+                    while waiting:
+                        await deliver(*waiting.popleft())
+                finally:
+                    del busy[record_key]
+            await self._refill()
 
     async def _deliver_tracked(self, record: Record, rejection: Exception | None) -> None:
         try:
