@@ -14,6 +14,7 @@ notes that it *missed* a record, and catch-up reads it back from the store.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import sys
 import time
@@ -78,7 +79,8 @@ class Inbox:
         self.parked = False
         self.spill: Callable[[int], None] | None = None
         self._where = where
-        self._wakeup = anyio.Event()
+        self._lot: _AsyncioLot | _AnyioLot | None = None
+        """Where parked workers wait (made by the first of them, in the event loop)."""
         self.room: anyio.Event | None = None
         """Set when a worker takes a record, for publishers waiting for room."""
         self.idle: anyio.Event | None = None
@@ -144,8 +146,9 @@ class Inbox:
     def wake(self) -> None:
         """Wake the parked workers (once: offers in a burst do not set it again)."""
         self.parked = False
-        wakeup, self._wakeup = self._wakeup, anyio.Event()
-        wakeup.set()
+        lot = self._lot
+        if lot is not None:
+            lot.unpark_all()
 
     def idle_now(self) -> None:
         """Tell whoever waits in `wait_idle` to look again."""
@@ -157,7 +160,10 @@ class Inbox:
     def park(self) -> Awaitable[None]:
         """What a worker awaits to sleep until a record is offered (or `wake` is called)."""
         self.parked = True
-        return self._wakeup.wait()
+        lot = self._lot
+        if lot is None:
+            lot = self._lot = _parking_lot()
+        return lot.park()
 
     def close(self) -> None:
         """Take nothing more; release publishers and drains that wait on this inbox."""
@@ -244,6 +250,71 @@ def offer(inboxes: Iterable[Inbox], record: Record) -> None:
                 inbox.wake()
         else:
             inbox._overflow(record)
+
+
+def _parking_lot() -> _AsyncioLot | _AnyioLot:
+    """Where a subscription's workers wait for the next offer: bare futures on
+    asyncio, an `anyio.Event` elsewhere (trio)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return _AnyioLot()
+    return _AsyncioLot(loop)
+
+
+class _AsyncioLot:
+    """Workers waiting for an offer on asyncio: a future each, all set by `unpark_all`.
+
+    What an `anyio.Event` made anew for each wake-up does, without its layers
+    (anyio's backend lookup, then `asyncio.Event` and its waiter list, all in
+    Python), which cost more than the rest of a wake-up together. One future
+    per waiter, as `asyncio.Event` has: cancelling a task cancels the future
+    it awaits, which must not end the other workers' waits.
+    """
+
+    __slots__ = ("_loop", "_waiters")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def park(self) -> Awaitable[None]:
+        waiters = self._waiters
+        if waiters:
+            # a wait that was cancelled (a deadline) left its future behind
+            waiters[:] = [future for future in waiters if not future.done()]
+        future = self._loop.create_future()
+        waiters.append(future)
+        return future
+
+    def unpark_all(self) -> None:
+        waiters = self._waiters
+        if waiters:
+            self._waiters = []
+            for future in waiters:
+                if not future.done():
+                    future.set_result(None)
+
+
+class _AnyioLot:
+    """Workers waiting for an offer on any other backend: one `anyio.Event` per wake-up."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event: anyio.Event | None = None
+
+    def park(self) -> Awaitable[None]:
+        event = self._event
+        if event is None:
+            event = self._event = anyio.Event()
+        return event.wait()
+
+    def unpark_all(self) -> None:
+        event = self._event
+        if event is not None:
+            self._event = None
+            event.set()
 
 
 class _DropReport:

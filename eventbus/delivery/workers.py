@@ -243,23 +243,28 @@ class DeliveryRun:
         if self.counters.finished >= self.checkpoints.due:
             await self.checkpoints.save_due()
 
-    async def _refill(self) -> None:
+    def _refill(self) -> Awaitable[None]:
         """Find more work: one step of reading the store when behind, or sleep
-        until routed to. While one worker reads the store, the others sleep."""
+        until routed to. While one worker reads the store, the others sleep.
+        A plain function, so that a parked worker waits one coroutine below
+        its loop (`_sleep`), not two."""
         if self.catch_up.state is not CatchUpState.LIVE and not self._refilling:
-            self._refilling = True
-            try:
-                step = await self.catch_up.step()
-                if step is Step.WAIT_FOR_HEAD:
-                    await self._sleep(self.inbox.park)
-                elif step is Step.WAIT_FOR_APPEND:
-                    await self._sleep(self.catch_up.wait_for_append)
-            finally:
-                self._refilling = False
-            if self.inbox.parked:
-                self.inbox.wake()
-            return
-        await self._sleep(self.inbox.park)
+            return self._read_store()
+        return self._sleep(self.inbox.park)
+
+    async def _read_store(self) -> None:
+        """One catch-up step, and the wait it asks for."""
+        self._refilling = True
+        try:
+            step = await self.catch_up.step()
+            if step is Step.WAIT_FOR_HEAD:
+                await self._sleep(self.inbox.park)
+            elif step is Step.WAIT_FOR_APPEND:
+                await self._sleep(self.catch_up.wait_for_append)
+        finally:
+            self._refilling = False
+        if self.inbox.parked:
+            self.inbox.wake()
 
     async def _sleep(self, wait: Callable[[], Awaitable[None]]) -> None:
         """Wait with the other idle workers; the last one to sleep tells `drain` to look."""
@@ -267,6 +272,9 @@ class DeliveryRun:
         if self._sleeping == self._workers and self.inbox.idle is not None:
             self.inbox.idle_now()
         try:
-            await self.checkpoints.wait_saving_when_idle(wait)
+            if self.checkpoints.durable:
+                await self.checkpoints.wait_saving_when_idle(wait)
+            else:
+                await wait()
         finally:
             self._sleeping -= 1
