@@ -39,8 +39,8 @@ from eventbus import Event, Record
 
 MAX_PENDING = 10_000
 """eventbus's default ``max_pending``: with N = 20 000 the publisher waits for room, as eventbus's does."""
-MODES = {"one": 1, "fanout": 10}
-"""Subscriptions per mode."""
+MODES = {"one": (1, False), "fanout": (10, False), "one-paced": (1, True), "fanout-paced": (10, True)}
+"""Subscriptions per mode, and whether the publisher yields to the event loop after each publish."""
 N = 20_000
 N_QUICK = 2_000
 
@@ -134,8 +134,9 @@ class InlinedBus:
                 await sub.idle
 
 
-async def run(count: int, subscriptions: int) -> None:
-    """Publish ``count`` pre-built events to ``subscriptions`` workers and drain."""
+async def run(count: int, subscriptions: int, paced: bool) -> None:
+    """Publish ``count`` pre-built events to ``subscriptions`` workers and drain;
+    ``paced``: yield to the event loop after each publish, so every publish wakes the workers."""
     events = [Tick(n=n) for n in range(count)]
     counter = 0
 
@@ -149,6 +150,8 @@ async def run(count: int, subscriptions: int) -> None:
     publish = bus.publish
     for event in events:
         await publish(event)
+        if paced:
+            await asyncio.sleep(0)
     await bus.drain()
     for worker in workers:
         worker.cancel()
@@ -158,7 +161,7 @@ async def run(count: int, subscriptions: int) -> None:
 
 def child(mode: str, count: int, bus: bool) -> None:
     if bus:
-        asyncio.run(run(count, MODES[mode]))
+        asyncio.run(run(count, *MODES[mode]))
     else:
         [Tick(n=n) for n in range(count)]
 
@@ -189,10 +192,10 @@ def main() -> None:
     except instructions.ValgrindMissing as exc:
         sys.exit(str(exc))
     print(f"inlined floor, instructions per published event (callgrind, N = {n:,})\n")
-    for index, (mode, handlers) in enumerate(MODES.items()):
+    for index, (mode, (handlers, _)) in enumerate(MODES.items()):
         full, build_full, empty, build_empty = counts[4 * index : 4 * index + 4]
         value = instructions.per_event(full, empty, build_full, build_empty, n)
-        print(f"{mode:<8}{handlers:>3} subscription(s){value:>10,.0f}")
+        print(f"{mode:<14}{handlers:>3} subscription(s){value:>10,.0f}")
 
 
 if __name__ == "__main__":

@@ -38,7 +38,15 @@ import _cases
 
 TARGETS = {"eventbus": 12_500, "eventbus-quiet": 12_500, "fanout": 45_000, "fanout-quiet": 45_000}
 """DESIGN.md section 3: instructions per event, whether or not the application configured logging."""
-FLOOR_OF = {"floor10": "floor10", "fanout": "floor10", "fanout-quiet": "floor10"}
+FLOOR_OF = {
+    "floor10": "floor10",
+    "fanout": "floor10",
+    "fanout-quiet": "floor10",
+    "floor-paced": "floor-paced",
+    "paced": "floor-paced",
+    "floor10-paced": "floor10-paced",
+    "fanout-paced": "floor10-paced",
+}
 """The floor each case is compared with (the one-handler floor unless named here)."""
 FULL = [
     "floor",
@@ -47,6 +55,10 @@ FULL = [
     "floor10",
     "fanout",
     "fanout-quiet",
+    "floor-paced",
+    "paced",
+    "floor10-paced",
+    "fanout-paced",
     "pyee",
     "blinker",
     "bubus",
@@ -55,8 +67,9 @@ FULL = [
 QUICK = ["eventbus"]
 N = 20_000
 N_QUICK = 2_000
-N_BUBUS = 50
-"""bubus spends milliseconds per event and slows as its history grows, so it gets a short run."""
+SHORT = {"bubus": 50, "floor-paced": 5_000, "paced": 5_000, "floor10-paced": 5_000, "fanout-paced": 5_000}
+"""Cases that get fewer events: bubus spends milliseconds per event and slows as
+its history grows; a paced event costs several event-loop turns."""
 COLLECTED = re.compile(r"^==\d+== Collected : (\d+)$", re.MULTILINE)
 
 
@@ -123,7 +136,7 @@ def table(rows: list[Row]) -> str:
 def measure(keys: list[str], n: int, workers: int) -> list[Row]:
     """Run every process the cases need (build runs shared by cases that build alike), ``workers`` at a time."""
     script = str(Path(__file__).resolve())
-    sizes = {key: N_BUBUS if key == "bubus" else n for key in keys}
+    sizes = {key: min(n, SHORT.get(key, n)) for key in keys}
 
     def child(key: str, size: int, *, bus: bool) -> list[str]:
         return [interpreter(), script, "--child", key, str(size), *([] if bus else ["--no-bus"])]
