@@ -152,6 +152,7 @@ class EventBus:
         self.shutdown_timeout = shutdown_timeout
         self.dead_letters = DeadLetters(lambda: self.store, self._pipeline_of)
         self._router = Router()
+        self._crowded = self._router.crowded
         self._subscriptions: dict[str, Subscription] = {}
         self._next_id = first_id()
         self._head = 0
@@ -453,10 +454,11 @@ class EventBus:
         else:
             record = self._new_record(event, route, headers, parent)
         blocking = route.blocking
-        for inbox in blocking:
-            if len(inbox.queue) + inbox.reserved >= inbox.block_at:
-                await self._wait_for_room(blocking, parent)
-                break
+        if self._crowded:  # some inbox may be full: look at this route's
+            for inbox in blocking:
+                if len(inbox.queue) + inbox.reserved >= inbox.block_at:
+                    await self._wait_for_room(blocking, parent)
+                    break
         records = (record,)
         append_now = self._commit.now
         if append_now is None:

@@ -7,6 +7,12 @@ for room, and waits for the subscription to become idle (`drain`). The
 workers take records from the queue, park in the inbox when there is nothing
 to do, and are woken by the next offer.
 
+A ``"block"`` inbox that may be full is *crowded*: it is in a set the router
+shares with every inbox it routes to, and stays there until a worker takes
+from it with room to spare. A publish looks at its route's ``"block"``
+inboxes only while that set is not empty, so backpressure costs nothing per
+subscription until some subscription is full.
+
 While the subscription is *behind* (reading history back from the store, see
 `eventbus.delivery.catchup`), a full inbox does not apply its policy: it
 notes that it *missed* a record, and catch-up reads it back from the store.
@@ -39,11 +45,10 @@ class Inbox:
 
     Attributes:
         queue: the records, in seq order.
-        capacity: how many records the queue may hold (``max_pending``;
-            less while a page of history is being delivered, 0 while tailing).
         behind: set by catch-up while the subscription reads the store.
         missed: a record was not kept because the inbox was full while behind.
         closed: the subscription closed; nothing more is taken.
+        crowded: the inbox may be full (see `share_crowd`).
     """
 
     def __init__(
@@ -56,17 +61,24 @@ class Inbox:
     ) -> None:
         self.name = name
         self.max_pending = max_pending
-        self.capacity = max_pending
         self.policy = policy
         self.counters = counters
         self.queue: deque[Record] = deque()
         self.behind = False
-        self.block_at = max_pending
+        self.block_at = max_pending if policy == "block" else _NEVER
+        """Queue length at which a ``"block"`` publisher waits: ``max_pending``
+        while live and open, never while behind or closed, nor under another
+        policy (see `full`)."""
         self.reserved = 0
         """Records of publishes that found room and wait for their append (see
         `reserve`): they count against the bound a ``"block"`` publisher sees."""
-        """Queue length at which a ``"block"`` publisher waits: ``capacity``
-        while live and open, never while behind or closed (see `full`)."""
+        self._capacity = max_pending
+        self.room_below = max_pending
+        """`offer` appends at once while the queue is shorter than this: under
+        `capacity`, and one short of the length that makes the inbox `full`.
+        At this length or more it looks again (`offer_at_bound`)."""
+        self.crowded = False
+        self._crowd: set[Inbox] = set()
         self.delivering: Record | None = None
         """The record the single worker is delivering (or delivered last)."""
         self.in_flight: Collection[int] = ()
@@ -86,8 +98,30 @@ class Inbox:
         self.idle: anyio.Event | None = None
         """Set when the workers may have become idle, for `wait_idle` (None: nobody waits)."""
         self._drops = _DropReport(name)
+        self._bounds_changed()
+
+    @property
+    def capacity(self) -> int:
+        """How many records the queue may hold (``max_pending``; less while a
+        page of history is being delivered, 0 while tailing)."""
+        return self._capacity
+
+    @capacity.setter
+    def capacity(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._bounds_changed()
 
     # -- the bus's side ----------------------------------------------------------
+
+    def share_crowd(self, crowd: set[Inbox]) -> None:
+        """Be in ``crowd`` whenever this inbox may be `full` (and only then, once
+        a worker takes from it again): the router's set, which lets a publisher
+        skip looking at its route's ``"block"`` inboxes while it is empty."""
+        if crowd is not self._crowd:
+            self._crowd.discard(self)
+            self._crowd = crowd
+            if self.crowded:
+                crowd.add(self)
 
     def full(self) -> bool:
         """True when a ``"block"`` publisher must wait before appending."""
@@ -97,11 +131,25 @@ class Inbox:
         """Hold room for ``count`` records whose append the publisher awaits:
         publishers waiting in one group commit cannot all take the same room."""
         self.reserved += count
+        self._bounds_changed()
 
     def release(self, count: int) -> None:
         """The reserved records are routed (or were not stored): give the room back."""
         self.reserved -= count
+        self._bounds_changed()
         self.took()
+
+    def offer_at_bound(self, record: Record) -> None:
+        """`offer` of a record that fills the queue, or finds it full."""
+        if len(self.queue) < self._capacity:
+            self.queue.append(record)
+            self.counters.routed += 1
+        else:
+            self._overflow(record)
+        if self.full():
+            self._join_crowd()
+        if self.parked:
+            self.wake()
 
     def owns(self, record: Record) -> bool:
         """True while ``record``'s handler runs in this subscription: a publish
@@ -111,11 +159,13 @@ class Inbox:
     def set_behind(self, behind: bool) -> None:
         """Catch-up switches the inbox between buffering (behind) and live."""
         self.behind = behind
-        self.block_at = _NEVER if behind or self.closed else self.max_pending
+        self.block_at = _NEVER if behind or self.closed or self.policy != "block" else self.max_pending
+        self._bounds_changed()
 
     async def wait_for_room(self) -> None:
         """Return once the inbox has room, or is closed (the caller checks which)."""
         while self.full():
+            self._join_crowd()  # so that the next worker to take a record calls `took`
             if self.room is None:
                 self.room = anyio.Event()
             await self.room.wait()
@@ -137,11 +187,16 @@ class Inbox:
     # -- the workers' side -------------------------------------------------------
 
     def took(self) -> None:
-        """A worker took a record: a waiting publisher may go on."""
+        """A worker took a record from a `crowded` inbox (or reserved room was
+        given back): a waiting publisher may go on, and an inbox no longer
+        full leaves the crowd."""
         room = self.room
         if room is not None:
             self.room = None
             room.set()
+        if self.crowded and not self.full():
+            self.crowded = False
+            self._crowd.discard(self)
 
     def wake(self) -> None:
         """Wake the parked workers (once: offers in a burst do not set it again)."""
@@ -169,6 +224,9 @@ class Inbox:
         """Take nothing more; release publishers and drains that wait on this inbox."""
         self.closed = True
         self.block_at = _NEVER
+        self._bounds_changed()
+        self.crowded = False
+        self._crowd.discard(self)
         self.release_waiters()
         self.wake()
         self._drops.flush()
@@ -195,6 +253,18 @@ class Inbox:
             return True
 
     # -- internals -------------------------------------------------------------------
+
+    def _bounds_changed(self) -> None:
+        """``capacity``, ``block_at`` or ``reserved`` moved: recompute `room_below`,
+        and join the crowd if the inbox is full now."""
+        self.room_below = min(self._capacity, self.block_at - self.reserved - 1)
+        if self.full():
+            self._join_crowd()
+
+    def _join_crowd(self) -> None:
+        if not self.crowded:
+            self.crowded = True
+            self._crowd.add(self)
 
     def _overflow(self, record: Record) -> None:
         counters = self.counters
@@ -225,8 +295,6 @@ class Inbox:
             assert self.spill is not None
             self._forget_rejection(record)
             self.spill(record.seq)
-        if self.parked:
-            self.wake()
 
     def _forget_rejection(self, record: Record) -> None:
         if self.rejections:
@@ -243,13 +311,13 @@ def offer(inboxes: Iterable[Inbox], record: Record) -> None:
         if inbox._where is not None and not inbox.accepts(record):
             continue
         queue = inbox.queue
-        if len(queue) < inbox.capacity:
+        if len(queue) < inbox.room_below:
             queue.append(record)
             inbox.counters.routed += 1
             if inbox.parked:
                 inbox.wake()
         else:
-            inbox._overflow(record)
+            inbox.offer_at_bound(record)
 
 
 def _parking_lot() -> _AsyncioLot | _AnyioLot:

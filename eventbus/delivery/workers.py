@@ -169,7 +169,7 @@ class DeliveryRun:
             source = catch_up.source
             while source:
                 record = source.popleft()
-                if inbox.room is not None:
+                if inbox.crowded:
                     inbox.took()
                 inbox.delivering = record
                 try:
@@ -206,7 +206,7 @@ class DeliveryRun:
             source = catch_up.source
             while source:
                 record = source.popleft()
-                if inbox.room is not None:
+                if inbox.crowded:
                     inbox.took()
                 in_flight.append(record.seq)
                 rejection = rejections.pop(record.seq, None) if rejections else None
