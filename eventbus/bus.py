@@ -152,6 +152,7 @@ class EventBus:
         self.shutdown_timeout = shutdown_timeout
         self.dead_letters = DeadLetters(lambda: self.store, self._pipeline_of)
         self._router = Router()
+        self._routes = self._router.routes
         self._crowded = self._router.crowded
         self._subscriptions: dict[str, Subscription] = {}
         self._next_id = first_id()
@@ -445,7 +446,7 @@ class EventBus:
         if state is not _RUNNING and state is not _DRAINING:
             raise BusClosed(f"cannot publish {type(event).__qualname__}: the bus is {state.value}")
         cls = type(event)
-        route = self._router.routes.get(cls) or self._router.route(cls)
+        route = self._routes.get(cls) or self._router.route(cls)
         parent = current_record.get()
         if parent is None and headers is None:
             event_id = self._next_id
@@ -453,8 +454,8 @@ class EventBus:
             record = Record(0, event, route.name, route.version, event_id, time.time_ns())
         else:
             record = self._new_record(event, route, headers, parent)
-        blocking = route.blocking
         if self._crowded:  # some inbox may be full: look at this route's
+            blocking = route.blocking
             for inbox in blocking:
                 if len(inbox.queue) + inbox.reserved >= inbox.block_at:
                     await self._wait_for_room(blocking, parent)
@@ -462,7 +463,7 @@ class EventBus:
         records = (record,)
         append_now = self._commit.now
         if append_now is None:
-            await self._commit_reserving(records, dict.fromkeys(blocking, 1))
+            await self._commit_reserving(records, dict.fromkeys(route.blocking, 1))
             return record.seq
         # The store takes it at once and nothing runs in between: what
         # `_accepted` does for a batch, inline, one call less per publish.
