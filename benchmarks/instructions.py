@@ -55,6 +55,8 @@ FULL = [
     "floor10",
     "fanout",
     "fanout-quiet",
+    "routing",
+    "policies",
     "floor-paced",
     "paced",
     "floor10-paced",
