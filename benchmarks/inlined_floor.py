@@ -12,14 +12,21 @@ a drain that waits for every worker to finish. It measures how far the
 modular design is from what the same guarantees cost at least, with one
 subscription and with ten (fan-out).
 
+The paced modes yield to the event loop after each publish, so that every
+publish wakes the workers (in a tight loop they wake once per burst), as
+``instructions.py``'s paced cases do.
+
 The script counts itself the way ``instructions.py`` counts eventbus, under
 valgrind's callgrind, four processes per mode:
 
-    python benchmarks/inlined_floor.py               # both modes, N = 20 000 (about a minute)
+    python benchmarks/inlined_floor.py               # every mode, N = 20 000 (paced: 5 000), a few minutes
     python benchmarks/inlined_floor.py --quick       # N = 2 000
+    python benchmarks/inlined_floor.py --parts       # what each ingredient costs alone
 
 per event = ((N, bus) - (0, bus) - ((N, build) - (0, build))) / N, counted
-per published event (ten deliveries in fan-out).
+per published event (ten deliveries in fan-out). ``--parts`` counts each
+ingredient N times in a loop, in a process of its own, minus the bare loop:
+the price list the floor, and eventbus, are made of.
 """
 
 from __future__ import annotations
@@ -43,6 +50,8 @@ MODES = {"one": (1, False), "fanout": (10, False), "one-paced": (1, True), "fano
 """Subscriptions per mode, and whether the publisher yields to the event loop after each publish."""
 N = 20_000
 N_QUICK = 2_000
+N_PACED = 5_000
+"""A paced event costs several event-loop turns: fewer of them, as in ``instructions.py``."""
 
 
 class Tick(Event, name="inlined.tick"):
@@ -74,7 +83,9 @@ class Subscription:
         handler = self.handler
         loop = asyncio.get_running_loop()
         while True:
-            while queue:
+            while True:  # not `while queue:`, which CPython 3.11 would never specialize here (see eventbus's _work)
+                if not queue:
+                    break
                 record = queue.popleft()
                 room = self.room
                 if room is not None:
@@ -159,16 +170,120 @@ async def run(count: int, subscriptions: int, paced: bool) -> None:
     assert all(sub.finished == count and sub.position == count for sub in bus.subscriptions)
 
 
+async def _loop(count: int) -> None:
+    for _ in range(count):
+        pass
+
+
+async def _record(count: int) -> None:
+    event, store = Tick(n=0), []
+    keep = store.append
+    for seq in range(count):
+        keep(Record(seq, event, "inlined.tick", 1, seq, time.time_ns()))
+
+
+async def _call(count: int) -> None:
+    def step(record: Record | None) -> None:
+        return None
+
+    for _ in range(count):
+        step(None)
+
+
+async def _coroutine(count: int) -> None:
+    async def step(record: Record | None) -> None:
+        return None
+
+    for _ in range(count):
+        await step(None)
+
+
+async def _context_variable(count: int) -> None:
+    enter, record = current.set, Record(0, Tick(n=0), "inlined.tick", 1, 0, 0)
+    for _ in range(count):
+        enter(record)
+
+
+async def _queue(count: int) -> None:
+    queue: deque[Record] = deque()
+    record = Record(0, Tick(n=0), "inlined.tick", 1, 0, 0)
+    for _ in range(count):
+        queue.append(record)
+        queue.popleft()
+
+
+async def _counter(count: int) -> None:
+    sub = Subscription(_coroutine)
+    for seq in range(count):
+        sub.finished += 1
+        sub.position = seq
+
+
+async def _yield(count: int) -> None:
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
+async def _wake(count: int) -> None:
+    loop = asyncio.get_running_loop()
+    sub = Subscription(_coroutine)
+
+    async def worker() -> None:
+        while True:
+            sub.parked = loop.create_future()
+            await sub.parked
+            sub.finished += 1
+
+    task = asyncio.create_task(worker())
+    await asyncio.sleep(0)
+    for _ in range(count):
+        parked, sub.parked = sub.parked, None
+        assert parked is not None
+        parked.set_result(None)
+        await asyncio.sleep(0)
+    task.cancel()
+    assert sub.finished == count
+
+
+PARTS: dict[str, tuple[str, Callable[[int], Awaitable[None]]]] = {
+    "loop": ("the bare loop (subtracted from the others)", _loop),
+    "record": ("a Record, kept in a list (the store)", _record),
+    "call": ("a call of a Python function", _call),
+    "coroutine": ("an async function called and awaited", _coroutine),
+    "context variable": ("ContextVar.set", _context_variable),
+    "queue": ("a deque append and popleft", _queue),
+    "counter": ("count and position: two attribute writes", _counter),
+    "yield": ("await asyncio.sleep(0): one turn of the event loop", _yield),
+    "wake": ("a parked task woken through a future, with that turn", _wake),
+}
+"""The ingredients ``--parts`` prices, each alone in a loop."""
+
+
 def child(mode: str, count: int, bus: bool) -> None:
-    if bus:
+    if mode in PARTS:
+        asyncio.run(PARTS[mode][1](count))
+    elif bus:
         asyncio.run(run(count, *MODES[mode]))
     else:
         [Tick(n=n) for n in range(count)]
 
 
+def parts(n: int, script: str, interpreter: str, count: Callable[[list[str]], int]) -> None:
+    """Print what each of `PARTS` costs per iteration, the bare loop subtracted."""
+    runs = [[interpreter, script, "--child", part, str(size)] for part in PARTS for size in (n, 0)]
+    with ThreadPoolExecutor(2) as pool:
+        counts = list(pool.map(count, runs))
+    per = {part: (counts[2 * index] - counts[2 * index + 1]) / n for index, part in enumerate(PARTS)}
+    print(f"what each ingredient costs alone (callgrind, N = {n:,}, the bare loop subtracted)\n")
+    for part, (label, _) in PARTS.items():
+        value = per[part] if part == "loop" else per[part] - per["loop"]
+        print(f"{part:<18}{value:>8,.0f}   {label}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help=f"N = {N_QUICK:,}")
+    parser.add_argument("--parts", action="store_true", help="price each ingredient alone instead")
     parser.add_argument("--child", nargs=2, metavar=("MODE", "N"), help=argparse.SUPPRESS)
     parser.add_argument("--no-bus", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -179,23 +294,27 @@ def main() -> None:
     import instructions
 
     n = N_QUICK if args.quick else N
+    sizes = {mode: min(n, N_PACED) if paced else n for mode, (_, paced) in MODES.items()}
     script = str(Path(__file__).resolve())
-    runs = [
-        [instructions.interpreter(), script, "--child", mode, str(size), *flag]
-        for mode in MODES
-        for size in (n, 0)
-        for flag in ([], ["--no-bus"])
-    ]
     try:
+        if args.parts:
+            parts(n, script, instructions.interpreter(), instructions.count_instructions)
+            return
+        runs = [
+            [instructions.interpreter(), script, "--child", mode, str(size), *flag]
+            for mode in MODES
+            for size in (sizes[mode], 0)
+            for flag in ([], ["--no-bus"])
+        ]
         with ThreadPoolExecutor(2) as pool:
             counts = list(pool.map(instructions.count_instructions, runs))
     except instructions.ValgrindMissing as exc:
         sys.exit(str(exc))
-    print(f"inlined floor, instructions per published event (callgrind, N = {n:,})\n")
+    print("inlined floor, instructions per published event (callgrind)\n")
     for index, (mode, (handlers, _)) in enumerate(MODES.items()):
         full, build_full, empty, build_empty = counts[4 * index : 4 * index + 4]
-        value = instructions.per_event(full, empty, build_full, build_empty, n)
-        print(f"{mode:<14}{handlers:>3} subscription(s){value:>10,.0f}")
+        value = instructions.per_event(full, empty, build_full, build_empty, sizes[mode])
+        print(f"{mode:<14}{handlers:>3} subscription(s)   N = {sizes[mode]:>6,}{value:>10,.0f}")
 
 
 if __name__ == "__main__":
