@@ -93,8 +93,9 @@ def _bubus_tick() -> type[Any]:
     return BubusTick
 
 
-async def floor(events: list[Any], clock: Clock, handlers: int = 1) -> int:
-    """Raw Python: a dict by type, awaiting each handler directly."""
+async def floor(events: list[Any], clock: Clock, handlers: int = 1, paced: bool = False) -> int:
+    """Raw Python: a dict by type, awaiting each handler directly (``paced``:
+    yielding to the event loop after each event, as the paced eventbus cases do)."""
     counter = 0
 
     async def handler(event: Tick) -> None:
@@ -106,6 +107,8 @@ async def floor(events: list[Any], clock: Clock, handlers: int = 1) -> int:
         for event in events:
             for handle in table[type(event)]:
                 await handle(event)
+            if paced:
+                await asyncio.sleep(0)
     return counter
 
 
@@ -116,9 +119,15 @@ async def eventbus_case(
     handlers: int = 1,
     others: int = 0,
     batch: int = 0,
+    paced: bool = False,
     options: dict[str, Any] | None = None,
 ) -> int:
-    """eventbus on its default `MemoryStore`: ``publish`` per event (or ``publish_many`` batches), then ``drain``."""
+    """eventbus on its default `MemoryStore`: ``publish`` per event (or ``publish_many`` batches), then ``drain``.
+
+    ``paced``: the publisher yields to the event loop after each publish, as an
+    application publishing between awaits does, so every publish wakes the
+    subscriptions' workers (in a tight loop they wake once per burst).
+    """
     bus = EventBus()
     counter = 0
 
@@ -136,6 +145,11 @@ async def eventbus_case(
             if batch:
                 for start in range(0, len(events), batch):
                     await bus.publish_many(events[start : start + batch])
+            elif paced:
+                publish = bus.publish
+                for event in events:
+                    await publish(event)
+                    await asyncio.sleep(0)
             else:
                 publish = bus.publish
                 for event in events:
@@ -276,6 +290,15 @@ CASES = {
             _with(eventbus_case, handlers=10),
             handlers=10,
             quiet=True,
+        ),
+        Case("floor-paced", "floor: 1 handler, paced", _with(floor, paced=True)),
+        Case("paced", "eventbus: 1 handler, paced", _with(eventbus_case, paced=True)),
+        Case("floor10-paced", "floor: 10 handlers, paced", _with(floor, handlers=10, paced=True), handlers=10),
+        Case(
+            "fanout-paced",
+            "eventbus: fan-out to 10, paced",
+            _with(eventbus_case, handlers=10, paced=True),
+            handlers=10,
         ),
         Case("pyee", "peer: pyee (AsyncIOEventEmitter)", pyee_case),
         Case("blinker", "peer: blinker (send_async)", blinker_case),

@@ -1,31 +1,57 @@
 """The least a bus with eventbus's guarantees costs per event, in pure Python.
 
-Everything eventbus does per event, inlined into two functions: a `Record`
-per event (id, time, seq), appended to a store list, routed to a bounded
-deque, and a worker that sets the context variable (causation) and awaits
-the handler, counting and advancing the position. No module boundaries, no
-group commit, no policies. It measures how far the modular design is from
-what the same guarantees cost at least.
+Everything the contract asks per event, inlined into a few functions with no
+module boundaries, no group commit, no policies and no anyio (asyncio
+primitives directly): a `Record` per event (id, time, seq) appended to a
+store list; per subscription a bounded queue, a worker task of its own that
+parks when the queue is empty and is woken by the next publish, and a
+publisher that waits for room when a queue is full (``"block"``
+backpressure); per delivery the causation context variable set, the handler
+awaited (a failure caught), the subscription's count and position moved; and
+a drain that waits for every worker to finish. It measures how far the
+modular design is from what the same guarantees cost at least, with one
+subscription and with ten (fan-out).
 
-    valgrind --tool=callgrind --callgrind-out-file=/dev/null python benchmarks/inlined_floor.py 20000 all
-    (and with N=0, and with ``build`` for the cost of building the events)
+The paced modes yield to the event loop after each publish, so that every
+publish wakes the workers (in a tight loop they wake once per burst), as
+``instructions.py``'s paced cases do.
 
-Per event = ((N, all) - (0, all) - ((N, build) - (0, build))) / N.
+The script counts itself the way ``instructions.py`` counts eventbus, under
+valgrind's callgrind, four processes per mode:
+
+    python benchmarks/inlined_floor.py               # every mode, N = 20 000 (paced: 5 000), a few minutes
+    python benchmarks/inlined_floor.py --quick       # N = 2 000
+    python benchmarks/inlined_floor.py --parts       # what each ingredient costs alone
+
+per event = ((N, bus) - (0, bus) - ((N, build) - (0, build))) / N, counted
+per published event (ten deliveries in fan-out). ``--parts`` counts each
+ingredient N times in a loop, in a process of its own, minus the bare loop:
+the price list the floor, and eventbus, are made of.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import contextlib
 import contextvars
 import sys
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from eventbus import Event, Record
 
 MAX_PENDING = 10_000
+"""eventbus's default ``max_pending``: with N = 20 000 the publisher waits for room, as eventbus's does."""
+MODES = {"one": (1, False), "fanout": (10, False), "one-paced": (1, True), "fanout-paced": (10, True)}
+"""Subscriptions per mode, and whether the publisher yields to the event loop after each publish."""
+N = 20_000
+N_QUICK = 2_000
+N_PACED = 5_000
+"""A paced event costs several event-loop turns: fewer of them, as in ``instructions.py``."""
 
 
 class Tick(Event, name="inlined.tick"):
@@ -35,57 +61,261 @@ class Tick(Event, name="inlined.tick"):
 current: contextvars.ContextVar[Record | None] = contextvars.ContextVar("current", default=None)
 
 
-class InlinedBus:
-    """A store list, one bounded queue, one worker: nothing but the guarantees."""
+class Subscription:
+    """One subscription's bounded queue, wake-up, count and position."""
 
-    def __init__(self) -> None:
-        self.records: list[Record] = []
+    __slots__ = ("failed", "finished", "handler", "idle", "parked", "position", "queue", "room", "routed")
+
+    def __init__(self, handler: Callable[[Any], Awaitable[None]]) -> None:
+        self.handler = handler
         self.queue: deque[Record] = deque()
-        self.seq = 0
-        self.next_id = 1
+        self.parked: asyncio.Future[None] | None = None
+        self.room: asyncio.Future[None] | None = None
+        self.idle: asyncio.Future[None] | None = None
         self.routed = 0
         self.finished = 0
+        self.failed = 0
         self.position = 0
-        self.handled = 0
-
-    async def handler(self, event: Any) -> None:
-        self.handled += 1
-
-    async def publish(self, event: Tick) -> int:
-        current.get()  # causation, as a publish from a handler would need it
-        event_id = self.next_id
-        self.next_id = event_id + 1
-        record: Record = Record(0, event, "inlined.tick", 1, event_id, time.time_ns())
-        self.seq += 1
-        record.seq = self.seq
-        self.records.append(record)
-        if len(self.queue) < MAX_PENDING:
-            self.queue.append(record)
-            self.routed += 1
-        return record.seq
 
     async def work(self) -> None:
         queue = self.queue
         enter = current.set
-        while queue:
-            record = queue.popleft()
-            enter(record)
-            with contextlib.suppress(Exception):
-                await self.handler(record.decoded)
-            self.finished += 1
-            self.position = record.seq
+        handler = self.handler
+        loop = asyncio.get_running_loop()
+        while True:
+            while True:  # not `while queue:`, which CPython 3.11 would never specialize here (see eventbus's _work)
+                if not queue:
+                    break
+                record = queue.popleft()
+                room = self.room
+                if room is not None:
+                    self.room = None
+                    room.set_result(None)
+                enter(record)
+                try:
+                    await handler(record.decoded)
+                except Exception:
+                    self.failed += 1
+                self.finished += 1
+                self.position = record.seq
+            idle = self.idle
+            if idle is not None:
+                self.idle = None
+                idle.set_result(None)
+            self.parked = loop.create_future()
+            await self.parked
 
 
-async def main(count: int, mode: str) -> None:
+class InlinedBus:
+    """A store list, and the subscriptions: nothing but the guarantees."""
+
+    def __init__(self, handlers: list[Callable[[Any], Awaitable[None]]]) -> None:
+        self.records: list[Record] = []
+        self.subscriptions = [Subscription(handler) for handler in handlers]
+        self.seq = 0
+        self.next_id = 1
+
+    async def publish(self, event: Tick) -> int:
+        parent = current.get()  # causation, as a publish from a handler would need it
+        assert parent is None
+        subscriptions = self.subscriptions
+        for sub in subscriptions:
+            while len(sub.queue) >= MAX_PENDING:
+                sub.room = asyncio.get_running_loop().create_future()
+                await sub.room
+        event_id = self.next_id
+        self.next_id = event_id + 1
+        record: Record = Record(0, event, "inlined.tick", 1, event_id, time.time_ns())
+        self.seq = seq = self.seq + 1
+        record.seq = seq
+        self.records.append(record)
+        for sub in subscriptions:
+            sub.queue.append(record)
+            sub.routed += 1
+            parked = sub.parked
+            if parked is not None:
+                sub.parked = None
+                parked.set_result(None)
+        return seq
+
+    async def drain(self) -> None:
+        for sub in self.subscriptions:
+            while sub.finished < sub.routed:
+                sub.idle = asyncio.get_running_loop().create_future()
+                await sub.idle
+
+
+async def run(count: int, subscriptions: int, paced: bool) -> None:
+    """Publish ``count`` pre-built events to ``subscriptions`` workers and drain;
+    ``paced``: yield to the event loop after each publish, so every publish wakes the workers."""
     events = [Tick(n=n) for n in range(count)]
-    if mode == "build":
-        return
-    bus = InlinedBus()
+    counter = 0
+
+    async def handler(event: Tick) -> None:  # the handler of benchmarks/_cases.py
+        nonlocal counter
+        counter += 1
+
+    bus = InlinedBus([handler] * subscriptions)
+    workers = [asyncio.create_task(sub.work()) for sub in bus.subscriptions]
+    await asyncio.sleep(0)  # every worker parks, as eventbus's do once the bus runs
+    publish = bus.publish
     for event in events:
-        await bus.publish(event)
-    await bus.work()
-    assert bus.handled == count
+        await publish(event)
+        if paced:
+            await asyncio.sleep(0)
+    await bus.drain()
+    for worker in workers:
+        worker.cancel()
+    assert counter == count * subscriptions
+    assert all(sub.finished == count and sub.position == count for sub in bus.subscriptions)
+
+
+async def _loop(count: int) -> None:
+    for _ in range(count):
+        pass
+
+
+async def _record(count: int) -> None:
+    event, store = Tick(n=0), []
+    keep = store.append
+    for seq in range(count):
+        keep(Record(seq, event, "inlined.tick", 1, seq, time.time_ns()))
+
+
+async def _call(count: int) -> None:
+    def step(record: Record | None) -> None:
+        return None
+
+    for _ in range(count):
+        step(None)
+
+
+async def _coroutine(count: int) -> None:
+    async def step(record: Record | None) -> None:
+        return None
+
+    for _ in range(count):
+        await step(None)
+
+
+async def _context_variable(count: int) -> None:
+    enter, record = current.set, Record(0, Tick(n=0), "inlined.tick", 1, 0, 0)
+    for _ in range(count):
+        enter(record)
+
+
+async def _queue(count: int) -> None:
+    queue: deque[Record] = deque()
+    record = Record(0, Tick(n=0), "inlined.tick", 1, 0, 0)
+    for _ in range(count):
+        queue.append(record)
+        queue.popleft()
+
+
+async def _counter(count: int) -> None:
+    sub = Subscription(_coroutine)
+    for seq in range(count):
+        sub.finished += 1
+        sub.position = seq
+
+
+async def _yield(count: int) -> None:
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
+async def _wake(count: int) -> None:
+    loop = asyncio.get_running_loop()
+    sub = Subscription(_coroutine)
+
+    async def worker() -> None:
+        while True:
+            sub.parked = loop.create_future()
+            await sub.parked
+            sub.finished += 1
+
+    task = asyncio.create_task(worker())
+    await asyncio.sleep(0)
+    for _ in range(count):
+        parked, sub.parked = sub.parked, None
+        assert parked is not None
+        parked.set_result(None)
+        await asyncio.sleep(0)
+    task.cancel()
+    assert sub.finished == count
+
+
+PARTS: dict[str, tuple[str, Callable[[int], Awaitable[None]]]] = {
+    "loop": ("the bare loop (subtracted from the others)", _loop),
+    "record": ("a Record, kept in a list (the store)", _record),
+    "call": ("a call of a Python function", _call),
+    "coroutine": ("an async function called and awaited", _coroutine),
+    "context variable": ("ContextVar.set", _context_variable),
+    "queue": ("a deque append and popleft", _queue),
+    "counter": ("count and position: two attribute writes", _counter),
+    "yield": ("await asyncio.sleep(0): one turn of the event loop", _yield),
+    "wake": ("a parked task woken through a future, with that turn", _wake),
+}
+"""The ingredients ``--parts`` prices, each alone in a loop."""
+
+
+def child(mode: str, count: int, bus: bool) -> None:
+    if mode in PARTS:
+        asyncio.run(PARTS[mode][1](count))
+    elif bus:
+        asyncio.run(run(count, *MODES[mode]))
+    else:
+        [Tick(n=n) for n in range(count)]
+
+
+def parts(n: int, script: str, interpreter: str, count: Callable[[list[str]], int]) -> None:
+    """Print what each of `PARTS` costs per iteration, the bare loop subtracted."""
+    runs = [[interpreter, script, "--child", part, str(size)] for part in PARTS for size in (n, 0)]
+    with ThreadPoolExecutor(2) as pool:
+        counts = list(pool.map(count, runs))
+    per = {part: (counts[2 * index] - counts[2 * index + 1]) / n for index, part in enumerate(PARTS)}
+    print(f"what each ingredient costs alone (callgrind, N = {n:,}, the bare loop subtracted)\n")
+    for part, (label, _) in PARTS.items():
+        value = per[part] if part == "loop" else per[part] - per["loop"]
+        print(f"{part:<18}{value:>8,.0f}   {label}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help=f"N = {N_QUICK:,}")
+    parser.add_argument("--parts", action="store_true", help="price each ingredient alone instead")
+    parser.add_argument("--child", nargs=2, metavar=("MODE", "N"), help=argparse.SUPPRESS)
+    parser.add_argument("--no-bus", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child[0], int(args.child[1]), bus=not args.no_bus)
+        return
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import instructions
+
+    n = N_QUICK if args.quick else N
+    sizes = {mode: min(n, N_PACED) if paced else n for mode, (_, paced) in MODES.items()}
+    script = str(Path(__file__).resolve())
+    try:
+        if args.parts:
+            parts(n, script, instructions.interpreter(), instructions.count_instructions)
+            return
+        runs = [
+            [instructions.interpreter(), script, "--child", mode, str(size), *flag]
+            for mode in MODES
+            for size in (sizes[mode], 0)
+            for flag in ([], ["--no-bus"])
+        ]
+        with ThreadPoolExecutor(2) as pool:
+            counts = list(pool.map(instructions.count_instructions, runs))
+    except instructions.ValgrindMissing as exc:
+        sys.exit(str(exc))
+    print("inlined floor, instructions per published event (callgrind)\n")
+    for index, (mode, (handlers, _)) in enumerate(MODES.items()):
+        full, build_full, empty, build_empty = counts[4 * index : 4 * index + 4]
+        value = instructions.per_event(full, empty, build_full, build_empty, sizes[mode])
+        print(f"{mode:<14}{handlers:>3} subscription(s)   N = {sizes[mode]:>6,}{value:>10,.0f}")
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "all"))
+    main()

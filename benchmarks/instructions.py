@@ -18,6 +18,8 @@ deliveries). ``PYTHONHASHSEED=0`` keeps the counts steady (within about 0.5 %).
 
     python benchmarks/instructions.py            # every case, a few minutes
     python benchmarks/instructions.py --quick    # eventbus, 1 handler, N = 2 000: about a minute (CI)
+    python benchmarks/instructions.py --case fanout --case policies   # only these (a before/after of a change)
+    python benchmarks/instructions.py --profile fanout   # where its instructions go, by Python and C function
 """
 
 from __future__ import annotations
@@ -29,15 +31,25 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import _cases
+import _profile
 
 TARGETS = {"eventbus": 12_500, "eventbus-quiet": 12_500, "fanout": 45_000, "fanout-quiet": 45_000}
 """DESIGN.md section 3: instructions per event, whether or not the application configured logging."""
-FLOOR_OF = {"floor10": "floor10", "fanout": "floor10", "fanout-quiet": "floor10"}
+FLOOR_OF = {
+    "floor10": "floor10",
+    "fanout": "floor10",
+    "fanout-quiet": "floor10",
+    "floor-paced": "floor-paced",
+    "paced": "floor-paced",
+    "floor10-paced": "floor10-paced",
+    "fanout-paced": "floor10-paced",
+}
 """The floor each case is compared with (the one-handler floor unless named here)."""
 FULL = [
     "floor",
@@ -46,6 +58,12 @@ FULL = [
     "floor10",
     "fanout",
     "fanout-quiet",
+    "routing",
+    "policies",
+    "floor-paced",
+    "paced",
+    "floor10-paced",
+    "fanout-paced",
     "pyee",
     "blinker",
     "bubus",
@@ -54,8 +72,11 @@ FULL = [
 QUICK = ["eventbus"]
 N = 20_000
 N_QUICK = 2_000
-N_BUBUS = 50
-"""bubus spends milliseconds per event and slows as its history grows, so it gets a short run."""
+SHORT = {"bubus": 50, "floor-paced": 5_000, "paced": 5_000, "floor10-paced": 5_000, "fanout-paced": 5_000}
+"""Cases that get fewer events: bubus spends milliseconds per event and slows as
+its history grows; a paced event costs several event-loop turns."""
+N_PROFILE = 5_000
+"""Events for ``--profile`` (tracing every bytecode is slow)."""
 COLLECTED = re.compile(r"^==\d+== Collected : (\d+)$", re.MULTILINE)
 
 
@@ -68,8 +89,9 @@ def interpreter() -> str:
     return os.path.realpath(sys.executable)
 
 
-def count_instructions(argv: list[str]) -> int:
-    """Instructions callgrind counted for the whole of ``argv`` (valgrind prefixed)."""
+def count_instructions(argv: list[str], out: str = "/dev/null") -> int:
+    """Instructions callgrind counted for the whole of ``argv`` (valgrind prefixed);
+    ``out``: where callgrind writes its per-function profile."""
     valgrind = shutil.which("valgrind")
     if valgrind is None:
         raise ValgrindMissing(
@@ -79,7 +101,7 @@ def count_instructions(argv: list[str]) -> int:
     # The real binary does not read the venv's pyvenv.cfg, so hand it this interpreter's import path.
     env = dict(os.environ, PYTHONHASHSEED="0", PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     done = subprocess.run(
-        [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv],
+        [valgrind, "--tool=callgrind", f"--callgrind-out-file={out}", *argv],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -122,7 +144,7 @@ def table(rows: list[Row]) -> str:
 def measure(keys: list[str], n: int, workers: int) -> list[Row]:
     """Run every process the cases need (build runs shared by cases that build alike), ``workers`` at a time."""
     script = str(Path(__file__).resolve())
-    sizes = {key: N_BUBUS if key == "bubus" else n for key in keys}
+    sizes = {key: min(n, SHORT.get(key, n)) for key in keys}
 
     def child(key: str, size: int, *, bus: bool) -> list[str]:
         return [interpreter(), script, "--child", key, str(size), *([] if bus else ["--no-bus"])]
@@ -149,6 +171,28 @@ def measure(keys: list[str], n: int, workers: int) -> list[Row]:
     return rows
 
 
+def profile(key: str, n: int, workers: int) -> str:
+    """Where case ``key``'s instructions go, per event: bytecodes by Python function, instructions by C function."""
+    script = str(Path(__file__).resolve())
+    runs = {
+        (size, bus): [interpreter(), script, "--child", key, str(size), *([] if bus else ["--no-bus"])]
+        for size in (n, 0)
+        for bus in (True, False)
+    }
+    with tempfile.TemporaryDirectory() as directory, ThreadPoolExecutor(workers) as pool:
+        outs = {run: str(Path(directory) / f"callgrind.{run[0]}.{run[1]}") for run in runs}
+        list(pool.map(count_instructions, runs.values(), outs.values()))
+        c = {run: _profile.c_functions(out) for run, out in outs.items()}
+    by_c = _profile.per_event(c[(n, True)], c[(0, True)], c[(n, False)], c[(0, False)], n)
+    python = _profile.bytecodes(key, n)
+    return (
+        f"{_cases.CASES[key].label}, N = {n:,}\n\n"
+        f"bytecodes per event, by Python function:\n{_profile.top(python, 15)}\n\n"
+        f"instructions per event, by C function (callgrind):\n{_profile.top(by_c, 25)}\n\n"
+        f"the same, by what the C functions are part of:\n{_profile.top(_profile.kinds(by_c), 10)}"
+    )
+
+
 def child_main(key: str, n: int, bus: bool) -> None:
     """One measured process: build ``n`` events, then deliver them unless ``bus`` is false."""
     case = _cases.CASES[key]
@@ -162,6 +206,19 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help=f"the one-handler eventbus case only, N = {N_QUICK:,} (CI)"
     )
+    parser.add_argument(
+        "--case",
+        action="append",
+        choices=sorted(_cases.CASES),
+        help="measure only this case (repeatable; floors are not added); default: the full list",
+    )
+    parser.add_argument("-n", type=int, help=f"events per case (default {N:,}; {N_QUICK:,} with --quick)")
+    parser.add_argument(
+        "--profile",
+        metavar="CASE",
+        choices=sorted(_cases.CASES),
+        help=f"where CASE's instructions go, by Python and by C function (N = {N_PROFILE:,} unless -n)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="valgrind processes at a time (default 2)")
     parser.add_argument("--child", nargs=2, metavar=("CASE", "N"), help=argparse.SUPPRESS)
     parser.add_argument("--no-bus", action="store_true", help=argparse.SUPPRESS)
@@ -170,8 +227,13 @@ def main() -> None:
         child_main(args.child[0], int(args.child[1]), bus=not args.no_bus)
         return
     keys, n = (QUICK, N_QUICK) if args.quick else (FULL, N)
-    print(f"eventbus instruction counts (valgrind callgrind, {interpreter()}, N = {n:,} events per case)\n")
+    keys = args.case or keys
+    n = args.n or n
     try:
+        if args.profile:
+            print(profile(args.profile, args.n or N_PROFILE, args.workers))
+            return
+        print(f"eventbus instruction counts (valgrind callgrind, {interpreter()}, N = {n:,} events per case)\n")
         rows = measure(keys, n, args.workers)
     except ValgrindMissing as exc:
         sys.exit(str(exc))

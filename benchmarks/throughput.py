@@ -20,6 +20,8 @@ which ``instructions.py`` counts under callgrind):
 - routing: one matching handler among 1 000 subscriptions of other types.
 - policies: one handler with ``retry=Retry()`` and ``concurrency=4``.
 - fanout: ten handlers of one type (deliveries/s); unconfigured and quiet.
+- paced: one handler, and ten, with the publisher yielding to the event loop after
+  each publish (so each publish wakes the workers), beside the floor doing the same.
 - peers: pyee, blinker, bubus and pyventus doing the single-handler case.
 """
 
@@ -47,6 +49,10 @@ ORDER = [
     "floor10",
     "fanout",
     "fanout-quiet",
+    "floor-paced",
+    "paced",
+    "floor10-paced",
+    "fanout-paced",
     "pyee",
     "blinker",
     "bubus",
@@ -70,7 +76,13 @@ async def main(quick: bool, chart: Path | None) -> dict[str, float]:
     # bubus slows down as its history grows (about 240 events/s at 200 events, 50/s at 2 000),
     # so it gets a short run: a longer one would only make it look worse. pyee and pyventus
     # create a task per handler call, so 50 000 events already take a while.
-    sizes = {"pyee": 5_000 if quick else 50_000, "pyventus": 5_000 if quick else 50_000, "bubus": 200 if quick else 500}
+    # A paced event costs event-loop turns (several for fan-out), so those cases get 50 000 events too.
+    sizes = {
+        "pyee": 5_000 if quick else 50_000,
+        "pyventus": 5_000 if quick else 50_000,
+        "bubus": 200 if quick else 500,
+        **dict.fromkeys(["floor-paced", "paced", "floor10-paced", "fanout-paced"], 5_000 if quick else 50_000),
+    }
     rounds = ROUNDS_QUICK if quick else ROUNDS
     print(
         f"eventbus throughput benchmark ({n:,} events per eventbus case; asyncio; "
@@ -95,6 +107,8 @@ async def main(quick: bool, chart: Path | None) -> dict[str, float]:
     print(f"  retry+concurrency vs single: {best['policies'] / single:6.2f}   (target: >= 0.80)")
     print(f"  fan-out vs floor:            {best['fanout'] / best['floor10']:6.2f}   (target: 3 000 000 deliveries/s)")
     print(f"  fan-out quiet vs floor:      {best['fanout-quiet'] / best['floor10']:6.2f}")
+    print(f"  paced vs paced floor:        {best['paced'] / best['floor-paced']:6.2f}")
+    print(f"  fan-out paced vs its floor:  {best['fanout-paced'] / best['floor10-paced']:6.2f}")
     for key in ("pyee", "blinker", "bubus", "pyventus"):
         print(f"  single vs {key:<19}{single / best[key]:9.2f}")
     if chart is not None:

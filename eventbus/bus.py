@@ -30,7 +30,7 @@ from ._context import current_record
 from ._ids import first_id
 from ._log import logger
 from .commit import GroupCommit
-from .delivery.inbox import Inbox
+from .delivery.inbox import Inbox, offer
 from .delivery.lease import DEFAULT_LEASE_TTL, LeaseTerms, new_holder
 from .delivery.options import SubscribeOptions, SubscriptionOptions
 from .delivery.pipeline import Pipeline
@@ -149,14 +149,13 @@ class EventBus:
             *middleware,
             *(mw for plugin in self.plugins for mw in plugin.middleware),
         )
-        self._commit = GroupCommit(self._accepted)
-        publish_chain: Commit = self._commit.commit
         wrappers = [*publish_middleware, *(mw for p in self.plugins for mw in p.publish_middleware)]
+        # without publish middleware, a publish the store takes at once skips a coroutine
+        self._commit = GroupCommit(self._accepted, at_once=not wrappers)
+        publish_chain: Commit = self._commit.commit
         for wrap in reversed(wrappers):
             publish_chain = wrap(publish_chain)
         self._publish_chain = publish_chain
-        # without publish middleware, a publish the store takes at once skips a coroutine
-        self._commit_now = None if wrappers else self._commit.commit_now
         self.publish_timeout = publish_timeout
         self.max_causation_depth = max_causation_depth
         self.shutdown_timeout = shutdown_timeout
@@ -164,6 +163,8 @@ class EventBus:
         self._lease_holder = new_holder()
         self.dead_letters = DeadLetters(lambda: self.store, self._pipeline_of)
         self._router = Router()
+        self._routes = self._router.routes
+        self._crowded = self._router.crowded
         self._subscriptions: dict[str, Subscription] = {}
         self._next_id = first_id()
         self._head = 0
@@ -472,7 +473,7 @@ class EventBus:
         if state is not _RUNNING and state is not _DRAINING:
             raise BusClosed(f"cannot publish {type(event).__qualname__}: the bus is {state.value}")
         cls = type(event)
-        route = self._router.routes.get(cls) or self._router.route(cls)
+        route = self._routes.get(cls) or self._router.route(cls)
         parent = current_record.get()
         if parent is None and headers is None:
             event_id = self._next_id
@@ -480,16 +481,26 @@ class EventBus:
             record = Record(0, event, route.name, route.version, event_id, time.time_ns())
         else:
             record = self._new_record(event, route, headers, parent)
-        blocking = route.blocking
-        for inbox in blocking:
-            if len(inbox.queue) + inbox.reserved >= inbox.block_at:
-                await self._wait_for_room(blocking, parent)
-                break
+        if self._crowded:  # some inbox may be full: look at this route's
+            blocking = route.blocking
+            for inbox in blocking:
+                if len(inbox.queue) + inbox.reserved >= inbox.block_at:
+                    await self._wait_for_room(blocking, parent)
+                    break
         records = (record,)
-        commit_now = self._commit_now
-        if commit_now is None or not commit_now(records):
-            await self._commit_reserving(records, dict.fromkeys(blocking, 1))
-        return record.seq
+        append_now = self._commit.now
+        if append_now is None:
+            await self._commit_reserving(records, dict.fromkeys(route.blocking, 1))
+            return record.seq
+        # The store takes it at once and nothing runs in between: what
+        # `_accepted` does for a batch, inline, one call less per publish.
+        append_now(records)
+        seq = self._head = record.seq
+        self._published += 1
+        if self._log_publishes:
+            self._log_published(records)
+        offer(route.targets, record)
+        return seq
 
     async def ingest(
         self,
@@ -631,14 +642,16 @@ class EventBus:
         self._head = records[-1].seq
         self._published += len(records)
         if self._log_publishes:
-            first = records[0]
-            logger.debug("published", seq=first.seq, type=first.type, count=len(records), last_seq=self._head)
+            self._log_published(records)
         routes = self._router.routes
         for record in records:
             cls = type(record.decoded)
             route = routes.get(cls) or self._router.route(cls)
-            for inbox in route.targets:
-                inbox.offer(record)
+            offer(route.targets, record)
+
+    def _log_published(self, records: Sequence[Record]) -> None:
+        first = records[0]
+        logger.debug("published", seq=first.seq, type=first.type, count=len(records), last_seq=records[-1].seq)
 
     async def drain(self, timeout: float | None = None) -> None:
         """Wait until every subscription has finished (handled, dropped or

@@ -40,15 +40,23 @@ class GroupCommit:
 
     Args:
         accepted: called with each batch once it is stored (routing), in seq order.
+        at_once: publishes may append without `commit` when the store can
+            (see `now`); false when publish middleware must see every append.
     """
 
-    def __init__(self, accepted: Callable[[Sequence[Record]], None]) -> None:
+    def __init__(self, accepted: Callable[[Sequence[Record]], None], *, at_once: bool = True) -> None:
         self._store: Store | None = None
         self._append_now: Callable[[Sequence[Record]], None] | None = None
+        self._at_once = at_once
         self._accepted = accepted
         self._busy = False
         self._pending: list[_Pending] = []
         self._idle: anyio.Event | None = None
+        self.now: Callable[[Sequence[Record]], None] | None = None
+        """The store's ``append_now`` while a publish may call it instead of
+        awaiting `commit` (no append in flight, a store that never waits, no
+        publish middleware), else None. The caller routes what it appended:
+        nothing runs in between, so seq order holds."""
 
     @property
     def store(self) -> Store | None:
@@ -58,18 +66,8 @@ class GroupCommit:
     @store.setter
     def store(self, store: Store) -> None:
         self._store = store
-        self._append_now = _append_now_of(store)
-
-    def commit_now(self, records: Sequence[Record]) -> bool:
-        """Store and route ``records`` at once if that needs no waiting (no
-        append in flight, a store with ``append_now``); False if `commit`
-        must be awaited instead."""
-        append_now = self._append_now
-        if append_now is None or self._busy:
-            return False
-        append_now(records)
-        self._accepted(records)
-        return True
+        self._append_now = _append_now_of(store) if self._at_once else None
+        self.now = None if self._busy else self._append_now
 
     @property
     def busy(self) -> bool:
@@ -95,6 +93,7 @@ class GroupCommit:
             return
         assert self._store is not None
         self._busy = True
+        self.now = None
         try:
             # a store's append is atomic under cancellation by contract: it
             # commits and returns, or raises having stored nothing
@@ -105,6 +104,7 @@ class GroupCommit:
                 with anyio.CancelScope(shield=True):
                     await self._flush()
             self._busy = False
+            self.now = self._append_now
             if self._idle is not None:
                 self._idle.set()
                 self._idle = None

@@ -38,6 +38,9 @@ class Router:
         self._order: dict[Subscription, int] = {}
         self._counter = 0
         self.routes: dict[type, Route] = {}
+        self.crowded: set[Inbox] = set()
+        """The routed inboxes that may be full (`Inbox.share_crowd`): while it is
+        empty, a publish need not look at its route's ``"block"`` inboxes."""
 
     def add(self, subscription: Subscription) -> None:
         self._counter += 1
@@ -69,5 +72,7 @@ class Router:
                     found[sub] = None
             ordered = sorted(found, key=self._order.__getitem__)
             targets = tuple(sub.run.inbox for sub in ordered if sub.run is not None)
+            for inbox in targets:
+                inbox.share_crowd(self.crowded)
             route = self.routes[cls] = Route(cls, targets)
         return route

@@ -9,7 +9,7 @@ import anyio.lowlevel
 import pytest
 from structlog.testing import capture_logs
 
-from eventbus import Backpressure, BackpressureError, EventBus
+from eventbus import Backpressure, BackpressureError, Event, EventBus
 from tests.policy_events import WAIT, Hold, Seen, Tick, accounted, assert_all_accounted, log_events, n_of, publish_ticks
 
 DROPPED = "subscription full, events dropped"
@@ -107,6 +107,56 @@ async def test_block_on_one_subscription_does_not_drop_for_another() -> None:
 
     # the refused event reached nobody: it was never stored
     assert fast.ns == [1, 2]
+
+
+class Tock(Event, name="policy.backpressure.tock"):
+    n: int
+
+
+class Other(Event, name="policy.backpressure.other"):
+    n: int
+
+
+async def test_block_holds_back_every_type_routed_to_a_full_subscription_and_no_other() -> None:
+    hold = Hold()
+    others: list[int] = []
+    all_others = anyio.Event()
+    async with EventBus(publish_timeout=0.05) as bus:
+
+        @bus.subscribe(name="both", max_pending=2)
+        async def both(event: Tick | Tock) -> None:
+            await hold.wait()
+
+        @bus.subscribe(name="other", max_pending=2)
+        async def other(event: Other) -> None:
+            others.append(event.n)
+            if event.n == 11:
+                all_others.set()
+
+        await bus.publish(Tick(n=1))
+        with anyio.fail_after(WAIT):
+            await hold.entered.wait()
+        await publish_ticks(bus, [2, 3])  # fills "both" through the Tick route
+        with pytest.raises(BackpressureError, match="both"):
+            await bus.publish(Tock(n=4))  # the same inbox, through another route
+        with pytest.raises(BackpressureError, match="both"):
+            await bus.publish(Tick(n=5))
+        for n in range(6, 12):  # a full subscription holds back no one else (max_pending=2 here too)
+            await bus.publish(Other(n=n))
+            if n % 2:
+                await anyio.wait_all_tasks_blocked()
+        with anyio.fail_after(WAIT):
+            await all_others.wait()
+        assert bus.stats()["both"].routed == 3
+        hold.release()
+        await bus.drain(WAIT)
+        await bus.publish(Tock(n=12))  # room again
+        await bus.drain(WAIT)
+        stats = bus.stats()
+
+    assert others == list(range(6, 12))
+    assert (stats["both"].routed, stats["both"].delivered, stats["both"].overflowed) == (4, 4, 0)
+    assert stats["other"].overflowed == 0
 
 
 @pytest.mark.parametrize(

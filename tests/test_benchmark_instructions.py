@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+
+import pytest
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -19,6 +22,15 @@ def _instructions() -> ModuleType:
     finally:
         sys.path.remove(str(BENCHMARKS))
     return instructions
+
+
+def _inlined_floor() -> ModuleType:
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import inlined_floor
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return inlined_floor
 
 
 def test_per_event_removes_startup_and_event_building() -> None:
@@ -75,3 +87,14 @@ def test_script_says_what_is_missing_without_valgrind(tmp_path: Path) -> None:
     )
     assert done.returncode == 1
     assert "valgrind is not installed" in done.stderr
+
+
+def test_inlined_floor_delivers_everything_in_every_mode_and_prices_every_part(monkeypatch: pytest.MonkeyPatch) -> None:
+    floor = _inlined_floor()
+    # a bound far below the event count, so the publisher waits for room as it does at N = 20 000
+    monkeypatch.setattr(floor, "MAX_PENDING", 7)
+    for subscriptions, paced in floor.MODES.values():
+        # run() fails unless every subscription handled every event and moved its position to the last
+        asyncio.run(floor.run(100, subscriptions, paced))
+    for _, part in floor.PARTS.values():
+        asyncio.run(part(100))

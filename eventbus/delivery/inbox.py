@@ -2,10 +2,16 @@
 signals around it.
 
 The bus touches a subscription only through its inbox: it offers routed
-records (`Inbox.offer`), asks whether a ``"block"`` inbox is full and waits
+records (`offer`), asks whether a ``"block"`` inbox is full and waits
 for room, and waits for the subscription to become idle (`drain`). The
 workers take records from the queue, park in the inbox when there is nothing
 to do, and are woken by the next offer.
+
+A ``"block"`` inbox that may be full is *crowded*: it is in a set the router
+shares with every inbox it routes to, and stays there until a worker takes
+from it with room to spare. A publish looks at its route's ``"block"``
+inboxes only while that set is not empty, so backpressure costs nothing per
+subscription until some subscription is full.
 
 While the subscription is *behind* (reading history back from the store, see
 `eventbus.delivery.catchup`), a full inbox does not apply its policy: it
@@ -14,11 +20,12 @@ notes that it *missed* a record, and catch-up reads it back from the store.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import sys
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Iterable
 
 import anyio
 
@@ -27,7 +34,7 @@ from ..policies import Backpressure
 from ..record import Record
 from ..stats import Counters
 
-__all__ = ["Inbox"]
+__all__ = ["Inbox", "offer"]
 
 _DROP_REPORT_INTERVAL = 1.0
 _NEVER = sys.maxsize
@@ -38,11 +45,10 @@ class Inbox:
 
     Attributes:
         queue: the records, in seq order.
-        capacity: how many records the queue may hold (``max_pending``;
-            less while a page of history is being delivered, 0 while tailing).
         behind: set by catch-up while the subscription reads the store.
         missed: a record was not kept because the inbox was full while behind.
         closed: the subscription closed; nothing more is taken.
+        crowded: the inbox may be full (see `share_crowd`).
     """
 
     def __init__(
@@ -55,17 +61,24 @@ class Inbox:
     ) -> None:
         self.name = name
         self.max_pending = max_pending
-        self.capacity = max_pending
         self.policy = policy
         self.counters = counters
         self.queue: deque[Record] = deque()
         self.behind = False
-        self.block_at = max_pending
+        self.block_at = max_pending if policy == "block" else _NEVER
+        """Queue length at which a ``"block"`` publisher waits: ``max_pending``
+        while live and open, never while behind or closed, nor under another
+        policy (see `full`)."""
         self.reserved = 0
         """Records of publishes that found room and wait for their append (see
         `reserve`): they count against the bound a ``"block"`` publisher sees."""
-        """Queue length at which a ``"block"`` publisher waits: ``capacity``
-        while live and open, never while behind or closed (see `full`)."""
+        self._capacity = max_pending
+        self.room_below = max_pending
+        """`offer` appends at once while the queue is shorter than this: under
+        `capacity`, and one short of the length that makes the inbox `full`.
+        At this length or more it looks again (`offer_at_bound`)."""
+        self.crowded = False
+        self._crowd: set[Inbox] = set()
         self.delivering: Record | None = None
         """The record the single worker is delivering (or delivered last)."""
         self.in_flight: Collection[int] = ()
@@ -78,28 +91,37 @@ class Inbox:
         self.parked = False
         self.spill: Callable[[int], None] | None = None
         self._where = where
-        self._wakeup = anyio.Event()
+        self._lot: _AsyncioLot | _AnyioLot | None = None
+        """Where parked workers wait (made by the first of them, in the event loop)."""
         self.room: anyio.Event | None = None
         """Set when a worker takes a record, for publishers waiting for room."""
         self.idle: anyio.Event | None = None
         """Set when the workers may have become idle, for `wait_idle` (None: nobody waits)."""
         self._drops = _DropReport(name)
+        self._bounds_changed()
+
+    @property
+    def capacity(self) -> int:
+        """How many records the queue may hold (``max_pending``; less while a
+        page of history is being delivered, 0 while tailing)."""
+        return self._capacity
+
+    @capacity.setter
+    def capacity(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._bounds_changed()
 
     # -- the bus's side ----------------------------------------------------------
 
-    def offer(self, record: Record) -> None:
-        """Take a record the bus routed here (the bus routes in seq order)."""
-        self.routed_seq = record.seq
-        if self._where is not None and not self.accepts(record):
-            return
-        queue = self.queue
-        if len(queue) < self.capacity:
-            queue.append(record)
-            self.counters.routed += 1
-            if self.parked:
-                self.wake()
-            return
-        self._overflow(record)
+    def share_crowd(self, crowd: set[Inbox]) -> None:
+        """Be in ``crowd`` whenever this inbox may be `full` (and only then, once
+        a worker takes from it again): the router's set, which lets a publisher
+        skip looking at its route's ``"block"`` inboxes while it is empty."""
+        if crowd is not self._crowd:
+            self._crowd.discard(self)
+            self._crowd = crowd
+            if self.crowded:
+                crowd.add(self)
 
     def full(self) -> bool:
         """True when a ``"block"`` publisher must wait before appending."""
@@ -109,11 +131,25 @@ class Inbox:
         """Hold room for ``count`` records whose append the publisher awaits:
         publishers waiting in one group commit cannot all take the same room."""
         self.reserved += count
+        self._bounds_changed()
 
     def release(self, count: int) -> None:
         """The reserved records are routed (or were not stored): give the room back."""
         self.reserved -= count
+        self._bounds_changed()
         self.took()
+
+    def offer_at_bound(self, record: Record) -> None:
+        """`offer` of a record that fills the queue, or finds it full."""
+        if len(self.queue) < self._capacity:
+            self.queue.append(record)
+            self.counters.routed += 1
+        else:
+            self._overflow(record)
+        if self.full():
+            self._join_crowd()
+        if self.parked:
+            self.wake()
 
     def owns(self, record: Record) -> bool:
         """True while ``record``'s handler runs in this subscription: a publish
@@ -123,11 +159,13 @@ class Inbox:
     def set_behind(self, behind: bool) -> None:
         """Catch-up switches the inbox between buffering (behind) and live."""
         self.behind = behind
-        self.block_at = _NEVER if behind or self.closed else self.max_pending
+        self.block_at = _NEVER if behind or self.closed or self.policy != "block" else self.max_pending
+        self._bounds_changed()
 
     async def wait_for_room(self) -> None:
         """Return once the inbox has room, or is closed (the caller checks which)."""
         while self.full():
+            self._join_crowd()  # so that the next worker to take a record calls `took`
             if self.room is None:
                 self.room = anyio.Event()
             await self.room.wait()
@@ -149,17 +187,23 @@ class Inbox:
     # -- the workers' side -------------------------------------------------------
 
     def took(self) -> None:
-        """A worker took a record: a waiting publisher may go on."""
+        """A worker took a record from a `crowded` inbox (or reserved room was
+        given back): a waiting publisher may go on, and an inbox no longer
+        full leaves the crowd."""
         room = self.room
         if room is not None:
             self.room = None
             room.set()
+        if self.crowded and not self.full():
+            self.crowded = False
+            self._crowd.discard(self)
 
     def wake(self) -> None:
         """Wake the parked workers (once: offers in a burst do not set it again)."""
         self.parked = False
-        wakeup, self._wakeup = self._wakeup, anyio.Event()
-        wakeup.set()
+        lot = self._lot
+        if lot is not None:
+            lot.unpark_all()
 
     def idle_now(self) -> None:
         """Tell whoever waits in `wait_idle` to look again."""
@@ -171,12 +215,18 @@ class Inbox:
     def park(self) -> Awaitable[None]:
         """What a worker awaits to sleep until a record is offered (or `wake` is called)."""
         self.parked = True
-        return self._wakeup.wait()
+        lot = self._lot
+        if lot is None:
+            lot = self._lot = _parking_lot()
+        return lot.park()
 
     def close(self) -> None:
         """Take nothing more; release publishers and drains that wait on this inbox."""
         self.closed = True
         self.block_at = _NEVER
+        self._bounds_changed()
+        self.crowded = False
+        self._crowd.discard(self)
         self.release_waiters()
         self.wake()
         self._drops.flush()
@@ -203,6 +253,18 @@ class Inbox:
             return True
 
     # -- internals -------------------------------------------------------------------
+
+    def _bounds_changed(self) -> None:
+        """``capacity``, ``block_at`` or ``reserved`` moved: recompute `room_below`,
+        and join the crowd if the inbox is full now."""
+        self.room_below = min(self._capacity, self.block_at - self.reserved - 1)
+        if self.full():
+            self._join_crowd()
+
+    def _join_crowd(self) -> None:
+        if not self.crowded:
+            self.crowded = True
+            self._crowd.add(self)
 
     def _overflow(self, record: Record) -> None:
         counters = self.counters
@@ -233,12 +295,94 @@ class Inbox:
             assert self.spill is not None
             self._forget_rejection(record)
             self.spill(record.seq)
-        if self.parked:
-            self.wake()
 
     def _forget_rejection(self, record: Record) -> None:
         if self.rejections:
             self.rejections.pop(record.seq, None)
+
+
+def offer(inboxes: Iterable[Inbox], record: Record) -> None:
+    """Give ``record`` to the ``inboxes`` the bus routed it to (it routes in
+    seq order). One call for all of them: an inbox with room takes the record
+    inline, so a fan-out to n subscriptions is not n calls."""
+    seq = record.seq
+    for inbox in inboxes:
+        inbox.routed_seq = seq
+        if inbox._where is not None and not inbox.accepts(record):
+            continue
+        queue = inbox.queue
+        if len(queue) < inbox.room_below:
+            queue.append(record)
+            inbox.counters.routed += 1
+            if inbox.parked:
+                inbox.wake()
+        else:
+            inbox.offer_at_bound(record)
+
+
+def _parking_lot() -> _AsyncioLot | _AnyioLot:
+    """Where a subscription's workers wait for the next offer: bare futures on
+    asyncio, an `anyio.Event` elsewhere (trio)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return _AnyioLot()
+    return _AsyncioLot(loop)
+
+
+class _AsyncioLot:
+    """Workers waiting for an offer on asyncio: a future each, all set by `unpark_all`.
+
+    What an `anyio.Event` made anew for each wake-up does, without its layers
+    (anyio's backend lookup, then `asyncio.Event` and its waiter list, all in
+    Python), which cost more than the rest of a wake-up together. One future
+    per waiter, as `asyncio.Event` has: cancelling a task cancels the future
+    it awaits, which must not end the other workers' waits.
+    """
+
+    __slots__ = ("_loop", "_waiters")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def park(self) -> Awaitable[None]:
+        waiters = self._waiters
+        if waiters:
+            # a wait that was cancelled (a deadline) left its future behind
+            waiters[:] = [future for future in waiters if not future.done()]
+        future = self._loop.create_future()
+        waiters.append(future)
+        return future
+
+    def unpark_all(self) -> None:
+        waiters = self._waiters
+        if waiters:
+            self._waiters = []
+            for future in waiters:
+                if not future.done():
+                    future.set_result(None)
+
+
+class _AnyioLot:
+    """Workers waiting for an offer on any other backend: one `anyio.Event` per wake-up."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event: anyio.Event | None = None
+
+    def park(self) -> Awaitable[None]:
+        event = self._event
+        if event is None:
+            event = self._event = anyio.Event()
+        return event.wait()
+
+    def unpark_all(self) -> None:
+        event = self._event
+        if event is not None:
+            self._event = None
+            event.set()
 
 
 class _DropReport:

@@ -7,10 +7,12 @@ first):
 
 and it is the only code that sets `current_record` (what publishing from
 inside a handler reads for causation). A record whose ``where=`` or ``key=``
-raised goes straight to dead letters, without retries. An async ``(event)``
+raised goes straight to dead letters, without retries. The dead-letter step
+is the workers' ``except`` around the delivery they await (it ends a failure
+with `Pipeline.fail`), so it costs no coroutine; and an async ``(event)``
 handler with nothing around it is called directly: `Pipeline.deliver` hands
-back the handler's own coroutine, and the worker that awaits it ends a
-failure with `Pipeline.fail`, so the common case costs one coroutine frame.
+back the handler's own coroutine, so the common case costs one coroutine
+frame.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from .._context import current_record
 from ..deadletter import DeadLetter
 from ..handler import Handle, is_plain_async
 from ..middleware.base import Middleware, chain
-from ..middleware.deadletter import attempts_of, bury, dead_letter, fail
+from ..middleware.deadletter import attempts_of, bury, fail
 from ..middleware.failures import is_failure
 from ..middleware.retry import retry
 from ..middleware.timeout import timeout
@@ -89,21 +91,23 @@ class Pipeline:
         if options.retry is not None:
             inner = retry(options.retry)(inner, context)
         self._inner = chain(inner, (*middleware, *options.middleware), context)
-        self._handle = dead_letter(self._inner, context, store)
 
     def deliver(self, record: Record, rejection: Exception | None = None) -> Awaitable[None]:
-        """Make ``record`` the current record and return the delivery to await.
+        """Make ``record`` the current record and return the delivery to await:
+        the handler's own coroutine on the direct path, else the chain's
+        outermost step.
 
-        The awaitable ends every failure as a dead letter, except on the
-        direct path, where it is the handler's own coroutine: the caller ends
-        what it raises with `fail` (when `is_failure` says it is one).
+        The dead-letter step is the caller's: it ends what the awaitable
+        raises with `fail` (when `is_failure` says it is one), in the
+        ``except`` around the ``await``, which costs nothing when nothing
+        fails, where a wrapping step would cost a coroutine per delivery.
         """
         self.enter(record)
         if rejection is not None:
             return fail(self._context, self._store, record, rejection)
         direct = self.direct
         if direct is None:
-            return self._handle(record)
+            return self._inner(record)
         event = record.decoded
         return direct(record.event if event is None else event)
 
