@@ -176,14 +176,13 @@ class CatchUp:
         self._enter(CatchUpState.LIVE)
         return Step.READ
 
-    def needed_from(self) -> int | None:
-        """The lowest seq this subscription may still read from the store
-        (None: none, it is live and was never routed anything)."""
+    def needed_from(self) -> int:
+        """The lowest seq this subscription may still read from the store."""
         if self.state is not CatchUpState.LIVE:
             return self.next_seq
-        routed = self.inbox.routed_seq
-        # a live subscription reads the store only after spilling, from a seq routed later
-        return None if routed is None else routed + 1
+        # A live subscription reads the store only after spilling a record,
+        # and the bus has routed everything up to its head already.
+        return self._head() + 1
 
     async def wait_for_append(self) -> None:
         """Tailing: return once the store may hold a record past ``next_seq - 1``."""

@@ -16,7 +16,6 @@ is logged and tried again later, after a pause that doubles up to
 from __future__ import annotations
 
 import math
-import sys
 from collections import deque
 from collections.abc import Awaitable, Callable
 
@@ -39,7 +38,10 @@ position: a trickle of events does not cost a store write each."""
 CLOSE_SAVE_TIMEOUT = 5.0
 """Seconds a stopping durable subscription keeps retrying a failed save of its position."""
 
-_NEVER = sys.maxsize
+_NEVER = 2**30 - 1
+"""`due` of a subscription that never saves: below 2**30, so that the workers'
+``finished >= due`` stays an int compare CPython specializes (a non-durable
+subscription past a billion deliveries only calls a `save_due` that saves nothing)."""
 
 
 class Checkpoints:

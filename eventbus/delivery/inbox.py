@@ -84,8 +84,6 @@ class Inbox:
         self.in_flight: Collection[int] = ()
         """Seqs concurrent workers are delivering (see `owns`)."""
         self.missed = False
-        self.routed_seq: int | None = None
-        """The seq of the last record the bus routed here (None: none yet)."""
         self.closed = False
         self.rejections: dict[int, Exception] = {}
         self.parked = False
@@ -305,9 +303,7 @@ def offer(inboxes: Iterable[Inbox], record: Record) -> None:
     """Give ``record`` to the ``inboxes`` the bus routed it to (it routes in
     seq order). One call for all of them: an inbox with room takes the record
     inline, so a fan-out to n subscriptions is not n calls."""
-    seq = record.seq
     for inbox in inboxes:
-        inbox.routed_seq = seq
         if inbox._where is not None and not inbox.accepts(record):
             continue
         queue = inbox.queue

@@ -182,13 +182,18 @@ class DeliveryRun:
         self.catch_up.start_at(await self.checkpoints.load(self.catch_up.next_seq))
         await self._deliver()
 
-    async def _deliver(self) -> None:
+    def _deliver(self) -> Awaitable[None]:
+        """The workers' loop: a plain function handing back the single
+        worker's own coroutine, so that a parked worker waits one frame
+        below `run` (every wake-up resumes each frame of the chain)."""
         if self._workers == 1:
-            await self._work()
-        else:
-            async with anyio.create_task_group() as workers:
-                for _ in range(self._workers):
-                    workers.start_soon(self._work_concurrently)
+            return self._work()
+        return self._work_concurrently_in_group()
+
+    async def _work_concurrently_in_group(self) -> None:
+        async with anyio.create_task_group() as workers:
+            for _ in range(self._workers):
+                workers.start_soon(self._work_concurrently)
 
     # -- workers -------------------------------------------------------------------
 

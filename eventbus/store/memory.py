@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from bisect import bisect_left
 from collections.abc import Collection, Mapping, Sequence
@@ -59,9 +60,10 @@ class MemoryStore:
             isinstance(max_records, bool) or not isinstance(max_records, int) or max_records < 1
         ):
             raise ValueError(f"max_records must be an int >= 1 or None (keep everything), got {max_records!r}")
-        self.max_records = max_records
+        self._max_records = max_records
         self._records: list[Record] = []
         self._start = 0  # index in _records of the first record still held
+        self._full_at = _full_at(0, max_records)  # len(_records) past which an append drops
         self._first_seq = 1
         self._last_seq = 0
         self._checkpoints: dict[str, int] = {}
@@ -71,6 +73,11 @@ class MemoryStore:
 
     def __repr__(self) -> str:
         return f"MemoryStore(max_records={self.max_records!r})"
+
+    @property
+    def max_records(self) -> int | None:
+        """The hard bound given to the constructor (None: unbounded)."""
+        return self._max_records
 
     @property
     def first_seq(self) -> int:
@@ -95,9 +102,10 @@ class MemoryStore:
             seq += 1
             record.seq = seq
         self._last_seq = seq
-        self._records.extend(records)
-        if self.max_records is not None and len(self._records) - self._start > self.max_records:
-            self._drop(len(self._records) - self._start - self.max_records)
+        held = self._records
+        held.extend(records)
+        if len(held) > self._full_at:
+            self._drop(len(held) - self._full_at)
 
     async def read(
         self,
@@ -216,6 +224,7 @@ class MemoryStore:
         if self._start >= max(_MIN_SLACK, (len(records) - self._start) // _SLACK_DIVISOR):
             del records[: self._start]
             self._start = 0
+        self._full_at = _full_at(self._start, self._max_records)
 
     def delete_newest(self, count: int) -> None:
         """Drop the ``count`` newest records (their seqs are not reused).
@@ -225,3 +234,9 @@ class MemoryStore:
         count = min(count, len(self._records) - self._start)
         if count > 0:
             del self._records[-count:]
+
+
+def _full_at(start: int, max_records: int | None) -> int:
+    """The length of the records list past which an append must drop: one
+    compare per append, whether or not the store is bounded."""
+    return sys.maxsize if max_records is None else start + max_records
