@@ -135,3 +135,28 @@ async def test_sqlite_retention_keeps_what_a_running_subscription_still_reads(tm
         assert (await store.compact()).first_seq == 52
     finally:
         await store.close()
+
+
+async def test_a_live_subscription_routed_long_ago_holds_no_history_back(tmp_path: Path) -> None:
+    # A live subscription reads the store only after spilling a record routed
+    # later, so a record it was routed long ago must not pin the history after it.
+    store = SqliteStore(tmp_path / "events.db", retention=Retention(keep=0, compact_interval=0))
+    async with EventBus(store=store) as bus:
+
+        @bus.subscribe(name="rare")
+        async def rare(event: Ping) -> None:
+            return None
+
+        @bus.subscribe(name="ticks")
+        async def ticks(event: Tick) -> None:
+            return None
+
+        await bus.publish(Ping(n=1))
+        await bus.drain(WAIT)
+        await publish_ticks(bus, range(2, 21))
+        await bus.drain(WAIT)
+        await bus.publish(Tick(n=21))
+        assert bus.stats().first_seq == 21
+        await bus.drain(WAIT)
+        stats = bus.stats()
+    assert (stats["rare"].delivered, stats["ticks"].delivered) == (1, 20)
