@@ -1,7 +1,6 @@
 """Delivery and publish middleware: the contract and the built-in steps."""
 
 from .base import Commit, DeliveryContext, Handle, Middleware, PublishMiddleware, chain
-from .deadletter import dead_letter
 from .retry import retry
 from .timeout import timeout
 
@@ -12,7 +11,6 @@ __all__ = [
     "Middleware",
     "PublishMiddleware",
     "chain",
-    "dead_letter",
     "retry",
     "timeout",
 ]

@@ -1,4 +1,8 @@
-"""Dead-lettering: the outermost step, where every failed delivery ends."""
+"""Dead-lettering: the outermost step, where every failed delivery ends.
+
+The step is not a wrapping coroutine: the workers' ``except`` around the
+delivery they await calls `fail` (see `eventbus.delivery.pipeline`), which
+costs nothing while nothing fails."""
 
 from __future__ import annotations
 
@@ -11,27 +15,11 @@ from .._context import Attempts, current_attempts
 from .._log import logger
 from .._testmode import failure_observer
 from ..deadletter import DeadLetter
-from ..handler import Handle
 from ..record import Record
 from ..store.base import Store
 from .base import DeliveryContext
-from .failures import is_failure
 
-__all__ = ["attempts_of", "bury", "dead_letter", "fail"]
-
-
-def dead_letter(call_next: Handle, context: DeliveryContext, store: Store) -> Handle:
-    """Turn whatever failure escapes the rest of the chain into a stored `DeadLetter`."""
-
-    async def handle(record: Record) -> None:
-        try:
-            await call_next(record)
-        except BaseException as exc:
-            if not is_failure(exc):
-                raise
-            await fail(context, store, record, exc)
-
-    return handle
+__all__ = ["attempts_of", "bury", "fail"]
 
 
 async def fail(context: DeliveryContext, store: Store, record: Record, exc: BaseException) -> None:
