@@ -65,10 +65,10 @@ class Inbox:
         self.counters = counters
         self.queue: deque[Record] = deque()
         self.behind = False
-        self.block_at = max_pending if policy == "block" else _NEVER
+        self.block_at = _NEVER
         """Queue length at which a ``"block"`` publisher waits: ``max_pending``
         while live and open, never while behind or closed, nor under another
-        policy (see `full`)."""
+        policy (see `full`; kept by `_bounds_changed`)."""
         self.reserved = 0
         """Records of publishes that found room and wait for their append (see
         `reserve`): they count against the bound a ``"block"`` publisher sees."""
@@ -157,7 +157,6 @@ class Inbox:
     def set_behind(self, behind: bool) -> None:
         """Catch-up switches the inbox between buffering (behind) and live."""
         self.behind = behind
-        self.block_at = _NEVER if behind or self.closed or self.policy != "block" else self.max_pending
         self._bounds_changed()
 
     async def wait_for_room(self) -> None:
@@ -221,7 +220,6 @@ class Inbox:
     def close(self) -> None:
         """Take nothing more; release publishers and drains that wait on this inbox."""
         self.closed = True
-        self.block_at = _NEVER
         self._bounds_changed()
         self.crowded = False
         self._crowd.discard(self)
@@ -253,8 +251,10 @@ class Inbox:
     # -- internals -------------------------------------------------------------------
 
     def _bounds_changed(self) -> None:
-        """``capacity``, ``block_at`` or ``reserved`` moved: recompute `room_below`,
-        and join the crowd if the inbox is full now."""
+        """``capacity``, ``reserved``, ``behind`` or ``closed`` moved: recompute
+        `block_at` and `room_below`, and join the crowd if the inbox is full now."""
+        live_block = self.policy == "block" and not self.behind and not self.closed
+        self.block_at = self.max_pending if live_block else _NEVER
         self.room_below = min(self._capacity, self.block_at - self.reserved - 1)
         if self.full():
             self._join_crowd()
