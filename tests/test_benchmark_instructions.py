@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import subprocess
 import sys
@@ -14,23 +15,21 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-def _instructions() -> ModuleType:
-    """The benchmark script as a module (it imports its siblings the way a script run from there does)."""
+def _script(name: str) -> ModuleType:
+    """A benchmark script as a module (it imports its siblings the way a script run from there does)."""
     sys.path.insert(0, str(BENCHMARKS))
     try:
-        import instructions
+        return importlib.import_module(name)
     finally:
         sys.path.remove(str(BENCHMARKS))
-    return instructions
+
+
+def _instructions() -> ModuleType:
+    return _script("instructions")
 
 
 def _inlined_floor() -> ModuleType:
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import inlined_floor
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    return inlined_floor
+    return _script("inlined_floor")
 
 
 def test_per_event_removes_startup_and_event_building() -> None:
