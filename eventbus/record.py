@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Generic, cast
+from typing import TYPE_CHECKING, Any, Generic
 from uuid import UUID
 
 from .event import Event, encode, registry
@@ -141,8 +141,10 @@ class Record(Generic[EventT]):
         event = self.decoded
         if event is None:
             assert self._data is not None
-            # whoever made this a Record[X] read it for X's type names (see Replay)
-            event = self.decoded = cast(EventT, registry.decode(self.type, self.version, self._data, seq=self.seq))
+            # whoever made this a Record[X] read it for X's type names (see Replay);
+            # annotated rather than cast(), which is a call per decoded record
+            decoded: Any = registry.decode(self.type, self.version, self._data, seq=self.seq)
+            event = self.decoded = decoded
         return event
 
     @property
