@@ -2,8 +2,8 @@
 causation and correlation ids without the user passing them, and the
 attempts behind a failing delivery.
 
-`current_record` is the record whose handler is running; the delivery
-pipeline is the only code that sets it. `current_attempts` is set by the
+`current_record` is the record (or its entry, see `eventbus._entry`) whose
+handler is running; the delivery pipeline is the only code that sets it. `current_attempts` is set by the
 retry step only when an attempt fails, and read by the dead-letter step: the
 attempt count travels with the delivery it belongs to (`Attempts.record`),
 never on the exception, which a handler may raise again for another one.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 
+from ._entry import Item
 from .record import Record
 
 __all__ = ["Attempts", "current_attempts", "current_record"]
@@ -35,5 +36,5 @@ class Attempts:
         self.first_failed_at = first_failed_at
 
 
-current_record: ContextVar[Record | None] = ContextVar("eventbus_current_record", default=None)
+current_record: ContextVar[Item | None] = ContextVar("eventbus_current_record", default=None)
 current_attempts: ContextVar[Attempts | None] = ContextVar("eventbus_current_attempts", default=None)

@@ -27,6 +27,7 @@ import anyio
 import anyio.abc
 
 from ._context import current_record
+from ._entry import Item, causation_of, seq_of, type_of
 from ._ids import first_id
 from ._log import logger
 from .commit import GroupCommit
@@ -478,18 +479,27 @@ class EventBus:
         cls = type(event)
         route = self._routes.get(cls) or self._router.route(cls)
         parent = _current_record()
-        if parent is None and headers is None:
-            event_id = self._next_id
-            self._next_id = event_id + 1
-            record = Record(0, event, route.name, route.version, event_id, time.time_ns())
-        else:
-            record = self._new_record(event, route, headers, parent)
+        record = None if parent is None and headers is None else self._new_record(event, route, headers, parent)
         if self._crowded:  # some inbox may be full: look at this route's
             blocking = route.blocking
             for inbox in blocking:
                 if len(inbox.queue) + inbox.reserved >= inbox.block_at:
                     await self._wait_for_room(blocking, parent)
                     break
+        if record is None:
+            event_id = self._next_id
+            self._next_id = event_id + 1
+            append_entry = self._commit.entry_now
+            if append_entry is not None and route.entries:
+                # no subscription needs a Record: the store keeps an entry (see eventbus._entry)
+                entry = append_entry(event, route.name, route.version, event_id, time.time_ns())
+                seq = self._head = entry[0]
+                self._published += 1
+                if self._log_publishes:
+                    self._log_published(seq, seq, route.name)
+                offer(route.targets, entry)
+                return seq
+            record = Record(0, event, route.name, route.version, event_id, time.time_ns())
         records = (record,)
         append_now = self._commit.now
         if append_now is None:
@@ -501,7 +511,7 @@ class EventBus:
         seq = self._head = record.seq
         self._published += 1
         if self._log_publishes:
-            self._log_published(records)
+            self._log_published(seq, seq, route.name)
         offer(route.targets, record)
         return seq
 
@@ -595,36 +605,25 @@ class EventBus:
             for inbox, count in reserved.items():
                 inbox.release(count)
 
-    def _new_record(
-        self, event: Event, route: Route, headers: Mapping[str, str] | None, parent: Record | None
-    ) -> Record:
+    def _new_record(self, event: Event, route: Route, headers: Mapping[str, str] | None, parent: Item | None) -> Record:
         headers = NO_HEADERS if headers is None else _checked_headers(headers)
         event_id = self._next_id
         self._next_id = event_id + 1
         if parent is None:
             return Record(0, event, route.name, route.version, event_id, time.time_ns(), None, None, headers)
-        depth = parent.depth + 1
+        parent_id, correlation, parent_depth = causation_of(parent)
+        depth = parent_depth + 1
         if depth > self.max_causation_depth:
             raise CausationLoopError(
-                f"publishing {route.name!r} from the handler of seq {parent.seq} ({parent.type}) would make a "
-                f"causation chain {depth} events deep (max_causation_depth={self.max_causation_depth}); "
+                f"publishing {route.name!r} from the handler of seq {seq_of(parent)} ({type_of(parent)}) would make "
+                f"a causation chain {depth} events deep (max_causation_depth={self.max_causation_depth}); "
                 "handlers are probably feeding each other in a loop"
             )
-        parent_id, correlation, _ = parent.ids
         return Record(
-            0,
-            event,
-            route.name,
-            route.version,
-            event_id,
-            time.time_ns(),
-            correlation if correlation is not None else parent_id,
-            parent_id,
-            headers,
-            depth,
+            0, event, route.name, route.version, event_id, time.time_ns(), correlation, parent_id, headers, depth
         )
 
-    async def _wait_for_room(self, inboxes: Sequence[Inbox], parent: Record | None) -> None:
+    async def _wait_for_room(self, inboxes: Sequence[Inbox], parent: Item | None) -> None:
         # a handler publishing into its own full inbox cannot wait for room only it can make
         others = [inbox for inbox in inboxes if parent is None or not inbox.owns(parent)]
         try:
@@ -645,16 +644,17 @@ class EventBus:
         self._head = records[-1].seq
         self._published += len(records)
         if self._log_publishes:
-            self._log_published(records)
+            self._log_published(records[0].seq, records[-1].seq, records[0].type)
         routes = self._router.routes
         for record in records:
             cls = type(record.decoded)
             route = routes.get(cls) or self._router.route(cls)
             offer(route.targets, record)
 
-    def _log_published(self, records: Sequence[Record]) -> None:
-        first = records[0]
-        logger.debug("published", seq=first.seq, type=first.type, count=len(records), last_seq=records[-1].seq)
+    def _log_published(self, first_seq: int, last_seq: int, type_name: str) -> None:
+        """Log an append of consecutive seqs (``type_name``: the first one's type)."""
+        count = last_seq - first_seq + 1
+        logger.debug("published", seq=first_seq, type=type_name, count=count, last_seq=last_seq)
 
     async def drain(self, timeout: float | None = None) -> None:
         """Wait until every subscription has finished (handled, dropped or

@@ -15,9 +15,11 @@ next checkpoint.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import anyio
 
+from ._entry import Entry
 from .record import Record
 from .store.base import Store
 
@@ -47,6 +49,7 @@ class GroupCommit:
     def __init__(self, accepted: Callable[[Sequence[Record]], None], *, at_once: bool = True) -> None:
         self._store: Store | None = None
         self._append_now: Callable[[Sequence[Record]], None] | None = None
+        self._append_entry: Callable[[Any, str, int, int, int], Entry] | None = None
         self._at_once = at_once
         self._accepted = accepted
         self._busy = False
@@ -57,6 +60,9 @@ class GroupCommit:
         awaiting `commit` (no append in flight, a store that never waits, no
         publish middleware), else None. The caller routes what it appended:
         nothing runs in between, so seq order holds."""
+        self.entry_now: Callable[[Any, str, int, int, int], Entry] | None = None
+        """The store's ``append_entry`` (see `eventbus._entry`) whenever `now` is
+        not None and the store has one, else None."""
 
     @property
     def store(self) -> Store | None:
@@ -66,8 +72,9 @@ class GroupCommit:
     @store.setter
     def store(self, store: Store) -> None:
         self._store = store
-        self._append_now = _append_now_of(store) if self._at_once else None
-        self.now = None if self._busy else self._append_now
+        self._append_now = _at_once_method(store, "append_now") if self._at_once else None
+        self._append_entry = _at_once_method(store, "append_entry") if self._append_now is not None else None
+        self._set_at_once(not self._busy)
 
     @property
     def busy(self) -> bool:
@@ -93,7 +100,7 @@ class GroupCommit:
             return
         assert self._store is not None
         self._busy = True
-        self.now = None
+        self._set_at_once(False)
         try:
             # a store's append is atomic under cancellation by contract: it
             # commits and returns, or raises having stored nothing
@@ -104,10 +111,14 @@ class GroupCommit:
                 with anyio.CancelScope(shield=True):
                     await self._flush()
             self._busy = False
-            self.now = self._append_now
+            self._set_at_once(True)
             if self._idle is not None:
                 self._idle.set()
                 self._idle = None
+
+    def _set_at_once(self, allowed: bool) -> None:
+        self.now = self._append_now if allowed else None
+        self.entry_now = self._append_entry if allowed else None
 
     async def _flush(self) -> None:
         store = self._store
@@ -133,11 +144,12 @@ class GroupCommit:
                 pending.done.set()
 
 
-def _append_now_of(store: Store) -> Callable[[Sequence[Record]], None] | None:
-    """The store's ``append_now``, unless a subclass overrides ``append`` (to
-    count or to fail appends, say), which must then see every append."""
-    append_now: Callable[[Sequence[Record]], None] | None = getattr(store, "append_now", None)
-    if append_now is None:
+def _at_once_method(store: Store, name: str) -> Any:
+    """The store's method ``name`` (``append_now``, ``append_entry``), unless
+    a subclass overrides ``append`` (to count or to fail appends, say), which
+    must then see every append."""
+    method = getattr(store, name, None)
+    if method is None:
         return None
-    owner = next(cls for cls in type(store).__mro__ if "append_now" in vars(cls))
-    return append_now if getattr(type(store), "append", None) is getattr(owner, "append", None) else None
+    owner = next(cls for cls in type(store).__mro__ if name in vars(cls))
+    return method if getattr(type(store), "append", None) is getattr(owner, "append", None) else None

@@ -18,9 +18,10 @@ __all__ = ["Route", "Router"]
 
 class Route:
     """What publishing an instance of one class needs: its stored name and
-    version, and the inboxes it goes to, in subscription order."""
+    version, the inboxes it goes to, in subscription order, and whether they
+    all take entries (see `eventbus._entry`)."""
 
-    __slots__ = ("blocking", "name", "targets", "version")
+    __slots__ = ("blocking", "entries", "name", "targets", "version")
 
     def __init__(self, cls: type[Event], targets: tuple[Inbox, ...]) -> None:
         check_storable(cls)
@@ -28,6 +29,7 @@ class Route:
         self.version = cls.__event_version__
         self.targets = targets
         self.blocking = tuple(inbox for inbox in targets if inbox.policy == "block")
+        self.entries = all(inbox.takes_entries for inbox in targets)
 
 
 class Router:

@@ -19,6 +19,7 @@ LAYERS: list[list[str]] = [
     ["exceptions", "_ids", "_log", "_testmode", "policies", "asyncio_runner"],
     ["event"],
     ["record"],
+    ["_entry"],
     ["_context", "deadletter", "stats"],
     ["store.retention"],
     ["store.base", "store.codec", "handler"],

@@ -48,9 +48,9 @@ import enum
 from collections import deque
 from collections.abc import Callable, Collection
 
+from .._entry import Item, seq_of
 from .._log import logger
 from ..exceptions import HistoryTruncated
-from ..record import Record
 from ..store.base import DEFAULT_PAGE_SIZE, Store
 from .inbox import Inbox
 from .recovery import retrying
@@ -99,7 +99,7 @@ class CatchUp:
         shared_store: bool,
     ) -> None:
         self.inbox = inbox
-        self.page: deque[Record] = deque()
+        self.page: deque[Item] = deque()
         self.next_seq = from_seq or 1
         self._store = store
         self._types = types
@@ -113,7 +113,7 @@ class CatchUp:
             self._enter(CatchUpState.BEHIND)
 
     @property
-    def source(self) -> deque[Record]:
+    def source(self) -> deque[Item]:
         """The records the workers take next: the page while reading the store, else the inbox."""
         return self.inbox.queue if self.state is CatchUpState.LIVE else self.page
 
@@ -219,5 +219,5 @@ class CatchUp:
         """Drop buffered records that a store read has already covered."""
         queue = self.inbox.queue
         next_seq = self.next_seq
-        while queue and queue[0].seq < next_seq:
+        while queue and seq_of(queue[0]) < next_seq:
             self.inbox.discard(queue.popleft())

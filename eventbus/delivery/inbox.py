@@ -29,9 +29,9 @@ from collections.abc import Awaitable, Callable, Collection, Iterable
 
 import anyio
 
+from .._entry import Item, event_of, seq_of, type_of
 from .._log import logger
 from ..policies import Backpressure
-from ..record import Record
 from ..stats import Counters
 
 __all__ = ["Inbox", "offer"]
@@ -44,7 +44,7 @@ class Inbox:
     """The records routed to one subscription and not yet taken by a worker.
 
     Attributes:
-        queue: the records, in seq order.
+        queue: the records (or entries, see `takes_entries`), in seq order.
         behind: set by catch-up while the subscription reads the store.
         missed: a record was not kept because the inbox was full while behind.
         closed: the subscription closed; nothing more is taken.
@@ -63,7 +63,12 @@ class Inbox:
         self.max_pending = max_pending
         self.policy = policy
         self.counters = counters
-        self.queue: deque[Record] = deque()
+        self.queue: deque[Item] = deque()
+        self.takes_entries = False
+        """The subscription's worker delivers entries (see `eventbus._entry`)
+        as well as records: one worker calling an async ``(event)`` handler
+        with nothing around it. A publish routed only to such inboxes
+        builds no `Record`."""
         self.behind = False
         self.block_at = _NEVER
         """Queue length at which a ``"block"`` publisher waits: ``max_pending``
@@ -79,7 +84,7 @@ class Inbox:
         At this length or more it looks again (`offer_at_bound`)."""
         self.crowded = False
         self._crowd: set[Inbox] = set()
-        self.delivering: Record | None = None
+        self.delivering: Item | None = None
         """The record the single worker is delivering (or delivered last)."""
         self.in_flight: Collection[int] = ()
         """Seqs concurrent workers are delivering (see `owns`)."""
@@ -137,7 +142,7 @@ class Inbox:
         self._bounds_changed()
         self.took()
 
-    def offer_at_bound(self, record: Record) -> None:
+    def offer_at_bound(self, record: Item) -> None:
         """`offer` of a record that fills the queue, or finds it full."""
         if len(self.queue) < self._capacity:
             self.queue.append(record)
@@ -149,10 +154,10 @@ class Inbox:
         if self.parked:
             self.wake()
 
-    def owns(self, record: Record) -> bool:
+    def owns(self, record: Item) -> bool:
         """True while ``record``'s handler runs in this subscription: a publish
         from it must not wait for room that only this subscription can make."""
-        return record is self.delivering or record.seq in self.in_flight
+        return record is self.delivering or seq_of(record) in self.in_flight
 
     def set_behind(self, behind: bool) -> None:
         """Catch-up switches the inbox between buffering (behind) and live."""
@@ -231,21 +236,20 @@ class Inbox:
         """Log the drops not reported yet."""
         self._drops.flush()
 
-    def discard(self, record: Record) -> None:
+    def discard(self, record: Item) -> None:
         """Forget a queued record that will not be delivered from the queue
         (catch-up covered it from the store)."""
         self.counters.routed -= 1
-        if self.rejections:
-            self.rejections.pop(record.seq, None)
+        self._forget_rejection(record)
 
-    def accepts(self, record: Record) -> bool:
+    def accepts(self, record: Item) -> bool:
         """Apply ``where=``; a predicate that raises sends the record to dead letters."""
         if self._where is None:
             return True
         try:
-            return bool(self._where(record.event))
+            return bool(self._where(event_of(record)))
         except Exception as exc:
-            self.rejections[record.seq] = exc
+            self.rejections[seq_of(record)] = exc
             return True
 
     # -- internals -------------------------------------------------------------------
@@ -264,7 +268,7 @@ class Inbox:
             self.crowded = True
             self._crowd.add(self)
 
-    def _overflow(self, record: Record) -> None:
+    def _overflow(self, record: Item) -> None:
         counters = self.counters
         if self.behind:
             self.missed = True
@@ -292,14 +296,14 @@ class Inbox:
         else:
             assert self.spill is not None
             self._forget_rejection(record)
-            self.spill(record.seq)
+            self.spill(seq_of(record))
 
-    def _forget_rejection(self, record: Record) -> None:
+    def _forget_rejection(self, record: Item) -> None:
         if self.rejections:
-            self.rejections.pop(record.seq, None)
+            self.rejections.pop(seq_of(record), None)
 
 
-def offer(inboxes: Iterable[Inbox], record: Record) -> None:
+def offer(inboxes: Iterable[Inbox], record: Item) -> None:
     """Give ``record`` to the ``inboxes`` the bus routed it to (it routes in
     seq order). One call for all of them: an inbox with room takes the record
     inline, so a fan-out to n subscriptions is not n calls."""
@@ -391,9 +395,9 @@ class _DropReport:
         self._last_report = -math.inf
         self._last: tuple[int, str, str] | None = None
 
-    def dropped(self, record: Record, policy: str) -> None:
+    def dropped(self, record: Item, policy: str) -> None:
         self._unreported += 1
-        self._last = (record.seq, record.type, policy)
+        self._last = (seq_of(record), type_of(record), policy)
         now = time.monotonic()
         if now - self._last_report >= _DROP_REPORT_INTERVAL:
             self._last_report = now

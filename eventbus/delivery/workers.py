@@ -19,6 +19,7 @@ from typing import Any
 import anyio
 import anyio.abc
 
+from .._entry import record_of
 from ..handler import Handle
 from ..middleware.base import Middleware
 from ..middleware.failures import fatal_error, is_failure
@@ -75,6 +76,7 @@ class DeliveryRun:
         self.inbox.in_flight = self.checkpoints.in_flight
         context = SubscriptionContext(name, self.counters)
         self.pipeline = Pipeline(handler, call, options, middleware, context, store)
+        self.inbox.takes_entries = self.pipeline.direct is not None and options.concurrency == 1
         self.lease = (
             Lease(name, lease_terms, store, self.inbox.idle_now)
             if options.durable and store.features.shared_between_processes
@@ -217,24 +219,35 @@ class DeliveryRun:
             while True:
                 if not source:
                     break
-                record = source.popleft()
+                # a Record, or an entry (see eventbus._entry) where the inbox takes them
+                record: Any = source.popleft()
                 if inbox.crowded:
                     inbox.took()
-                inbox.delivering = record
                 try:
-                    if direct is None or rejections:
-                        await deliver(record, rejections.pop(record.seq, None) if rejections else None)
-                    else:
-                        # the common case, without the call through deliver()
+                    if type(record) is tuple and direct is not None and not rejections:
+                        # the commonest case: an entry's event to the handler, no Record at all
+                        inbox.delivering = record
+                        seq = record[0]
                         enter(record)
-                        event = record.decoded
-                        await direct(record.event if event is None else event)
+                        await direct(record[1])
+                    else:
+                        if type(record) is tuple:
+                            record = record_of(record)
+                        inbox.delivering = record
+                        seq = record.seq
+                        if direct is None or rejections:
+                            await deliver(record, rejections.pop(seq, None) if rejections else None)
+                        else:
+                            # without the call through deliver()
+                            enter(record)
+                            event = record.decoded
+                            await direct(record.event if event is None else event)
                 except BaseException as exc:
                     if not is_failure(exc):
                         raise
-                    await self.pipeline.fail(record, exc)
+                    await self.pipeline.fail(record_of(record), exc)
                 counters.finished += 1
-                checkpoints.position = record.seq
+                checkpoints.position = seq
                 if counters.finished >= checkpoints.due:
                     await checkpoints.save_due()
             await self._refill()
@@ -256,7 +269,8 @@ class DeliveryRun:
             while True:  # not `while source:` (see _work)
                 if not source:
                     break
-                record = source.popleft()
+                # never an entry (see Inbox.takes_entries); annotated, as cast() would be a call
+                record: Record = source.popleft()  # type: ignore[assignment]
                 if inbox.crowded:
                     inbox.took()
                 in_flight.append(record.seq)

@@ -105,7 +105,13 @@ class Store(Protocol):
         plain method ``append_now(records)`` doing the same without a
         coroutine; the bus then calls it when no other append is in flight,
         unless a subclass overrides ``append`` (which must then see every
-        append).
+        append). Such a store may also define
+        ``append_entry(event, type, version, event_id, recorded_at_ns)``,
+        which the bus calls under the same conditions for an event published
+        outside a handler, without headers, that no subscription needs as a
+        `Record` object: it stores and returns the tuple of `Record`'s
+        arguments for it, seq first (`MemoryStore` keeps these tuples, and
+        `read` turns them into records).
         """
 
     async def read(

@@ -7,9 +7,11 @@ import time
 from bisect import bisect_left
 from collections.abc import Collection, Mapping, Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
 
+from .._entry import Entry, Item, recorded_at_ns_of, seq_of
+from ..record import NO_HEADERS, Record
 from .base import DEFAULT_PAGE_SIZE, StoreFeatures, check_lease_ttl, check_letter_ids, check_read_arguments
 from .retention import (
     DEFAULT_MAX_RECORDS,
@@ -24,7 +26,6 @@ from .retention import (
 
 if TYPE_CHECKING:
     from ..deadletter import DeadLetter
-    from ..record import Record
 
 __all__ = ["MemoryStore"]
 
@@ -34,10 +35,6 @@ _SLACK_DIVISOR = 16
 """Dropped records leave the list in one cut once they are a sixteenth of what
 it holds (at least `_MIN_SLACK`): each drop costs O(1), and the list's
 memory stays within a sixteenth of the bound."""
-
-
-def _seq_of(record: Record) -> int:
-    return record.seq
 
 
 class MemoryStore:
@@ -61,7 +58,10 @@ class MemoryStore:
         ):
             raise ValueError(f"max_records must be an int >= 1 or None (keep everything), got {max_records!r}")
         self._max_records = max_records
-        self._records: list[Record] = []
+        self._records: list[Item] = []
+        """Records, or entries (see `append_entry`), which `read` replaces by
+        their records: the first read of an entry builds its `Record`, later
+        reads return that same object."""
         self._start = 0  # index in _records of the first record still held
         self._full_at = _full_at(0, max_records)  # len(_records) past which an append drops
         self._first_seq = 1
@@ -107,6 +107,19 @@ class MemoryStore:
         if len(held) > self._full_at:
             self._drop(len(held) - self._full_at)
 
+    def append_entry(self, event: Any, type: str, version: int, event_id: int, recorded_at_ns: int) -> Entry:
+        """Append an event published outside a handler, without headers, as an
+        entry (see `eventbus._entry`): what the bus's publish calls instead of
+        `append_now` when no subscription needs the `Record` itself."""
+        seq = self._last_seq + 1
+        self._last_seq = seq
+        entry = (seq, event, type, version, event_id, recorded_at_ns, None, None, NO_HEADERS, 0)
+        held = self._records
+        held.append(entry)
+        if len(held) > self._full_at:
+            self._drop(len(held) - self._full_at)
+        return entry
+
     async def read(
         self,
         from_seq: int = 1,
@@ -119,18 +132,28 @@ class MemoryStore:
         if from_seq < self._first_seq and (to_seq is None or to_seq >= from_seq):
             raise history_truncated(repr(self), from_seq, self._first_seq)
         records = self._records
-        start = bisect_left(records, from_seq, lo=self._start, key=_seq_of)
-        stop = len(records) if to_seq is None else bisect_left(records, to_seq + 1, lo=start, key=_seq_of)
+        start = bisect_left(records, from_seq, lo=self._start, key=seq_of)
+        stop = len(records) if to_seq is None else bisect_left(records, to_seq + 1, lo=start, key=seq_of)
         if types is None:
-            return records[start : min(stop, start + limit)]
-        page: list[Record] = []
+            stop = min(stop, start + limit)
+            page = records[start:stop]
+            for offset, item in enumerate(page):
+                if type(item) is tuple:
+                    page[offset] = records[start + offset] = Record(*item)
+            return cast(list[Record], page)
+        found: list[Record] = []
         for index in range(start, stop):
-            record = records[index]
-            if record.type in types:
-                page.append(record)
-                if len(page) == limit:
-                    break
-        return page
+            held: Any = records[index]
+            if type(held) is tuple:
+                if held[2] not in types:
+                    continue
+                held = records[index] = Record(*held)
+            elif held.type not in types:
+                continue
+            found.append(held)
+            if len(found) == limit:
+                break
+        return found
 
     async def head(self) -> int:
         return self._last_seq
@@ -148,11 +171,11 @@ class MemoryStore:
         threshold = step.young_threshold_ns
         if threshold is not None:
             index = start
-            while index < len(records) and records[index].recorded_at_ns < threshold:
+            while index < len(records) and recorded_at_ns_of(records[index]) < threshold:
                 index += 1
-            first_young = records[index].seq if index < len(records) else None
+            first_young = seq_of(records[index]) if index < len(records) else None
         bound, held_by, _ = step.decide(self._first_seq, self._last_seq, first_young, self._holds())
-        removed = bisect_left(records, bound, lo=start, key=_seq_of) - start
+        removed = bisect_left(records, bound, lo=start, key=seq_of) - start
         self._drop(removed)
         self._first_seq = bound
         return CompactResult(removed=removed, first_seq=bound, held_by=held_by)
@@ -220,7 +243,7 @@ class MemoryStore:
             return
         records = self._records
         self._start += count
-        self._first_seq = max(self._first_seq, records[self._start - 1].seq + 1)
+        self._first_seq = max(self._first_seq, seq_of(records[self._start - 1]) + 1)
         if self._start >= max(_MIN_SLACK, (len(records) - self._start) // _SLACK_DIVISOR):
             del records[: self._start]
             self._start = 0
