@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
 
 from .._entry import Entry, Item, recorded_at_ns_of, seq_of
-from ..record import NO_HEADERS, Record
+from ..record import Record
 from .base import DEFAULT_PAGE_SIZE, StoreFeatures, check_lease_ttl, check_letter_ids, check_read_arguments
 from .retention import (
     DEFAULT_MAX_RECORDS,
@@ -113,7 +113,7 @@ class MemoryStore:
         `append_now` when no subscription needs the `Record` itself."""
         seq = self._last_seq + 1
         self._last_seq = seq
-        entry = (seq, event, type, version, event_id, recorded_at_ns, None, None, NO_HEADERS, 0)
+        entry = (seq, event, type, version, event_id, recorded_at_ns)
         held = self._records
         held.append(entry)
         if len(held) > self._full_at:
