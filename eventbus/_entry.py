@@ -1,14 +1,15 @@
 """Entries: the compact form of a record on the hot path.
 
 Building a `Record` (a class call and a Python ``__init__``, then freeing it)
-costs about 2 800 instructions, a sixth of a whole publish-to-handled; a
-plain tuple of the same fields about 600, and no class of any shape comes
-close (a tuple subclass still costs 2 000). So a publish outside a handler,
-without headers, to a store that appends at once (`MemoryStore`) and to
-subscriptions that take the event alone (see `Inbox.takes_entries`) keeps
-an *entry*, the tuple of `Record`'s constructor arguments, in the store and
-on the queues; `record_of` builds the `Record` when something asks for one
-(a read of the store, a dead letter, a ``where=`` that raised). Every other
+costs about 2 800 instructions, a sixth of what a publish-to-handled cost
+with it; a plain tuple of the same fields about 600, and no class of any
+shape comes close (a tuple subclass still costs 2 000). So a publish outside
+a handler, without headers, to a store that appends at once (`MemoryStore`)
+and to subscriptions that take the event alone (see `Inbox.takes_entries`)
+keeps an *entry*, the tuple of `Record`'s first constructor arguments, in
+the store and on the queues, and as the current delivery; `record_of`
+builds the `Record` when something asks for one (a read of the store, a
+dead letter, a ``where=`` that raised). Every other
 publish builds its `Record` as before, so the store, the queues and the
 current delivery hold either kind, and code that looks into one goes
 through the functions here.
