@@ -12,6 +12,14 @@ a drain that waits for every worker to finish. It measures how far the
 modular design is from what the same guarantees cost at least, with one
 subscription and with ten (fan-out).
 
+The contract modes (`ContractBus`) also make, inlined, every per-event check
+eventbus makes for the features a subscription may use, each feature unused
+(the bus's state, causation, group commit, the store's bound, ``where=``,
+catch-up, records against entries, dead letters, self-publishing,
+checkpoints), and keep entries, eventbus's six-field tuples, instead of
+records: the least the whole contract costs, which eventbus's module
+structure adds to.
+
 The paced modes yield to the event loop after each publish, so that every
 publish wakes the workers (in a tight loop they wake once per burst), as
 ``instructions.py``'s paced cases do.
@@ -46,10 +54,21 @@ from eventbus import Event, Record
 
 MAX_PENDING = 10_000
 """eventbus's default ``max_pending``: with N = 20 000 the publisher waits for room, as eventbus's does."""
-MODES = {"one": (1, False), "fanout": (10, False), "one-paced": (1, True), "fanout-paced": (10, True)}
-"""Subscriptions per mode, and whether the publisher yields to the event loop after each publish."""
+MODES = {
+    "one": (1, False, False),
+    "fanout": (10, False, False),
+    "one-paced": (1, True, False),
+    "fanout-paced": (10, True, False),
+    "one-contract": (1, False, True),
+    "fanout-contract": (10, False, True),
+}
+"""Subscriptions per mode, whether the publisher yields to the event loop after
+each publish, and whether the bus makes every per-event check of the whole
+contract (`ContractBus`)."""
 N = 20_000
 N_QUICK = 2_000
+MAX_RECORDS = 100_000
+"""eventbus's default ``MemoryStore`` bound."""
 N_PACED = 5_000
 """A paced event costs several event-loop turns: fewer of them, as in ``instructions.py``."""
 
@@ -58,7 +77,7 @@ class Tick(Event, name="inlined.tick"):
     n: int
 
 
-current: contextvars.ContextVar[Record | None] = contextvars.ContextVar("current", default=None)
+current: contextvars.ContextVar[Any] = contextvars.ContextVar("current", default=None)
 
 
 class Subscription:
@@ -98,20 +117,26 @@ class Subscription:
                     self.failed += 1
                 self.finished += 1
                 self.position = record.seq
-            idle = self.idle
-            if idle is not None:
-                self.idle = None
-                idle.set_result(None)
-            self.parked = loop.create_future()
-            await self.parked
+            await self.sleep(loop)
+
+    def sleep(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+        """Tell a waiting drain that the queue is empty, and park until the next publish."""
+        idle = self.idle
+        if idle is not None:
+            self.idle = None
+            idle.set_result(None)
+        self.parked = loop.create_future()
+        return self.parked
 
 
 class InlinedBus:
     """A store list, and the subscriptions: nothing but the guarantees."""
 
+    subscription_class: type[Subscription] = Subscription
+
     def __init__(self, handlers: list[Callable[[Any], Awaitable[None]]]) -> None:
-        self.records: list[Record] = []
-        self.subscriptions = [Subscription(handler) for handler in handlers]
+        self.records: list[Any] = []
+        self.subscriptions = [self.subscription_class(handler) for handler in handlers]
         self.seq = 0
         self.next_id = 1
 
@@ -145,9 +170,115 @@ class InlinedBus:
                 await sub.idle
 
 
-async def run(count: int, subscriptions: int, paced: bool) -> None:
+class ContractSubscription(Subscription):
+    """A `Subscription` that also makes each per-delivery check eventbus's
+    contract asks for, with the feature behind it unused, as eventbus's own
+    single worker does: where to take records from (the catch-up page while
+    behind), an entry or a `Record` (a record comes from a store read or a
+    publish inside a handler), a record whose ``where=`` raised (it goes to
+    dead letters), a note of what is delivered (a handler publishing into its
+    own full queue must not wait for itself), and a durable checkpoint coming
+    due. Queues hold entries, eventbus's six-field tuples."""
+
+    __slots__ = ("behind", "delivering", "due", "page", "rejections", "where")
+
+    def __init__(self, handler: Callable[[Any], Awaitable[None]]) -> None:
+        super().__init__(handler)
+        self.page: deque[Any] = deque()
+        self.behind = False
+        self.where: Callable[[Any], bool] | None = None
+        self.rejections: dict[int, Exception] = {}
+        self.delivering: Any = None
+        self.due = 2**30 - 1
+
+    async def work(self) -> None:
+        enter = current.set
+        handler = self.handler
+        rejections = self.rejections
+        loop = asyncio.get_running_loop()
+        while True:
+            source = self.page if self.behind else self.queue
+            while True:  # see Subscription.work
+                if not source:
+                    break
+                entry = source.popleft()
+                room = self.room
+                if room is not None:
+                    self.room = None
+                    room.set_result(None)
+                if type(entry) is not tuple or rejections:
+                    raise NotImplementedError("records and dead letters are not what this floor measures")
+                self.delivering = entry
+                seq = entry[0]
+                enter(entry)
+                try:
+                    await handler(entry[1])
+                except Exception:
+                    self.failed += 1
+                self.finished += 1
+                self.position = seq
+                if self.finished >= self.due:
+                    raise NotImplementedError("no checkpoint comes due here")
+            await self.sleep(loop)
+
+
+class ContractBus(InlinedBus):
+    """An `InlinedBus` that makes each per-publish check eventbus's contract
+    asks for, with the feature behind it unused, and keeps entries instead of
+    records: the bus's state (a stopped bus refuses publishes), the route of
+    the event's class, the causation parent and headers (a `Record` is needed
+    then), a store that may be appending already (group commit), the bound
+    of a `MemoryStore`, the bus's head and count, and per subscription its
+    ``where=`` filter and the room left in its queue."""
+
+    subscription_class = ContractSubscription
+
+    def __init__(self, handlers: list[Callable[[Any], Awaitable[None]]]) -> None:
+        super().__init__(handlers)
+        self.running = True
+        self.routes = {Tick: ("inlined.tick", 1, self.subscriptions)}
+        self.appending = False
+        self.full_at = MAX_RECORDS
+        self.head = 0
+        self.published = 0
+
+    async def publish(self, event: Tick, headers: dict[str, str] | None = None) -> int:
+        if not self.running:
+            raise RuntimeError("the bus is not running")
+        name, version, subscriptions = self.routes[type(event)]
+        parent = current.get()
+        for sub in subscriptions:
+            while len(sub.queue) >= MAX_PENDING:
+                sub.room = asyncio.get_running_loop().create_future()
+                await sub.room
+        if parent is not None or headers is not None or self.appending:
+            raise NotImplementedError("a publish that needs a Record is not what this floor measures")
+        event_id = self.next_id
+        self.next_id = event_id + 1
+        self.seq = seq = self.seq + 1
+        entry = (seq, event, name, version, event_id, time.time_ns())
+        entries = self.records
+        entries.append(entry)
+        if len(entries) > self.full_at:
+            raise NotImplementedError("the store's bound is not reached here")
+        self.head = seq
+        self.published += 1
+        for sub in subscriptions:
+            if sub.where is not None and not sub.where(event):
+                continue
+            sub.queue.append(entry)
+            sub.routed += 1
+            parked = sub.parked
+            if parked is not None:
+                sub.parked = None
+                parked.set_result(None)
+        return seq
+
+
+async def run(count: int, subscriptions: int, paced: bool, contract: bool) -> None:
     """Publish ``count`` pre-built events to ``subscriptions`` workers and drain;
-    ``paced``: yield to the event loop after each publish, so every publish wakes the workers."""
+    ``paced``: yield to the event loop after each publish, so every publish wakes the workers;
+    ``contract``: on a `ContractBus`."""
     events = [Tick(n=n) for n in range(count)]
     counter = 0
 
@@ -155,7 +286,7 @@ async def run(count: int, subscriptions: int, paced: bool) -> None:
         nonlocal counter
         counter += 1
 
-    bus = InlinedBus([handler] * subscriptions)
+    bus = (ContractBus if contract else InlinedBus)([handler] * subscriptions)
     workers = [asyncio.create_task(sub.work()) for sub in bus.subscriptions]
     await asyncio.sleep(0)  # every worker parks, as eventbus's do once the bus runs
     publish = bus.publish
@@ -302,7 +433,7 @@ def main() -> None:
     import instructions
 
     n = N_QUICK if args.quick else N
-    sizes = {mode: min(n, N_PACED) if paced else n for mode, (_, paced) in MODES.items()}
+    sizes = {mode: min(n, N_PACED) if paced else n for mode, (_, paced, _) in MODES.items()}
     script = str(Path(__file__).resolve())
     try:
         if args.parts:
@@ -319,10 +450,10 @@ def main() -> None:
     except instructions.ValgrindMissing as exc:
         sys.exit(str(exc))
     print("inlined floor, instructions per published event (callgrind)\n")
-    for index, (mode, (handlers, _)) in enumerate(MODES.items()):
+    for index, (mode, (handlers, _, _)) in enumerate(MODES.items()):
         full, build_full, empty, build_empty = counts[4 * index : 4 * index + 4]
         value = instructions.per_event(full, empty, build_full, build_empty, sizes[mode])
-        print(f"{mode:<14}{handlers:>3} subscription(s)   N = {sizes[mode]:>6,}{value:>10,.0f}")
+        print(f"{mode:<17}{handlers:>3} subscription(s)   N = {sizes[mode]:>6,}{value:>10,.0f}")
 
 
 if __name__ == "__main__":

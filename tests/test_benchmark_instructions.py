@@ -92,8 +92,8 @@ def test_inlined_floor_delivers_everything_in_every_mode_and_prices_every_part(m
     floor = _inlined_floor()
     # a bound far below the event count, so the publisher waits for room as it does at N = 20 000
     monkeypatch.setattr(floor, "MAX_PENDING", 7)
-    for subscriptions, paced in floor.MODES.values():
+    for mode in floor.MODES.values():
         # run() fails unless every subscription handled every event and moved its position to the last
-        asyncio.run(floor.run(100, subscriptions, paced))
+        asyncio.run(floor.run(100, *mode))
     for _, part in floor.PARTS.values():
         asyncio.run(part(100))
