@@ -3,10 +3,11 @@ causation and correlation ids without the user passing them, and the
 attempts behind a failing delivery.
 
 `current_record` is the record (or its entry, see `eventbus._entry`) whose
-handler is running; the delivery pipeline is the only code that sets it. `current_attempts` is set by the
-retry step only when an attempt fails, and read by the dead-letter step: the
-attempt count travels with the delivery it belongs to (`Attempts.record`),
-never on the exception, which a handler may raise again for another one.
+handler is running; the delivery pipeline is the only code that sets it.
+`current_attempts` is set by the retry step only when an attempt fails, and
+read by the dead-letter step: the attempt count travels with the delivery it
+belongs to (`Attempts.record`), never on the exception, which a handler may
+raise again for another one.
 """
 
 from __future__ import annotations
