@@ -30,6 +30,7 @@ from ._context import current_record
 from ._entry import Item, causation_of, seq_of, type_of
 from ._ids import first_id
 from ._log import logger
+from ._weak import weak_method
 from .commit import GroupCommit
 from .delivery.inbox import Inbox, offer
 from .delivery.lease import DEFAULT_LEASE_TTL, LeaseTerms, new_holder
@@ -155,7 +156,7 @@ class EventBus:
         )
         wrappers = [*publish_middleware, *(mw for p in self.plugins for mw in p.publish_middleware)]
         # without publish middleware, a publish the store takes at once skips a coroutine
-        self._commit = GroupCommit(self._accepted, at_once=not wrappers)
+        self._commit = GroupCommit(weak_method(self._accepted), at_once=not wrappers)
         publish_chain: Commit = self._commit.commit
         for wrap in reversed(wrappers):
             publish_chain = wrap(publish_chain)
@@ -165,7 +166,7 @@ class EventBus:
         self.shutdown_timeout = shutdown_timeout
         self.lease_ttl = lease_ttl
         self._lease_holder = new_holder()
-        self.dead_letters = DeadLetters(lambda: self.store, self._pipeline_of)
+        self.dead_letters = DeadLetters(weak_method(self._current_store), weak_method(self._pipeline_of))
         self._router = Router()
         self._routes = self._router.routes
         self._crowded = self._router.crowded
@@ -309,7 +310,6 @@ class EventBus:
                     for sub in self._subscriptions.values():
                         if sub.run is not None:
                             sub.run.close()
-                    runs.cancel_scope.cancel()
         finally:
             self._runs = None
             self._state = BusState.STOPPED
@@ -343,10 +343,15 @@ class EventBus:
 
     def _start_run(self, subscription: Subscription) -> DeliveryRun:
         terms = LeaseTerms(self._lease_holder, self.lease_ttl)
-        return subscription.start_run(self.store, self.middleware, self._current_head, self._stop_at_once, terms)
+        return subscription.start_run(
+            self.store, self.middleware, weak_method(self._current_head), weak_method(self._stop_at_once), terms
+        )
 
     def _current_head(self) -> int:
         return self._head
+
+    def _current_store(self) -> Store:
+        return self.store
 
     def _history_needed(self) -> int | None:
         """What the store's compaction must keep: the lowest seq a running subscription may still read."""
@@ -442,7 +447,12 @@ class EventBus:
             raise DuplicateSubscription(
                 f"a subscription named {sub_name!r} already exists on this bus; pass name= to tell them apart"
             )
-        subscription = Subscription(classes, handler, SubscriptionOptions(name=sub_name, **options), self._unsubscribe)
+        subscription = Subscription(
+            classes,
+            handler,
+            SubscriptionOptions(name=sub_name, **options),
+            weak_method(self._unsubscribe, _freed_bus_unsubscribe),
+        )
         self._subscriptions[sub_name] = subscription
         if self._runs is not None and self._state is not BusState.STOPPING:
             self._runs.start_soon(self._start_run(subscription).run)
@@ -728,6 +738,10 @@ class EventBus:
             first_seq=self.store.first_seq,
             subscriptions=MappingProxyType({name: sub.stats() for name, sub in self._subscriptions.items()}),
         )
+
+
+def _freed_bus_unsubscribe(subscription: Subscription) -> None:
+    """Closing a subscription whose bus was freed: nothing routes to it any more."""
 
 
 async def _shielded(close: Callable[[], Any]) -> None:

@@ -50,6 +50,7 @@ from collections.abc import Callable, Collection
 
 from .._entry import Item, seq_of
 from .._log import logger
+from .._weak import weak_method
 from ..exceptions import HistoryTruncated
 from ..store.base import DEFAULT_PAGE_SIZE, Store
 from .inbox import Inbox
@@ -104,7 +105,7 @@ class CatchUp:
         self._store = store
         self._types = types
         self._head = head
-        inbox.spill = self.fall_behind
+        inbox.spill = weak_method(self.fall_behind)  # the inbox is shared: no cycle through it
         if from_seq is None:
             self.state = CatchUpState.LIVE
         elif shared_store:
