@@ -15,10 +15,10 @@ from __future__ import annotations
 import enum
 import logging
 import math
-import time
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
+from time import time_ns
 from types import MappingProxyType
 from typing import Any, TypeVar, Unpack, overload
 from uuid import UUID
@@ -483,47 +483,51 @@ class EventBus:
         `CausationLoopError` when called from a handler at the bottom of a
         too-deep causation chain. A publish that raises stored nothing.
         """
-        state = self._state
-        if state is not _RUNNING and state is not _DRAINING:
-            raise BusClosed(f"cannot publish {type(event).__qualname__}: the bus is {state.value}")
-        cls = type(event)
-        route = self._routes.get(cls) or self._router.route(cls)
+        if self._state is not _RUNNING and self._state is not _DRAINING:
+            raise BusClosed(f"cannot publish {type(event).__qualname__}: the bus is {self._state.value}")
+        try:
+            route = self._routes[type(event)]  # a subscript, which CPython specializes; .get() is a call
+        except KeyError:
+            route = self._router.route(type(event))
         parent = _current_record()
         record = None if parent is None and headers is None else self._new_record(event, route, headers, parent)
         if self._crowded:  # some inbox may be full: look at this route's
-            blocking = route.blocking
-            for inbox in blocking:
-                if len(inbox.queue) + inbox.reserved >= inbox.block_at:
-                    await self._wait_for_room(blocking, parent)
-                    break
+            await self._wait_if_full(route.blocking, parent)
         if record is None:
             event_id = self._next_id
             self._next_id = event_id + 1
             append_entry = self._commit.entry_now
             if append_entry is not None and route.entries:
                 # no subscription needs a Record: the store keeps an entry (see eventbus._entry)
-                entry = append_entry(event, route.name, route.version, event_id, time.time_ns())
+                entry = append_entry(event, route.name, route.version, event_id, time_ns())
                 seq = self._head = entry[0]
                 self._published += 1
                 if self._log_publishes:
                     self._log_published(seq, seq, route.name)
                 offer(route.targets, entry)
                 return seq
-            record = Record(0, event, route.name, route.version, event_id, time.time_ns())
-        records = (record,)
+            record = Record(0, event, route.name, route.version, event_id, time_ns())
         append_now = self._commit.now
         if append_now is None:
-            await self._commit_reserving(records, dict.fromkeys(route.blocking, 1))
+            await self._commit_reserving((record,), dict.fromkeys(route.blocking, 1))
             return record.seq
         # The store takes it at once and nothing runs in between: what
         # `_accepted` does for a batch, inline, one call less per publish.
-        append_now(records)
+        append_now((record,))
         seq = self._head = record.seq
         self._published += 1
         if self._log_publishes:
             self._log_published(seq, seq, route.name)
         offer(route.targets, record)
         return seq
+
+    async def _wait_if_full(self, blocking: tuple[Inbox, ...], parent: Item | None) -> None:
+        """Wait for room if one of ``blocking`` is full (a publish's own
+        function, apart: its loop would widen every publish's frame)."""
+        for inbox in blocking:
+            if len(inbox.queue) + inbox.reserved >= inbox.block_at:
+                await self._wait_for_room(blocking, parent)
+                return
 
     async def ingest(
         self,
@@ -569,7 +573,7 @@ class EventBus:
             )
         stamped = _checked_headers({**(headers or {}), ORIGIN_HEADER: origin})
         record = Record(
-            0, event, route.name, route.version, event_id, time.time_ns(), correlation_id, causation_id, stamped, depth
+            0, event, route.name, route.version, event_id, time_ns(), correlation_id, causation_id, stamped, depth
         )
         if any(inbox.full() for inbox in route.blocking):
             await self._wait_for_room(route.blocking, None)
@@ -620,7 +624,7 @@ class EventBus:
         event_id = self._next_id
         self._next_id = event_id + 1
         if parent is None:
-            return Record(0, event, route.name, route.version, event_id, time.time_ns(), None, None, headers)
+            return Record(0, event, route.name, route.version, event_id, time_ns(), None, None, headers)
         parent_id, correlation, parent_depth = causation_of(parent)
         depth = parent_depth + 1
         if depth > self.max_causation_depth:
@@ -629,9 +633,7 @@ class EventBus:
                 f"a causation chain {depth} events deep (max_causation_depth={self.max_causation_depth}); "
                 "handlers are probably feeding each other in a loop"
             )
-        return Record(
-            0, event, route.name, route.version, event_id, time.time_ns(), correlation, parent_id, headers, depth
-        )
+        return Record(0, event, route.name, route.version, event_id, time_ns(), correlation, parent_id, headers, depth)
 
     async def _wait_for_room(self, inboxes: Sequence[Inbox], parent: Item | None) -> None:
         # a handler publishing into its own full inbox cannot wait for room only it can make
