@@ -131,6 +131,26 @@ async def test_a_bus_with_a_durable_subscription_reading_history_is_freed() -> N
     await assert_freed(scenario)
 
 
+async def test_a_bus_with_concurrent_workers_is_freed() -> None:
+    async def scenario(bus: EventBus) -> None:
+        async def keyed(event: Ping) -> None:
+            await anyio.lowlevel.checkpoint()
+
+        async def durable(event: Ping) -> None:
+            await anyio.lowlevel.checkpoint()
+
+        if "keyed" not in bus.subscriptions:
+            bus.subscribe(Ping, keyed, name="keyed", concurrency=4, key=lambda event: event.n % 3)
+            bus.subscribe(Ping, durable, name="durable", durable=True, concurrency=2)
+        for n in range(30):
+            await bus.publish(Ping(n=n))
+        await bus.drain(WAIT)
+        assert bus.subscriptions["keyed"].stats().delivered == 30
+        assert bus.subscriptions["durable"].stats().delivered == 30
+
+    await assert_freed(scenario, runs=2)
+
+
 async def test_a_subscription_kept_after_its_bus_was_freed_still_closes_and_reports() -> None:
     async def keep_subscription() -> tuple[Subscription, weakref.ref[EventBus]]:
         bus = EventBus()

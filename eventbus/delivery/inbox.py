@@ -28,6 +28,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Iterable
 
 import anyio
+import anyio.lowlevel
 
 from .._entry import Item, event_of, seq_of, type_of
 from .._log import logger
@@ -215,7 +216,10 @@ class Inbox:
             idle.set()
 
     def park(self) -> Awaitable[None]:
-        """What a worker awaits to sleep until a record is offered (or `wake` is called)."""
+        """What a worker awaits to sleep until a record is offered (or `wake` is
+        called); once closed, a checkpoint that returns at once."""
+        if self.closed:
+            return anyio.lowlevel.checkpoint()
         self.parked = True
         lot = self._lot
         if lot is None:

@@ -137,10 +137,27 @@ class DeliveryRun:
         await self.inbox.wait_idle(self.is_idle)
 
     def close(self) -> None:
-        """Stop taking records and cancel the workers; the position is saved on the way out."""
+        """Stop taking records; the position is saved on the way out.
+
+        Workers asleep for want of records wake and return; anything else the
+        run is doing (a handler, a store read, a lease) is cancelled. Workers
+        that return leave nothing behind, where a task ended by cancellation
+        leaves its traceback in a reference cycle inside anyio (see
+        `eventbus._weak`).
+        """
         self.inbox.close()
-        if self._scope is not None:
+        if self._scope is not None and not self._only_waiting_for_records():
             self._scope.cancel()
+
+    def _only_waiting_for_records(self) -> bool:
+        """Every worker sleeps in the inbox's `park` (live, with no lease to
+        keep): closing the inbox wakes them, and they return."""
+        return (
+            self.lease is None
+            and self.catch_up.state is CatchUpState.LIVE
+            and not self._refilling
+            and self._sleeping == self._workers
+        )
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """The run's life: resume a durable position, then work until cancelled or closed."""
@@ -251,6 +268,8 @@ class DeliveryRun:
                 if counters.finished >= checkpoints.due:
                     await checkpoints.save_due()
             await self._refill()
+            if inbox.closed:
+                return
 
     async def _work_concurrently(self) -> None:
         """One of ``concurrency`` workers; records with equal ``key`` stay in order."""
@@ -295,6 +314,8 @@ class DeliveryRun:
                 finally:
                     del busy[record_key]
             await self._refill()
+            if inbox.closed:
+                return
 
     async def _deliver_tracked(self, record: Record, rejection: Exception | None) -> None:
         try:
