@@ -156,6 +156,11 @@ class EventBus:
         )
         wrappers = [*publish_middleware, *(mw for p in self.plugins for mw in p.publish_middleware)]
         # without publish middleware, a publish the store takes at once skips a coroutine
+        # The parts' callbacks into the bus, made once: weak, so that no part
+        # holds the bus in a reference cycle (see eventbus._weak).
+        self._head_now = weak_method(self._current_head)
+        self._stop_now = weak_method(self._stop_at_once)
+        self._unsubscribe_now = weak_method(self._unsubscribe, _freed_bus_unsubscribe)
         self._commit = GroupCommit(weak_method(self._accepted), at_once=not wrappers)
         publish_chain: Commit = self._commit.commit
         for wrap in reversed(wrappers):
@@ -343,9 +348,7 @@ class EventBus:
 
     def _start_run(self, subscription: Subscription) -> DeliveryRun:
         terms = LeaseTerms(self._lease_holder, self.lease_ttl)
-        return subscription.start_run(
-            self.store, self.middleware, weak_method(self._current_head), weak_method(self._stop_at_once), terms
-        )
+        return subscription.start_run(self.store, self.middleware, self._head_now, self._stop_now, terms)
 
     def _current_head(self) -> int:
         return self._head
@@ -451,7 +454,7 @@ class EventBus:
             classes,
             handler,
             SubscriptionOptions(name=sub_name, **options),
-            weak_method(self._unsubscribe, _freed_bus_unsubscribe),
+            self._unsubscribe_now,
         )
         self._subscriptions[sub_name] = subscription
         if self._runs is not None and self._state is not BusState.STOPPING:

@@ -105,7 +105,8 @@ class CatchUp:
         self._store = store
         self._types = types
         self._head = head
-        inbox.spill = weak_method(self.fall_behind)  # a bound method would close a cycle (see eventbus._weak)
+        if inbox.policy == "spill":
+            inbox.spill = weak_method(self.fall_behind)  # a bound method would close a cycle (see eventbus._weak)
         if from_seq is None:
             self.state = CatchUpState.LIVE
         elif shared_store:
