@@ -127,6 +127,44 @@ class EventBus:
             "Several processes, one durable name" in the stores guide).
     """
 
+    # Slotted: every publish reads a handful of these, and CPython 3.11 reads an
+    # instance attribute the fast way only while the instance holds at most 30
+    # (past that its dict is no longer shared, and each read looks the name up).
+    __slots__ = (
+        "__weakref__",
+        "_commit",
+        "_crowded",
+        "_drain_on_stop",
+        "_fatal",
+        "_head",
+        "_head_now",
+        "_ingested",
+        "_lease_holder",
+        "_log_publishes",
+        "_next_id",
+        "_owner",
+        "_publish_chain",
+        "_published",
+        "_router",
+        "_routes",
+        "_runs",
+        "_state",
+        "_stop_now",
+        "_stop_requested",
+        "_stopped",
+        "_subscriptions",
+        "_task_group",
+        "_unsubscribe_now",
+        "dead_letters",
+        "lease_ttl",
+        "max_causation_depth",
+        "middleware",
+        "plugins",
+        "publish_timeout",
+        "shutdown_timeout",
+        "store",
+    )
+
     def __init__(
         self,
         store: Store | str | None = None,
