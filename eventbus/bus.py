@@ -562,13 +562,12 @@ class EventBus:
         offer(route.targets, record)
         return seq
 
-    async def _wait_if_full(self, blocking: tuple[Inbox, ...], parent: Item | None) -> None:
-        """Wait for room if one of ``blocking`` is full (a publish's own
-        function, apart: its loop would widen every publish's frame)."""
-        for inbox in blocking:
-            if len(inbox.queue) + inbox.reserved >= inbox.block_at:
-                await self._wait_for_room(blocking, parent)
-                return
+    async def _wait_if_full(self, blocking: Sequence[Inbox], parent: Item | None) -> None:
+        """Wait for room if one of ``blocking`` is full: the check every kind of
+        publish makes before appending (a function of its own, as its loop in
+        `publish` would widen every publish's frame)."""
+        if any(inbox.full() for inbox in blocking):
+            await self._wait_for_room(blocking, parent)
 
     async def ingest(
         self,
@@ -616,8 +615,7 @@ class EventBus:
         record = Record(
             0, event, route.name, route.version, event_id, time_ns(), correlation_id, causation_id, stamped, depth
         )
-        if any(inbox.full() for inbox in route.blocking):
-            await self._wait_for_room(route.blocking, None)
+        await self._wait_if_full(route.blocking, None)
         await self._commit_reserving((record,), dict.fromkeys(route.blocking, 1))
         self._ingested[event_id] = record.seq
         if len(self._ingested) > INGEST_WINDOW:
@@ -644,8 +642,7 @@ class EventBus:
                 blocking[inbox] = blocking.get(inbox, 0) + 1
         if not records:
             return []
-        if any(inbox.full() for inbox in blocking):
-            await self._wait_for_room(tuple(blocking), parent)
+        await self._wait_if_full(tuple(blocking), parent)
         await self._commit_reserving(records, blocking)
         return [record.seq for record in records]
 

@@ -142,8 +142,9 @@ class DeliveryRun:
         Workers asleep for want of records wake and return; anything else the
         run is doing (a handler, a store read, a lease) is cancelled. Workers
         that return leave nothing behind, where a task ended by cancellation
-        leaves its traceback in a reference cycle inside anyio (see
-        `eventbus._weak`).
+        leaves its traceback in a reference cycle inside anyio, which keeps
+        the run and its store until the collector finds it (see "A dropped
+        bus is freed at once" in docs/concepts/lifecycle.md).
         """
         self.inbox.close()
         if self._scope is not None and not self._only_waiting_for_records():
