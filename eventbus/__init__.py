@@ -25,7 +25,7 @@ from .exceptions import (
     StoreNotFound,
     UnknownEventType,
 )
-from .middleware import DeliveryContext, Handle, Middleware, PublishMiddleware
+from .middleware import DeliveryContext, DeliveryCounters, Handle, Middleware, PublishMiddleware
 from .plugins import Plugin
 from .policies import Backpressure, Retry
 from .record import Record
@@ -46,6 +46,7 @@ __all__ = [
     "DeadLetter",
     "DeadLetters",
     "DeliveryContext",
+    "DeliveryCounters",
     "DuplicateEventType",
     "DuplicateSubscription",
     "Event",

@@ -18,12 +18,23 @@ store's read), which test ``type(item) is tuple`` inline, a call cheaper.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 from uuid import UUID
 
 from .record import Record
 
-__all__ = ["Entry", "Item", "causation_of", "event_of", "record_of", "recorded_at_ns_of", "seq_of", "type_of"]
+__all__ = [
+    "EVENT",
+    "Entry",
+    "Item",
+    "SEQ",
+    "causation_of",
+    "event_of",
+    "record_of",
+    "recorded_at_ns_of",
+    "seq_of",
+    "type_of",
+]
 
 Entry = tuple[int, Any, str, int, int, int]
 """(seq, event, type, version, event id, recorded_at ns): `Record`'s first
@@ -34,6 +45,11 @@ cheaper to build, free and walk for the garbage collector."""
 
 Item = Record | Entry
 """What the store, a queue or the current delivery holds."""
+
+SEQ: Final = 0
+"""``entry[SEQ]``: an entry's seq, where a hot loop reads it without a call."""
+EVENT: Final = 1
+"""``entry[EVENT]``: an entry's event, where a hot loop reads it without a call."""
 
 
 def record_of(item: Item) -> Record:

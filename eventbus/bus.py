@@ -1,4 +1,10 @@
-"""`EventBus`: publish, subscribe, replay, and the bus lifecycle.
+"""`EventBus`: the bus's lifecycle and its public face.
+
+An `EventBus` is a `~eventbus.publishing.Publisher`, which holds everything
+about getting an event into the store and to its subscriptions (``publish``,
+``publish_many``, ``ingest``); delivery lives in `eventbus.delivery`, routing
+in `eventbus.routing`. This module adds the lifecycle, subscribing, replay and
+stats.
 
 The lifecycle is structured: ``async with bus`` enters a task group (last)
 and starts one *run* task in it, which opens the store, starts the plugins
@@ -13,40 +19,33 @@ again after it stopped.
 from __future__ import annotations
 
 import enum
-import logging
 import math
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
-from time import time_ns
 from types import MappingProxyType
 from typing import Any, TypeVar, Unpack, overload
-from uuid import UUID
 
 import anyio
 import anyio.abc
 
 from ._context import current_record
-from ._entry import Item, causation_of, seq_of, type_of
-from ._ids import first_id
 from ._log import logger
 from ._weak import weak_method
-from .commit import GroupCommit
-from .delivery.inbox import Inbox, offer
 from .delivery.lease import DEFAULT_LEASE_TTL, LeaseTerms, new_holder
 from .delivery.options import SubscribeOptions, SubscriptionOptions
 from .delivery.pipeline import Pipeline
 from .delivery.workers import DeliveryRun
 from .event import Event, registry
-from .exceptions import BackpressureError, BusClosed, CausationLoopError, DuplicateSubscription
+from .exceptions import BusClosed, DuplicateSubscription
 from .handler import event_types, handler_name
-from .middleware.base import Commit, Middleware, PublishMiddleware
+from .middleware.base import Middleware, PublishMiddleware
 from .middleware.failures import fatal_error
 from .plugin_loading import BusPlugin, load_plugin
-from .record import NO_HEADERS, Record
+from .publishing import DEFAULT_MAX_CAUSATION_DEPTH, INGEST_WINDOW, ORIGIN_HEADER, Publisher
 from .redrive import DeadLetters
 from .replay import Replay
-from .routing import Route, Router
+from .routing import Router
 from .stats import BusStats
 from .store.base import Store
 from .store.url import open_store
@@ -65,13 +64,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 E1 = TypeVar("E1", bound=Event)
 E2 = TypeVar("E2", bound=Event)
 
-DEFAULT_MAX_CAUSATION_DEPTH = 64
 DEFAULT_SHUTDOWN_TIMEOUT = 30.0
-INGEST_WINDOW = 100_000
-"""How many of the most recently ingested event ids a bus remembers in one run:
-`EventBus.ingest` of an id among them appends nothing again."""
-ORIGIN_HEADER = "origin"
-"""The header `EventBus.ingest` sets to where an event came from."""
 
 
 class BusState(enum.Enum):
@@ -89,14 +82,7 @@ class BusState(enum.Enum):
     """Cancelling the workers, stopping the plugins, closing the store; publishes are refused."""
 
 
-_RUNNING = BusState.RUNNING
-_DRAINING = BusState.DRAINING
-_current_record = current_record.get
-"""Bound once: CPython does not specialize loading a `ContextVar`'s method,
-so ``current_record.get()`` on every publish would look it up the slow way."""
-
-
-class EventBus:
+class EventBus(Publisher):
     """A typed event bus over an append-only store.
 
     ```python
@@ -127,44 +113,6 @@ class EventBus:
             "Several processes, one durable name" in the stores guide).
     """
 
-    # Slotted: every publish reads a handful of these, and CPython 3.11 reads an
-    # instance attribute the fast way only while the instance holds at most 30
-    # (past that its dict is no longer shared, and each read looks the name up).
-    __slots__ = (
-        "__weakref__",
-        "_commit",
-        "_crowded",
-        "_drain_on_stop",
-        "_fatal",
-        "_head",
-        "_head_now",
-        "_ingested",
-        "_lease_holder",
-        "_log_publishes",
-        "_next_id",
-        "_owner",
-        "_publish_chain",
-        "_published",
-        "_router",
-        "_routes",
-        "_runs",
-        "_state",
-        "_stop_now",
-        "_stop_requested",
-        "_stopped",
-        "_subscriptions",
-        "_task_group",
-        "_unsubscribe_now",
-        "dead_letters",
-        "lease_ttl",
-        "max_causation_depth",
-        "middleware",
-        "plugins",
-        "publish_timeout",
-        "shutdown_timeout",
-        "store",
-    )
-
     def __init__(
         self,
         store: Store | str | None = None,
@@ -192,31 +140,23 @@ class EventBus:
             *middleware,
             *(mw for plugin in self.plugins for mw in plugin.middleware),
         )
-        wrappers = [*publish_middleware, *(mw for p in self.plugins for mw in p.publish_middleware)]
-        # without publish middleware, a publish the store takes at once skips a coroutine
-        # The parts' callbacks into the bus, made once: weak, so that no part
-        # holds the bus in a reference cycle (see eventbus._weak).
-        self._head_now = weak_method(self._current_head)
-        self._stop_now = weak_method(self._stop_at_once)
-        self._unsubscribe_now = weak_method(self._unsubscribe, _freed_bus_unsubscribe)
-        self._commit = GroupCommit(weak_method(self._accepted), at_once=not wrappers)
-        publish_chain: Commit = self._commit.commit
-        for wrap in reversed(wrappers):
-            publish_chain = wrap(publish_chain)
-        self._publish_chain = publish_chain
-        self.publish_timeout = publish_timeout
-        self.max_causation_depth = max_causation_depth
         self.shutdown_timeout = shutdown_timeout
         self.lease_ttl = lease_ttl
+        self._router = Router()
+        super().__init__(
+            self._router,
+            publish_middleware=[*publish_middleware, *(mw for p in self.plugins for mw in p.publish_middleware)],
+            publish_timeout=publish_timeout,
+            max_causation_depth=max_causation_depth,
+        )
+        # The parts' callbacks into the bus, made once: weak, so that no part
+        # holds the bus in a reference cycle (see eventbus._weak).
+        self._stop_now = weak_method(self._stop_at_once)
+        self._unsubscribe_now = weak_method(self._unsubscribe, _freed_bus_unsubscribe)
+        self._head_now = weak_method(self.head_now)
         self._lease_holder = new_holder()
         self.dead_letters = DeadLetters(weak_method(self._current_store), weak_method(self._pipeline_of))
-        self._router = Router()
-        self._routes = self._router.routes
-        self._crowded = self._router.crowded
         self._subscriptions: dict[str, Subscription] = {}
-        self._next_id = first_id()
-        self._head = 0
-        self._published = 0
         self._state = BusState.STOPPED
         self._owner: AsyncExitStack | None = None
         self._runs: anyio.abc.TaskGroup | None = None
@@ -225,8 +165,6 @@ class EventBus:
         self._drain_on_stop = True
         self._stopped = anyio.Event()
         self._fatal: BaseException | None = None
-        self._ingested: dict[UUID, int] = {}
-        self._log_publishes = False
 
     def __repr__(self) -> str:
         return (
@@ -243,22 +181,24 @@ class EventBus:
     @property
     def running(self) -> bool:
         """True while the bus accepts publishes (running, or draining on the way out)."""
-        return self._state is _RUNNING or self._state is _DRAINING
+        return self.accepting
 
-    @property
-    def head(self) -> int:
-        """The newest seq this bus has appended or found in its store."""
-        return self._head
+    def _enter(self, state: BusState) -> None:
+        """Move to ``state``; publishes are accepted while running or draining."""
+        self._state = state
+        if state is BusState.RUNNING or state is BusState.DRAINING:
+            self.accept()
+        else:
+            self.refuse(state.value)
 
     async def __aenter__(self) -> EventBus:
         if self._state is not BusState.STOPPED or self._owner is not None:
             raise RuntimeError(f"this bus is already {self._state.value}; a bus runs once at a time")
-        self._state = BusState.STARTING
+        self._enter(BusState.STARTING)
         self._stop_requested = anyio.Event()
         self._stopped = anyio.Event()
         self._drain_on_stop = True
         self._fatal = None
-        self._ingested = {}
         owner = AsyncExitStack()
         task_group = await owner.enter_async_context(anyio.create_task_group())
         self._task_group = task_group
@@ -266,7 +206,7 @@ class EventBus:
             await task_group.start(self._run)
         except BaseException:
             # the run undid its own start-up; the task group holds no task
-            self._state = BusState.STOPPED
+            self._enter(BusState.STOPPED)
             await owner.__aexit__(None, None, None)
             raise
         self._owner = owner
@@ -314,7 +254,7 @@ class EventBus:
         if self._state is BusState.STOPPED:
             return
         self._request_stop(drain=True)
-        if _current_record() is None:
+        if current_record.get() is None:
             await self._stopped.wait()
 
     def _request_stop(self, *, drain: bool) -> None:
@@ -332,30 +272,27 @@ class EventBus:
                 await store.open()
                 resources.push_async_callback(_shielded, store.close)
                 store.hold_history(self._history_needed)
-                self._head = await store.head()
-                self._commit.store = store
+                self.begin(store, await store.head())
                 for plugin in self.plugins:
                     await plugin.start(self)
                     resources.push_async_callback(self._stop_plugin, plugin)
-                # Asked once per run, not per publish: the check costs more than a publish.
-                self._log_publishes = logger.is_enabled_for(logging.DEBUG)
                 async with anyio.create_task_group() as runs:
                     self._runs = runs
-                    self._router.routes.clear()
+                    self._router.clear()
                     for sub in self._subscriptions.values():
                         await runs.start(self._start_run(sub).run)
-                    self._state = _RUNNING
+                    self._enter(BusState.RUNNING)
                     task_status.started()
                     await self._run_plugins_until_stop()
                     if self._drain_on_stop:
                         await self._drain_before_stop()
-                    self._state = BusState.STOPPING
+                    self._enter(BusState.STOPPING)
                     for sub in self._subscriptions.values():
                         if sub.run is not None:
                             sub.run.close()
         finally:
             self._runs = None
-            self._state = BusState.STOPPED
+            self._enter(BusState.STOPPED)
             self._stopped.set()
 
     async def _run_plugins_until_stop(self) -> None:
@@ -374,7 +311,7 @@ class EventBus:
             logger.error("plugin failed while running; the bus goes on", plugin=plugin.name, error=repr(exc))
 
     async def _drain_before_stop(self) -> None:
-        self._state = _DRAINING
+        self._enter(BusState.DRAINING)
         try:
             await self.drain(self.shutdown_timeout)
         except TimeoutError:
@@ -387,9 +324,6 @@ class EventBus:
     def _start_run(self, subscription: Subscription) -> DeliveryRun:
         terms = LeaseTerms(self._lease_holder, self.lease_ttl)
         return subscription.start_run(self.store, self.middleware, self._head_now, self._stop_now, terms)
-
-    def _current_head(self) -> int:
-        return self._head
 
     def _current_store(self) -> Store:
         return self.store
@@ -511,200 +445,7 @@ class EventBus:
             return None
         return sub.run.pipeline
 
-    # -- publishing ------------------------------------------------------------------
-
-    async def publish(self, event: Event, headers: Mapping[str, str] | None = None) -> int:
-        """Store ``event``, route it to its subscriptions, and return its seq.
-
-        Returns once the event is stored (committed, for durable stores); it
-        does not wait for handlers. Raises `TypeError` for anything that is
-        not an `Event`, `BusClosed` when the bus is not running (or closes
-        while the publish waits for room), `BackpressureError` when a full
-        ``"block"`` subscription stays full past ``publish_timeout``, and
-        `CausationLoopError` when called from a handler at the bottom of a
-        too-deep causation chain. A publish that raises stored nothing.
-        """
-        if self._state is not _RUNNING and self._state is not _DRAINING:
-            raise BusClosed(f"cannot publish {type(event).__qualname__}: the bus is {self._state.value}")
-        try:
-            route = self._routes[type(event)]  # a subscript, which CPython specializes; .get() is a call
-        except KeyError:
-            route = self._router.route(type(event))
-        parent = _current_record()
-        record = None if parent is None and headers is None else self._new_record(event, route, headers, parent)
-        if self._crowded:  # some inbox may be full: look at this route's
-            await self._wait_if_full(route.blocking, parent)
-        if record is None:
-            event_id = self._next_id
-            self._next_id = event_id + 1
-            append_entry = self._commit.entry_now
-            if append_entry is not None and route.entries:
-                # no subscription needs a Record: the store keeps an entry (see eventbus._entry)
-                entry = append_entry(event, route.name, route.version, event_id, time_ns())
-                seq = self._head = entry[0]
-                self._published += 1
-                if self._log_publishes:
-                    self._log_published(seq, seq, route.name)
-                offer(route.targets, entry)
-                return seq
-            record = Record(0, event, route.name, route.version, event_id, time_ns())
-        append_now = self._commit.now
-        if append_now is None:
-            await self._commit_reserving((record,), dict.fromkeys(route.blocking, 1))
-            return record.seq
-        # The store takes it at once and nothing runs in between: what
-        # `_accepted` does for a batch, inline, one call less per publish.
-        append_now((record,))
-        seq = self._head = record.seq
-        self._published += 1
-        if self._log_publishes:
-            self._log_published(seq, seq, route.name)
-        offer(route.targets, record)
-        return seq
-
-    async def _wait_if_full(self, blocking: Sequence[Inbox], parent: Item | None) -> None:
-        """Wait for room if one of ``blocking`` is full: the check every kind of
-        publish makes before appending (a function of its own, as its loop in
-        `publish` would widen every publish's frame)."""
-        if any(inbox.full() for inbox in blocking):
-            await self._wait_for_room(blocking, parent)
-
-    async def ingest(
-        self,
-        event: Event,
-        *,
-        event_id: UUID,
-        origin: str,
-        correlation_id: UUID | None = None,
-        causation_id: UUID | None = None,
-        headers: Mapping[str, str] | None = None,
-        depth: int = 0,
-    ) -> int:
-        """Append an event that originated elsewhere (another process, a broker)
-        and route it like a local one; returns its local seq.
-
-        For bridges and other plugins. The event gets a new local seq but keeps
-        its ``event_id``, ``correlation_id`` (its own id when None),
-        ``causation_id``, ``headers`` and causation ``depth``, plus an
-        ``origin`` header (`ORIGIN_HEADER`) saying where it came from. It is
-        idempotent on ``event_id`` within a window: an id among the last
-        `INGEST_WINDOW` ingested in this run is not appended again, and its
-        first local seq is returned. Raises what `publish` raises, and
-        `CausationLoopError` when ``depth`` exceeds ``max_causation_depth``.
-        """
-        state = self._state
-        if state is not _RUNNING and state is not _DRAINING:
-            raise BusClosed(f"cannot ingest {type(event).__qualname__}: the bus is {state.value}")
-        for name, value in (("event_id", event_id), ("correlation_id", correlation_id), ("causation_id", causation_id)):
-            if value is not None and not isinstance(value, UUID):
-                raise TypeError(f"ingest({name}=...) takes a UUID, got {value!r}")
-        if not isinstance(origin, str) or not origin:
-            raise ValueError(f"ingest(origin=...) must name where the event came from, got {origin!r}")
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
-            raise ValueError(f"ingest(depth=...) must be an int >= 0, got {depth!r}")
-        seen = self._ingested.get(event_id)
-        if seen is not None:
-            return seen
-        route = self._router.routes.get(type(event)) or self._router.route(type(event))
-        if depth > self.max_causation_depth:
-            raise CausationLoopError(
-                f"ingesting {route.name!r} (event id {event_id}) from {origin!r}: its causation chain is {depth} "
-                f"events deep (max_causation_depth={self.max_causation_depth})"
-            )
-        stamped = _checked_headers({**(headers or {}), ORIGIN_HEADER: origin})
-        record = Record(
-            0, event, route.name, route.version, event_id, time_ns(), correlation_id, causation_id, stamped, depth
-        )
-        await self._wait_if_full(route.blocking, None)
-        await self._commit_reserving((record,), dict.fromkeys(route.blocking, 1))
-        self._ingested[event_id] = record.seq
-        if len(self._ingested) > INGEST_WINDOW:
-            del self._ingested[next(iter(self._ingested))]
-        return record.seq
-
-    async def publish_many(self, events: Iterable[Event], headers: Mapping[str, str] | None = None) -> list[int]:
-        """Store a batch in one atomic append, route it, and return the seqs in order."""
-        state = self._state
-        if state is not _RUNNING and state is not _DRAINING:
-            raise BusClosed(f"cannot publish: the bus is {state.value}")
-        batch = list(events)
-        parent = _current_record()
-        router = self._router
-        records: list[Record] = []
-        blocking: dict[Inbox, int] = {}
-        for index, event in enumerate(batch):
-            try:
-                route = router.routes.get(type(event)) or router.route(type(event))
-            except TypeError as exc:
-                raise TypeError(f"events[{index}]: {exc}") from None
-            records.append(self._new_record(event, route, headers, parent))
-            for inbox in route.blocking:
-                blocking[inbox] = blocking.get(inbox, 0) + 1
-        if not records:
-            return []
-        await self._wait_if_full(tuple(blocking), parent)
-        await self._commit_reserving(records, blocking)
-        return [record.seq for record in records]
-
-    async def _commit_reserving(self, records: Sequence[Record], reserved: Mapping[Inbox, int]) -> None:
-        """Run the publish chain holding room in each ``"block"`` inbox for the
-        records going there, until they are routed or refused."""
-        for inbox, count in reserved.items():
-            inbox.reserve(count)
-        try:
-            await self._publish_chain(records)
-        finally:
-            for inbox, count in reserved.items():
-                inbox.release(count)
-
-    def _new_record(self, event: Event, route: Route, headers: Mapping[str, str] | None, parent: Item | None) -> Record:
-        headers = NO_HEADERS if headers is None else _checked_headers(headers)
-        event_id = self._next_id
-        self._next_id = event_id + 1
-        if parent is None:
-            return Record(0, event, route.name, route.version, event_id, time_ns(), None, None, headers)
-        parent_id, correlation, parent_depth = causation_of(parent)
-        depth = parent_depth + 1
-        if depth > self.max_causation_depth:
-            raise CausationLoopError(
-                f"publishing {route.name!r} from the handler of seq {seq_of(parent)} ({type_of(parent)}) would make "
-                f"a causation chain {depth} events deep (max_causation_depth={self.max_causation_depth}); "
-                "handlers are probably feeding each other in a loop"
-            )
-        return Record(0, event, route.name, route.version, event_id, time_ns(), correlation, parent_id, headers, depth)
-
-    async def _wait_for_room(self, inboxes: Sequence[Inbox], parent: Item | None) -> None:
-        # a handler publishing into its own full inbox cannot wait for room only it can make
-        others = [inbox for inbox in inboxes if parent is None or not inbox.owns(parent)]
-        try:
-            with anyio.fail_after(self.publish_timeout):
-                for inbox in others:
-                    await inbox.wait_for_room()
-        except TimeoutError:
-            full = [inbox.name for inbox in others if inbox.full()]
-            raise BackpressureError(
-                f"subscription(s) {full} stayed full for publish_timeout={self.publish_timeout}s; "
-                "the event was not stored"
-            ) from None
-        if not self.running:
-            raise BusClosed("the bus closed while publish waited for room; the event was not stored")
-
-    def _accepted(self, records: Sequence[Record]) -> None:
-        """Records are stored: move the head and route them to their subscriptions."""
-        self._head = records[-1].seq
-        self._published += len(records)
-        if self._log_publishes:
-            self._log_published(records[0].seq, records[-1].seq, records[0].type)
-        routes = self._router.routes
-        for record in records:
-            cls = type(record.decoded)
-            route = routes.get(cls) or self._router.route(cls)
-            offer(route.targets, record)
-
-    def _log_published(self, first_seq: int, last_seq: int, type_name: str) -> None:
-        """Log an append of consecutive seqs (``type_name``: the first one's type)."""
-        count = last_seq - first_seq + 1
-        logger.debug("published", seq=first_seq, type=type_name, count=count, last_seq=last_seq)
+    # -- draining --------------------------------------------------------------------
 
     async def drain(self, timeout: float | None = None) -> None:
         """Wait until every subscription has finished (handled, dropped or
@@ -712,15 +453,15 @@ class EventBus:
         publish meanwhile, or has closed. Raises `TimeoutError` after
         ``timeout`` seconds, and `RuntimeError` when called from inside a
         handler (it would wait for itself)."""
-        if _current_record() is not None:
+        if current_record.get() is not None:
             raise RuntimeError(
                 "drain() was called from inside a handler: it would wait for that handler to finish; "
                 "drain from outside the handlers"
             )
         with anyio.fail_after(timeout):
             while True:
-                if self._commit.busy:
-                    await self._commit.wait_idle()
+                if self.busy:
+                    await self.wait_idle()
                     continue
                 busy = [run for sub in self._subscriptions.values() if (run := sub.run) and not run.is_idle()]
                 if not busy:
@@ -773,8 +514,8 @@ class EventBus:
     def stats(self) -> BusStats:
         """A snapshot of the bus's and every subscription's counters."""
         return BusStats(
-            published=self._published,
-            head=self._head,
+            published=self.published,
+            head=self.head,
             first_seq=self.store.first_seq,
             subscriptions=MappingProxyType({name: sub.stats() for name, sub in self._subscriptions.items()}),
         )
@@ -791,13 +532,3 @@ async def _shielded(close: Callable[[], Any]) -> None:
 
 def _is_type_spec(target: Any) -> bool:
     return isinstance(target, (type, tuple, types.UnionType)) or hasattr(target, "__origin__")
-
-
-def _checked_headers(headers: Mapping[str, str]) -> Mapping[str, str]:
-    if not isinstance(headers, Mapping):
-        raise TypeError(f"headers must be a mapping of str to str, got {type(headers).__name__}")
-    copied = dict(headers)
-    for name, value in copied.items():
-        if not isinstance(name, str) or not isinstance(value, str):
-            raise TypeError(f"headers must map str to str, got {name!r}: {value!r}")
-    return MappingProxyType(copied)

@@ -32,14 +32,19 @@ class Route:
         self.entries = all(inbox.takes_entries for inbox in targets)
 
 
-class Router:
-    """The type → subscriptions index with its per-class route cache."""
+class Router(dict[type, Route]):
+    """The type → subscriptions index, and the cache of routes it makes.
+
+    The router is itself the route cache, a dict from class to `Route`, and
+    ``router[cls]`` is the one way to find a route: a hit is a plain dict
+    lookup, a miss (`__missing__`) builds the route from the index.
+    """
 
     def __init__(self) -> None:
+        super().__init__()
         self._by_class: dict[type[Event], list[Subscription]] = {}
         self._order: dict[Subscription, int] = {}
         self._counter = 0
-        self.routes: dict[type, Route] = {}
         self.crowded: set[Inbox] = set()
         """The routed inboxes that may be full (`Inbox.share_crowd`): while it is
         empty, a publish need not look at its route's ``"block"`` inboxes."""
@@ -49,7 +54,7 @@ class Router:
         self._order[subscription] = self._counter
         for cls in subscription.types:
             self._by_class.setdefault(cls, []).append(subscription)
-        self.routes.clear()
+        self.clear()
 
     def remove(self, subscription: Subscription) -> None:
         if self._order.pop(subscription, None) is None:
@@ -60,21 +65,19 @@ class Router:
                 subs.remove(subscription)
                 if not subs:
                     del self._by_class[cls]
-        self.routes.clear()
+        self.clear()
 
-    def route(self, cls: type) -> Route:
-        """The cached route of ``cls``; `TypeError` if it is not an `Event` class."""
-        route = self.routes.get(cls)
-        if route is None:
-            if not (isinstance(cls, type) and issubclass(cls, Event)):
-                raise TypeError(f"can only publish Event instances, got {cls.__qualname__}")
-            found: dict[Subscription, None] = {}
-            for klass in cls.__mro__:
-                for sub in self._by_class.get(klass, ()):
-                    found[sub] = None
-            ordered = sorted(found, key=self._order.__getitem__)
-            targets = tuple(sub.run.inbox for sub in ordered if sub.run is not None)
-            for inbox in targets:
-                inbox.share_crowd(self.crowded)
-            route = self.routes[cls] = Route(cls, targets)
+    def __missing__(self, cls: type) -> Route:
+        """The route of ``cls``, made and cached; `TypeError` if it is not an `Event` class."""
+        if not (isinstance(cls, type) and issubclass(cls, Event)):
+            raise TypeError(f"can only publish Event instances, got {cls.__qualname__}")
+        found: dict[Subscription, None] = {}
+        for klass in cls.__mro__:
+            for sub in self._by_class.get(klass, ()):
+                found[sub] = None
+        ordered = sorted(found, key=self._order.__getitem__)
+        targets = tuple(sub.run.inbox for sub in ordered if sub.run is not None)
+        for inbox in targets:
+            inbox.share_crowd(self.crowded)
+        route = self[cls] = Route(cls, targets)
         return route

@@ -1,4 +1,4 @@
-"""Counters, returned as frozen snapshots by `EventBus.stats` and `Subscription.stats`."""
+"""The counts of a bus and its subscriptions, as frozen snapshots (`EventBus.stats`, `Subscription.stats`)."""
 
 from __future__ import annotations
 
@@ -6,25 +6,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["BusStats", "Counters", "SubscriptionStats"]
-
-
-@dataclass(slots=True)
-class Counters:
-    """The live counters behind `SubscriptionStats`; middleware may add to them.
-
-    ``finished`` counts deliveries that ended (handled or dead-lettered).
-    Slotted: every delivery moves these, and CPython 3.12 and later do not
-    specialize an instance attribute that shadows a class attribute (a
-    plain dataclass's default), so each would be read the slow way.
-    """
-
-    routed: int = 0
-    finished: int = 0
-    retried: int = 0
-    dead_lettered: int = 0
-    dropped: int = 0
-    overflowed: int = 0
+__all__ = ["BusStats", "SubscriptionStats"]
 
 
 @dataclass(frozen=True)

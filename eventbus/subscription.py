@@ -64,7 +64,7 @@ class Subscription:
     @property
     def position(self) -> int:
         """The greatest seq up to which every routed event is finished."""
-        return 0 if self._run is None else self._run.checkpoints.position
+        return 0 if self._run is None else self._run.position
 
     @property
     def closed(self) -> bool:

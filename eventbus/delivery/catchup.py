@@ -22,8 +22,8 @@ subscriptions):
    as long as there is room; when there is none the record is not kept but
    the inbox notes that it *missed* one.
 2. A step reads the store from ``next_seq`` (the first seq not covered yet)
-   into the page the workers deliver, then drops buffered records below the
-   new ``next_seq``: they are in the page.
+   into the inbox's page, which the workers deliver first, then drops
+   buffered records below the new ``next_seq``: they are in the page.
 3. When a read comes back empty and nothing was missed since that read
    began, every record above ``next_seq`` was published after the read
    started and so sits in the buffer, in order: the subscription turns live
@@ -45,10 +45,8 @@ store's compaction how far back a running subscription still reads.
 from __future__ import annotations
 
 import enum
-from collections import deque
 from collections.abc import Callable, Collection
 
-from .._entry import Item, seq_of
 from .._log import logger
 from .._weak import weak_method
 from ..exceptions import HistoryTruncated
@@ -82,7 +80,7 @@ class CatchUp:
     """The catch-up state of one subscription for one run of the bus.
 
     Args:
-        inbox: the subscription's inbox (its buffer while behind).
+        inbox: the subscription's inbox (its buffer while behind, and the page).
         store: where history is read from.
         types: the type names to read (None: all).
         head: the newest seq the bus has committed, asked at each step.
@@ -99,25 +97,17 @@ class CatchUp:
         from_seq: int | None,
         shared_store: bool,
     ) -> None:
-        self.inbox = inbox
-        self.page: deque[Item] = deque()
-        self.next_seq = from_seq or 1
+        self._inbox = inbox
         self._store = store
         self._types = types
         self._head = head
+        self.next_seq = from_seq or 1
+        """The first seq not covered yet by a read of the store."""
         if inbox.policy == "spill":
-            inbox.spill = weak_method(self.fall_behind)  # a bound method would close a cycle (see eventbus._weak)
-        if from_seq is None:
-            self.state = CatchUpState.LIVE
-        elif shared_store:
-            self._enter(CatchUpState.TAILING)
-        else:
-            self._enter(CatchUpState.BEHIND)
-
-    @property
-    def source(self) -> deque[Item]:
-        """The records the workers take next: the page while reading the store, else the inbox."""
-        return self.inbox.queue if self.state is CatchUpState.LIVE else self.page
+            inbox.on_spill(weak_method(self.fall_behind))  # a bound method would close a cycle (see eventbus._weak)
+        self.state = CatchUpState.LIVE
+        if from_seq is not None:
+            self._enter(CatchUpState.TAILING if shared_store else CatchUpState.BEHIND)
 
     def start_at(self, seq: int) -> None:
         """Deliver from ``seq`` (a durable subscription's resume point)."""
@@ -125,24 +115,21 @@ class CatchUp:
 
     def fall_behind(self, from_seq: int) -> None:
         """Spill: stop buffering, deliver what is queued, then read from the store."""
-        inbox = self.inbox
-        # the queue becomes the page (a worker going through it carries on), the empty page the queue
-        self.page, inbox.queue = inbox.queue, self.page
         self.next_seq = from_seq
-        self._enter(CatchUpState.BEHIND)
-        inbox.missed = True
+        self.state = CatchUpState.BEHIND
+        self._inbox.fall_behind()
         logger.warning(
-            "subscription fell behind, reading back from the store", subscription=inbox.name, from_seq=from_seq
+            "subscription fell behind, reading back from the store", subscription=self._inbox.name, from_seq=from_seq
         )
 
     async def step(self) -> Step:
         """One read of the store (see the module docstring)."""
-        inbox = self.inbox
+        inbox = self._inbox
         tailing = self.state is CatchUpState.TAILING
         if not tailing and self._head() < self.next_seq - 1:
-            self._prune()
+            inbox.prune_below(self.next_seq)
             return Step.WAIT_FOR_HEAD
-        inbox.missed = False
+        inbox.watch_misses()
         # Everything up to this head is committed, so a read that comes back
         # short has covered it, even where the type filter skipped the last seqs.
         covered = self._head()
@@ -163,18 +150,14 @@ class CatchUp:
             self.next_seq = max(self.next_seq, covered + 1)
         if page:
             self.next_seq = max(self.next_seq, page[-1].seq + 1)
-            self._prune()
-            accepted = [record for record in page if inbox.accepts(record)]
-            inbox.counters.routed += len(accepted)
-            self.page.extend(accepted)
-            if not tailing:
-                inbox.capacity = max(0, inbox.max_pending - len(self.page))
+            inbox.prune_below(self.next_seq)
+            inbox.add_page(page)
             return Step.READ
         if inbox.missed:
             return Step.READ
         if tailing:
             return Step.WAIT_FOR_APPEND
-        self._prune()
+        inbox.prune_below(self.next_seq)
         self._enter(CatchUpState.LIVE)
         return Step.READ
 
@@ -189,37 +172,24 @@ class CatchUp:
     async def wait_for_append(self) -> None:
         """Tailing: return once the store may hold a record past ``next_seq - 1``."""
         after = self.next_seq - 1
-        await retrying(lambda: self._store.wait_for_append(after), "waiting for appends", self.inbox.name)
+        await retrying(lambda: self._store.wait_for_append(after), "waiting for appends", self._inbox.name)
 
     def _enter(self, state: CatchUpState) -> None:
         self.state = state
-        inbox = self.inbox
-        inbox.set_behind(state is not CatchUpState.LIVE)
         if state is CatchUpState.LIVE:
-            inbox.capacity = inbox.max_pending
-        elif state is CatchUpState.TAILING:
-            inbox.capacity = 0
+            self._inbox.go_live()
         else:
-            inbox.capacity = max(0, inbox.max_pending - len(self.page))
+            self._inbox.read_history(tailing=state is CatchUpState.TAILING)
 
     def _lost(self, from_seq: int, first_seq: int) -> None:
         """Seqs ``from_seq`` to ``first_seq - 1`` are gone from the store: count them as dropped, go on after them."""
         lost = max(0, first_seq - from_seq)
-        counters = self.inbox.counters
-        counters.routed += lost
-        counters.dropped += lost
+        self._inbox.lost(lost)
         self.next_seq = max(self.next_seq, first_seq)
         logger.warning(
             "history no longer stored, events dropped",
-            subscription=self.inbox.name,
+            subscription=self._inbox.name,
             from_seq=from_seq,
             to_seq=first_seq - 1,
             dropped=lost,
         )
-
-    def _prune(self) -> None:
-        """Drop buffered records that a store read has already covered."""
-        queue = self.inbox.queue
-        next_seq = self.next_seq
-        while queue and seq_of(queue[0]) < next_seq:
-            self.inbox.discard(queue.popleft())

@@ -1,11 +1,19 @@
-"""`Inbox`: a subscription's bounded queue, its backpressure policy, and the
-signals around it.
+"""`Inbox`: a subscription's bounded queue, its backpressure policy, the
+history being delivered, and its counts.
 
-The bus touches a subscription only through its inbox: it offers routed
-records (`offer`), asks whether a ``"block"`` inbox is full and waits
-for room, and waits for the subscription to become idle (`drain`). The
-workers take records from the queue, park in the inbox when there is nothing
-to do, and are woken by the next offer.
+The inbox owns all of a subscription's delivery state that others touch, the
+way anyio's memory stream keeps its buffer, waiters and statistics in one
+state object: every change goes through one of its verbs.
+
+- The bus offers routed records (`offer`), asks whether a ``"block"`` inbox
+  is `full`, reserves and waits for room, and waits for the subscription to
+  become idle.
+- Catch-up (`eventbus.delivery.catchup`) switches it between live and
+  reading history: it falls behind (`fall_behind`, `read_history`), adds the
+  pages it read (`add_page`), drops buffered records a read covered
+  (`prune_below`) and goes live again (`go_live`).
+- The workers take records from the front of `source`, park when there is
+  nothing to do, and are woken by the next offer.
 
 A ``"block"`` inbox that may be full is *crowded*: it is in a set the router
 shares with every inbox it routes to, and stays there until a worker takes
@@ -13,9 +21,14 @@ from it with room to spare. A publish looks at its route's ``"block"``
 inboxes only while that set is not empty, so backpressure costs nothing per
 subscription until some subscription is full.
 
-While the subscription is *behind* (reading history back from the store, see
-`eventbus.delivery.catchup`), a full inbox does not apply its policy: it
-notes that it *missed* a record, and catch-up reads it back from the store.
+While the subscription is *behind* (reading history back from the store), a
+full inbox does not apply its policy: it notes that it *missed* a record, and
+catch-up reads it back from the store.
+
+The counts (`routed`, `dropped`, ...) are kept here, by the code that routes
+and drops; what the workers have finished is not counted but measured, so
+``delivered + dropped + dead_lettered + pending == routed`` holds by
+construction (see `Inbox.stats`).
 """
 
 from __future__ import annotations
@@ -25,7 +38,8 @@ import math
 import sys
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from contextvars import ContextVar
 
 import anyio
 import anyio.lowlevel
@@ -33,23 +47,29 @@ import anyio.lowlevel
 from .._entry import Item, event_of, seq_of, type_of
 from .._log import logger
 from ..policies import Backpressure
-from ..stats import Counters
+from ..stats import SubscriptionStats
 
 __all__ = ["Inbox", "offer"]
 
 _DROP_REPORT_INTERVAL = 1.0
 _NEVER = sys.maxsize
 
+_working_for: ContextVar[Inbox | None] = ContextVar("eventbus_working_for", default=None)
+"""The inbox whose worker runs in this context (set once per worker task, see `Inbox.work_here`)."""
+
 
 class Inbox:
     """The records routed to one subscription and not yet taken by a worker.
 
-    Attributes:
-        queue: the records (or entries, see `takes_entries`), in seq order.
-        behind: set by catch-up while the subscription reads the store.
-        missed: a record was not kept because the inbox was full while behind.
-        closed: the subscription closed; nothing more is taken.
-        crowded: the inbox may be full (see `share_crowd`).
+    Args:
+        name: the subscription's name.
+        max_pending: the bound of the queue.
+        policy: what a full queue does.
+        where: the ``where=`` predicate, compiled (None: every record).
+        takes_entries: the subscription's worker delivers entries (see
+            `eventbus._entry`) as well as records: one worker calling an async
+            ``(event)`` handler with nothing around it. A publish routed only
+            to such inboxes builds no `Record`.
     """
 
     def __init__(
@@ -57,63 +77,81 @@ class Inbox:
         name: str,
         max_pending: int,
         policy: Backpressure,
-        counters: Counters,
         where: Callable[[object], bool] | None,
+        *,
+        takes_entries: bool,
     ) -> None:
         self.name = name
         self.max_pending = max_pending
         self.policy = policy
-        self.counters = counters
-        self.queue: deque[Item] = deque()
-        self.takes_entries = False
-        """The subscription's worker delivers entries (see `eventbus._entry`)
-        as well as records: one worker calling an async ``(event)`` handler
-        with nothing around it. A publish routed only to such inboxes
-        builds no `Record`."""
-        self.behind = False
-        self.block_at = _NEVER
-        """Queue length at which a ``"block"`` publisher waits: ``max_pending``
-        while live and open, never while behind or closed, nor under another
-        policy (see `full`; kept by `_bounds_changed`)."""
-        self.reserved = 0
+        self.takes_entries = takes_entries
+        self._where = where
+        self._queue: deque[Item] = deque()
+        """What the bus routed here, in seq order (records, or entries if `takes_entries`)."""
+        self._page: deque[Item] = deque()
+        """History read back from the store, delivered before the queue while behind."""
+        self._behind = False
+        self._tailing = False
+        self._missed = False
+        self._closed = False
+        self._capacity = max_pending
+        self._reserved = 0
         """Records of publishes that found room and wait for their append (see
         `reserve`): they count against the bound a ``"block"`` publisher sees."""
-        self._capacity = max_pending
-        self.room_below = max_pending
+        self._block_at = _NEVER
+        """Queue length at which a ``"block"`` publisher waits: ``max_pending``
+        while live and open, never while behind or closed, nor under another
+        policy (kept by `_bounds_changed`)."""
+        self._room_below = max_pending
         """`offer` appends at once while the queue is shorter than this: under
-        `capacity`, and one short of the length that makes the inbox `full`.
-        At this length or more it looks again (`offer_at_bound`)."""
+        the capacity, and one short of the length that makes the inbox `full`."""
         self.crowded = False
+        """The inbox may be full (see `share_crowd`)."""
         self._crowd: set[Inbox] = set()
-        self.delivering: Item | None = None
-        """The record the single worker is delivering (or delivered last)."""
-        self.in_flight: Collection[int] = ()
-        """Seqs concurrent workers are delivering (see `owns`)."""
-        self.missed = False
-        self.closed = False
-        self.rejections: dict[int, Exception] = {}
         self.parked = False
-        self.spill: Callable[[int], None] | None = None
-        self._where = where
+        """A worker sleeps in `park`."""
         self._lot: _AsyncioLot | _AnyioLot | None = None
         """Where parked workers wait (made by the first of them, in the event loop)."""
-        self.room: anyio.Event | None = None
+        self._room: anyio.Event | None = None
         """Set when a worker takes a record, for publishers waiting for room."""
         self.idle: anyio.Event | None = None
         """Set when the workers may have become idle, for `wait_idle` (None: nobody waits)."""
+        self._rejections: dict[int, Exception] = {}
+        """Exceptions ``where=`` raised, by seq: those records go to dead letters."""
+        self._spill: Callable[[int], None] | None = None
         self._drops = _DropReport(name)
+        self._routed = 0
+        self._dropped = 0
+        self._overflowed = 0
+        self._retried = 0
+        self._dead_lettered = 0
         self._bounds_changed()
 
     @property
-    def capacity(self) -> int:
-        """How many records the queue may hold (``max_pending``; less while a
-        page of history is being delivered, 0 while tailing)."""
-        return self._capacity
+    def closed(self) -> bool:
+        """The subscription closed; nothing more is taken."""
+        return self._closed
 
-    @capacity.setter
-    def capacity(self, capacity: int) -> None:
-        self._capacity = capacity
-        self._bounds_changed()
+    @property
+    def behind(self) -> bool:
+        """The subscription reads history back from the store (catching up or tailing)."""
+        return self._behind
+
+    @property
+    def source(self) -> deque[Item]:
+        """What the workers take next, from the front: the page of history while
+        behind, else the queue. Only the workers take from it, with ``popleft``,
+        each record once (in seq order); everything else goes through verbs."""
+        return self._page if self._behind else self._queue
+
+    @property
+    def rejections(self) -> Mapping[int, Exception]:
+        """The exceptions ``where=`` raised, by seq (see `rejection`); read-only."""
+        return self._rejections
+
+    def held(self) -> int:
+        """Records queued or paged and not taken yet."""
+        return len(self._queue) + len(self._page)
 
     # -- the bus's side ----------------------------------------------------------
 
@@ -129,55 +167,39 @@ class Inbox:
 
     def full(self) -> bool:
         """True when a ``"block"`` publisher must wait before appending."""
-        return len(self.queue) + self.reserved >= self.block_at
+        return len(self._queue) + self._reserved >= self._block_at
 
     def reserve(self, count: int) -> None:
         """Hold room for ``count`` records whose append the publisher awaits:
         publishers waiting in one group commit cannot all take the same room."""
-        self.reserved += count
+        self._reserved += count
         self._bounds_changed()
 
     def release(self, count: int) -> None:
         """The reserved records are routed (or were not stored): give the room back."""
-        self.reserved -= count
+        self._reserved -= count
         self._bounds_changed()
         self.took()
 
-    def offer_at_bound(self, record: Item) -> None:
-        """`offer` of a record that fills the queue, or finds it full."""
-        if len(self.queue) < self._capacity:
-            self.queue.append(record)
-            self.counters.routed += 1
-        else:
-            self._overflow(record)
-        if self.full():
-            self._join_crowd()
-        if self.parked:
-            self.wake()
-
-    def owns(self, record: Item) -> bool:
-        """True while ``record``'s handler runs in this subscription: a publish
-        from it must not wait for room that only this subscription can make."""
-        return record is self.delivering or seq_of(record) in self.in_flight
-
-    def set_behind(self, behind: bool) -> None:
-        """Catch-up switches the inbox between buffering (behind) and live."""
-        self.behind = behind
-        self._bounds_changed()
+    def delivers_here(self) -> bool:
+        """True when called from this subscription's own worker (its handler,
+        or a thread that handler runs in): a publish from there must not wait
+        for room that only this subscription can make."""
+        return _working_for.get() is self
 
     async def wait_for_room(self) -> None:
         """Return once the inbox has room, or is closed (the caller checks which)."""
         while self.full():
             self._join_crowd()  # so that the next worker to take a record calls `took`
-            if self.room is None:
-                self.room = anyio.Event()
-            await self.room.wait()
+            if self._room is None:
+                self._room = anyio.Event()
+            await self._room.wait()
 
     def release_waiters(self) -> None:
         """Wake every publisher waiting for room and every `drain` (the bus is stopping)."""
-        if self.room is not None:
-            self.room.set()
-            self.room = None
+        if self._room is not None:
+            self._room.set()
+            self._room = None
         self.idle_now()
 
     async def wait_idle(self, is_idle: Callable[[], bool]) -> None:
@@ -187,19 +209,122 @@ class Inbox:
                 self.idle = anyio.Event()
             await self.idle.wait()
 
+    def _offer_at_bound(self, record: Item) -> None:
+        """`offer` of a record that fills the queue, or finds it full."""
+        if len(self._queue) < self._capacity:
+            self._queue.append(record)
+            self._routed += 1
+        else:
+            self._overflow(record)
+        if self.full():
+            self._join_crowd()
+        if self.parked:
+            self.wake()
+
+    def _accepts(self, record: Item) -> bool:
+        """Apply ``where=``; a predicate that raises sends the record to dead letters."""
+        if self._where is None:
+            return True
+        try:
+            return bool(self._where(event_of(record)))
+        except Exception as exc:
+            self._rejections[seq_of(record)] = exc
+            return True
+
+    # -- catch-up's side ---------------------------------------------------------
+
+    def on_spill(self, fall_behind: Callable[[int], None]) -> None:
+        """Under the ``"spill"`` policy, call ``fall_behind(seq)`` with the first
+        seq a full inbox did not keep (catch-up reads it back from there)."""
+        self._spill = fall_behind
+
+    def read_history(self, *, tailing: bool) -> None:
+        """Deliver from pages of history (`add_page`) before the queue; while
+        ``tailing`` (a store other processes append to) buffer nothing live."""
+        self._behind = True
+        self._tailing = tailing
+        self._page_changed()
+
+    def fall_behind(self) -> None:
+        """Spill: what is queued is delivered as the first page (a worker going
+        through it carries on), the queue starts empty, and the record that
+        did not fit counts as missed."""
+        self._page, self._queue = self._queue, self._page
+        self._missed = True
+        self.read_history(tailing=False)
+
+    def go_live(self) -> None:
+        """Back to delivering what the bus routes here."""
+        self._behind = False
+        self._tailing = False
+        self._capacity = self.max_pending
+        self._bounds_changed()
+
+    @property
+    def missed(self) -> bool:
+        """A record was not kept because the inbox was full while behind, since `watch_misses`."""
+        return self._missed
+
+    def watch_misses(self) -> None:
+        """Forget earlier misses: a read of the store begins."""
+        self._missed = False
+
+    def add_page(self, records: Sequence[Item]) -> None:
+        """Add records read from the store (those ``where=`` accepts) to the page."""
+        accepted = [record for record in records if self._accepts(record)]
+        self._routed += len(accepted)
+        self._page.extend(accepted)
+        self._page_changed()
+
+    def prune_below(self, seq: int) -> None:
+        """Drop buffered records below ``seq``: a store read covered them."""
+        queue = self._queue
+        while queue and seq_of(queue[0]) < seq:
+            record = queue.popleft()
+            self._routed -= 1
+            self._forget_rejection(record)
+
+    def lost(self, count: int) -> None:
+        """``count`` records are gone from the store before they were read: routed and dropped."""
+        self._routed += count
+        self._dropped += count
+
+    def forget_pending(self, in_hand: int) -> None:
+        """A durable subscription hands its unfinished work over with its lease:
+        forget the page, the ``where=`` rejections and the ``in_hand`` records
+        the workers had taken, as if they had never been routed here."""
+        self._routed -= len(self._page) + in_hand
+        self._page.clear()
+        self._rejections.clear()
+        self._page_changed()
+
+    def _page_changed(self) -> None:
+        if self._behind:
+            self._capacity = 0 if self._tailing else max(0, self.max_pending - len(self._page))
+        self._bounds_changed()
+
     # -- the workers' side -------------------------------------------------------
+
+    def work_here(self) -> None:
+        """Mark the calling task as this subscription's worker (see `delivers_here`);
+        the tasks it starts inherit the mark."""
+        _working_for.set(self)
 
     def took(self) -> None:
         """A worker took a record from a `crowded` inbox (or reserved room was
         given back): a waiting publisher may go on, and an inbox no longer
         full leaves the crowd."""
-        room = self.room
+        room = self._room
         if room is not None:
-            self.room = None
+            self._room = None
             room.set()
         if self.crowded and not self.full():
             self.crowded = False
             self._crowd.discard(self)
+
+    def rejection(self, seq: int) -> Exception | None:
+        """The exception ``where=`` raised for ``seq``, if any (once)."""
+        return self._rejections.pop(seq, None) if self._rejections else None
 
     def wake(self) -> None:
         """Wake the parked workers (once: offers in a burst do not set it again)."""
@@ -218,7 +343,7 @@ class Inbox:
     def park(self) -> Awaitable[None]:
         """What a worker awaits to sleep until a record is offered (or `wake` is
         called); once closed, a checkpoint that returns at once."""
-        if self.closed:
+        if self._closed:
             return anyio.lowlevel.checkpoint()
         self.parked = True
         lot = self._lot
@@ -228,7 +353,7 @@ class Inbox:
 
     def close(self) -> None:
         """Take nothing more; release publishers and drains that wait on this inbox."""
-        self.closed = True
+        self._closed = True
         self._bounds_changed()
         self.crowded = False
         self._crowd.discard(self)
@@ -240,30 +365,44 @@ class Inbox:
         """Log the drops not reported yet."""
         self._drops.flush()
 
-    def discard(self, record: Item) -> None:
-        """Forget a queued record that will not be delivered from the queue
-        (catch-up covered it from the store)."""
-        self.counters.routed -= 1
-        self._forget_rejection(record)
+    # -- counts ------------------------------------------------------------------
 
-    def accepts(self, record: Item) -> bool:
-        """Apply ``where=``; a predicate that raises sends the record to dead letters."""
-        if self._where is None:
-            return True
-        try:
-            return bool(self._where(event_of(record)))
-        except Exception as exc:
-            self.rejections[seq_of(record)] = exc
-            return True
+    def retried(self) -> None:
+        """A failed attempt is made again."""
+        self._retried += 1
+
+    def dead_lettered(self) -> None:
+        """A delivery ended as a dead letter."""
+        self._dead_lettered += 1
+
+    def stats(self, *, in_hand: int, position: int, holds_lease: bool | None) -> SubscriptionStats:
+        """A snapshot of the counts, with ``in_hand`` records taken by the
+        workers and not finished: ``pending`` is measured (queued, paged or in
+        hand) and ``delivered`` is what is left of ``routed``, so the identity
+        ``delivered + dropped + dead_lettered + pending == routed`` holds."""
+        pending = len(self._queue) + len(self._page) + in_hand
+        return SubscriptionStats(
+            routed=self._routed,
+            delivered=self._routed - self._dropped - self._dead_lettered - pending,
+            failed=self._retried + self._dead_lettered,
+            retried=self._retried,
+            dead_lettered=self._dead_lettered,
+            dropped=self._dropped,
+            pending=pending,
+            position=position,
+            behind=self._behind,
+            overflowed=self._overflowed,
+            holds_lease=holds_lease,
+        )
 
     # -- internals -------------------------------------------------------------------
 
     def _bounds_changed(self) -> None:
-        """``capacity``, ``reserved``, ``behind`` or ``closed`` moved: recompute
-        `block_at` and `room_below`, and join the crowd if the inbox is full now."""
-        live_block = self.policy == "block" and not self.behind and not self.closed
-        self.block_at = self.max_pending if live_block else _NEVER
-        self.room_below = min(self._capacity, self.block_at - self.reserved - 1)
+        """The capacity, reservations, ``behind`` or ``closed`` moved: recompute
+        the bounds, and join the crowd if the inbox is full now."""
+        live_block = self.policy == "block" and not self._behind and not self._closed
+        self._block_at = self.max_pending if live_block else _NEVER
+        self._room_below = min(self._capacity, self._block_at - self._reserved - 1)
         if self.full():
             self._join_crowd()
 
@@ -273,38 +412,37 @@ class Inbox:
             self._crowd.add(self)
 
     def _overflow(self, record: Item) -> None:
-        counters = self.counters
-        if self.behind:
-            self.missed = True
+        if self._behind:
+            self._missed = True
             self._forget_rejection(record)
         elif self.policy == "block":
             # publish waited for room before appending, unless it came from this
             # subscription's own handler (which cannot wait for room only it can
             # make), and a concurrent publisher may have taken the room since:
             # the queue holds a few more, counted.
-            self.queue.append(record)
-            counters.routed += 1
-            counters.overflowed += 1
+            self._queue.append(record)
+            self._routed += 1
+            self._overflowed += 1
         elif self.policy == "drop_newest":
-            counters.routed += 1
-            counters.dropped += 1
+            self._routed += 1
+            self._dropped += 1
             self._forget_rejection(record)
             self._drops.dropped(record, self.policy)
         elif self.policy == "drop_oldest":
-            oldest = self.queue.popleft()
-            self.queue.append(record)
-            counters.routed += 1
-            counters.dropped += 1
+            oldest = self._queue.popleft()
+            self._queue.append(record)
+            self._routed += 1
+            self._dropped += 1
             self._forget_rejection(oldest)
             self._drops.dropped(oldest, self.policy)
         else:
-            assert self.spill is not None
+            assert self._spill is not None
             self._forget_rejection(record)
-            self.spill(seq_of(record))
+            self._spill(seq_of(record))
 
     def _forget_rejection(self, record: Item) -> None:
-        if self.rejections:
-            self.rejections.pop(seq_of(record), None)
+        if self._rejections:
+            self._rejections.pop(seq_of(record), None)
 
 
 def offer(inboxes: Iterable[Inbox], record: Item) -> None:
@@ -312,16 +450,16 @@ def offer(inboxes: Iterable[Inbox], record: Item) -> None:
     seq order). One call for all of them: an inbox with room takes the record
     inline, so a fan-out to n subscriptions is not n calls."""
     for inbox in inboxes:
-        if inbox._where is not None and not inbox.accepts(record):
+        if inbox._where is not None and not inbox._accepts(record):
             continue
-        queue = inbox.queue
-        if len(queue) < inbox.room_below:
+        queue = inbox._queue
+        if len(queue) < inbox._room_below:
             queue.append(record)
-            inbox.counters.routed += 1
+            inbox._routed += 1
             if inbox.parked:
                 inbox.wake()
         else:
-            inbox.offer_at_bound(record)
+            inbox._offer_at_bound(record)
 
 
 def _parking_lot() -> _AsyncioLot | _AnyioLot:

@@ -25,25 +25,33 @@ from typing import Any
 from .._context import current_record
 from ..deadletter import DeadLetter
 from ..handler import Handle, is_plain_async
-from ..middleware.base import Middleware, chain
+from ..middleware.base import DeliveryCounters, Middleware, chain
 from ..middleware.deadletter import attempts_of, bury, fail
 from ..middleware.failures import is_failure
 from ..middleware.retry import retry
 from ..middleware.timeout import timeout
 from ..record import Record
-from ..stats import Counters
 from ..store.base import Store
 from .options import SubscriptionOptions
 
-__all__ = ["Pipeline", "Redelivery", "SubscriptionContext"]
+__all__ = ["Pipeline", "Redelivery", "SubscriptionContext", "direct_handler"]
 
 
 @dataclass(frozen=True)
 class SubscriptionContext:
-    """The `DeliveryContext` middleware receive: the subscription's name and counters."""
+    """The `DeliveryContext` middleware receive: the subscription's name and counts."""
 
     name: str
-    counters: Counters
+    counters: DeliveryCounters
+
+
+def direct_handler(
+    handler: Callable[..., Any], options: SubscriptionOptions, middleware: Sequence[Middleware]
+) -> Callable[[Any], Awaitable[None]] | None:
+    """The async ``(event)`` handler, when nothing wraps it (no timeout, retry
+    or middleware): the pipeline then calls it directly, else None."""
+    plain = not (options.timeout or options.retry or middleware or options.middleware)
+    return handler if plain and is_plain_async(handler) else None
 
 
 class Redelivery(enum.Enum):
@@ -80,8 +88,7 @@ class Pipeline:
     ) -> None:
         self._context = context
         self._store = store
-        plain = not (options.timeout or options.retry or middleware or options.middleware)
-        self.direct: Callable[[Any], Awaitable[None]] | None = handler if plain and is_plain_async(handler) else None
+        self.direct = direct_handler(handler, options, middleware)
         """The async ``(event)`` handler to call directly when nothing wraps it, else None."""
         self.enter = current_record.set
         """Make a record the current one (the only way it is set)."""

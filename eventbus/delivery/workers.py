@@ -14,24 +14,25 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Hashable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import anyio.abc
 
-from .._entry import record_of
+from .._entry import EVENT, SEQ, record_of, seq_of
+from .._weak import weak_method
 from ..handler import Handle
 from ..middleware.base import Middleware
 from ..middleware.failures import fatal_error, is_failure
 from ..record import Record
-from ..stats import Counters, SubscriptionStats
+from ..stats import SubscriptionStats
 from ..store.base import Store
 from .catchup import CatchUp, CatchUpState, Step
-from .checkpoints import Checkpoints
+from .checkpoints import CHECKPOINT_EVERY, Checkpoints
 from .inbox import Inbox
 from .lease import Lease, LeaseState, LeaseTerms
 from .options import Predicate, SubscriptionOptions
-from .pipeline import Pipeline, SubscriptionContext
+from .pipeline import Pipeline, SubscriptionContext, direct_handler
 
 __all__ = ["DeliveryRun"]
 
@@ -68,15 +69,19 @@ class DeliveryRun:
         lease_terms: LeaseTerms,
     ) -> None:
         name = options.name
-        self.counters = Counters()
-        self.inbox = Inbox(name, options.max_pending, options.backpressure, self.counters, where)
+        direct = direct_handler(handler, options, middleware)
+        self.inbox = Inbox(
+            name,
+            options.max_pending,
+            options.backpressure,
+            where,
+            takes_entries=direct is not None and options.concurrency == 1,
+        )
         start = options.from_seq if options.from_seq is not None else head() + 1 if options.durable else None
         self.catch_up = CatchUp(self.inbox, store, types, head, start, store.features.shared_between_processes)
-        self.checkpoints = Checkpoints(name, store, options.durable)
-        self.inbox.in_flight = self.checkpoints.in_flight
-        context = SubscriptionContext(name, self.counters)
-        self.pipeline = Pipeline(handler, call, options, middleware, context, store)
-        self.inbox.takes_entries = self.pipeline.direct is not None and options.concurrency == 1
+        # weak: the checkpoints are ours, and a bound method would close a cycle (see eventbus._weak)
+        self.checkpoints = Checkpoints(name, store, options.durable, weak_method(self._current_position))
+        self.pipeline = Pipeline(handler, call, options, middleware, SubscriptionContext(name, self.inbox), store)
         self.lease = (
             Lease(name, lease_terms, store, self.inbox.idle_now)
             if options.durable and store.features.shared_between_processes
@@ -90,24 +95,40 @@ class DeliveryRun:
         self._sleeping = 0
         self._refilling = False
         self._scope: anyio.CancelScope | None = None
+        self._position = 0
+        """The greatest seq up to which every record given to the workers is finished."""
+        self._delivering: Any = None
+        """The record (or entry) the single worker is delivering, or delivered last."""
+        self._in_flight: deque[int] = deque()
+        """Seqs concurrent workers took and did not all finish yet, in seq order."""
+        self._finished_early: set[int] = set()
+        """Seqs in `_in_flight` that finished before an earlier one."""
+        self._until_save = CHECKPOINT_EVERY
+        """Concurrent deliveries left before the next checkpoint save."""
         self._busy_keys: dict[Hashable, deque[tuple[Record, Exception | None]]] = {}
 
+    @property
+    def position(self) -> int:
+        """The greatest seq up to which every record given to this run is finished (0 before the first)."""
+        return self._position
+
+    def _current_position(self) -> int:
+        return self._position
+
     def stats(self) -> SubscriptionStats:
-        """A snapshot of this run's counters."""
-        c = self.counters
-        return SubscriptionStats(
-            routed=c.routed,
-            delivered=c.finished - c.dead_lettered,
-            failed=c.retried + c.dead_lettered,
-            retried=c.retried,
-            dead_lettered=c.dead_lettered,
-            dropped=c.dropped,
-            pending=c.routed - c.finished - c.dropped,
-            position=self.checkpoints.position,
-            behind=self.catch_up.state is not CatchUpState.LIVE,
-            overflowed=c.overflowed,
+        """A snapshot of this run's counts (see `Inbox.stats`)."""
+        return self.inbox.stats(
+            in_hand=self._in_hand(),
+            position=self._position,
             holds_lease=None if self.lease is None else self.lease.held,
         )
+
+    def _in_hand(self) -> int:
+        """Records the workers took and have not finished."""
+        if self._workers == 1:
+            delivering = self._delivering
+            return 0 if delivering is None or seq_of(delivering) <= self._position else 1
+        return len(self._in_flight) - len(self._finished_early)
 
     def is_idle(self) -> bool:
         """Nothing queued, nothing being delivered, nothing left to read (what `drain` waits for)."""
@@ -116,12 +137,7 @@ class DeliveryRun:
         catch_up = self.catch_up
         if catch_up.state is CatchUpState.TAILING and catch_up.next_seq <= self._head():
             return False
-        return (
-            self._sleeping == self._workers
-            and not self.inbox.queue
-            and not catch_up.page
-            and not self.checkpoints.outstanding
-        )
+        return self._sleeping == self._workers and not self.inbox.held() and not self._in_flight
 
     def needed_from(self) -> int | None:
         """The lowest seq this run may still read from the store (None: none, or it stopped)."""
@@ -162,6 +178,7 @@ class DeliveryRun:
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """The run's life: resume a durable position, then work until cancelled or closed."""
+        self.inbox.work_here()
         try:
             with anyio.CancelScope() as scope:
                 self._scope = scope
@@ -194,12 +211,13 @@ class DeliveryRun:
         Run again each time a lost lease is taken back: what the last holding
         left unfinished was handed over with the lease, and is forgotten.
         """
-        self.catch_up.page.clear()
-        self.inbox.rejections.clear()
-        self.inbox.delivering = None
-        counters = self.counters
-        counters.routed = counters.finished + counters.dropped
-        self.catch_up.start_at(await self.checkpoints.load(self.catch_up.next_seq))
+        self.inbox.forget_pending(self._in_hand())
+        self._delivering = None
+        self._in_flight.clear()
+        self._finished_early.clear()
+        resume_at = await self.checkpoints.load(self.catch_up.next_seq)
+        self._position = resume_at - 1
+        self.catch_up.start_at(resume_at)
         await self._deliver()
 
     def _deliver(self) -> Awaitable[None]:
@@ -220,20 +238,24 @@ class DeliveryRun:
     async def _work(self) -> None:
         """The single worker: deliver in seq order, one at a time."""
         inbox = self.inbox
-        catch_up = self.catch_up
         checkpoints = self.checkpoints
-        counters = self.counters
         pipeline = self.pipeline
         deliver, direct, enter = pipeline.deliver, pipeline.direct, pipeline.enter
+        # entries reach this worker only when the pipeline calls its handler directly
+        call_event = cast(Callable[[Any], Awaitable[None]], direct)
         rejections = inbox.rejections
+        until_save = CHECKPOINT_EVERY
         while True:
-            source = catch_up.source
-            # Not `while source:`. CPython 3.11 specializes a function's
-            # bytecode once it was entered, or jumped back unconditionally, a
-            # few times; `while source:` jumps back conditionally, and a worker
-            # whose handler never suspends is neither entered nor resumed
-            # again: its loop ran unspecialized, every attribute read the slow
-            # way (a tenth of a one-handler publish-to-handled).
+            source = inbox.source
+            # Not `while source:`, which costs CPython 3.11 a quarter of a
+            # one-handler publish-to-handled (16 010 instructions against
+            # 12 6xx). 3.11 specializes a function's bytecode once it was
+            # entered, or jumped back unconditionally, eight times; `while
+            # source:` jumps back conditionally, and a worker whose handler never
+            # suspends is neither entered nor resumed again: its loop ran
+            # unspecialized, every attribute and global read the slow way.
+            # 3.12 and later specialize each instruction as it runs (3.13: the
+            # same count either way).
             while True:
                 if not source:
                     break
@@ -241,20 +263,19 @@ class DeliveryRun:
                 record: Any = source.popleft()
                 if inbox.crowded:
                     inbox.took()
+                self._delivering = record
                 try:
-                    if type(record) is tuple and direct is not None and not rejections:
+                    if type(record) is tuple and not rejections:
                         # the commonest case: an entry's event to the handler, no Record at all
-                        inbox.delivering = record
-                        seq = record[0]
+                        seq = record[SEQ]
                         enter(record)
-                        await direct(record[1])
+                        await call_event(record[EVENT])
                     else:
                         if type(record) is tuple:
                             record = record_of(record)
-                        inbox.delivering = record
                         seq = record.seq
                         if direct is None or rejections:
-                            await deliver(record, rejections.pop(seq, None) if rejections else None)
+                            await deliver(record, inbox.rejection(seq))
                         else:
                             # without the call through deliver()
                             enter(record)
@@ -263,11 +284,12 @@ class DeliveryRun:
                 except BaseException as exc:
                     if not is_failure(exc):
                         raise
-                    await self.pipeline.fail(record_of(record), exc)
-                counters.finished += 1
-                checkpoints.position = seq
-                if counters.finished >= checkpoints.due:
-                    await checkpoints.save_due()
+                    await pipeline.fail(record_of(record), exc)
+                self._position = seq
+                until_save -= 1
+                if not until_save:
+                    until_save = CHECKPOINT_EVERY
+                    await checkpoints.save()
             await self._refill()
             if inbox.closed:
                 return
@@ -275,26 +297,22 @@ class DeliveryRun:
     async def _work_concurrently(self) -> None:
         """One of ``concurrency`` workers; records with equal ``key`` stay in order."""
         inbox = self.inbox
-        catch_up = self.catch_up
         key = self._key
         busy = self._busy_keys
-        in_flight = self.checkpoints.in_flight
-        rejections = inbox.rejections
         deliver = self._deliver_tracked
         while True:
             # while it holds records the source stays this deque: a spill
-            # makes it the page (see CatchUp.fall_behind), and only an empty
+            # makes it the page (see Inbox.fall_behind), and only an empty
             # page turns the subscription live
-            source = catch_up.source
+            source = inbox.source
             while True:  # not `while source:` (see _work)
                 if not source:
                     break
-                # never an entry (see Inbox.takes_entries); annotated, as cast() would be a call
-                record: Record = source.popleft()  # type: ignore[assignment]
+                record = record_of(source.popleft())  # never an entry (see Inbox.takes_entries)
                 if inbox.crowded:
                     inbox.took()
-                in_flight.append(record.seq)
-                rejection = rejections.pop(record.seq, None) if rejections else None
+                self._in_flight.append(record.seq)
+                rejection = inbox.rejection(record.seq)
                 if key is None or rejection is not None:
                     await deliver(record, rejection)
                     continue
@@ -325,10 +343,25 @@ class DeliveryRun:
             if not is_failure(exc):
                 raise
             await self.pipeline.fail(record, exc)
-        self.counters.finished += 1
-        self.checkpoints.finished(record.seq)
-        if self.counters.finished >= self.checkpoints.due:
-            await self.checkpoints.save_due()
+        self._finished(record.seq)
+        self._until_save -= 1
+        if not self._until_save:
+            self._until_save = CHECKPOINT_EVERY
+            await self.checkpoints.save()
+
+    def _finished(self, seq: int) -> None:
+        """A concurrent delivery finished: move the position past every seq finished in order."""
+        in_flight = self._in_flight
+        if in_flight[0] != seq:
+            self._finished_early.add(seq)
+            return
+        in_flight.popleft()
+        position = seq
+        early = self._finished_early
+        while in_flight and in_flight[0] in early:
+            position = in_flight.popleft()
+            early.discard(position)
+        self._position = position
 
     def _refill(self) -> Awaitable[None]:
         """Find more work: one step of reading the store when behind, or sleep

@@ -38,9 +38,19 @@ from typing import Protocol
 
 from ..handler import Handle
 from ..record import Record
-from ..stats import Counters
 
-__all__ = ["Commit", "DeliveryContext", "Handle", "Middleware", "PublishMiddleware", "chain"]
+__all__ = ["Commit", "DeliveryContext", "DeliveryCounters", "Handle", "Middleware", "PublishMiddleware", "chain"]
+
+
+class DeliveryCounters(Protocol):
+    """The counts of a subscription that its delivery steps add to (the
+    subscription's inbox keeps them; ``bus.stats()`` reports them)."""
+
+    def retried(self) -> None:
+        """A failed attempt is made again."""
+
+    def dead_lettered(self) -> None:
+        """A delivery ended as a dead letter."""
 
 
 class DeliveryContext(Protocol):
@@ -52,8 +62,8 @@ class DeliveryContext(Protocol):
         ...
 
     @property
-    def counters(self) -> Counters:
-        """The subscription's live counters (``retried``, ...), which middleware may add to."""
+    def counters(self) -> DeliveryCounters:
+        """The subscription's counts, which a step may add to (``counters.retried()``)."""
         ...
 
 

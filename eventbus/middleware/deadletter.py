@@ -23,11 +23,12 @@ __all__ = ["attempts_of", "bury", "fail"]
 
 
 async def fail(context: DeliveryContext, store: Store, record: Record, exc: BaseException) -> None:
-    """End a delivery as a dead letter: count it and store the letter."""
+    """End a delivery as a dead letter: store the letter and count it (once
+    stored or given up on, so that the delivery is pending until then)."""
     if (observe := failure_observer.get()) is not None:
         observe(exc)
-    context.counters.dead_lettered += 1
     await bury(store, context.name, record, exc, attempts_of(record))
+    context.counters.dead_lettered()
 
 
 async def bury(

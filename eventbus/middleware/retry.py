@@ -48,7 +48,7 @@ def retry(policy: Retry) -> Middleware:
                     if attempt >= policy.attempts:
                         raise
                     delay = policy.delay(attempt)
-                    counters.retried += 1
+                    counters.retried()
                     logger.warning(
                         "handler failed, retrying",
                         subscription=context.name,
