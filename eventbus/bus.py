@@ -39,9 +39,9 @@ from .delivery.pipeline import Pipeline
 from .delivery.workers import DeliveryRun
 from .event import Event, registry
 from .exceptions import BackpressureError, BusClosed, CausationLoopError, DuplicateSubscription
+from .failures import fatal_error
 from .handler import event_types, handler_name
 from .middleware.base import Commit, Middleware, PublishMiddleware
-from .middleware.failures import fatal_error
 from .plugin_loading import BusPlugin, load_plugin
 from .record import NO_HEADERS, Record
 from .redrive import DeadLetters

@@ -16,7 +16,7 @@ import eventbus
 PACKAGE = Path(eventbus.__file__).parent
 
 LAYERS: list[list[str]] = [
-    ["exceptions", "_ids", "_log", "_testmode", "_weak", "policies", "asyncio_runner"],
+    ["exceptions", "failures", "_ids", "_log", "_testmode", "_weak", "policies", "asyncio_runner"],
     ["event"],
     ["record"],
     ["_entry"],
@@ -27,7 +27,6 @@ LAYERS: list[list[str]] = [
     ["store.url"],
     ["store"],
     ["middleware.base"],
-    ["middleware.failures"],
     ["middleware.deadletter", "middleware.retry", "middleware.timeout"],
     ["middleware"],
     ["delivery.options", "delivery.recovery"],

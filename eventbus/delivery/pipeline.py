@@ -24,10 +24,10 @@ from typing import Any
 
 from .._context import current_record
 from ..deadletter import DeadLetter
+from ..failures import is_failure
 from ..handler import Handle, is_plain_async
 from ..middleware.base import Middleware, chain
 from ..middleware.deadletter import attempts_of, bury, fail
-from ..middleware.failures import is_failure
 from ..middleware.retry import retry
 from ..middleware.timeout import timeout
 from ..record import Record

@@ -20,9 +20,9 @@ import anyio
 import anyio.abc
 
 from .._entry import record_of
+from ..failures import fatal_error, is_failure
 from ..handler import Handle
 from ..middleware.base import Middleware
-from ..middleware.failures import fatal_error, is_failure
 from ..record import Record
 from ..stats import Counters, SubscriptionStats
 from ..store.base import Store
