@@ -32,6 +32,7 @@ from ._ids import first_id
 from ._log import logger
 from ._weak import weak_method
 from .commit import GroupCommit
+from .deadletters import DeadLetters
 from .delivery.inbox import Inbox, offer
 from .delivery.lease import DEFAULT_LEASE_TTL, LeaseTerms, new_holder
 from .delivery.options import SubscribeOptions, SubscriptionOptions
@@ -44,7 +45,6 @@ from .handler import event_types, handler_name
 from .middleware.base import Commit, Middleware, PublishMiddleware
 from .plugin_loading import BusPlugin, load_plugin
 from .record import NO_HEADERS, Record
-from .redrive import DeadLetters
 from .replay import Replay
 from .routing import Route, Router
 from .stats import BusStats
