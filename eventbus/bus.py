@@ -43,7 +43,7 @@ from .exceptions import BackpressureError, BusClosed, CausationLoopError, Duplic
 from .failures import fatal_error
 from .handler import event_types, handler_name
 from .middleware.base import Commit, Middleware, PublishMiddleware
-from .plugin_loading import BusPlugin, load_plugin
+from .plugins import Plugin, load_plugin
 from .record import NO_HEADERS, Record
 from .replay import Replay
 from .routing import Route, Router
@@ -169,7 +169,7 @@ class EventBus:
         self,
         store: Store | str | None = None,
         *,
-        plugins: Iterable[BusPlugin | str] = (),
+        plugins: Iterable[Plugin | str] = (),
         middleware: Sequence[Middleware] = (),
         publish_middleware: Sequence[PublishMiddleware] = (),
         publish_timeout: float | None = None,
@@ -187,7 +187,7 @@ class EventBus:
             raise ValueError(f"lease_ttl must be a positive number of seconds, got {lease_ttl!r}")
         self.store: Store = open_store(store)
         """The store; it may be replaced while the bus is stopped (each run opens the current one)."""
-        self.plugins: tuple[BusPlugin, ...] = tuple(load_plugin(plugin) for plugin in plugins)
+        self.plugins: tuple[Plugin, ...] = tuple(load_plugin(plugin) for plugin in plugins)
         self.middleware: tuple[Middleware, ...] = (
             *middleware,
             *(mw for plugin in self.plugins for mw in plugin.middleware),
@@ -367,7 +367,7 @@ class EventBus:
             await self._stop_requested.wait()
             plugins.cancel_scope.cancel()
 
-    async def _run_plugin(self, plugin: BusPlugin) -> None:
+    async def _run_plugin(self, plugin: Plugin) -> None:
         try:
             await plugin.run(self)
         except Exception as exc:
@@ -399,7 +399,7 @@ class EventBus:
         runs = (sub.run for sub in self._subscriptions.values() if sub.run is not None)
         return min((seq for seq in (run.needed_from() for run in runs) if seq is not None), default=None)
 
-    async def _stop_plugin(self, plugin: BusPlugin) -> None:
+    async def _stop_plugin(self, plugin: Plugin) -> None:
         with anyio.CancelScope(shield=True):
             try:
                 await plugin.stop(self)
