@@ -7,7 +7,7 @@ subscribers are governed by an explicit backpressure policy.
 """
 
 from .bus import BusState, EventBus
-from .deadletter import DeadLetter
+from .deadletters import DeadLetter, DeadLetters
 from .delivery.options import SubscribeOptions, SubscriptionOptions
 from .event import Event, EventRegistry
 from .exceptions import (
@@ -29,7 +29,6 @@ from .middleware import DeliveryContext, DeliveryCounters, Handle, Middleware, P
 from .plugins import Plugin
 from .policies import Backpressure, Retry
 from .record import Record
-from .redrive import DeadLetters
 from .replay import Replay
 from .stats import BusStats, SubscriptionStats
 from .store import CompactResult, MemoryStore, Retention, Store, StoreFeatures

@@ -32,18 +32,18 @@ import anyio.abc
 from ._context import current_record
 from ._log import logger
 from ._weak import weak_method
+from .deadletters import DeadLetters
 from .delivery.lease import DEFAULT_LEASE_TTL, LeaseTerms, new_holder
 from .delivery.options import SubscribeOptions, SubscriptionOptions
 from .delivery.pipeline import Pipeline
 from .delivery.workers import DeliveryRun
 from .event import Event, registry
 from .exceptions import BusClosed, DuplicateSubscription
+from .failures import fatal_error
 from .handler import event_types, handler_name
 from .middleware.base import Middleware, PublishMiddleware
-from .middleware.failures import fatal_error
-from .plugin_loading import BusPlugin, load_plugin
+from .plugins import Plugin, load_plugin
 from .publishing import DEFAULT_MAX_CAUSATION_DEPTH, INGEST_WINDOW, ORIGIN_HEADER, Publisher
-from .redrive import DeadLetters
 from .replay import Replay
 from .routing import Router
 from .stats import BusStats
@@ -117,7 +117,7 @@ class EventBus(Publisher):
         self,
         store: Store | str | None = None,
         *,
-        plugins: Iterable[BusPlugin | str] = (),
+        plugins: Iterable[Plugin | str] = (),
         middleware: Sequence[Middleware] = (),
         publish_middleware: Sequence[PublishMiddleware] = (),
         publish_timeout: float | None = None,
@@ -135,7 +135,7 @@ class EventBus(Publisher):
             raise ValueError(f"lease_ttl must be a positive number of seconds, got {lease_ttl!r}")
         self.store: Store = open_store(store)
         """The store; it may be replaced while the bus is stopped (each run opens the current one)."""
-        self.plugins: tuple[BusPlugin, ...] = tuple(load_plugin(plugin) for plugin in plugins)
+        self.plugins: tuple[Plugin, ...] = tuple(load_plugin(plugin) for plugin in plugins)
         self.middleware: tuple[Middleware, ...] = (
             *middleware,
             *(mw for plugin in self.plugins for mw in plugin.middleware),
@@ -304,7 +304,7 @@ class EventBus(Publisher):
             await self._stop_requested.wait()
             plugins.cancel_scope.cancel()
 
-    async def _run_plugin(self, plugin: BusPlugin) -> None:
+    async def _run_plugin(self, plugin: Plugin) -> None:
         try:
             await plugin.run(self)
         except Exception as exc:
@@ -333,7 +333,7 @@ class EventBus(Publisher):
         runs = (sub.run for sub in self._subscriptions.values() if sub.run is not None)
         return min((seq for seq in (run.needed_from() for run in runs) if seq is not None), default=None)
 
-    async def _stop_plugin(self, plugin: BusPlugin) -> None:
+    async def _stop_plugin(self, plugin: Plugin) -> None:
         with anyio.CancelScope(shield=True):
             try:
                 await plugin.stop(self)

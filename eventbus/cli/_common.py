@@ -13,7 +13,7 @@ import anyio
 import click
 from rich.console import Console
 
-from ..deadletter import DeadLetter
+from ..deadletters import DeadLetter
 from ..exceptions import EventDecodeError
 from ..record import Record
 from ..store.base import Store

@@ -10,7 +10,7 @@ from uuid import UUID
 import click
 from rich.table import Table
 
-from ..deadletter import DeadLetter
+from ..deadletters import DeadLetter
 from ..store.url import redact_url
 from ._common import (
     CommandError,

@@ -18,7 +18,7 @@ from .checkpoints import CHECKPOINT_EVERY, CHECKPOINT_IDLE, Checkpoints
 from .inbox import Inbox
 from .lease import DEFAULT_LEASE_TTL, Lease, LeaseState, LeaseTerms
 from .options import DEFAULT_MAX_PENDING, SubscribeOptions, SubscriptionOptions, compile_where
-from .pipeline import Pipeline, Redelivery, SubscriptionContext
+from .pipeline import Pipeline, SubscriptionContext
 from .workers import DeliveryRun
 
 __all__ = [
@@ -35,7 +35,6 @@ __all__ = [
     "LeaseState",
     "LeaseTerms",
     "Pipeline",
-    "Redelivery",
     "SubscribeOptions",
     "SubscriptionContext",
     "SubscriptionOptions",

@@ -9,32 +9,33 @@ and it is the only code that sets `current_record` (what publishing from
 inside a handler reads for causation). A record whose ``where=`` or ``key=``
 raised goes straight to dead letters, without retries. The dead-letter step
 is the workers' ``except`` around the delivery they await (it ends a failure
-with `Pipeline.fail`), so it costs no coroutine; and an async ``(event)``
-handler with nothing around it is called directly: `Pipeline.deliver` hands
-back the handler's own coroutine, so the common case costs one coroutine
-frame.
+with `Pipeline.fail`, which stores the letter with `eventbus.deadletters.bury`
+and counts it), so it costs no coroutine; and an async
+``(event)`` handler with nothing around it is called directly:
+`Pipeline.deliver` hands back the handler's own coroutine, so the common case
+costs one coroutine frame. A redrive (`eventbus.deadletters.DeadLetters`)
+delivers through `Pipeline.redeliver`, below the dead-letter step, and ends
+a failure itself.
 """
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .._context import current_record
-from ..deadletter import DeadLetter
+from .._testmode import failure_observer
+from ..deadletters import bury
 from ..handler import Handle, is_plain_async
 from ..middleware.base import DeliveryCounters, Middleware, chain
-from ..middleware.deadletter import attempts_of, bury, fail
-from ..middleware.failures import is_failure
 from ..middleware.retry import retry
 from ..middleware.timeout import timeout
 from ..record import Record
 from ..store.base import Store
 from .options import SubscriptionOptions
 
-__all__ = ["Pipeline", "Redelivery", "SubscriptionContext", "direct_handler"]
+__all__ = ["Pipeline", "SubscriptionContext", "direct_handler"]
 
 
 @dataclass(frozen=True)
@@ -52,17 +53,6 @@ def direct_handler(
     or middleware): the pipeline then calls it directly, else None."""
     plain = not (options.timeout or options.retry or middleware or options.middleware)
     return handler if plain and is_plain_async(handler) else None
-
-
-class Redelivery(enum.Enum):
-    """How a redriven dead letter ended."""
-
-    DELIVERED = "delivered"
-    """The handler succeeded: the old letter can go."""
-    REPLACED = "replaced"
-    """It failed again and a new letter (counting every attempt) is stored: the old one can go."""
-    KEPT = "kept"
-    """It failed again and the new letter could not be stored: the old one stays."""
 
 
 class Pipeline:
@@ -111,7 +101,7 @@ class Pipeline:
         """
         self.enter(record)
         if rejection is not None:
-            return fail(self._context, self._store, record, rejection)
+            return self.fail(record, rejection)
         direct = self.direct
         if direct is None:
             return self._inner(record)
@@ -119,22 +109,19 @@ class Pipeline:
         return direct(record.event if event is None else event)
 
     async def fail(self, record: Record, exc: BaseException) -> None:
-        """End the delivery of ``record`` as a dead letter."""
-        await fail(self._context, self._store, record, exc)
+        """End the delivery of ``record`` as a dead letter: store the letter and
+        count it (once stored or given up on: the delivery is pending until then)."""
+        if (observe := failure_observer.get()) is not None:
+            observe(exc)
+        await bury(self._store, self._context.name, record, exc)
+        self._context.counters.dead_lettered()
 
-    async def redeliver(self, letter: DeadLetter) -> Redelivery:
-        """Deliver a dead letter's record again, below the dead-letter step, as
-        the current record only for the call (the caller's later publishes
-        carry no causation from it)."""
-        token = current_record.set(letter.record)
+    async def redeliver(self, record: Record) -> None:
+        """Deliver ``record`` again, below the dead-letter step, as the current
+        record only for the call (the caller's later publishes carry no
+        causation from it); what the delivery raises is the redrive's to end."""
+        token = current_record.set(record)
         try:
-            await self._inner(letter.record)
-        except BaseException as exc:
-            if not is_failure(exc):
-                raise
-            attempts = attempts_of(letter.record)
-            stored = await bury(self._store, self._context.name, letter.record, exc, attempts, earlier=letter)
-            return Redelivery.REPLACED if stored else Redelivery.KEPT
+            await self._inner(record)
         finally:
             current_record.reset(token)
-        return Redelivery.DELIVERED

@@ -21,9 +21,9 @@ import anyio.abc
 
 from .._entry import EVENT, SEQ, record_of, seq_of
 from .._weak import weak_method
+from ..failures import fatal_error, is_failure
 from ..handler import Handle
 from ..middleware.base import Middleware
-from ..middleware.failures import fatal_error, is_failure
 from ..record import Record
 from ..stats import SubscriptionStats
 from ..store.base import Store

@@ -8,11 +8,11 @@ from .._context import Attempts, current_attempts
 from .._log import logger
 from .._testmode import retry_sleep
 from ..exceptions import EventDecodeError
+from ..failures import is_failure
 from ..handler import Handle
 from ..policies import Retry
 from ..record import Record
 from .base import DeliveryContext, Middleware
-from .failures import is_failure
 
 __all__ = ["retry"]
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from uuid import UUID
 
 if TYPE_CHECKING:
-    from ..deadletter import DeadLetter
+    from ..deadletters._letter import DeadLetter
     from ..record import Record
     from .retention import CompactResult, HistoryNeed
 

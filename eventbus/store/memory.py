@@ -25,7 +25,7 @@ from .retention import (
 )
 
 if TYPE_CHECKING:
-    from ..deadletter import DeadLetter
+    from ..deadletters._letter import DeadLetter
 
 __all__ = ["MemoryStore"]
 

@@ -6,7 +6,7 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import timedelta
 from uuid import UUID
 
-from ..deadletter import DeadLetter
+from ..deadletters import DeadLetter
 from ..record import Record
 from ..store import DEFAULT_PAGE_SIZE, CompactResult, HistoryNeed, Store, StoreFeatures
 

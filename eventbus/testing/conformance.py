@@ -76,7 +76,7 @@ import anyio.lowlevel
 import pytest
 from pydantic import Field
 
-from ..deadletter import DeadLetter
+from ..deadletters import DeadLetter
 from ..event import Event
 from ..exceptions import EventDecodeError, HistoryTruncated, StoreError, UnknownEventType
 from ..record import NO_HEADERS, Record

@@ -11,7 +11,7 @@ import anyio.lowlevel
 
 from .._testmode import failure_observer, retry_sleep
 from ..bus import EventBus
-from ..deadletter import DeadLetter
+from ..deadletters import DeadLetter
 from ..event import Event
 from ..record import Record
 from ..store import MemoryStore, Store, open_store

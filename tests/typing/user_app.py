@@ -19,7 +19,7 @@ import anyio
 from eventbus_postgres import PostgresOptions, PostgresStore
 from eventbus_sqlite import SqliteOptions, SqliteStats, SqliteStore
 
-from eventbus import BusStats, Event, EventBus, Record, Replay, Retry, Store, Subscription, SubscriptionStats
+from eventbus import BusStats, Event, EventBus, Plugin, Record, Replay, Retry, Store, Subscription, SubscriptionStats
 from eventbus.otel import OpenTelemetry
 
 
@@ -34,7 +34,21 @@ class PaymentCaptured(Event, name="user_app.payment.captured"):
 
 sqlite = SqliteStore("orders.db", SqliteOptions(synchronous="normal"))
 postgres: Store = PostgresStore("postgresql://app@127.0.0.1:5432/orders", schema=PostgresOptions().schema)
-bus = EventBus(store=sqlite, plugins=[OpenTelemetry()])
+
+
+class Heartbeat(Plugin):
+    """A plugin's hooks take the bus as the `EventBus` it is."""
+
+    name = "heartbeat"
+
+    async def start(self, bus: EventBus) -> None:
+        assert_type(bus.head, int)
+
+    async def run(self, bus: EventBus, /) -> None:
+        await bus.publish(PaymentCaptured(order_id="heartbeat"))
+
+
+bus = EventBus(store=sqlite, plugins=[OpenTelemetry(), Heartbeat()])
 totals: dict[str, float] = {}
 
 

@@ -26,7 +26,7 @@ from nats.aio.msg import Msg
 
 from eventbus import BusClosed, CausationLoopError, EventBus, EventDecodeError
 from eventbus.asyncio_runner import Runner
-from eventbus.middleware.deadletter import bury
+from eventbus.deadletters import bury
 from eventbus.plugins import logger
 
 from ._errors import BadMessage, PayloadTooLarge
@@ -150,4 +150,4 @@ class Receiver:
 
     async def _bury(self, message: Msg, exc: Exception) -> bool:
         record = letter_record(message.subject, message.headers or {}, message.data)
-        return await bury(self._bus.store, self.letters, record, exc, None)
+        return await bury(self._bus.store, self.letters, record, exc)

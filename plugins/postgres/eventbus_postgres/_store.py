@@ -15,7 +15,7 @@ import anyio
 import asyncpg
 
 from eventbus.asyncio_runner import Runner, start_runner
-from eventbus.deadletter import DeadLetter
+from eventbus.deadletters import DeadLetter
 from eventbus.exceptions import StoreError
 from eventbus.plugins import logger
 from eventbus.record import Record

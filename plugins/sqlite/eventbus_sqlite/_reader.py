@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Collection, Sequence
 
-from eventbus.deadletter import DeadLetter
+from eventbus.deadletters import DeadLetter
 from eventbus.record import Record
 from eventbus.store.codec import MAX_SEQ, letters_from_rows, records_from_rows
 

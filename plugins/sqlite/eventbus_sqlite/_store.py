@@ -17,7 +17,7 @@ from uuid import UUID
 import anyio
 from anyio import to_thread
 
-from eventbus.deadletter import DeadLetter
+from eventbus.deadletters import DeadLetter
 from eventbus.exceptions import StoreError
 from eventbus.plugins import logger
 from eventbus.record import Record

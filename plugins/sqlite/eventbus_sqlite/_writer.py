@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from uuid import UUID
 
-from eventbus.deadletter import DeadLetter
+from eventbus.deadletters import DeadLetter
 from eventbus.exceptions import StoreError
 from eventbus.record import Record
 from eventbus.store.codec import letter_values, record_values

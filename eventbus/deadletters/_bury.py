@@ -1,8 +1,4 @@
-"""Dead-lettering: the outermost step, where every failed delivery ends.
-
-The step is not a wrapping coroutine: the workers' ``except`` around the
-delivery they await calls `fail` (see `eventbus.delivery.pipeline`), which
-costs nothing while nothing fails."""
+"""`bury`: storing a dead letter, the one way a letter is made."""
 
 from __future__ import annotations
 
@@ -13,22 +9,11 @@ from datetime import UTC, datetime
 
 from .._context import Attempts, current_attempts
 from .._log import logger
-from .._testmode import failure_observer
-from ..deadletter import DeadLetter
 from ..record import Record
 from ..store.base import Store
-from .base import DeliveryContext
+from ._letter import DeadLetter
 
-__all__ = ["attempts_of", "bury", "fail"]
-
-
-async def fail(context: DeliveryContext, store: Store, record: Record, exc: BaseException) -> None:
-    """End a delivery as a dead letter: store the letter and count it (once
-    stored or given up on, so that the delivery is pending until then)."""
-    if (observe := failure_observer.get()) is not None:
-        observe(exc)
-    await bury(store, context.name, record, exc, attempts_of(record))
-    context.counters.dead_lettered()
+__all__ = ["bury"]
 
 
 async def bury(
@@ -36,20 +21,25 @@ async def bury(
     subscription: str,
     record: Record,
     exc: BaseException,
-    attempts: Attempts | None,
     *,
     earlier: DeadLetter | None = None,
 ) -> bool:
     """Store a dead letter of ``subscription`` for ``record`` failing with ``exc``.
 
-    The attempts and the time of the first failure come from ``attempts``
-    (None: one attempt, failing now);
-    ``earlier`` is the letter a failed redrive replaces: its attempts and first
-    failure carry over. A store that cannot take the letter is logged with
-    everything in it, so the failure is never silent. Returns whether the
-    letter was stored.
+    The attempts and the time of the first failure are those the retry step
+    noted for this delivery of ``record`` in the current context (read once);
+    without them, the letter counts one attempt, failing now. ``earlier`` is
+    the letter a failed redrive replaces: its attempts and first failure
+    carry over. The letter is logged at error level; a store that cannot take
+    it is logged at critical level with everything in it, so the failure is
+    never silent. Counting the letter in a subscription's statistics is the
+    caller's (the delivery pipeline's). Returns whether the letter was stored.
+
+    Plugins call it for what they cannot deliver, under a subscription name
+    of their own: ``await bury(bus.store, "my-bridge:inbound", record, exc)``.
     """
     now = time.time_ns()
+    attempts = _attempts_of(record)
     count = (attempts.count if attempts is not None else 1) + (earlier.attempts if earlier else 0)
     first = attempts.first_failed_at if attempts is not None else now
     letter = DeadLetter(
@@ -80,7 +70,7 @@ async def bury(
     return True
 
 
-def attempts_of(record: Record) -> Attempts | None:
+def _attempts_of(record: Record) -> Attempts | None:
     """The attempts the retry step noted for the delivery of ``record``, if any (once)."""
     attempts = current_attempts.get()
     if attempts is None:

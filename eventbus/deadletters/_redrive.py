@@ -1,23 +1,47 @@
 """`DeadLetters` (``bus.dead_letters``): list, redrive and purge stored dead letters.
 
 A redrive delivers each letter again to its own subscription only, through
-that subscription's pipeline below the dead-letter step. Each letter is
-*claimed* before it is delivered, so redrives running at the same time
-deliver it once; the old letter is deleted only after the delivery succeeded
-or its replacement (counting every attempt) is stored.
+that subscription's pipeline below the dead-letter step (a `Redeliverer`),
+and ends a failure itself, with `bury`. Each letter is *claimed* before it
+is delivered, so redrives running at the same time deliver it once; the old
+letter is deleted only after the delivery succeeded or its replacement
+(counting every attempt) is stored.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Collection, Sequence
+from typing import Protocol
 from uuid import UUID
 
-from ._log import logger
-from .deadletter import DeadLetter
-from .delivery.pipeline import Pipeline, Redelivery
-from .store.base import Store, check_letter_ids
+from .._log import logger
+from ..failures import is_failure
+from ..record import Record
+from ..store.base import Store, check_letter_ids
+from ._bury import bury
+from ._letter import DeadLetter
 
-__all__ = ["DeadLetters"]
+__all__ = ["DeadLetters", "Redeliverer"]
+
+
+class Redeliverer(Protocol):
+    """What a redrive needs of a subscription's delivery pipeline."""
+
+    async def redeliver(self, record: Record) -> None:
+        """Deliver ``record`` again below the dead-letter step, raising what the delivery raises."""
+        ...
+
+
+class _Outcome(enum.Enum):
+    """How a redriven letter ended."""
+
+    DELIVERED = "delivered"
+    """The handler succeeded: the old letter can go."""
+    REPLACED = "replaced"
+    """It failed again and a new letter (counting every attempt) is stored: the old one can go."""
+    KEPT = "kept"
+    """It failed again and the new letter could not be stored: the old one stays."""
 
 
 class DeadLetters:
@@ -28,7 +52,7 @@ class DeadLetters:
         pipeline: the pipeline of the running subscription with that name, or None.
     """
 
-    def __init__(self, store: Callable[[], Store], pipeline: Callable[[str], Pipeline | None]) -> None:
+    def __init__(self, store: Callable[[], Store], pipeline: Callable[[str], Redeliverer | None]) -> None:
         self._store = store
         self._pipeline = pipeline
         self._claimed: set[UUID] = set()
@@ -67,13 +91,13 @@ class DeadLetters:
                     continue
                 self._claimed.add(letter.id)
                 try:
-                    outcome = await pipeline.redeliver(letter)
-                    if outcome is not Redelivery.KEPT:
+                    outcome = await _redeliver(store, pipeline, letter)
+                    if outcome is not _Outcome.KEPT:
                         await store.delete_dead_letters([letter.id])
                         self._settled.add(letter.id)
                 finally:
                     self._claimed.discard(letter.id)
-                succeeded += outcome is Redelivery.DELIVERED
+                succeeded += outcome is _Outcome.DELIVERED
             return succeeded
         finally:
             self._redrives -= 1
@@ -86,3 +110,15 @@ class DeadLetters:
         if ids is None:
             return await store.delete_dead_letters([letter.id for letter in await store.dead_letters()])
         return await store.delete_dead_letters(check_letter_ids(ids))
+
+
+async def _redeliver(store: Store, pipeline: Redeliverer, letter: DeadLetter) -> _Outcome:
+    """Deliver ``letter`` again; a failure is buried as a letter that replaces it."""
+    try:
+        await pipeline.redeliver(letter.record)
+    except BaseException as exc:
+        if not is_failure(exc):
+            raise
+        stored = await bury(store, letter.subscription, letter.record, exc, earlier=letter)
+        return _Outcome.REPLACED if stored else _Outcome.KEPT
+    return _Outcome.DELIVERED

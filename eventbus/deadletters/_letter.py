@@ -1,9 +1,7 @@
 """`DeadLetter`: a delivery that failed for good, as the store keeps it.
 
-A delivery that still fails after its last retry, times out on its last
-attempt, or whose event cannot even be decoded becomes a `DeadLetter` of its
-subscription instead of vanishing. `eventbus.redrive.DeadLetters`
-(``bus.dead_letters``) lists, redrives and purges them.
+The store contract names it, so it depends on nothing above `Record`; the
+rest of `eventbus.deadletters` sits above the store.
 """
 
 from __future__ import annotations
@@ -12,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
-from .record import Record
+from ..record import Record
 
 __all__ = ["DeadLetter"]
 
