@@ -36,6 +36,10 @@ class Attempts:
         self.count = 1
         self.first_failed_at = first_failed_at
 
+    def failed(self, attempt: int) -> None:
+        """Attempt number ``attempt`` failed (the count of calls made so far)."""
+        self.count = attempt
+
 
 current_record: ContextVar[Item | None] = ContextVar("eventbus_current_record", default=None)
 current_attempts: ContextVar[Attempts | None] = ContextVar("eventbus_current_attempts", default=None)

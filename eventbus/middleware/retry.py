@@ -44,7 +44,7 @@ def retry(policy: Retry) -> Middleware:
                     if attempts is None:
                         attempts = Attempts(record, time.time_ns())
                         current_attempts.set(attempts)
-                    attempts.count = attempt
+                    attempts.failed(attempt)
                     if attempt >= policy.attempts:
                         raise
                     delay = policy.delay(attempt)
