@@ -1,10 +1,9 @@
 """`EventBus`: the bus's lifecycle and its public face.
 
-An `EventBus` is a `~eventbus.publishing.Publisher`, which holds everything
-about getting an event into the store and to its subscriptions (``publish``,
-``publish_many``, ``ingest``); delivery lives in `eventbus.delivery`, routing
-in `eventbus.routing`. This module adds the lifecycle, subscribing, replay and
-stats.
+An `EventBus` is a `~eventbus.publishing.Publisher` (``publish``,
+``publish_many``, ``ingest``); this module adds the lifecycle, subscribing,
+replay and stats. Delivery lives in `eventbus.delivery`, routing and the
+subscriptions' index in `eventbus.routing`.
 
 The lifecycle is structured: ``async with bus`` enters a task group (last)
 and starts one *run* task in it, which opens the store, starts the plugins
@@ -31,25 +30,26 @@ import anyio.abc
 
 from ._context import current_record
 from ._log import logger
+from ._stop import StopRequest
 from ._weak import weak_method
 from .deadletters import DeadLetters
 from .delivery.lease import DEFAULT_LEASE_TTL, LeaseTerms, new_holder
-from .delivery.options import SubscribeOptions, SubscriptionOptions
+from .delivery.options import SubscribeOptions
 from .delivery.pipeline import Pipeline
 from .delivery.workers import DeliveryRun
-from .event import Event, registry
-from .exceptions import BusClosed, DuplicateSubscription
+from .event import Event
+from .exceptions import BusClosed
 from .failures import fatal_error
-from .handler import event_types, handler_name
+from .handler import is_type_spec
 from .middleware.base import Middleware, PublishMiddleware
-from .plugins import Plugin, load_plugin
+from .plugins import Plugin, load_plugin, run_plugins, start_plugins
 from .publishing import DEFAULT_MAX_CAUSATION_DEPTH, INGEST_WINDOW, ORIGIN_HEADER, Publisher
-from .replay import Replay
+from .replay import Replay, type_names
 from .routing import Router
 from .stats import BusStats
 from .store.base import Store
 from .store.url import open_store
-from .subscription import Subscription
+from .subscription import Subscription, new_subscription
 
 __all__ = [
     "BusState",
@@ -125,21 +125,14 @@ class EventBus(Publisher):
         shutdown_timeout: float | None = DEFAULT_SHUTDOWN_TIMEOUT,
         lease_ttl: float = DEFAULT_LEASE_TTL,
     ) -> None:
-        if publish_timeout is not None and not publish_timeout > 0:
-            raise ValueError(f"publish_timeout must be a positive number of seconds, got {publish_timeout!r}")
         if shutdown_timeout is not None and not shutdown_timeout >= 0:
             raise ValueError(f"shutdown_timeout must be >= 0 seconds, got {shutdown_timeout!r}")
-        if isinstance(max_causation_depth, bool) or not isinstance(max_causation_depth, int) or max_causation_depth < 1:
-            raise ValueError(f"max_causation_depth must be an int >= 1, got {max_causation_depth!r}")
         if isinstance(lease_ttl, bool) or not isinstance(lease_ttl, (int, float)) or not 0 < lease_ttl < math.inf:
             raise ValueError(f"lease_ttl must be a positive number of seconds, got {lease_ttl!r}")
         self.store: Store = open_store(store)
         """The store; it may be replaced while the bus is stopped (each run opens the current one)."""
         self.plugins: tuple[Plugin, ...] = tuple(load_plugin(plugin) for plugin in plugins)
-        self.middleware: tuple[Middleware, ...] = (
-            *middleware,
-            *(mw for plugin in self.plugins for mw in plugin.middleware),
-        )
+        self.middleware: tuple[Middleware, ...] = (*middleware, *(mw for p in self.plugins for mw in p.middleware))
         self.shutdown_timeout = shutdown_timeout
         self.lease_ttl = lease_ttl
         self._router = Router()
@@ -152,23 +145,19 @@ class EventBus(Publisher):
         # The parts' callbacks into the bus, made once: weak, so that no part
         # holds the bus in a reference cycle (see eventbus._weak).
         self._stop_now = weak_method(self._stop_at_once)
-        self._unsubscribe_now = weak_method(self._unsubscribe, _freed_bus_unsubscribe)
+        self._unsubscribe_now = weak_method(self._router.remove, _freed_bus_unsubscribe)
         self._head_now = weak_method(self.head_now)
         self._lease_holder = new_holder()
         self.dead_letters = DeadLetters(weak_method(self._current_store), weak_method(self._pipeline_of))
-        self._subscriptions: dict[str, Subscription] = {}
         self._state = BusState.STOPPED
         self._owner: AsyncExitStack | None = None
         self._runs: anyio.abc.TaskGroup | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
-        self._stop_requested = anyio.Event()
-        self._drain_on_stop = True
-        self._stopped = anyio.Event()
-        self._fatal: BaseException | None = None
+        self._stop = StopRequest()
 
     def __repr__(self) -> str:
         return (
-            f"<EventBus {self._state.value} store={type(self.store).__name__} subscriptions={len(self._subscriptions)}>"
+            f"<EventBus {self._state.value} store={type(self.store).__name__} subscriptions={len(self.subscriptions)}>"
         )
 
     # -- lifecycle -------------------------------------------------------------------
@@ -195,10 +184,7 @@ class EventBus(Publisher):
         if self._state is not BusState.STOPPED or self._owner is not None:
             raise RuntimeError(f"this bus is already {self._state.value}; a bus runs once at a time")
         self._enter(BusState.STARTING)
-        self._stop_requested = anyio.Event()
-        self._stopped = anyio.Event()
-        self._drain_on_stop = True
-        self._fatal = None
+        self._stop = StopRequest()
         owner = AsyncExitStack()
         task_group = await owner.enter_async_context(anyio.create_task_group())
         self._task_group = task_group
@@ -218,7 +204,7 @@ class EventBus(Publisher):
         owner, self._owner = self._owner, None
         assert owner is not None
         graceful = exc is None or isinstance(exc, Exception)
-        self._request_stop(drain=graceful)
+        self._stop.ask(drain=graceful)
         try:
             if graceful:
                 await owner.__aexit__(None, None, None)
@@ -229,16 +215,14 @@ class EventBus(Publisher):
             if fatal is not None:
                 raise fatal from None
             raise
-        if self._fatal is not None:
-            fatal, self._fatal = self._fatal, None
+        fatal = self._stop.take_fatal()
+        if fatal is not None:
             raise fatal
 
     def _stop_at_once(self, fatal: BaseException) -> None:
         """A handler raised `KeyboardInterrupt` or `SystemExit`: stop without
         draining, interrupting the ``async with`` body, which re-raises it."""
-        if self._fatal is None:
-            self._fatal = fatal
-        self._request_stop(drain=False)
+        self._stop.fail(fatal)
         if self._task_group is not None:
             self._task_group.cancel_scope.cancel()
 
@@ -253,16 +237,9 @@ class EventBus(Publisher):
         """
         if self._state is BusState.STOPPED:
             return
-        self._request_stop(drain=True)
+        self._stop.ask(drain=True)
         if current_record.get() is None:
-            await self._stopped.wait()
-
-    def _request_stop(self, *, drain: bool) -> None:
-        if not self._stop_requested.is_set():
-            self._drain_on_stop = drain
-            self._stop_requested.set()
-        elif not drain:
-            self._drain_on_stop = False
+            await self._stop.stopped.wait()
 
     async def _run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         """One run of the bus, from opening the store to closing it."""
@@ -273,42 +250,25 @@ class EventBus(Publisher):
                 resources.push_async_callback(_shielded, store.close)
                 store.hold_history(self._history_needed)
                 self.begin(store, await store.head())
-                for plugin in self.plugins:
-                    await plugin.start(self)
-                    resources.push_async_callback(self._stop_plugin, plugin)
+                await start_plugins(self.plugins, self, resources)
                 async with anyio.create_task_group() as runs:
                     self._runs = runs
                     self._router.clear()
-                    for sub in self._subscriptions.values():
+                    for sub in self.subscriptions.values():
                         await runs.start(self._start_run(sub).run)
                     self._enter(BusState.RUNNING)
                     task_status.started()
-                    await self._run_plugins_until_stop()
-                    if self._drain_on_stop:
+                    await run_plugins(self.plugins, self, self._stop.asked)
+                    if self._stop.drain:
                         await self._drain_before_stop()
                     self._enter(BusState.STOPPING)
-                    for sub in self._subscriptions.values():
+                    for sub in self.subscriptions.values():
                         if sub.run is not None:
                             sub.run.close()
         finally:
             self._runs = None
             self._enter(BusState.STOPPED)
-            self._stopped.set()
-
-    async def _run_plugins_until_stop(self) -> None:
-        """Each plugin's `run` as a task, until a stop is requested: then they
-        are cancelled, before the bus drains."""
-        async with anyio.create_task_group() as plugins:
-            for plugin in self.plugins:
-                plugins.start_soon(self._run_plugin, plugin)
-            await self._stop_requested.wait()
-            plugins.cancel_scope.cancel()
-
-    async def _run_plugin(self, plugin: Plugin) -> None:
-        try:
-            await plugin.run(self)
-        except Exception as exc:
-            logger.error("plugin failed while running; the bus goes on", plugin=plugin.name, error=repr(exc))
+            self._stop.stopped.set()
 
     async def _drain_before_stop(self) -> None:
         self._enter(BusState.DRAINING)
@@ -318,7 +278,7 @@ class EventBus(Publisher):
             logger.warning(
                 "shutdown timeout reached, cancelling unfinished deliveries",
                 timeout=self.shutdown_timeout,
-                pending={name: s.stats().pending for name, s in self._subscriptions.items()},
+                pending={name: s.stats().pending for name, s in self.subscriptions.items()},
             )
 
     def _start_run(self, subscription: Subscription) -> DeliveryRun:
@@ -330,22 +290,15 @@ class EventBus(Publisher):
 
     def _history_needed(self) -> int | None:
         """What the store's compaction must keep: the lowest seq a running subscription may still read."""
-        runs = (sub.run for sub in self._subscriptions.values() if sub.run is not None)
+        runs = (sub.run for sub in self.subscriptions.values() if sub.run is not None)
         return min((seq for seq in (run.needed_from() for run in runs) if seq is not None), default=None)
-
-    async def _stop_plugin(self, plugin: Plugin) -> None:
-        with anyio.CancelScope(shield=True):
-            try:
-                await plugin.stop(self)
-            except Exception as exc:
-                logger.error("plugin failed to stop", plugin=plugin.name, error=repr(exc))
 
     # -- subscribing -----------------------------------------------------------------
 
     @property
     def subscriptions(self) -> Mapping[str, Subscription]:
         """The subscriptions by name (read-only)."""
-        return MappingProxyType(self._subscriptions)
+        return self._router.subscriptions
 
     @overload
     def subscribe(
@@ -396,7 +349,7 @@ class EventBus(Publisher):
         """
         if handler is not None:
             return self._add_subscription(target, handler, name, options)
-        if target is not None and callable(target) and not _is_type_spec(target):
+        if target is not None and callable(target) and not is_type_spec(target):
             self._add_subscription(None, target, name, options)
             return target
 
@@ -409,38 +362,14 @@ class EventBus(Publisher):
     def _add_subscription(
         self, spec: Any, handler: Callable[..., Any], name: str | None, options: SubscribeOptions
     ) -> Subscription:
-        if not callable(handler):
-            raise TypeError(f"handler must be callable, got {handler!r}")
-        classes = event_types(spec, handler)
-        if options.get("durable") and name is None:
-            raise ValueError(
-                f"durable=True needs name=: the checkpoint of {handler_name(handler)!r} is saved under "
-                "that name, which must stay the same across restarts"
-            )
-        sub_name = name if name is not None else handler_name(handler)
-        if sub_name in self._subscriptions:
-            raise DuplicateSubscription(
-                f"a subscription named {sub_name!r} already exists on this bus; pass name= to tell them apart"
-            )
-        subscription = Subscription(
-            classes,
-            handler,
-            SubscriptionOptions(name=sub_name, **options),
-            self._unsubscribe_now,
-        )
-        self._subscriptions[sub_name] = subscription
+        subscription = new_subscription(spec, handler, name, options, self._unsubscribe_now)
+        self._router.add(subscription)
         if self._runs is not None and self._state is not BusState.STOPPING:
             self._runs.start_soon(self._start_run(subscription).run)
-        self._router.add(subscription)
         return subscription
 
-    def _unsubscribe(self, subscription: Subscription) -> None:
-        if self._subscriptions.get(subscription.name) is subscription:
-            del self._subscriptions[subscription.name]
-        self._router.remove(subscription)
-
     def _pipeline_of(self, name: str) -> Pipeline | None:
-        sub = self._subscriptions.get(name)
+        sub = self.subscriptions.get(name)
         if sub is None or sub.run is None or not self.running:
             return None
         return sub.run.pipeline
@@ -463,7 +392,7 @@ class EventBus(Publisher):
                 if self.busy:
                     await self.wait_idle()
                     continue
-                busy = [run for sub in self._subscriptions.values() if (run := sub.run) and not run.is_idle()]
+                busy = [run for sub in self.subscriptions.values() if (run := sub.run) and not run.is_idle()]
                 if not busy:
                     return
                 for run in busy:
@@ -493,21 +422,7 @@ class EventBus(Publisher):
         """
         if not self.running:
             raise BusClosed(f"cannot replay: the bus is {self._state.value}")
-        names: set[str] | None = None
-        if event_types:
-            names = set()
-            for spec in event_types:
-                if isinstance(spec, str):
-                    names.add(spec)
-                elif isinstance(spec, type) and issubclass(spec, Event):
-                    found = registry.names_for((spec,))
-                    if found is None:
-                        names = None
-                        break
-                    names.update(found)
-                else:
-                    raise TypeError(f"replay() takes Event classes or type names, got {spec!r}")
-        return Replay(self.store, from_seq=from_seq, to_seq=to_seq, types=names)
+        return Replay(self.store, from_seq=from_seq, to_seq=to_seq, types=type_names(event_types))
 
     # -- observability -------------------------------------------------------------
 
@@ -517,7 +432,7 @@ class EventBus(Publisher):
             published=self.published,
             head=self.head,
             first_seq=self.store.first_seq,
-            subscriptions=MappingProxyType({name: sub.stats() for name, sub in self._subscriptions.items()}),
+            subscriptions=MappingProxyType({name: sub.stats() for name, sub in self.subscriptions.items()}),
         )
 
 
@@ -528,7 +443,3 @@ def _freed_bus_unsubscribe(subscription: Subscription) -> None:
 async def _shielded(close: Callable[[], Any]) -> None:
     with anyio.CancelScope(shield=True):
         await close()
-
-
-def _is_type_spec(target: Any) -> bool:
-    return isinstance(target, (type, tuple, types.UnionType)) or hasattr(target, "__origin__")

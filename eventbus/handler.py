@@ -19,11 +19,16 @@ import anyio.to_thread
 from .event import Event
 from .record import Record
 
-__all__ = ["Handle", "event_types", "handler_name", "is_async", "is_plain_async", "make_handle"]
+__all__ = ["Handle", "event_types", "handler_name", "is_async", "is_plain_async", "is_type_spec", "make_handle"]
 
 Handle = Callable[[Record], Awaitable[None]]
 """A delivery step: takes the record, returns when the handler is done. The
 innermost one calls the user's handler; middleware wrap it."""
+
+
+def is_type_spec(target: Any) -> bool:
+    """True when ``target`` names event types (a class, a tuple or a union), not a handler."""
+    return isinstance(target, (type, tuple, types.UnionType)) or hasattr(target, "__origin__")
 
 
 def event_types(spec: Any, handler: Callable[..., Any] | None) -> tuple[type[Event], ...]:

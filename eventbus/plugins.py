@@ -26,14 +26,17 @@ application's logging or structlog setup otherwise.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AsyncExitStack
 from importlib.metadata import entry_points
 from typing import Any
+
+import anyio
 
 from ._log import Logger, logger
 from .exceptions import PluginError
 from .middleware.base import Middleware, PublishMiddleware
 
-__all__ = ["ENTRY_POINT_GROUP", "Logger", "Plugin", "load_plugin", "logger"]
+__all__ = ["ENTRY_POINT_GROUP", "Logger", "Plugin", "load_plugin", "logger", "run_plugins", "start_plugins"]
 
 ENTRY_POINT_GROUP = "eventbus.plugins"
 """The entry point group under which distributions register bus plugins by name."""
@@ -95,3 +98,37 @@ def _from_entry_point(name: str) -> Plugin:
                 raise PluginError(f"entry point {name!r} ({entry_point.value}) is not an eventbus Plugin")
             return plugin
     raise PluginError(f"no plugin named {name!r} is installed (entry point group {ENTRY_POINT_GROUP!r})")
+
+
+async def start_plugins(plugins: Sequence[Plugin], bus: Any, resources: AsyncExitStack) -> None:
+    """Start ``plugins`` in order; each one started is stopped when ``resources``
+    unwinds (in reverse order, shielded, a failure logged), so a plugin that
+    fails to start leaves the ones before it stopped."""
+    for plugin in plugins:
+        await plugin.start(bus)
+        resources.push_async_callback(_stop_plugin, plugin, bus)
+
+
+async def run_plugins(plugins: Sequence[Plugin], bus: Any, until: anyio.Event) -> None:
+    """Each plugin's `Plugin.run` as a task, until ``until`` is set: then they
+    are cancelled. A plugin whose ``run`` fails is logged; the others go on."""
+    async with anyio.create_task_group() as runs:
+        for plugin in plugins:
+            runs.start_soon(_run_plugin, plugin, bus)
+        await until.wait()
+        runs.cancel_scope.cancel()
+
+
+async def _run_plugin(plugin: Plugin, bus: Any) -> None:
+    try:
+        await plugin.run(bus)
+    except Exception as exc:
+        logger.error("plugin failed while running; the bus goes on", plugin=plugin.name, error=repr(exc))
+
+
+async def _stop_plugin(plugin: Plugin, bus: Any) -> None:
+    with anyio.CancelScope(shield=True):
+        try:
+            await plugin.stop(bus)
+        except Exception as exc:
+            logger.error("plugin failed to stop", plugin=plugin.name, error=repr(exc))

@@ -103,6 +103,10 @@ class Publisher:
         publish_timeout: float | None,
         max_causation_depth: int,
     ) -> None:
+        if publish_timeout is not None and not publish_timeout > 0:
+            raise ValueError(f"publish_timeout must be a positive number of seconds, got {publish_timeout!r}")
+        if isinstance(max_causation_depth, bool) or not isinstance(max_causation_depth, int) or max_causation_depth < 1:
+            raise ValueError(f"max_causation_depth must be an int >= 1, got {max_causation_depth!r}")
         self._routes = router
         self._crowded = router.crowded
         # the innermost step holds this publisher weakly: the chain is ours, and a

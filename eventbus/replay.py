@@ -6,11 +6,12 @@ from collections import deque
 from collections.abc import AsyncIterator, Collection
 from typing import cast
 
+from .event import Event, registry
 from .exceptions import HistoryTruncated
 from .record import EventT, Record
 from .store.base import DEFAULT_PAGE_SIZE, Store
 
-__all__ = ["Replay"]
+__all__ = ["Replay", "type_names"]
 
 
 class Replay(AsyncIterator[Record[EventT]]):
@@ -76,3 +77,23 @@ class Replay(AsyncIterator[Record[EventT]]):
         if self._decode:
             record.event  # noqa: B018  # decoding here makes a bad record fail at its own position
         return record
+
+
+def type_names(event_types: Collection[type[Event] | str]) -> set[str] | None:
+    """The stored type names a replay of ``event_types`` reads: classes (their
+    subclasses included) or names; None for every record (no types given, or
+    `Event` itself). `TypeError` for anything else."""
+    if not event_types:
+        return None
+    names: set[str] = set()
+    for spec in event_types:
+        if isinstance(spec, str):
+            names.add(spec)
+        elif isinstance(spec, type) and issubclass(spec, Event):
+            found = registry.names_for((spec,))
+            if found is None:
+                return None
+            names.update(found)
+        else:
+            raise TypeError(f"replay() takes Event classes or type names, got {spec!r}")
+    return names

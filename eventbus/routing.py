@@ -9,8 +9,12 @@ subscriptions, not the number of them all.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 from .delivery.inbox import Inbox
 from .event import Event, check_storable
+from .exceptions import DuplicateSubscription
 from .subscription import Subscription
 
 __all__ = ["Route", "Router"]
@@ -33,7 +37,8 @@ class Route:
 
 
 class Router(dict[type, Route]):
-    """The type → subscriptions index, and the cache of routes it makes.
+    """A bus's subscriptions, indexed by name and by class, and the cache of
+    routes it makes.
 
     The router is itself the route cache, a dict from class to `Route`, and
     ``router[cls]`` is the one way to find a route: a hit is a plain dict
@@ -42,6 +47,9 @@ class Router(dict[type, Route]):
 
     def __init__(self) -> None:
         super().__init__()
+        self._by_name: dict[str, Subscription] = {}
+        self.subscriptions: Mapping[str, Subscription] = MappingProxyType(self._by_name)
+        """The subscriptions by name, in the order they were added (read-only)."""
         self._by_class: dict[type[Event], list[Subscription]] = {}
         self._order: dict[Subscription, int] = {}
         self._counter = 0
@@ -50,6 +58,12 @@ class Router(dict[type, Route]):
         empty, a publish need not look at its route's ``"block"`` inboxes."""
 
     def add(self, subscription: Subscription) -> None:
+        """Route to ``subscription`` from now on; `DuplicateSubscription` if its name is taken."""
+        if subscription.name in self._by_name:
+            raise DuplicateSubscription(
+                f"a subscription named {subscription.name!r} already exists on this bus; pass name= to tell them apart"
+            )
+        self._by_name[subscription.name] = subscription
         self._counter += 1
         self._order[subscription] = self._counter
         for cls in subscription.types:
@@ -57,8 +71,10 @@ class Router(dict[type, Route]):
         self.clear()
 
     def remove(self, subscription: Subscription) -> None:
+        """Route nothing more to ``subscription``."""
         if self._order.pop(subscription, None) is None:
             return
+        del self._by_name[subscription.name]
         for cls in subscription.types:
             subs = self._by_class.get(cls)
             if subs is not None and subscription in subs:

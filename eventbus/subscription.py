@@ -11,15 +11,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .delivery.lease import LeaseTerms
-from .delivery.options import SubscriptionOptions, compile_where
+from .delivery.options import SubscribeOptions, SubscriptionOptions, compile_where
 from .delivery.workers import DeliveryRun
 from .event import Event, registry
-from .handler import make_handle
+from .handler import event_types, handler_name, make_handle
 from .middleware.base import Middleware
 from .stats import SubscriptionStats
 from .store.base import Store
 
-__all__ = ["Subscription"]
+__all__ = ["Subscription", "new_subscription"]
 
 _NEVER_RUN = SubscriptionStats(
     routed=0, delivered=0, failed=0, retried=0, dead_lettered=0, dropped=0, pending=0, position=0, behind=False
@@ -116,3 +116,26 @@ class Subscription:
             run.close()
         self._run = run
         return run
+
+
+def new_subscription(
+    spec: Any,
+    handler: Callable[..., Any],
+    name: str | None,
+    options: SubscribeOptions,
+    unsubscribe: Callable[[Subscription], None],
+) -> Subscription:
+    """A `Subscription` of ``handler`` to ``spec`` (an event class, a union or
+    tuple of them, or None to read the handler's first annotation), named
+    ``name`` or after the handler; `TypeError` / `ValueError` for what does
+    not make one (see `EventBus.subscribe`)."""
+    if not callable(handler):
+        raise TypeError(f"handler must be callable, got {handler!r}")
+    classes = event_types(spec, handler)
+    if options.get("durable") and name is None:
+        raise ValueError(
+            f"durable=True needs name=: the checkpoint of {handler_name(handler)!r} is saved under "
+            "that name, which must stay the same across restarts"
+        )
+    name = name if name is not None else handler_name(handler)
+    return Subscription(classes, handler, SubscriptionOptions(name=name, **options), unsubscribe)

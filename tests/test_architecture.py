@@ -16,7 +16,7 @@ import eventbus
 PACKAGE = Path(eventbus.__file__).parent
 
 LAYERS: list[list[str]] = [
-    ["exceptions", "failures", "_ids", "_log", "_testmode", "_weak", "policies", "asyncio_runner"],
+    ["exceptions", "failures", "_ids", "_log", "_stop", "_testmode", "_weak", "policies", "asyncio_runner"],
     ["event"],
     ["record"],
     ["_entry"],
