@@ -21,7 +21,7 @@ import anyio
 
 from ._entry import Entry
 from .record import Record
-from .store.base import Store
+from .store.base import Store, immediate_append
 
 __all__ = ["GroupCommit"]
 
@@ -72,8 +72,9 @@ class GroupCommit:
     @store.setter
     def store(self, store: Store) -> None:
         self._store = store
-        self._append_now = _at_once_method(store, "append_now") if self._at_once else None
-        self._append_entry = _at_once_method(store, "append_entry") if self._append_now is not None else None
+        immediate = immediate_append(store)  # checked even when publish middleware keeps it unused
+        self._append_now = immediate.append_now if immediate is not None and self._at_once else None
+        self._append_entry = immediate.append_entry if immediate is not None and self._at_once else None
         self._set_at_once(not self._busy)
 
     @property
@@ -142,14 +143,3 @@ class GroupCommit:
                             pending.error = single_exc
             for pending in batch:
                 pending.done.set()
-
-
-def _at_once_method(store: Store, name: str) -> Any:
-    """The store's method ``name`` (``append_now``, ``append_entry``), unless
-    a subclass overrides ``append`` (to count or to fail appends, say), which
-    must then see every append."""
-    method = getattr(store, name, None)
-    if method is None:
-        return None
-    owner = next(cls for cls in type(store).__mro__ if name in vars(cls))
-    return method if getattr(type(store), "append", None) is getattr(owner, "append", None) else None
