@@ -10,10 +10,10 @@ import pytest
 
 from eventbus import Event, EventBus, HistoryTruncated, Record
 from eventbus.store import DEFAULT_MAX_RECORDS, MemoryStore, Store, immediate_append
-from eventbus.testing.conformance import BoundedStoreConformance, StoreConformance
+from eventbus.testing.conformance import BoundedStoreConformance, ImmediateAppendConformance, StoreConformance
 
 
-class TestMemoryStore(BoundedStoreConformance, StoreConformance):
+class TestMemoryStore(ImmediateAppendConformance, BoundedStoreConformance, StoreConformance):
     @pytest.fixture
     async def store(self) -> AsyncIterator[MemoryStore]:
         store = MemoryStore()
