@@ -224,10 +224,10 @@ class ImmediateAppend(Protocol):
     `Store.append` only.
 
     While no other append is in flight (and no publish middleware needs to
-    see every append), the bus's publish calls these instead of awaiting
-    `Store.append`, one coroutine less per publish; everything else (a batch
-    arriving while an append is in flight, publish middleware, replay,
-    tools) still goes through `Store.append`. Both append exactly as
+    see every append), `EventBus.publish` calls these instead of awaiting
+    `Store.append`, one coroutine less per publish; everything else
+    (``publish_many``, ``ingest``, a publish while another append is in
+    flight) still awaits `Store.append`. Both append exactly as
     `Store.append` does: the same seqs, the same bound, the same records
     read back, so which one the bus used is never visible afterwards. The
     conformance suite's `ImmediateAppendConformance` holds a store to that.
@@ -242,8 +242,8 @@ class ImmediateAppend(Protocol):
         recorded_at_ns)``, the first arguments of its `Record`.
 
         The bus calls it instead of `append_now` when no subscription needs
-        the `Record` object itself, so that none is built (see
-        `eventbus._entry`). The record read back is ``Record(*entry)``: no
+        the `Record` object itself, so that none is built. The record read
+        back is ``Record(*entry)``: no
         correlation or causation of its own, no headers, depth 0. A store may
         keep the entry and build its `Record` when a read asks for it (as
         `MemoryStore` does), or build it at once and `append_now` it.
