@@ -44,12 +44,6 @@ class MemoryStore:
     Fast and gapless, gone with the process: for tests, for tools, and for
     services that want replay within one run. URL: ``memory://``.
 
-    Args:
-        max_records: the hard bound: past it, each append drops the oldest
-            records, whatever still needs them (a subscription reading them
-            back counts what it lost as dropped). ``None`` keeps everything,
-            so memory grows with every event (about 800 bytes a small event).
-
     It declares ``immediate_append``: the bus's publish calls `append_now`
     and `append_entry` (`ImmediateAppend`) instead of awaiting `append`.
 
@@ -61,6 +55,12 @@ class MemoryStore:
     expects. A subclass that keeps its appends consistent with each other
     and wants them called at once says so in its own body
     (``features = replace(MemoryStore.features, immediate_append=True)``).
+
+    Args:
+        max_records: the hard bound: past it, each append drops the oldest
+            records, whatever still needs them (a subscription reading them
+            back counts what it lost as dropped). ``None`` keeps everything,
+            so memory grows with every event (about 800 bytes a small event).
     """
 
     features = StoreFeatures(
