@@ -28,7 +28,6 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from time import time_ns
 from types import MappingProxyType
-from typing import Any, Protocol
 from uuid import UUID
 
 import anyio
@@ -44,7 +43,7 @@ from .exceptions import BackpressureError, BusClosed, CausationLoopError
 from .middleware.base import Commit, PublishMiddleware
 from .record import NO_HEADERS, Record
 from .routing import Route, Router
-from .store import Store
+from .store import ImmediateAppend, Store, immediate_append
 
 __all__ = ["DEFAULT_MAX_CAUSATION_DEPTH", "INGEST_WINDOW", "ORIGIN_HEADER", "Publisher"]
 
@@ -143,7 +142,8 @@ class Publisher:
         self._store = store
         self._head = head
         self._ingested = {}
-        self._immediate = None if self._middleware_sees_appends else immediate_append(store)
+        immediate = immediate_append(store)  # checked even where publish middleware leaves it unused
+        self._immediate = None if self._middleware_sees_appends else immediate
         self._set_at_once(not self._busy)
         # Asked once per run, not per publish: the check costs more than a publish.
         self._log_publishes = logger.is_enabled_for(logging.DEBUG)
@@ -430,22 +430,6 @@ class Publisher:
         routes = self._routes
         for record in records:
             offer(routes[type(record.decoded)].targets, record)
-
-
-class ImmediateAppend(Protocol):
-    """TEMPORARY until the store capability lands."""
-
-    def append_now(self, records: Sequence[Record]) -> None: ...
-    def append_entry(self, event: Any, type: str, version: int, event_id: int, recorded_at_ns: int) -> Entry: ...
-
-
-def immediate_append(store: Store) -> ImmediateAppend | None:
-    """TEMPORARY until the store capability lands."""
-    method = getattr(store, "append_now", None)
-    if method is None:
-        return None
-    owner = next(cls for cls in type(store).__mro__ if "append_now" in vars(cls))
-    return store if getattr(type(store), "append", None) is getattr(owner, "append", None) else None  # type: ignore[return-value]
 
 
 class _Pending:

@@ -1,5 +1,8 @@
 """The public surface: ``eventbus.__all__`` is sorted and complete, every name
-in it resolves, and every public name and method is documented."""
+in it resolves, and every public name and method is documented; so is every
+name ``eventbus.store`` exports for store authors, and the bundled plugins
+import store names from it (or from the public ``eventbus.store.codec``), as a
+third party's store would."""
 
 from __future__ import annotations
 
@@ -16,9 +19,12 @@ from types import ModuleType
 import pytest
 
 import eventbus
+import eventbus.store
 from eventbus import Store
 
 PACKAGE = Path(eventbus.__file__).parent
+PLUGIN_SOURCES = sorted(PACKAGE.parent.glob("plugins/*/eventbus_*/*.py"))
+PUBLIC_STORE_MODULES = {"eventbus.store", "eventbus.store.codec"}
 
 
 def _modules() -> list[ModuleType]:
@@ -95,6 +101,35 @@ def test_every_exported_name_has_a_docstring() -> None:
         if not (doc and doc.strip()):
             undocumented.append(name)
     assert undocumented == []
+
+
+def test_every_name_exported_for_store_authors_is_documented() -> None:
+    attribute_docs = _attribute_docstrings()
+    undocumented = []
+    for name in eventbus.store.__all__:
+        value = getattr(eventbus.store, name)
+        if inspect.isclass(value) or inspect.isfunction(value):
+            doc = value.__dict__.get("__doc__") if inspect.isclass(value) else value.__doc__
+        else:
+            doc = attribute_docs.get(name)  # a constant or a type alias: documented where it is assigned
+        if not (doc and doc.strip()):
+            undocumented.append(name)
+    assert undocumented == []
+
+
+def test_the_plugins_import_store_names_from_the_public_modules() -> None:
+    assert PLUGIN_SOURCES
+    reaching_in = []
+    for path in PLUGIN_SOURCES:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.ImportFrom) and (node.module or "").startswith("eventbus.store")):
+                continue
+            names = {alias.name for alias in node.names}
+            if node.module not in PUBLIC_STORE_MODULES or (
+                node.module == "eventbus.store" and not names <= set(eventbus.store.__all__)
+            ):
+                reaching_in.append(f"{path.name}: from {node.module} import {', '.join(sorted(names))}")
+    assert reaching_in == []
 
 
 STORE_METHODS = {name: value for name, value in vars(Store).items() if inspect.isfunction(value)}

@@ -88,12 +88,12 @@ def foreign_writes(source: str) -> list[str]:
     """``line: target`` for each attribute write of ``source`` that no class of it declares."""
     tree = ast.parse(source)
     declared = _declared(tree)
-    found = []
-    for node in ast.walk(tree):
-        for target in _attribute_targets(node):
-            if target.attr not in declared:
-                found.append(f"{target.lineno}: {ast.unparse(target)}")
-    return found
+    return [
+        f"{target.lineno}: {ast.unparse(target)}"
+        for node in ast.walk(tree)
+        for target in _attribute_targets(node)
+        if target.attr not in declared
+    ]
 
 
 def test_no_checked_module_writes_an_attribute_it_does_not_own() -> None:

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from eventbus import Event, EventBus, HistoryTruncated
-from eventbus.store import DEFAULT_MAX_RECORDS, MemoryStore, Store
-from eventbus.testing.conformance import BoundedStoreConformance, StoreConformance
+from eventbus import Event, EventBus, HistoryTruncated, Record
+from eventbus.store import DEFAULT_MAX_RECORDS, MemoryStore, Store, immediate_append
+from eventbus.testing.conformance import BoundedStoreConformance, ImmediateAppendConformance, StoreConformance
 
 
-class TestMemoryStore(BoundedStoreConformance, StoreConformance):
+class TestMemoryStore(ImmediateAppendConformance, BoundedStoreConformance, StoreConformance):
     @pytest.fixture
     async def store(self) -> AsyncIterator[MemoryStore]:
         store = MemoryStore()
@@ -64,3 +65,96 @@ async def test_replay_below_the_bound_raises_history_truncated() -> None:
         with pytest.raises(HistoryTruncated):
             await anext(replay)
         assert [record.seq async for record in replay] == list(range(3_001, 5_001))
+
+
+class CountingAppends(MemoryStore):
+    """Overrides `append` to count the records each append carries."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.appended = 0
+
+    async def append(self, records: Sequence[Record]) -> None:
+        self.appended += len(records)
+        await super().append(records)
+
+
+class CountingMixin:
+    """Overrides `append` from a mixin placed before `MemoryStore`."""
+
+    appended = 0
+
+    async def append(self, records: Sequence[Record]) -> None:
+        self.appended += len(records)
+        await super().append(records)  # type: ignore[misc]
+
+
+class MixedInCounting(CountingMixin, MemoryStore):
+    pass
+
+
+class CountingSubclass(CountingAppends):
+    """Overrides nothing more: it inherits the withdrawn declaration."""
+
+
+class CountingFastOnes(MemoryStore):
+    """Overrides the fast appends only, without declaring its features."""
+
+    def append_now(self, records: Sequence[Record]) -> None:
+        super().append_now(records)
+
+
+class ReadingAloud(MemoryStore):
+    """Overrides a method other than the appends."""
+
+    async def head(self) -> int:
+        return await super().head()
+
+
+class DeclaredFast(CountingAppends):
+    """Overrides `append` and says in its own body that the fast appends stay."""
+
+    features = replace(MemoryStore.features, immediate_append=True)
+
+
+@pytest.mark.parametrize(
+    ("store_class", "immediate"),
+    [
+        (MemoryStore, True),
+        (ReadingAloud, True),
+        (CountingAppends, False),
+        (MixedInCounting, False),
+        (CountingSubclass, False),
+        (CountingFastOnes, False),
+        (DeclaredFast, True),
+    ],
+)
+def test_which_subclasses_append_at_once(store_class: type[MemoryStore], immediate: bool) -> None:
+    store = store_class()
+    assert store.features.immediate_append is immediate
+    assert (immediate_append(store) is store) is immediate
+    assert store.features == replace(MemoryStore.features, immediate_append=immediate)
+
+
+@pytest.mark.parametrize("store_class", [CountingAppends, MixedInCounting])
+async def test_a_subclass_overriding_append_sees_every_append(store_class: type[CountingAppends]) -> None:
+    store = store_class()
+    async with EventBus(store=store) as bus:
+
+        @bus.subscribe
+        async def seen(event: Tick) -> None: ...
+
+        await bus.publish(Tick(n=0))
+        await bus.publish(Tick(n=1), headers={"h": "v"})
+        await bus.publish_many([Tick(n=2), Tick(n=3)])
+        await bus.drain()
+    assert store.appended == 4
+
+
+async def test_a_subclass_declaring_its_features_keeps_the_fast_appends() -> None:
+    store = DeclaredFast()
+    async with EventBus(store=store) as bus:
+        await bus.publish(Tick(n=0))
+        await bus.publish(Tick(n=1), headers={"h": "v"})
+    assert store.appended == 0
+    assert [record.seq for record in await store.read()] == [1, 2]

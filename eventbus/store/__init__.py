@@ -1,25 +1,69 @@
-"""Stores: the `Store` contract, the in-memory store, and store URLs."""
+"""Stores: the `Store` contract, the in-memory store, store URLs, and what store authors need.
 
-from .base import DEFAULT_PAGE_SIZE, Store, StoreFeatures, check_lease_ttl, check_letter_ids, check_read_arguments
+A store of your own imports from here: the contract (`Store`, `StoreFeatures`
+and the optional `ImmediateAppend`, checked by `immediate_append`), the
+checks every store makes first (`check_read_arguments`, `check_letter_ids`,
+`check_lease_ttl`), the retention rules (`Retention`, `CompactionStep`,
+`Hold`, `compact_by_hand`, `needed_hold`, `history_truncated`,
+`RETENTION_QUERY_KEYS`) and `redact_url` for showing its URL. A store that
+writes rows also uses `eventbus.store.codec`, a public module of its own: the
+one conversion between records and stored primitives.
+
+The other submodules (``base``, ``memory``, ``retention``, ``url``) are how
+this package is laid out, not import paths: their public names are the ones
+exported here.
+"""
+
+from .base import (
+    DEFAULT_PAGE_SIZE,
+    ImmediateAppend,
+    Store,
+    StoreFeatures,
+    check_lease_ttl,
+    check_letter_ids,
+    check_read_arguments,
+    immediate_append,
+)
 from .memory import MemoryStore
-from .retention import DEFAULT_MAX_RECORDS, CompactResult, HistoryNeed, Hold, Retention, parse_age
-from .url import ENTRY_POINT_GROUP, open_store, store_from_url
+from .retention import (
+    DEFAULT_MAX_RECORDS,
+    RETENTION_QUERY_KEYS,
+    CompactionStep,
+    CompactResult,
+    HistoryNeed,
+    Hold,
+    Retention,
+    compact_by_hand,
+    history_truncated,
+    needed_hold,
+    parse_age,
+)
+from .url import ENTRY_POINT_GROUP, StoreFactory, open_store, redact_url, store_from_url
 
 __all__ = [
     "CompactResult",
+    "CompactionStep",
     "DEFAULT_MAX_RECORDS",
     "DEFAULT_PAGE_SIZE",
     "ENTRY_POINT_GROUP",
     "HistoryNeed",
     "Hold",
+    "ImmediateAppend",
     "MemoryStore",
+    "RETENTION_QUERY_KEYS",
     "Retention",
     "Store",
+    "StoreFactory",
     "StoreFeatures",
     "check_lease_ttl",
     "check_letter_ids",
     "check_read_arguments",
+    "compact_by_hand",
+    "history_truncated",
+    "immediate_append",
+    "needed_hold",
     "open_store",
     "parse_age",
+    "redact_url",
     "store_from_url",
 ]

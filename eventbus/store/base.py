@@ -13,21 +13,25 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, cast, runtime_checkable
 from uuid import UUID
 
 if TYPE_CHECKING:
+    from .._entry import Entry
     from ..deadletters._letter import DeadLetter
+    from ..event import Event
     from ..record import Record
     from .retention import CompactResult, HistoryNeed
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
+    "ImmediateAppend",
     "Store",
     "StoreFeatures",
     "check_lease_ttl",
     "check_letter_ids",
     "check_read_arguments",
+    "immediate_append",
 ]
 
 DEFAULT_PAGE_SIZE = 1_000
@@ -52,6 +56,10 @@ class StoreFeatures:
         retention: the store takes a `Retention` policy and compacts in the
             background while it is open, never removing a record that a
             checkpoint, a dead letter or a running subscription holds.
+        immediate_append: the store's append never waits (it keeps its
+            records in this process's memory), and the store implements
+            `ImmediateAppend`; the bus checks that once when it starts (see
+            `immediate_append`) and then appends without a coroutine.
     """
 
     persistent: bool = False
@@ -59,6 +67,7 @@ class StoreFeatures:
     gapless: bool = True
     bounded: bool = False
     retention: bool = False
+    immediate_append: bool = False
 
 
 @runtime_checkable
@@ -101,17 +110,9 @@ class Store(Protocol):
         store promises durability. It must not be torn by cancellation: once
         begun, it either commits and returns, or fails without a trace.
 
-        A store whose append never waits (one in memory) may also define a
-        plain method ``append_now(records)`` doing the same without a
-        coroutine; the bus then calls it when no other append is in flight,
-        unless a subclass overrides ``append`` (which must then see every
-        append). Such a store may also define
-        ``append_entry(event, type, version, event_id, recorded_at_ns)``,
-        which the bus calls under the same conditions for an event published
-        outside a handler, without headers, that no subscription needs as a
-        `Record` object: it stores and returns the tuple of `Record`'s
-        arguments for it, seq first (`MemoryStore` keeps these tuples, and
-        `read` turns them into records).
+        A store whose append never waits (one in memory) may also offer it
+        without a coroutine: it declares ``StoreFeatures(immediate_append=True)``
+        and implements `ImmediateAppend`.
         """
 
     async def read(
@@ -210,6 +211,68 @@ class Store(Protocol):
         `check_letter_ids`), before deleting anything.
         """
         ...
+
+
+class ImmediateAppend(Protocol):
+    """The append of a store that never waits, offered without a coroutine.
+
+    A store declares it with ``StoreFeatures(immediate_append=True)`` and
+    implements both methods; the bus checks that once when it starts
+    (`immediate_append`), never per publish, and raises `TypeError` for a
+    store that declares it without implementing it. A store that implements
+    the methods without declaring them is appended to through
+    `Store.append` only.
+
+    While no other append is in flight (and no publish middleware needs to
+    see every append), `EventBus.publish` calls these instead of awaiting
+    `Store.append`, one coroutine less per publish; everything else
+    (``publish_many``, ``ingest``, a publish while another append is in
+    flight) still awaits `Store.append`. Both append exactly as
+    `Store.append` does: the same seqs, the same bound, the same records
+    read back, so which one the bus used is never visible afterwards. The
+    conformance suite's `ImmediateAppendConformance` holds a store to that.
+    """
+
+    def append_now(self, records: Sequence[Record]) -> None:
+        """`Store.append` of ``records`` without a coroutine: sets each one's ``seq``."""
+
+    def append_entry(self, event: Event, type: str, version: int, event_id: int, recorded_at_ns: int) -> Entry:
+        """Append one event published outside a handler, without headers, and
+        return its entry: the tuple ``(seq, event, type, version, event_id,
+        recorded_at_ns)``, the first arguments of its `Record`.
+
+        The bus calls it instead of `append_now` when no subscription needs
+        the `Record` object itself, so that none is built. The record read
+        back is ``Record(*entry)``: no
+        correlation or causation of its own, no headers, depth 0. A store may
+        keep the entry and build its `Record` when a read asks for it (as
+        `MemoryStore` does), or build it at once and `append_now` it.
+        """
+        ...
+
+
+_IMMEDIATE_APPEND_METHODS = ("append_now", "append_entry")
+"""What `ImmediateAppend` asks for, in the order `immediate_append` names what is missing."""
+
+
+def immediate_append(store: Store) -> ImmediateAppend | None:
+    """The store's `ImmediateAppend` when its features declare one, else ``None``.
+
+    What the bus calls once when it starts, so that the declaration, not the
+    presence of a method, decides. Raises `TypeError` naming the store's class
+    and each missing method when ``store.features.immediate_append`` is true
+    but the store does not implement `ImmediateAppend`.
+    """
+    if not store.features.immediate_append:
+        return None
+    missing = [name for name in _IMMEDIATE_APPEND_METHODS if not callable(getattr(store, name, None))]
+    if missing:
+        raise TypeError(
+            f"{type(store).__qualname__} declares StoreFeatures(immediate_append=True) but does not implement "
+            f"{' and '.join(f'{name}()' for name in missing)} of eventbus.store.ImmediateAppend; "
+            "implement it or leave immediate_append False"
+        )
+    return cast(ImmediateAppend, store)
 
 
 def check_read_arguments(from_seq: int, limit: int) -> None:

@@ -6,6 +6,7 @@ import sys
 import time
 from bisect import bisect_left
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
@@ -43,6 +44,18 @@ class MemoryStore:
     Fast and gapless, gone with the process: for tests, for tools, and for
     services that want replay within one run. URL: ``memory://``.
 
+    It declares ``immediate_append``: the bus's publish calls `append_now`
+    and `append_entry` (`ImmediateAppend`) instead of awaiting `append`.
+
+    Subclasses: a subclass whose `append`, `append_now` or `append_entry` is
+    not this class's own (overridden in its body, a base or a mixin: to count
+    appends, to fail them, to yield inside them) and whose class body does not
+    assign ``features`` gets ``features.immediate_append`` False when the
+    class is created, so every append goes through its `append` as it
+    expects. A subclass that keeps its appends consistent with each other
+    and wants them called at once says so in its own body
+    (``features = replace(MemoryStore.features, immediate_append=True)``).
+
     Args:
         max_records: the hard bound: past it, each append drops the oldest
             records, whatever still needs them (a subscription reading them
@@ -50,7 +63,21 @@ class MemoryStore:
             so memory grows with every event (about 800 bytes a small event).
     """
 
-    features = StoreFeatures(persistent=False, shared_between_processes=False, gapless=True, bounded=True)
+    features = StoreFeatures(
+        persistent=False, shared_between_processes=False, gapless=True, bounded=True, immediate_append=True
+    )
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Withdraw ``immediate_append`` from a subclass that replaces an append
+        without declaring its ``features`` (see the class docstring)."""
+        super().__init_subclass__(**kwargs)
+        replaces_an_append = (
+            cls.append is not MemoryStore.append
+            or cls.append_now is not MemoryStore.append_now
+            or cls.append_entry is not MemoryStore.append_entry
+        )
+        if replaces_an_append and "features" not in vars(cls) and cls.features.immediate_append:
+            cls.features = replace(cls.features, immediate_append=False)
 
     def __init__(self, max_records: int | None = DEFAULT_MAX_RECORDS) -> None:
         if max_records is not None and (
@@ -96,7 +123,7 @@ class MemoryStore:
 
     def append_now(self, records: Sequence[Record]) -> None:
         """`append` without waiting: nothing here ever waits, so the bus calls
-        this directly, one coroutine less per publish (see `Store.append`)."""
+        this directly, one coroutine less per publish (see `ImmediateAppend`)."""
         seq = self._last_seq
         for record in records:
             seq += 1
@@ -110,7 +137,9 @@ class MemoryStore:
     def append_entry(self, event: Any, type: str, version: int, event_id: int, recorded_at_ns: int) -> Entry:
         """Append an event published outside a handler, without headers, as an
         entry (see `eventbus._entry`): what the bus's publish calls instead of
-        `append_now` when no subscription needs the `Record` itself."""
+        `append_now` when no subscription needs the `Record` itself (see
+        `ImmediateAppend`). The entry is kept as it is; `read` builds its
+        `Record` when first asked for it."""
         seq = self._last_seq + 1
         self._last_seq = seq
         entry = (seq, event, type, version, event_id, recorded_at_ns)

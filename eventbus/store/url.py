@@ -18,6 +18,7 @@ from .memory import MemoryStore
 __all__ = ["ENTRY_POINT_GROUP", "REDACTED", "StoreFactory", "open_store", "redact_url", "store_from_url"]
 
 ENTRY_POINT_GROUP = "eventbus.stores"
+"""The entry point group in which a store plugin registers its `StoreFactory` under a URL scheme."""
 
 REDACTED = "***"
 """What `redact_url` puts where a password was."""

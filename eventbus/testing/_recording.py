@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from uuid import UUID
 
@@ -19,11 +20,14 @@ class RecordingStore:
 
     What the wrapped store held before is not noted: `appended` and
     `dead_letters` are what this run wrote.
+
+    Its features are the wrapped store's, except ``immediate_append``: every
+    append goes through `append`, where it is noted.
     """
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.features: StoreFeatures = store.features
+        self.features: StoreFeatures = replace(store.features, immediate_append=False)
         self.appended: list[Record] = []
         self.dead_letters_added: dict[UUID, DeadLetter] = {}
 

@@ -5,7 +5,8 @@ once, each store runs them in its own test module by subclassing
 `StoreConformance` and providing a ``store`` fixture plus a few hooks. A
 store with more `StoreFeatures` also subclasses the matching mixins,
 `PersistentStoreConformance`, `SharedStoreConformance`,
-`BoundedStoreConformance` and `RetentionStoreConformance`; the base suite
+`BoundedStoreConformance`, `RetentionStoreConformance` and
+`ImmediateAppendConformance`; the base suite
 fails when a store declares a feature whose tests its module left out, so no
 guarantee goes untested and no test is skipped.
 
@@ -56,6 +57,9 @@ What the suite holds a store to, beyond the `Store` docstrings:
 - A lease on a name has at most one unexpired holder, across every instance
   sharing the store: acquiring succeeds for a free, expired or own lease and
   fails, changing nothing, for another holder's unexpired one.
+- A store that declares ``immediate_append`` appends through `ImmediateAppend`
+  exactly as through ``append``: the same seqs, the same records read back,
+  the same bound and ``first_seq``.
 """
 
 from __future__ import annotations
@@ -80,12 +84,12 @@ from ..deadletters import DeadLetter
 from ..event import Event
 from ..exceptions import EventDecodeError, HistoryTruncated, StoreError, UnknownEventType
 from ..record import NO_HEADERS, Record
-from ..store.base import DEFAULT_PAGE_SIZE, Store
+from ..store import DEFAULT_PAGE_SIZE, ImmediateAppend, Retention, Store, immediate_append
 from ..store.codec import storable_text
-from ..store.retention import Retention
 
 __all__ = [
     "BoundedStoreConformance",
+    "ImmediateAppendConformance",
     "PersistentStoreConformance",
     "RetentionStoreConformance",
     "SharedStoreConformance",
@@ -274,7 +278,8 @@ class StoreConformance:
     The subclass provides an async ``store`` fixture yielding an opened,
     empty store (and closing it afterwards) and `delete_newest`. A persistent
     store's module also subclasses `PersistentStoreConformance`, one shared
-    between processes `SharedStoreConformance`.
+    between processes `SharedStoreConformance`, and so on for each feature
+    the store declares (see the module's docstring).
     """
 
     async def delete_newest(self, store: Store, count: int) -> None:
@@ -287,6 +292,7 @@ class StoreConformance:
             "shared_between_processes": (store.features.shared_between_processes, SharedStoreConformance),
             "bounded": (store.features.bounded, BoundedStoreConformance),
             "retention": (store.features.retention, RetentionStoreConformance),
+            "immediate_append": (store.features.immediate_append, ImmediateAppendConformance),
         }
         for feature, (has_it, suite) in declared.items():
             assert has_it == isinstance(self, suite), (
@@ -1174,3 +1180,137 @@ class RetentionStoreConformance(StoreConformance):
             result = await retaining.compact()
             assert result.first_seq == head - 2
             assert _seqs(await retaining.read(result.first_seq)) == [head - 2, head - 1, head]
+
+
+class ImmediateAppendConformance(StoreConformance):
+    """The tests of `StoreFeatures.immediate_append`, on top of the base suite.
+
+    The store's `ImmediateAppend` (what `immediate_append` returns for it)
+    must append exactly as `Store.append` does, mixed with it in any order.
+    A store that is also bounded runs the bound's tests through it too, with
+    `BoundedStoreConformance`'s ``open_bounded``.
+    """
+
+    async def test_the_declared_immediate_append_is_implemented(self, store: Store) -> None:
+        assert _immediate(store) is not None
+
+    async def test_immediate_appends_number_like_append(self, store: Store) -> None:
+        fast = _immediate(store)
+        first, second, third, fourth = _others(2), _others(1, start=2), _others(3, start=4), _others(1, start=7)
+        await store.append(first)
+        fast.append_now(second)
+        entry = _append_entry(fast, 3)
+        fast.append_now(third)
+        await store.append(fourth)
+        seqs = [*_seqs(first), *_seqs(second), entry[0], *_seqs(third), *_seqs(fourth)]
+        assert seqs == sorted(set(seqs))
+        assert all(_is_contiguous(_seqs(batch)) for batch in (first, second, third, fourth))
+        if store.features.gapless:
+            assert seqs == list(range(1, 9))
+        assert await store.head() == seqs[-1]
+        assert _seqs(await _read_all(store)) == seqs
+
+    async def test_append_now_of_nothing_changes_nothing(self, store: Store) -> None:
+        fast = _immediate(store)
+        records = _others(2)
+        await store.append(records)
+        head = await store.head()
+        fast.append_now([])
+        assert await store.head() == head
+        assert _ids(await store.read()) == _ids(records)
+
+    async def test_every_field_appended_now_round_trips(self, store: Store) -> None:
+        rich = new_record(
+            _Sample(text="café ✓", number=-(2**53), tags=("a", "β"), at=_FIXED_TIME),
+            recorded_at=_FIXED_TIME,
+            correlation_id=uuid4(),
+            causation_id=uuid4(),
+            headers={"origin": "billing", "ünï": "çødé"},
+        )
+        compact = new_record(_Other(index=7), event_id=uuid4().int, recorded_at=_FIXED_TIME_NS)
+        rich.depth = 5
+        _immediate(store).append_now([rich, compact])
+        stored = await store.read()
+        for actual, expected in zip(stored, [rich, compact], strict=True):
+            _assert_same_record(actual, expected)
+        assert stored[0].depth == 5
+
+    async def test_an_entry_reads_back_as_its_record(self, store: Store) -> None:
+        event = _Sample(text="entry", nested={"primes": [2, 3]})
+        event_id = uuid4().int
+        entry = _immediate(store).append_entry(event, "eventbus.conformance.Sample", 3, event_id, _FIXED_TIME_NS)
+        assert entry == (entry[0], event, "eventbus.conformance.Sample", 3, event_id, _FIXED_TIME_NS)
+        assert entry[0] == await store.head()
+        for _ in range(2):  # a store may build the record on the first read: the second sees the same
+            (record,) = await store.read()
+            _assert_same_record(record, Record(*entry))
+            assert record.event_id == UUID(int=event_id)
+            assert record.correlation_id == record.event_id
+            assert record.causation_id is None
+            assert dict(record.headers) == {}
+            assert record.depth == 0
+
+    async def test_entries_are_read_by_type_and_in_ranges(self, store: Store) -> None:
+        fast = _immediate(store)
+        await store.append(_others(1))
+        sample = _append_entry(fast, 1, sample=True)
+        other = _append_entry(fast, 2)
+        fast.append_now(_others(1, start=3))
+        (by_type,) = await store.read(types=["eventbus.conformance.Sample"])
+        assert (by_type.seq, by_type.event) == (sample[0], sample[1])
+        assert _seqs(await store.read(other[0], to_seq=other[0])) == [other[0]]
+        assert _seqs(await store.read(sample[0], limit=2)) == [sample[0], other[0]]
+
+    async def test_deleted_newest_seqs_are_not_reused_by_immediate_appends(self, store: Store) -> None:
+        fast = _immediate(store)
+        records = _others(3)
+        await store.append(records)
+        await self.delete_newest(store, 2)
+        entry_seq = _append_entry(fast, 3)[0]
+        later = _others(1, start=4)
+        fast.append_now(later)
+        assert records[-1].seq < entry_seq < later[0].seq
+        if store.features.gapless:
+            assert (entry_seq, later[0].seq) == (records[-1].seq + 1, records[-1].seq + 2)
+        assert _seqs(await store.read()) == [records[0].seq, entry_seq, later[0].seq]
+
+    async def test_immediate_appends_keep_history_from_first_seq(self, store: Store) -> None:
+        fast = _immediate(store)
+        seqs = [_append_entry(fast, index)[0] for index in range(4)]
+        later = _others(2, start=4)
+        fast.append_now(later)
+        seqs += _seqs(later)
+        head = await store.head()
+        result = await store.compact(keep=2)
+        assert result.first_seq == store.first_seq == head - 1
+        with pytest.raises(HistoryTruncated):
+            await store.read(seqs[0])
+        assert _seqs(await store.read(store.first_seq)) == [seq for seq in seqs if seq >= head - 1]
+        if not store.features.bounded:
+            return
+        assert isinstance(self, BoundedStoreConformance), "a bounded store's module subclasses BoundedStoreConformance"
+        async with self._bounded(3) as bounded:
+            fast = _immediate(bounded)
+            await bounded.append(_others(2))
+            entries = [_append_entry(fast, index)[0] for index in range(2, 5)]
+            assert bounded.first_seq == entries[0]
+            assert _seqs(await bounded.read(bounded.first_seq)) == entries
+            later = _others(2, start=5)
+            fast.append_now(later)
+            assert bounded.first_seq == entries[2]
+            assert _seqs(await bounded.read(bounded.first_seq)) == [entries[2], *_seqs(later)]
+            with pytest.raises(HistoryTruncated):
+                await bounded.read(entries[1])
+
+
+def _immediate(store: Store) -> ImmediateAppend:
+    fast = immediate_append(store)
+    assert fast is not None, f"{type(store).__name__}.features.immediate_append is False"
+    return fast
+
+
+def _append_entry(fast: ImmediateAppend, index: int, *, sample: bool = False) -> tuple[Any, ...]:
+    """Append an `_Other` (or a `_Sample`) event through ``append_entry``, as the bus's publish does."""
+    event: Event = _Sample(text=str(index)) if sample else _Other(index=index)
+    cls = type(event)
+    return fast.append_entry(event, cls.__event_type__, cls.__event_version__, uuid4().int, time.time_ns())

@@ -16,8 +16,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from eventbus.exceptions import StoreError
-from eventbus.store.retention import RETENTION_QUERY_KEYS, Retention
-from eventbus.store.url import redact_url
+from eventbus.store import RETENTION_QUERY_KEYS, Retention, redact_url
 
 __all__ = [
     "DEFAULT_APPLICATION_NAME",

@@ -19,24 +19,22 @@ from eventbus.deadletters import DeadLetter
 from eventbus.exceptions import StoreError
 from eventbus.plugins import logger
 from eventbus.record import Record
-from eventbus.store.base import (
+from eventbus.store import (
     DEFAULT_PAGE_SIZE,
-    StoreFeatures,
-    check_lease_ttl,
-    check_letter_ids,
-    check_read_arguments,
-)
-from eventbus.store.codec import MAX_SEQ, letter_values, letters_from_rows, record_values, records_from_rows
-from eventbus.store.retention import (
     CompactionStep,
     CompactResult,
     HistoryNeed,
     Hold,
     Retention,
+    StoreFeatures,
+    check_lease_ttl,
+    check_letter_ids,
+    check_read_arguments,
     compact_by_hand,
     history_truncated,
     needed_hold,
 )
+from eventbus.store.codec import MAX_SEQ, letter_values, letters_from_rows, record_values, records_from_rows
 
 from ._listener import AppendListener
 from ._options import LISTENER_SUFFIX, PostgresOptions, PostgresUrl

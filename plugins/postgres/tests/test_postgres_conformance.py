@@ -9,8 +9,7 @@ import pytest
 from eventbus_postgres import PostgresStore
 from postgres_helpers import admin_sql, store_url
 
-from eventbus.store import Retention
-from eventbus.store.base import Store
+from eventbus.store import Retention, Store
 from eventbus.testing.conformance import PersistentStoreConformance, RetentionStoreConformance, SharedStoreConformance
 
 

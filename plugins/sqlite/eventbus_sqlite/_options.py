@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Literal, cast, get_args
 
-from eventbus.store.retention import RETENTION_QUERY_KEYS, Retention
+from eventbus.store import RETENTION_QUERY_KEYS, Retention
 
 __all__ = ["SqliteOptions", "Synchronous"]
 

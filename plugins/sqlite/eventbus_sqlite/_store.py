@@ -23,6 +23,7 @@ from eventbus.plugins import logger
 from eventbus.record import Record
 from eventbus.store import (
     DEFAULT_PAGE_SIZE,
+    CompactionStep,
     CompactResult,
     HistoryNeed,
     Retention,
@@ -30,9 +31,11 @@ from eventbus.store import (
     check_lease_ttl,
     check_letter_ids,
     check_read_arguments,
+    compact_by_hand,
+    history_truncated,
+    needed_hold,
+    redact_url,
 )
-from eventbus.store.retention import CompactionStep, compact_by_hand, history_truncated, needed_hold
-from eventbus.store.url import redact_url
 
 from . import _reader
 from ._connection import sqlite_errors

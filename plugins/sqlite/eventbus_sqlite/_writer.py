@@ -17,8 +17,8 @@ from uuid import UUID
 from eventbus.deadletters import DeadLetter
 from eventbus.exceptions import StoreError
 from eventbus.record import Record
+from eventbus.store import CompactionStep, CompactResult, Hold
 from eventbus.store.codec import letter_values, record_values
-from eventbus.store.retention import CompactionStep, CompactResult, Hold
 
 from ._connection import connect_writer, sqlite_errors
 from ._options import SqliteOptions
