@@ -102,3 +102,16 @@ def test_every_import_points_down_the_layers() -> None:
             if target != module and rank[target] >= rank[module]:
                 upward.append(f"{module or 'eventbus'} -> {target or 'eventbus'}")
     assert not upward, "imports that do not point down the layers:\n" + "\n".join(upward)
+
+
+ENTRY_MODULES = {"_context", "delivery.inbox", "delivery.workers", "publishing", "store.base", "store.memory"}
+"""The modules that make, carry or deliver entries, the compact form of a
+record (see eventbus._entry); everything else sees `Record` objects."""
+
+
+def test_the_entry_form_stays_among_the_modules_that_carry_it() -> None:
+    modules = {_module_name(path): path for path in PACKAGE.rglob("*.py")}
+    importers = sorted(module for module, path in modules.items() if "_entry" in _imported(path, module))
+    assert set(importers) <= ENTRY_MODULES, (
+        f"modules importing eventbus._entry beyond {sorted(ENTRY_MODULES)}: {importers}"
+    )

@@ -8,10 +8,10 @@ from bisect import bisect_left
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from .._entry import Entry, Item, recorded_at_ns_of, seq_of
+from .._entry import Entry, Item, is_entry, record_of, recorded_at_ns_of, seq_of, type_of
 from ..record import Record
 from .base import DEFAULT_PAGE_SIZE, StoreFeatures, check_lease_ttl, check_letter_ids, check_read_arguments
 from .retention import (
@@ -165,24 +165,23 @@ class MemoryStore:
         stop = len(records) if to_seq is None else bisect_left(records, to_seq + 1, lo=start, key=seq_of)
         if types is None:
             stop = min(stop, start + limit)
-            page = records[start:stop]
-            for offset, item in enumerate(page):
-                if type(item) is tuple:
-                    page[offset] = records[start + offset] = Record(*item)
-            return cast(list[Record], page)
+            return [self._record_at(index) for index in range(start, stop)]
         found: list[Record] = []
         for index in range(start, stop):
-            held: Any = records[index]
-            if type(held) is tuple:
-                if held[2] not in types:
-                    continue
-                held = records[index] = Record(*held)
-            elif held.type not in types:
-                continue
-            found.append(held)
-            if len(found) == limit:
-                break
+            if type_of(records[index]) in types:
+                found.append(self._record_at(index))
+                if len(found) == limit:
+                    break
         return found
+
+    def _record_at(self, index: int) -> Record:
+        """The record held at ``index``: an entry read for the first time
+        becomes its `Record`, which later reads return."""
+        held = self._records[index]
+        if not is_entry(held):
+            return held
+        record = self._records[index] = record_of(held)
+        return record
 
     async def head(self) -> int:
         return self._last_seq
