@@ -146,7 +146,7 @@ class EventBus(Publisher):
         # holds the bus in a reference cycle (see eventbus._weak).
         self._stop_now = weak_method(self._stop_at_once)
         self._unsubscribe_now = weak_method(self._router.remove, _freed_bus_unsubscribe)
-        self._head_now = weak_method(self.head_now)
+        self._head_now = weak_method(self._current_head)
         self._lease_holder = new_holder()
         self.dead_letters = DeadLetters(weak_method(self._current_store), weak_method(self._pipeline_of))
         self._state = BusState.STOPPED
@@ -170,15 +170,15 @@ class EventBus(Publisher):
     @property
     def running(self) -> bool:
         """True while the bus accepts publishes (running, or draining on the way out)."""
-        return self.accepting
+        return self._accepting
 
     def _enter(self, state: BusState) -> None:
         """Move to ``state``; publishes are accepted while running or draining."""
         self._state = state
         if state is BusState.RUNNING or state is BusState.DRAINING:
-            self.accept()
+            self._accept_publishes()
         else:
-            self.refuse(state.value)
+            self._refuse_publishes(state.value)
 
     async def __aenter__(self) -> EventBus:
         if self._state is not BusState.STOPPED or self._owner is not None:
@@ -249,7 +249,7 @@ class EventBus(Publisher):
                 await store.open()
                 resources.push_async_callback(_shielded, store.close)
                 store.hold_history(self._history_needed)
-                self.begin(store, await store.head())
+                self._begin_run(store, await store.head())
                 await start_plugins(self.plugins, self, resources)
                 async with anyio.create_task_group() as runs:
                     self._runs = runs
@@ -389,8 +389,8 @@ class EventBus(Publisher):
             )
         with anyio.fail_after(timeout):
             while True:
-                if self.busy:
-                    await self.wait_idle()
+                if self._appending:
+                    await self._wait_appended()
                     continue
                 busy = [run for sub in self.subscriptions.values() if (run := sub.run) and not run.is_idle()]
                 if not busy:
@@ -429,7 +429,7 @@ class EventBus(Publisher):
     def stats(self) -> BusStats:
         """A snapshot of the bus's and every subscription's counters."""
         return BusStats(
-            published=self.published,
+            published=self._published,
             head=self.head,
             first_seq=self.store.first_seq,
             subscriptions=MappingProxyType({name: sub.stats() for name, sub in self.subscriptions.items()}),

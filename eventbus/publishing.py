@@ -60,7 +60,8 @@ _current_record = current_record.get
 class Publisher:
     """Accepts events into a store and routes them: what an `EventBus` does to
     publish (`EventBus` is a `Publisher`; its lifecycle hands each run's store
-    to `begin`, and opens and closes the way in with `accept` and `refuse`).
+    to `_begin_run`, and opens and closes the way in with `_accept_publishes`
+    and `_refuse_publishes`, protected methods an `EventBus` calls on itself).
 
     Args:
         router: the bus's type → subscriptions index.
@@ -135,9 +136,9 @@ class Publisher:
         self.max_causation_depth = max_causation_depth
         self._middleware_sees_appends = bool(publish_middleware)
 
-    # -- the bus's side ------------------------------------------------------------
+    # -- the lifecycle's side: protected, an EventBus calls these on itself ----------
 
-    def begin(self, store: Store, head: int) -> None:
+    def _begin_run(self, store: Store, head: int) -> None:
         """A run of the bus starts on ``store``, whose newest seq is ``head``."""
         self._store = store
         self._head = head
@@ -148,16 +149,16 @@ class Publisher:
         # Asked once per run, not per publish: the check costs more than a publish.
         self._log_publishes = logger.is_enabled_for(logging.DEBUG)
 
-    def accept(self) -> None:
+    def _accept_publishes(self) -> None:
         """Accept publishes (the bus is running or draining)."""
         self._refusal = None
 
-    def refuse(self, state: str) -> None:
+    def _refuse_publishes(self, state: str) -> None:
         """Refuse publishes with `BusClosed`, saying that the bus is ``state``."""
         self._refusal = state
 
     @property
-    def accepting(self) -> bool:
+    def _accepting(self) -> bool:
         """Publishes are accepted."""
         return self._refusal is None
 
@@ -166,21 +167,16 @@ class Publisher:
         """The newest seq this bus has appended or found in its store."""
         return self._head
 
-    def head_now(self) -> int:
+    def _current_head(self) -> int:
         """`head`, as a plain method the subscriptions' runs call."""
         return self._head
 
     @property
-    def published(self) -> int:
-        """Events this bus appended to its store."""
-        return self._published
-
-    @property
-    def busy(self) -> bool:
+    def _appending(self) -> bool:
         """An append is in flight."""
         return self._busy
 
-    async def wait_idle(self) -> None:
+    async def _wait_appended(self) -> None:
         """Return once no append is in flight."""
         if self._busy:
             if self._idle is None:
