@@ -50,6 +50,17 @@ def timing(call_next: Handle, context: DeliveryContext) -> Handle:
     return handle
 
 
+def second_chance(call_next: Handle, context: DeliveryContext) -> Handle:
+    async def handle(record: Record) -> None:
+        try:
+            await call_next(record)
+        except ConnectionError:
+            context.counters.retried()
+            await call_next(record)
+
+    return handle
+
+
 def audit_publishes(call_next: Commit) -> Commit:
     async def commit(records: Sequence[Record]) -> None:
         await call_next(records)
@@ -58,7 +69,7 @@ def audit_publishes(call_next: Commit) -> Commit:
     return commit
 
 
-bus_middleware: list[Middleware] = [timing]
+bus_middleware: list[Middleware] = [timing, second_chance]
 publish_middleware: list[PublishMiddleware] = [audit_publishes]
 
 
