@@ -55,6 +55,10 @@ ORIGIN_HEADER = "origin"
 """The header `EventBus.ingest` sets to where an event came from."""
 
 _current_record = current_record.get
+"""Bound once: neither CPython 3.11 nor 3.13 specializes looking up a
+`ContextVar`'s method, and ``current_record.get()`` in `Publisher.publish`
+costs a one-handler publish-to-handled 527 instructions on 3.11 (12 968
+against 12 441) and 702 on 3.13 (14 804 against 14 102)."""
 
 
 class Publisher:
@@ -72,6 +76,11 @@ class Publisher:
             handlers may grow.
     """
 
+    # Slotted: an EventBus instance holds these and its own attributes, about
+    # forty, past the thirty up to which CPython 3.11 keeps an instance's dict
+    # shared and its attribute reads specialized. Unslotted, a one-handler
+    # publish-to-handled costs 232 instructions more on 3.11 (12 673 against
+    # 12 441) and 286 more on 3.13 (14 388 against 14 102), 2 % on both.
     __slots__ = (
         "__weakref__",
         "_busy",
@@ -210,8 +219,9 @@ class Publisher:
             if append_entry is not None and route.entries:
                 # No subscription needs a Record: the store keeps an entry (see
                 # eventbus._entry). What `_accepted` does, written out for one
-                # entry: the call would cost 400 instructions of a one-handler
-                # publish-to-handled's 12 479 on CPython 3.11 (3.2 %), ACCEPTED313.
+                # entry: calling a method for it costs 421 instructions of a
+                # one-handler publish-to-handled on CPython 3.11 (12 862 against
+                # 12 441, 3.4 %) and 639 on 3.13 (14 741 against 14 102, 4.5 %).
                 entry = append_entry(event, route.name, route.version, event_id, time_ns())
                 seq = self._head = entry[SEQ]
                 self._published += 1
