@@ -20,7 +20,7 @@ LAYERS: list[list[str]] = [
     ["event"],
     ["record"],
     ["_entry"],
-    ["_context", "deadletters._letter", "stats"],
+    ["_context", "deadletters.letter", "stats"],
     ["store.retention"],
     ["store.base", "store.codec", "handler"],
     ["store.memory"],

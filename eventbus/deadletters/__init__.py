@@ -17,7 +17,7 @@ which only plugins need, from here.
 """
 
 from ._bury import bury
-from ._letter import DeadLetter
 from ._redrive import DeadLetters
+from .letter import DeadLetter
 
 __all__ = ["DeadLetter", "DeadLetters", "bury"]

@@ -11,7 +11,7 @@ from .._context import Attempts, current_attempts
 from .._log import logger
 from ..record import Record
 from ..store.base import Store
-from ._letter import DeadLetter
+from .letter import DeadLetter
 
 __all__ = ["bury"]
 

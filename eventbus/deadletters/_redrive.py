@@ -20,7 +20,7 @@ from ..failures import is_failure
 from ..record import Record
 from ..store.base import Store, check_letter_ids
 from ._bury import bury
-from ._letter import DeadLetter
+from .letter import DeadLetter
 
 __all__ = ["DeadLetters", "Redeliverer"]
 

@@ -18,7 +18,7 @@ from uuid import UUID
 
 if TYPE_CHECKING:
     from .._entry import Entry
-    from ..deadletters._letter import DeadLetter
+    from ..deadletters.letter import DeadLetter
     from ..event import Event
     from ..record import Record
     from .retention import CompactResult, HistoryNeed

@@ -31,7 +31,7 @@ from types import MappingProxyType
 from typing import Any, Protocol
 from uuid import UUID
 
-from ..deadletters._letter import DeadLetter
+from ..deadletters.letter import DeadLetter
 from ..event import Event
 from ..exceptions import EventDecodeError
 from ..record import NO_HEADERS, Record

@@ -26,7 +26,7 @@ from .retention import (
 )
 
 if TYPE_CHECKING:
-    from ..deadletters._letter import DeadLetter
+    from ..deadletters.letter import DeadLetter
 
 __all__ = ["MemoryStore"]
 

@@ -1,7 +1,8 @@
 """`DeadLetter`: a delivery that failed for good, as the store keeps it.
 
-The store contract names it, so it depends on nothing above `Record`; the
-rest of `eventbus.deadletters` sits above the store.
+The store contract names it, so it depends on nothing above `Record`, and
+the store modules import it from here (the rest of `eventbus.deadletters`
+sits above the store).
 """
 
 from __future__ import annotations
