@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
+import anyio
 import pytest
 from core_events import WAIT, Gate, Ping, Pong, Sink
 
-from eventbus import BusStats, EventBus, Retry, SubscriptionStats
+from eventbus import BusStats, DeadLetter, EventBus, MemoryStore, Retry, SubscriptionStats
 
 ONE_RETRY = Retry(attempts=2, backoff=0, jitter=0)
 
@@ -119,6 +120,42 @@ async def test_pending_counts_queued_and_running_deliveries() -> None:
     assert (after.routed, after.pending, after.delivered, after.position) == (3, 0, 3, 3)
     assert _balanced(during)
     assert _balanced(after)
+
+
+class SlowLetterStore(MemoryStore):
+    """A real `MemoryStore` whose dead letters are stored only once the test lets them through."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.storing = anyio.Event()
+        self.let_through = anyio.Event()
+
+    async def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        self.storing.set()
+        await self.let_through.wait()
+        await super().add_dead_letters(letters)
+
+
+async def test_a_failing_delivery_is_pending_until_its_dead_letter_is_stored() -> None:
+    store = SlowLetterStore()
+    async with EventBus(store=store) as bus:
+
+        @bus.subscribe(name="fails")
+        async def fails(event: Ping) -> None:
+            raise ValueError("no")
+
+        await bus.publish(Ping(n=1))
+        with anyio.fail_after(WAIT):
+            await store.storing.wait()
+        while_storing = bus.stats()["fails"]
+        store.let_through.set()
+        await bus.drain(WAIT)
+        stored = bus.stats()["fails"]
+
+    assert (while_storing.pending, while_storing.dead_lettered, while_storing.delivered) == (1, 0, 0)
+    assert (stored.pending, stored.dead_lettered, stored.delivered) == (0, 1, 0)
+    assert _balanced(while_storing)
+    assert _balanced(stored)
 
 
 async def test_dropped_events_are_counted_and_position_is_the_last_handled_seq() -> None:
