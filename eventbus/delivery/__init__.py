@@ -1,15 +1,17 @@
 """Delivery: everything between the bus routing a record to a subscription and
 its handler returning, one concept per module.
 
-- `inbox`: the bounded queue, its backpressure policy, room and idle signals
-  (all the bus touches of a subscription);
+- `inbox`: the bounded queue, the page of history, the backpressure policy,
+  room and idle signals, and the counts: the state the bus, catch-up and
+  the workers share, changed only through its verbs;
 - `catchup`: reading history back from the store, then switching to live;
-- `checkpoints`: the position and durable checkpoints;
+- `checkpoints`: loading and saving a durable subscription's position;
 - `lease`: one process at a time delivering a durable subscription on a
   store shared between processes;
 - `pipeline`: the handler pipeline (middleware, retry, timeout, dead letters);
 - `recovery`: retrying the store calls a subscription cannot do without;
-- `workers`: `DeliveryRun`, one run of a subscription, and its worker loops;
+- `workers`: `DeliveryRun`, one run of a subscription, its position and its
+  worker loops;
 - `options`: the subscription options, written once.
 """
 

@@ -2,12 +2,14 @@
 its worker loops.
 
 A run puts the pieces of `eventbus.delivery` together: the `Inbox` the bus
-routes into, the `CatchUp` that reads history, the `Checkpoints` that track
-and save the position, and the `Pipeline` each record goes through. Its
-workers take records in seq order from the catch-up page or the inbox and
-deliver them; with ``concurrency=n`` there are ``n`` workers, and ``key=``
-keeps the records of one key in order. A new run is made each time the bus
-starts, so a bus can run again after it stopped.
+routes into, the `CatchUp` that reads history into it, the `Checkpoints`
+that load and save the position, and the `Pipeline` each record goes
+through. The run owns the position and what its workers hold (`stats`
+measures pending from them). Its workers take records in seq order from
+the inbox's `~Inbox.source` and deliver them; with ``concurrency=n`` there
+are ``n`` workers, and ``key=`` keeps the records of one key in order. A new
+run is made each time the bus starts, so a bus can run again after it
+stopped.
 """
 
 from __future__ import annotations
