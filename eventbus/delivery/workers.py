@@ -278,7 +278,7 @@ class DeliveryRun:
                             record = record_of(record)
                         seq = record.seq
                         if direct is None or rejections:
-                            await deliver(record, inbox.rejection(seq))
+                            await deliver(record, inbox.rejection(seq) if rejections else None)
                         else:
                             # without the call through deliver()
                             enter(record)
@@ -303,19 +303,20 @@ class DeliveryRun:
         key = self._key
         busy = self._busy_keys
         deliver = self._deliver_tracked
+        rejections = inbox.rejections
         while True:
             # while it holds records the source stays this deque: a spill
             # makes it the page (see Inbox.fall_behind), and only an empty
-            # page turns the subscription live
-            source = inbox.source
+            # page turns the subscription live; never entries (see Inbox.takes_entries)
+            source = cast("deque[Record]", inbox.source)
             while True:  # not `while source:` (see _work)
                 if not source:
                     break
-                record = record_of(source.popleft())  # never an entry (see Inbox.takes_entries)
+                record = source.popleft()
                 if inbox.crowded:
                     inbox.took()
                 self._in_flight.append(record.seq)
-                rejection = inbox.rejection(record.seq)
+                rejection = inbox.rejection(record.seq) if rejections else None
                 if key is None or rejection is not None:
                     await deliver(record, rejection)
                     continue
