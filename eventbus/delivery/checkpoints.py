@@ -42,14 +42,12 @@ class Checkpoints:
         name: the subscription's name (the checkpoint's key).
         store: where durable positions are saved.
         durable: save the position (otherwise every call here is a no-op).
-        position: the subscription's current position, asked at each save.
     """
 
-    def __init__(self, name: str, store: Store, durable: bool, position: Callable[[], int]) -> None:
+    def __init__(self, name: str, store: Store, durable: bool) -> None:
         self.name = name
         self.durable = durable
         self._store = store
-        self._position = position
         self._saved = 0
         self._idle_at = -1  # the position when the subscription last ran out of work
         self._idle_deadline = math.inf
@@ -68,27 +66,27 @@ class Checkpoints:
         await self._save(start - 1)
         return start
 
-    async def wait_saving_when_idle(self, wait: Callable[[], Awaitable[None]]) -> None:
-        """``await wait()``; a durable subscription whose position moved saves
-        it once its position has stood still for `CHECKPOINT_IDLE` seconds
-        (across waits that return early, such as tailing a store's appends)."""
-        while self.durable and (position := self._position()) != self._saved:
-            if self._idle_at != position:
-                self._idle_at = position
+    async def wait_saving_when_idle(self, wait: Callable[[], Awaitable[None]], position: Callable[[], int]) -> None:
+        """``await wait()``; a durable subscription whose ``position()`` moved
+        saves it once it has stood still for `CHECKPOINT_IDLE` seconds (across
+        waits that return early, such as tailing a store's appends)."""
+        while self.durable and (now := position()) != self._saved:
+            if self._idle_at != now:
+                self._idle_at = now
                 self._idle_deadline = anyio.current_time() + CHECKPOINT_IDLE
             with anyio.CancelScope(deadline=max(self._idle_deadline, self._retry_at)):
                 await wait()
                 return
-            await self.save()
+            await self.save(position())
         await wait()
 
-    async def save(self) -> bool:
-        """Checkpoint a durable subscription's position, if it moved; a failure
-        is logged and the next save waits for the backoff. Returns whether the
-        saved position is now the current one."""
+    async def save(self, position: int) -> bool:
+        """Checkpoint a durable subscription's ``position``, if it moved; a
+        failure is logged and the next save waits for the backoff. Returns
+        whether the saved position is now ``position``."""
         if not self.durable:
             return True
-        return await self._save(self._position())
+        return await self._save(position)
 
     async def _save(self, position: int) -> bool:
         if position == self._saved:
@@ -110,11 +108,12 @@ class Checkpoints:
         self._backoff.reset()
         return True
 
-    async def save_on_close(self) -> None:
-        """The last save of a stopping subscription: shielded from cancellation,
-        retried with backoff for up to `CLOSE_SAVE_TIMEOUT` seconds."""
+    async def save_on_close(self, position: int) -> None:
+        """The last save of a stopping subscription, at its final ``position``:
+        shielded from cancellation, retried with backoff for up to
+        `CLOSE_SAVE_TIMEOUT` seconds."""
         with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_SAVE_TIMEOUT):
-            saved = await self.save()
+            saved = await self.save(position)
             while not saved:
                 await anyio.sleep_until(self._retry_at)
-                saved = await self.save()
+                saved = await self.save(position)

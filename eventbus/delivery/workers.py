@@ -22,7 +22,6 @@ import anyio
 import anyio.abc
 
 from .._entry import EVENT, SEQ, record_of, seq_of
-from .._weak import weak_method
 from ..failures import fatal_error, is_failure
 from ..handler import Handle
 from ..middleware.base import Middleware
@@ -81,8 +80,7 @@ class DeliveryRun:
         )
         start = options.from_seq if options.from_seq is not None else head() + 1 if options.durable else None
         self.catch_up = CatchUp(self.inbox, store, types, head, start, store.features.shared_between_processes)
-        # weak: the checkpoints are ours, and a bound method would close a cycle (see eventbus._weak)
-        self.checkpoints = Checkpoints(name, store, options.durable, weak_method(self._current_position))
+        self.checkpoints = Checkpoints(name, store, options.durable)
         self.pipeline = Pipeline(handler, call, options, middleware, SubscriptionContext(name, self.inbox), store)
         self.lease = (
             Lease(name, lease_terms, store, self.inbox.idle_now)
@@ -115,6 +113,7 @@ class DeliveryRun:
         return self._position
 
     def _current_position(self) -> int:
+        """`position`, as a plain method the checkpoints ask while the workers sleep."""
         return self._position
 
     def stats(self) -> SubscriptionStats:
@@ -200,7 +199,7 @@ class DeliveryRun:
             self._on_fatal(fatal)
         finally:
             if self.lease is None or self.lease.held:
-                await self.checkpoints.save_on_close()
+                await self.checkpoints.save_on_close(self._position)
             if self.lease is not None:
                 await self.lease.release()
             self.inbox.flush_drop_report()
@@ -245,6 +244,8 @@ class DeliveryRun:
         deliver, direct, enter = pipeline.deliver, pipeline.direct, pipeline.enter
         # entries reach this worker only when the pipeline calls its handler directly
         call_event = cast(Callable[[Any], Awaitable[None]], direct)
+        # an entry's fields, by their names in eventbus._entry, read as locals in the loop
+        seq_at, event_at = SEQ, EVENT
         rejections = inbox.rejections
         until_save = CHECKPOINT_EVERY
         while True:
@@ -270,9 +271,9 @@ class DeliveryRun:
                 try:
                     if type(record) is tuple and not rejections:
                         # the commonest case: an entry's event to the handler, no Record at all
-                        seq = record[SEQ]
+                        seq = record[seq_at]
                         enter(record)
-                        await call_event(record[EVENT])
+                        await call_event(record[event_at])
                     else:
                         if type(record) is tuple:
                             record = record_of(record)
@@ -292,7 +293,7 @@ class DeliveryRun:
                 until_save -= 1
                 if not until_save:
                     until_save = CHECKPOINT_EVERY
-                    await checkpoints.save()
+                    await checkpoints.save(self._position)
             await self._refill()
             if inbox.closed:
                 return
@@ -351,7 +352,7 @@ class DeliveryRun:
         self._until_save -= 1
         if not self._until_save:
             self._until_save = CHECKPOINT_EVERY
-            await self.checkpoints.save()
+            await self.checkpoints.save(self._position)
 
     def _finished(self, seq: int) -> None:
         """A concurrent delivery finished: move the position past every seq finished in order."""
@@ -397,7 +398,7 @@ class DeliveryRun:
             self.inbox.idle_now()
         try:
             if self.checkpoints.durable:
-                await self.checkpoints.wait_saving_when_idle(wait)
+                await self.checkpoints.wait_saving_when_idle(wait, self._current_position)
             else:
                 await wait()
         finally:
