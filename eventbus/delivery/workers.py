@@ -244,7 +244,9 @@ class DeliveryRun:
         deliver, direct, enter = pipeline.deliver, pipeline.direct, pipeline.enter
         # entries reach this worker only when the pipeline calls its handler directly
         call_event = cast(Callable[[Any], Awaitable[None]], direct)
-        # an entry's fields, by their names in eventbus._entry, read as locals in the loop
+        # An entry's fields, by their names in eventbus._entry, read as locals in
+        # the loop: as globals there, a one-handler publish-to-handled costs 32
+        # instructions more on CPython 3.11 (12 504) and 67 on 3.13 (14 159).
         seq_at, event_at = SEQ, EVENT
         rejections = inbox.rejections
         until_save = CHECKPOINT_EVERY
