@@ -306,7 +306,7 @@ class Publisher:
                 f"ingesting {route.name!r} (event id {event_id}) from {origin!r}: its causation chain is {depth} "
                 f"events deep (max_causation_depth={self.max_causation_depth})"
             )
-        stamped = checked_headers({**(headers or {}), ORIGIN_HEADER: origin})
+        stamped = _checked_headers({**(headers or {}), ORIGIN_HEADER: origin})
         record = Record(
             0, event, route.name, route.version, event_id, time_ns(), correlation_id, causation_id, stamped, depth
         )
@@ -320,7 +320,7 @@ class Publisher:
     # -- building records ----------------------------------------------------------
 
     def _new_record(self, event: Event, route: Route, headers: Mapping[str, str] | None, parent: Item | None) -> Record:
-        headers = NO_HEADERS if headers is None else checked_headers(headers)
+        headers = NO_HEADERS if headers is None else _checked_headers(headers)
         event_id = self._next_id
         self._next_id = event_id + 1
         if parent is None:
@@ -458,7 +458,7 @@ def _log_published(first_seq: int, last_seq: int, type_name: str) -> None:
     logger.debug("published", seq=first_seq, type=type_name, count=last_seq - first_seq + 1, last_seq=last_seq)
 
 
-def checked_headers(headers: Mapping[str, str]) -> Mapping[str, str]:
+def _checked_headers(headers: Mapping[str, str]) -> Mapping[str, str]:
     """``headers`` as a read-only copy; `TypeError` unless it maps str to str."""
     if not isinstance(headers, Mapping):
         raise TypeError(f"headers must be a mapping of str to str, got {type(headers).__name__}")

@@ -323,8 +323,9 @@ class Inbox:
             self._crowd.discard(self)
 
     def rejection(self, seq: int) -> Exception | None:
-        """The exception ``where=`` raised for ``seq``, if any (once)."""
-        return self._rejections.pop(seq, None) if self._rejections else None
+        """The exception ``where=`` raised for ``seq``, if any (once). The
+        workers ask only while `rejections` is not empty."""
+        return self._rejections.pop(seq, None)
 
     def wake(self) -> None:
         """Wake the parked workers (once: offers in a burst do not set it again)."""
