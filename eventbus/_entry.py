@@ -42,6 +42,7 @@ __all__ = [
     "SEQ",
     "causation_of",
     "event_of",
+    "id_of",
     "is_entry",
     "record_of",
     "recorded_at_ns_of",
@@ -73,6 +74,12 @@ def is_entry(item: Item) -> TypeIs[Entry]:
 def record_of(item: Item) -> Record:
     """The `Record` of ``item`` (built anew for an entry)."""
     return item if isinstance(item, Record) else Record(*item)
+
+
+def id_of(item: Item) -> int:
+    """The event id of ``item`` as an int (``UUID.int``), what an index of ids keys on."""
+    event_id = item.ids[0] if isinstance(item, Record) else item[4]
+    return event_id if isinstance(event_id, int) else event_id.int
 
 
 def seq_of(item: Item) -> int:

@@ -43,7 +43,7 @@ from .failures import fatal_error
 from .handler import is_type_spec
 from .middleware.base import Middleware, PublishMiddleware
 from .plugins import Plugin, load_plugin, run_plugins, start_plugins
-from .publishing import DEFAULT_MAX_CAUSATION_DEPTH, INGEST_WINDOW, ORIGIN_HEADER, Publisher
+from .publishing import DEFAULT_MAX_CAUSATION_DEPTH, ORIGIN_HEADER, Publisher
 from .replay import Replay, type_names
 from .routing import Router
 from .stats import BusStats
@@ -56,7 +56,6 @@ __all__ = [
     "DEFAULT_MAX_CAUSATION_DEPTH",
     "DEFAULT_SHUTDOWN_TIMEOUT",
     "EventBus",
-    "INGEST_WINDOW",
     "ORIGIN_HEADER",
 ]
 

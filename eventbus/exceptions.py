@@ -12,6 +12,7 @@ EventBusError
 │   └── UnknownEventType      ... because no class is registered under its name
 ├── HistoryTruncated          a read asked for records that retention already removed
 ├── StoreError                a store failed or was given something it cannot hold
+│   ├── PublishOutcomeUnknown a store cannot tell whether an append was stored
 │   └── StoreNotFound         no store is installed for a URL's scheme
 └── PluginError               a bus plugin could not be found or failed to start
 ```
@@ -21,6 +22,9 @@ standard library does; these classes are for what goes wrong at run time.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from uuid import UUID
 
 __all__ = [
     "BackpressureError",
@@ -33,6 +37,7 @@ __all__ = [
     "HandlerTimeout",
     "HistoryTruncated",
     "PluginError",
+    "PublishOutcomeUnknown",
     "StoreError",
     "StoreNotFound",
     "UnknownEventType",
@@ -102,6 +107,27 @@ class HistoryTruncated(EventBusError):
 
 class StoreError(EventBusError):
     """A store failed, refused its input, or could not be opened."""
+
+
+class PublishOutcomeUnknown(StoreError):
+    """A store lost its connection while committing an append and could not
+    find out within its bounded time whether the append was stored.
+
+    It is the one error after which the events may or may not be stored. A
+    store that can tell raises nothing (the append was stored) or a plain
+    `StoreError` (it was not). Publishing again with the same ids is safe:
+    an id that is already stored is not stored twice, and its stored seq is
+    returned (``bus.publish(event, event_id=error.event_ids[0])``,
+    ``bus.publish_many(events, event_ids=error.event_ids)``).
+
+    Attributes:
+        event_ids: the ids of the events whose append is in doubt, in the
+            order they were published.
+    """
+
+    def __init__(self, message: str, *, event_ids: Sequence[UUID]) -> None:
+        super().__init__(message)
+        self.event_ids = tuple(event_ids)
 
 
 class StoreNotFound(StoreError):

@@ -18,14 +18,20 @@ Cancellation never leaves a publish half-done: a store's append either
 commits and returns or stores nothing (the `Store` contract), and a
 publisher's wait for the append carrying its records is shielded until that
 outcome is decided. A publish that returns stored its records; one that
-raises stored nothing. A cancellation that arrives meanwhile takes effect at
+raises stored nothing, except for `PublishOutcomeUnknown`, the store's word
+that it cannot tell. A cancellation that arrives meanwhile takes effect at
 the caller's next checkpoint.
+
+Event ids are unique in a store (see `Store.append`): a record whose id is
+already stored keeps the stored seq and is not routed again, which is what
+makes publishing with the caller's own ids (``event_id=``, ``event_ids=``)
+and `~Publisher.ingest` idempotent.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from time import time_ns
 from types import MappingProxyType
 from uuid import UUID
@@ -39,18 +45,15 @@ from ._log import logger
 from ._weak import weak_method
 from .delivery.inbox import Inbox, offer
 from .event import Event
-from .exceptions import BackpressureError, BusClosed, CausationLoopError
+from .exceptions import BackpressureError, BusClosed, CausationLoopError, PublishOutcomeUnknown
 from .middleware.base import Commit, PublishMiddleware
 from .record import NO_HEADERS, Record
 from .routing import Route, Router
 from .store import ImmediateAppend, Store, immediate_append
 
-__all__ = ["DEFAULT_MAX_CAUSATION_DEPTH", "INGEST_WINDOW", "ORIGIN_HEADER", "Publisher"]
+__all__ = ["DEFAULT_MAX_CAUSATION_DEPTH", "ORIGIN_HEADER", "Publisher"]
 
 DEFAULT_MAX_CAUSATION_DEPTH = 64
-INGEST_WINDOW = 100_000
-"""How many of the most recently ingested event ids a bus remembers in one run:
-`EventBus.ingest` of an id among them appends nothing again."""
 ORIGIN_HEADER = "origin"
 """The header `EventBus.ingest` sets to where an event came from."""
 
@@ -90,7 +93,6 @@ class Publisher:
         "_head",
         "_idle",
         "_immediate",
-        "_ingested",
         "_log_publishes",
         "_middleware_sees_appends",
         "_next_id",
@@ -138,7 +140,6 @@ class Publisher:
         """The next event id, a UUIDv7 value as an int, one more each time (see eventbus._ids)."""
         self._head = 0
         self._published = 0
-        self._ingested: dict[UUID, int] = {}
         self._log_publishes = False
         self._refusal: str | None = "stopped"
         """Why publishes are refused (the bus's state), or None while they are accepted."""
@@ -152,7 +153,6 @@ class Publisher:
         """A run of the bus starts on ``store``, whose newest seq is ``head``."""
         self._store = store
         self._head = head
-        self._ingested = {}
         immediate = immediate_append(store)  # checked even where publish middleware leaves it unused
         self._immediate = None if self._middleware_sees_appends else immediate
         self._set_at_once(not self._busy)
@@ -195,41 +195,57 @@ class Publisher:
 
     # -- the ways in ---------------------------------------------------------------
 
-    async def publish(self, event: Event, headers: Mapping[str, str] | None = None) -> int:
+    async def publish(
+        self, event: Event, headers: Mapping[str, str] | None = None, *, event_id: UUID | None = None
+    ) -> int:
         """Store ``event``, route it to its subscriptions, and return its seq.
 
         Returns once the event is stored (committed, for durable stores); it
-        does not wait for handlers. Raises `TypeError` for anything that is
-        not an `Event`, `BusClosed` when the bus is not running (or closes
-        while the publish waits for room), `BackpressureError` when a full
-        ``"block"`` subscription stays full past ``publish_timeout``, and
-        `CausationLoopError` when called from a handler at the bottom of a
-        too-deep causation chain. A publish that raises stored nothing.
+        does not wait for handlers. ``event_id`` gives the event the caller's
+        id instead of a new one: when the store already holds a record with
+        that id, nothing is stored or routed, and that record's seq is
+        returned (the stored event is not compared with ``event``).
+
+        Raises `TypeError` for anything that is not an `Event` (or an
+        ``event_id`` that is not a `UUID`), `BusClosed` when the bus is not
+        running (or closes while the publish waits for room),
+        `BackpressureError` when a full ``"block"`` subscription stays full
+        past ``publish_timeout``, `CausationLoopError` when called from a
+        handler at the bottom of a too-deep causation chain, and
+        `StoreError` when the store fails. A publish that raises stored
+        nothing, except one that raises `PublishOutcomeUnknown`: the store
+        lost its connection while committing and could not tell; publishing
+        again with the error's ``event_ids`` is safe.
         """
         if self._refusal is not None:
             raise BusClosed(f"cannot publish {type(event).__qualname__}: the bus is {self._refusal}")
         route = self._routes[type(event)]
         parent = _current_record()
-        record = None if parent is None and headers is None else self._new_record(event, route, headers, parent)
+        record = (
+            None
+            if parent is None and headers is None and event_id is None
+            else self._new_record(event, route, headers, parent, event_id)
+        )
         if self._crowded:  # some inbox may be full: look at this route's
             await self._wait_if_full(route.blocking, parent)
         item: Item
         if record is None:
-            event_id = self._next_id
-            self._next_id = event_id + 1
+            new_id = self._next_id
+            self._next_id = new_id + 1
             append_entry = self._entry_now
             if append_entry is not None and route.entries:
                 # no subscription needs a Record: the store keeps an entry (see eventbus._entry)
-                item = append_entry(event, route.name, route.version, event_id, time_ns())
+                item = append_entry(event, route.name, route.version, new_id, time_ns())
                 seq = item[SEQ]
             else:
-                record = Record(0, event, route.name, route.version, event_id, time_ns())
+                record = Record(0, event, route.name, route.version, new_id, time_ns())
         if record is not None:
             now = self._now
             if now is None:
                 await self._commit_reserving((record,), dict.fromkeys(route.blocking, 1))
                 return record.seq
-            now.append_now((record,))
+            if now.append_now((record,)):
+                return record.seq  # stored before, under the caller's event_id: routed then
             item, seq = record, record.seq
         # The store took the item at once, and nothing ran in between: what
         # `_accepted` does, written out for one item. Calling a method for it
@@ -243,10 +259,24 @@ class Publisher:
         offer(route.targets, item)
         return seq
 
-    async def publish_many(self, events: Iterable[Event], headers: Mapping[str, str] | None = None) -> list[int]:
-        """Store a batch in one atomic append, route it, and return the seqs in order."""
+    async def publish_many(
+        self,
+        events: Iterable[Event],
+        headers: Mapping[str, str] | None = None,
+        *,
+        event_ids: Iterable[UUID] | None = None,
+    ) -> list[int]:
+        """Store a batch in one atomic append, route it, and return the seqs in order.
+
+        ``event_ids`` gives the events the caller's ids, one per event, in
+        order: an event whose id is already stored (or repeats an earlier one
+        of the batch) is not stored or routed again, and gets the stored seq.
+        Raises what `publish` raises, and `ValueError` when ``event_ids``
+        does not hold one id per event.
+        """
         if self._refusal is not None:
             raise BusClosed(f"cannot publish: the bus is {self._refusal}")
+        ids = None if event_ids is None else list(event_ids)
         parent = _current_record()
         routes = self._routes
         records: list[Record] = []
@@ -256,9 +286,19 @@ class Publisher:
                 route = routes[type(event)]
             except TypeError as exc:
                 raise TypeError(f"events[{index}]: {exc}") from None
-            records.append(self._new_record(event, route, headers, parent))
+            event_id = None
+            if ids is not None:
+                if index >= len(ids):
+                    raise ValueError(f"publish_many got more events than event_ids ({len(ids)})")
+                event_id = ids[index]
+            try:
+                records.append(self._new_record(event, route, headers, parent, event_id))
+            except TypeError as exc:
+                raise TypeError(f"event_ids[{index}]: {exc}") from None
             for inbox in route.blocking:
                 blocking[inbox] = blocking.get(inbox, 0) + 1
+        if ids is not None and len(ids) != len(records):
+            raise ValueError(f"publish_many got {len(ids)} event_ids for {len(records)} events")
         if not records:
             return []
         await self._wait_if_full(tuple(blocking), parent)
@@ -283,10 +323,11 @@ class Publisher:
         its ``event_id``, ``correlation_id`` (its own id when None),
         ``causation_id``, ``headers`` and causation ``depth``, plus an
         ``origin`` header (`ORIGIN_HEADER`) saying where it came from. It is
-        idempotent on ``event_id`` within a window: an id among the last
-        `INGEST_WINDOW` ingested in this run is not appended again, and its
-        first local seq is returned. Raises what `publish` raises, and
-        `CausationLoopError` when ``depth`` exceeds ``max_causation_depth``.
+        idempotent on ``event_id``, like `publish` with an ``event_id``: when
+        the store already holds that id (ingested before, or published here
+        and come back), nothing is appended or routed and the stored seq is
+        returned. Raises what `publish` raises, and `CausationLoopError`
+        when ``depth`` exceeds ``max_causation_depth``.
         """
         if self._refusal is not None:
             raise BusClosed(f"cannot ingest {type(event).__qualname__}: the bus is {self._refusal}")
@@ -297,9 +338,6 @@ class Publisher:
             raise ValueError(f"ingest(origin=...) must name where the event came from, got {origin!r}")
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
             raise ValueError(f"ingest(depth=...) must be an int >= 0, got {depth!r}")
-        seen = self._ingested.get(event_id)
-        if seen is not None:
-            return seen
         route = self._routes[type(event)]
         if depth > self.max_causation_depth:
             raise CausationLoopError(
@@ -312,17 +350,27 @@ class Publisher:
         )
         await self._wait_if_full(route.blocking, None)
         await self._commit_reserving((record,), dict.fromkeys(route.blocking, 1))
-        self._ingested[event_id] = record.seq
-        if len(self._ingested) > INGEST_WINDOW:
-            del self._ingested[next(iter(self._ingested))]
         return record.seq
 
     # -- building records ----------------------------------------------------------
 
-    def _new_record(self, event: Event, route: Route, headers: Mapping[str, str] | None, parent: Item | None) -> Record:
+    def _new_record(
+        self,
+        event: Event,
+        route: Route,
+        headers: Mapping[str, str] | None,
+        parent: Item | None,
+        given_id: UUID | None = None,
+    ) -> Record:
         headers = NO_HEADERS if headers is None else _checked_headers(headers)
-        event_id = self._next_id
-        self._next_id = event_id + 1
+        event_id: UUID | int
+        if given_id is None:
+            event_id = self._next_id
+            self._next_id = event_id + 1
+        elif isinstance(given_id, UUID):
+            event_id = given_id
+        else:
+            raise TypeError(f"an event_id must be a UUID, got {type(given_id).__name__} {given_id!r}")
         if parent is None:
             return Record(0, event, route.name, route.version, event_id, time_ns(), None, None, headers)
         parent_id, correlation, parent_depth = causation_of(parent)
@@ -389,8 +437,7 @@ class Publisher:
         try:
             # a store's append is atomic under cancellation by contract: it
             # commits and returns, or raises having stored nothing
-            await store.append(records)
-            self._accepted(records)
+            self._accepted(records, await store.append(records))
         finally:
             if self._pending:
                 with anyio.CancelScope(shield=True):
@@ -403,21 +450,28 @@ class Publisher:
 
     async def _flush(self, store: Store) -> None:
         """Append what waited for the append in flight, in as few appends as
-        possible: one publisher's bad batch must not fail the others."""
+        possible: one publisher's bad batch must not fail the others.
+
+        After a plain error nothing of the shared append was stored, so each
+        publisher's batch is appended again on its own. After
+        `PublishOutcomeUnknown` the shared append may have been stored: each
+        publisher gets the error, narrowed to its own event ids.
+        """
         while self._pending:
             batch, self._pending = self._pending, []
+            records = [record for pending in batch for record in pending.records]
             try:
-                await store.append([record for pending in batch for record in pending.records])
+                self._accepted(records, await store.append(records))
+            except PublishOutcomeUnknown as exc:
                 for pending in batch:
-                    self._accepted(pending.records)
+                    pending.error = _narrowed(exc, pending.records)
             except Exception as exc:
                 if len(batch) == 1:
                     batch[0].error = exc
                 else:
                     for pending in batch:
                         try:
-                            await store.append(pending.records)
-                            self._accepted(pending.records)
+                            self._accepted(pending.records, await store.append(pending.records))
                         except Exception as single_exc:
                             pending.error = single_exc
             for pending in batch:
@@ -429,9 +483,15 @@ class Publisher:
 
     # -- accepted ------------------------------------------------------------------
 
-    def _accepted(self, records: Sequence[Record]) -> None:
+    def _accepted(self, records: Sequence[Record], already: Collection[int]) -> None:
         """Records are stored: move the head, count and log the append, and
-        offer each record to the inboxes its class routes to."""
+        offer each record to the inboxes its class routes to; except those at
+        the positions ``already``, which the store held before (and which
+        were routed when first stored)."""
+        if already:
+            records = [record for index, record in enumerate(records) if index not in already]
+            if not records:
+                return
         last = records[-1].seq
         self._head = last
         self._published += len(records)
@@ -451,6 +511,15 @@ class _Pending:
         self.records = records
         self.done = anyio.Event()
         self.error: BaseException | None = None
+
+
+def _narrowed(error: PublishOutcomeUnknown, records: Sequence[Record]) -> PublishOutcomeUnknown:
+    """``error`` told to the publisher of ``records``, one part of the append in doubt: its own ids."""
+    narrowed = PublishOutcomeUnknown(
+        f"{error}; {len(records)} of the events in doubt are this publish's", event_ids=[r.event_id for r in records]
+    )
+    narrowed.__cause__ = error
+    return narrowed
 
 
 def _log_published(first_seq: int, last_seq: int, type_name: str) -> None:

@@ -6,7 +6,7 @@ can collide with it in the process-wide registry.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import anyio
 
@@ -89,9 +89,9 @@ class CountingStore(MemoryStore):
         super().__init__()
         self.batches: list[int] = []
 
-    async def append(self, records: Sequence[Record]) -> None:
+    async def append(self, records: Sequence[Record]) -> Collection[int]:
         self.batches.append(len(records))
-        await super().append(records)
+        return await super().append(records)
 
 
 async def stored(store: Store) -> list[Record]:

@@ -152,9 +152,9 @@ class YieldingStore(MemoryStore):
         super().__init__()
         self._random = random.Random(seed)
 
-    async def append(self, records: Sequence[Record]) -> None:
+    async def append(self, records: Sequence[Record]) -> Collection[int]:
         await anyio.lowlevel.checkpoint()
-        await super().append(records)
+        return await super().append(records)
 
     async def read(
         self,

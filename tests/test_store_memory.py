@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -74,9 +74,9 @@ class CountingAppends(MemoryStore):
         super().__init__()
         self.appended = 0
 
-    async def append(self, records: Sequence[Record]) -> None:
+    async def append(self, records: Sequence[Record]) -> Collection[int]:
         self.appended += len(records)
-        await super().append(records)
+        return await super().append(records)
 
 
 class CountingMixin:
@@ -84,9 +84,9 @@ class CountingMixin:
 
     appended = 0
 
-    async def append(self, records: Sequence[Record]) -> None:
+    async def append(self, records: Sequence[Record]) -> Collection[int]:
         self.appended += len(records)
-        await super().append(records)  # type: ignore[misc]
+        return await super().append(records)  # type: ignore[misc,no-any-return]
 
 
 class MixedInCounting(CountingMixin, MemoryStore):
@@ -100,8 +100,8 @@ class CountingSubclass(CountingAppends):
 class CountingFastOnes(MemoryStore):
     """Overrides the fast appends only, without declaring its features."""
 
-    def append_now(self, records: Sequence[Record]) -> None:
-        super().append_now(records)
+    def append_now(self, records: Sequence[Record]) -> Collection[int]:
+        return super().append_now(records)
 
 
 class ReadingAloud(MemoryStore):

@@ -3,7 +3,8 @@
 A store of your own imports from here: the contract (`Store`, `StoreFeatures`
 and the optional `ImmediateAppend`, checked by `immediate_append`), the
 checks every store makes first (`check_read_arguments`, `check_letter_ids`,
-`check_lease_ttl`), the retention rules (`Retention`, `CompactionStep`,
+`check_lease_ttl`), the numbering of a batch whose ids may be stored already
+(`append_seqs`, `already_stored`), the retention rules (`Retention`, `CompactionStep`,
 `Hold`, `compact_by_hand`, `needed_hold`, `history_truncated`,
 `RETENTION_QUERY_KEYS`) and `redact_url` for showing its URL. A store that
 writes rows also uses `eventbus.store.codec`, a public module of its own: the
@@ -19,6 +20,8 @@ from .base import (
     ImmediateAppend,
     Store,
     StoreFeatures,
+    already_stored,
+    append_seqs,
     check_lease_ttl,
     check_letter_ids,
     check_read_arguments,
@@ -55,6 +58,8 @@ __all__ = [
     "Store",
     "StoreFactory",
     "StoreFeatures",
+    "already_stored",
+    "append_seqs",
     "check_lease_ttl",
     "check_letter_ids",
     "check_read_arguments",

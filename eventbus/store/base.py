@@ -10,10 +10,10 @@ holds the conformance suite that every implementation runs in its own tests.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Protocol, cast, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeVar, cast, runtime_checkable
 from uuid import UUID
 
 if TYPE_CHECKING:
@@ -28,6 +28,8 @@ __all__ = [
     "ImmediateAppend",
     "Store",
     "StoreFeatures",
+    "already_stored",
+    "append_seqs",
     "check_lease_ttl",
     "check_letter_ids",
     "check_read_arguments",
@@ -100,15 +102,27 @@ class Store(Protocol):
     async def close(self) -> None:
         """Release connections and files. Called once by the bus on close."""
 
-    async def append(self, records: Sequence[Record]) -> None:
-        """Store ``records`` atomically and set each one's ``seq``.
+    async def append(self, records: Sequence[Record]) -> Collection[int]:
+        """Store ``records`` atomically and set each one's ``seq``; returns the
+        positions in ``records`` of those that were already stored.
 
-        The batch gets consecutive seqs greater than every seq the store ever
-        assigned (a seq is never reused, even after the newest rows are
-        deleted), and becomes visible to readers all at once, after every
-        smaller seq. When this returns, the batch is durable as far as the
-        store promises durability. It must not be torn by cancellation: once
-        begun, it either commits and returns, or fails without a trace.
+        Event ids are unique in a store: a record whose event id the store
+        already holds (or which repeats an earlier record's id in the same
+        batch) is not stored again; its ``seq`` is set to the stored one's
+        and its position is in the returned collection (empty when every
+        record was new). The new records get consecutive seqs, in their
+        order, greater than every seq the store ever assigned (a seq is
+        never reused, even after the newest rows are deleted), and become
+        visible to readers all at once, after every smaller seq. When this
+        returns, the batch is durable as far as the store promises
+        durability. It must not be torn by cancellation: once begun, it
+        either commits and returns, or fails without a trace.
+
+        Every error is a `StoreError`, the driver's exception chained. A
+        plain `StoreError` means nothing of the batch was stored. A store
+        that loses its connection while committing finds out which before it
+        answers; only when it cannot tell within a bounded time does it
+        raise `PublishOutcomeUnknown`, carrying the batch's event ids.
 
         A store whose append never waits (one in memory) may also offer it
         without a coroutine: it declares ``StoreFeatures(immediate_append=True)``
@@ -233,12 +247,14 @@ class ImmediateAppend(Protocol):
     conformance suite's `ImmediateAppendConformance` holds a store to that.
     """
 
-    def append_now(self, records: Sequence[Record]) -> None:
-        """`Store.append` of ``records`` without a coroutine: sets each one's ``seq``."""
+    def append_now(self, records: Sequence[Record]) -> Collection[int]:
+        """`Store.append` of ``records`` without a coroutine: sets each one's
+        ``seq``, returns the positions of those already stored."""
 
     def append_entry(self, event: Event, type: str, version: int, event_id: int, recorded_at_ns: int) -> Entry:
-        """Append one event published outside a handler, without headers, and
-        return its entry: the tuple ``(seq, event, type, version, event_id,
+        """Append one event published outside a handler, without headers, under
+        an id the bus just made (so no store holds it yet), and return its
+        entry: the tuple ``(seq, event, type, version, event_id,
         recorded_at_ns)``, the first arguments of its `Record`.
 
         The bus calls it instead of `append_now` when no subscription needs
@@ -312,3 +328,42 @@ def check_letter_ids(ids: Collection[UUID]) -> set[UUID]:
                 "use uuid.UUID(text) for an id given as text"
             )
     return set(ids)
+
+
+_Id = TypeVar("_Id", bound=Hashable)
+
+
+def append_seqs(event_ids: Sequence[_Id], stored: Mapping[_Id, int], last: int) -> list[int]:
+    """The seq each record of an append gets, in order, for a store whose
+    newest seq is ``last`` and which holds ``stored`` (seq by event id) of
+    ``event_ids``: the stored seq for an id it holds or that came earlier in
+    the batch, the next new seq for every other.
+
+    For stores that look the ids of a batch up before inserting it, so that
+    every one numbers a batch with repeated ids the same way (`already_stored`
+    then names the repeats).
+    """
+    known = dict(stored)
+    seqs: list[int] = []
+    seq = last
+    for event_id in event_ids:
+        found = known.get(event_id)
+        if found is None:
+            seq += 1
+            found = known[event_id] = seq
+        seqs.append(found)
+    return seqs
+
+
+def already_stored(seqs: Sequence[int], last: int) -> list[int]:
+    """The positions of the records that `append_seqs` gave a seq stored before
+    (the store's, at most ``last``, or an earlier record's of the batch):
+    what `Store.append` returns."""
+    already: list[int] = []
+    newest = last
+    for index, seq in enumerate(seqs):
+        if seq > newest:
+            newest = seq
+        else:
+            already.append(index)
+    return already

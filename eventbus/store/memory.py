@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from .._entry import Entry, Item, is_entry, record_of, recorded_at_ns_of, seq_of, type_of
+from .._entry import Entry, Item, id_of, is_entry, record_of, recorded_at_ns_of, seq_of, type_of
 from ..record import Record
 from .base import DEFAULT_PAGE_SIZE, StoreFeatures, check_lease_ttl, check_letter_ids, check_read_arguments
 from .retention import (
@@ -93,6 +93,8 @@ class MemoryStore:
         self._full_at = _full_at(0, max_records)  # len(_records) past which an append drops
         self._first_seq = 1
         self._last_seq = 0
+        self._seqs: dict[int, int] = {}
+        """The seq of each held record by its event id (as an int): ids are unique."""
         self._checkpoints: dict[str, int] = {}
         self._leases: dict[str, tuple[str, float]] = {}  # name -> (holder, monotonic expiry)
         self._dead_letters: dict[UUID, DeadLetter] = {}
@@ -118,21 +120,30 @@ class MemoryStore:
         """Forget the registered `HistoryNeed`; the contents stay readable until garbage-collected."""
         self._needed = None
 
-    async def append(self, records: Sequence[Record]) -> None:
-        self.append_now(records)
+    async def append(self, records: Sequence[Record]) -> Collection[int]:
+        return self.append_now(records)
 
-    def append_now(self, records: Sequence[Record]) -> None:
+    def append_now(self, records: Sequence[Record]) -> Collection[int]:
         """`append` without waiting: nothing here ever waits, so the bus calls
         this directly, one coroutine less per publish (see `ImmediateAppend`)."""
+        seqs = self._seqs
         seq = self._last_seq
-        for record in records:
-            seq += 1
-            record.seq = seq
+        already: list[int] = []
+        for index, record in enumerate(records):
+            key = id_of(record)
+            stored = seqs.get(key)
+            if stored is None:
+                seq += 1
+                record.seq = seqs[key] = seq
+            else:
+                record.seq = stored
+                already.append(index)
         self._last_seq = seq
         held = self._records
-        held.extend(records)
+        held.extend([records[index] for index in range(len(records)) if index not in already] if already else records)
         if len(held) > self._full_at:
             self._drop(len(held) - self._full_at)
+        return already
 
     def append_entry(self, event: Any, type: str, version: int, event_id: int, recorded_at_ns: int) -> Entry:
         """Append an event published outside a handler, without headers, as an
@@ -140,8 +151,7 @@ class MemoryStore:
         `append_now` when no subscription needs the `Record` itself (see
         `ImmediateAppend`). The entry is kept as it is; `read` builds its
         `Record` when first asked for it."""
-        seq = self._last_seq + 1
-        self._last_seq = seq
+        seq = self._last_seq = self._seqs[event_id] = self._last_seq + 1
         entry = (seq, event, type, version, event_id, recorded_at_ns)
         held = self._records
         held.append(entry)
@@ -270,6 +280,9 @@ class MemoryStore:
         if count <= 0:
             return
         records = self._records
+        seqs = self._seqs
+        for index in range(self._start, self._start + count):
+            del seqs[id_of(records[index])]
         self._start += count
         self._first_seq = max(self._first_seq, seq_of(records[self._start - 1]) + 1)
         if self._start >= max(_MIN_SLACK, (len(records) - self._start) // _SLACK_DIVISOR):
@@ -284,6 +297,8 @@ class MemoryStore:
         """
         count = min(count, len(self._records) - self._start)
         if count > 0:
+            for item in self._records[-count:]:
+                del self._seqs[id_of(item)]
             del self._records[-count:]
 
 

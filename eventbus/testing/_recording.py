@@ -41,9 +41,10 @@ class RecordingStore:
     async def close(self) -> None:
         await self.store.close()
 
-    async def append(self, records: Sequence[Record]) -> None:
-        await self.store.append(records)
-        self.appended.extend(records)
+    async def append(self, records: Sequence[Record]) -> Collection[int]:
+        already = await self.store.append(records)
+        self.appended.extend(record for index, record in enumerate(records) if index not in already)
+        return already
 
     async def read(
         self,

@@ -44,8 +44,12 @@ What the suite holds a store to, beyond the `Store` docstrings:
 - A batch is all or nothing. For a persistent store, a record whose event
   cannot be encoded as JSON is unstorable: ``append`` raises `StoreError` and
   stores no record of that batch. (A store that keeps the objects themselves,
-  like `MemoryStore`, has nothing it cannot hold.) Duplicate event ids are
-  *not* refused: the contract leaves deduplication to the bus and its plugins.
+  like `MemoryStore`, has nothing it cannot hold.)
+- Event ids are unique: an append of a record whose event id is stored
+  already (given as a `UUID` or its int form, by this instance, a peer or
+  an earlier run), or repeated within the batch, stores nothing for it,
+  gives it the stored seq and names its position in what ``append``
+  returns; concurrent appends of one id store it once.
 - A store keeps whatever JSON a record carries without validating it, so a
   record whose payload no longer validates (or whose type is unknown) is
   stored, read back, and fails only when its ``event`` is read.
@@ -67,7 +71,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -415,6 +419,66 @@ class StoreConformance:
         remaining = _seqs(await store.read())
         assert remaining[-2:] == _seqs(later)
         assert len(remaining) == 5
+
+    # -- event ids are unique ---------------------------------------------------
+
+    async def test_an_event_id_stored_already_keeps_its_seq(self, store: Store) -> None:
+        first = _others(3)
+        assert list(await store.append(first)) == []
+        head = await store.head()
+        again = [new_record(_Other(index=9), event_id=first[1].event_id)]
+        assert list(await store.append(again)) == [0]
+        assert again[0].seq == first[1].seq
+        assert await store.head() == head
+        assert _ids(await store.read()) == _ids(first)
+
+    async def test_an_event_id_is_one_id_as_a_uuid_and_as_an_int(self, store: Store) -> None:
+        as_int, as_uuid = uuid4(), uuid4()
+        await store.append(
+            [new_record(_Other(index=0), event_id=as_int.int), new_record(_Other(index=1), event_id=as_uuid)]
+        )
+        again = [new_record(_Other(index=2), event_id=as_int), new_record(_Other(index=3), event_id=as_uuid.int)]
+        assert sorted(await store.append(again)) == [0, 1]
+        assert len(await store.read()) == 2
+
+    async def test_a_batch_of_stored_new_and_repeated_ids(self, store: Store) -> None:
+        stored = _others(2)
+        await store.append(stored)
+        head = await store.head()
+        batch = [
+            new_record(_Other(index=10)),
+            new_record(_Other(index=11), event_id=stored[0].event_id),
+            new_record(_Other(index=12)),
+        ]
+        batch.append(new_record(_Other(index=13), event_id=batch[0].event_id))
+        assert sorted(await store.append(batch)) == [1, 3]
+        assert batch[1].seq == stored[0].seq
+        assert batch[3].seq == batch[0].seq
+        assert batch[0].seq > head
+        assert batch[2].seq == batch[0].seq + 1
+        assert await store.head() == batch[2].seq
+        records = await store.read()
+        assert _ids(records) == [*_ids(stored), batch[0].event_id, batch[2].event_id]
+        assert [record.event.index for record in records[2:]] == [10, 12]  # type: ignore[attr-defined]
+
+    async def test_concurrent_appends_of_one_id_store_it_once(self, store: Store) -> None:
+        event_id = uuid4()
+        answers: list[tuple[int, list[int]]] = []
+
+        async def append(writer: int) -> None:
+            record = new_record(_Other(index=writer), event_id=event_id)
+            already = await store.append([record, *_others(1, start=100 + writer)])
+            answers.append((record.seq, sorted(already)))
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as group:
+                for writer in range(_CONCURRENT_WRITERS):
+                    group.start_soon(append, writer)
+        assert len({seq for seq, _ in answers}) == 1
+        assert sorted(already for _, already in answers) == [[]] + [[0]] * (_CONCURRENT_WRITERS - 1)
+        records = await _read_all(store)
+        assert _ids(records).count(event_id) == 1
+        assert len(records) == 1 + _CONCURRENT_WRITERS
 
     # -- read -----------------------------------------------------------------
 
@@ -944,6 +1008,15 @@ class PersistentStoreConformance(StoreConformance):
             if reopened.features.gapless:
                 assert _seqs(later) == [head + 1, head + 2]
 
+    async def test_event_ids_stay_unique_after_reopening(self, store: Store) -> None:
+        records = _others(2)
+        await store.append(records)
+        async with self._reopened(store) as reopened:
+            again = [new_record(_Other(index=5), event_id=records[1].event_id), *_others(1, start=6)]
+            assert list(await reopened.append(again)) == [0]
+            assert again[0].seq == records[1].seq
+            assert _ids(await reopened.read()) == [*_ids(records), again[1].event_id]
+
     async def test_an_empty_store_reopens_empty(self, store: Store) -> None:
         async with self._reopened(store) as reopened:
             assert await reopened.head() == 0
@@ -1037,6 +1110,31 @@ class SharedStoreConformance(StoreConformance):
         finally:
             await peer.close()
         assert len(set(won)) == 1, f"several holders got the lease: {sorted(set(won))}"
+
+    async def test_an_event_id_a_peer_stored_keeps_its_seq(self, store: Store) -> None:
+        peer = await self.open_peer(store)
+        try:
+            from_peer = _others(2)
+            await peer.append(from_peer)
+            again = [new_record(_Other(index=5), event_id=from_peer[0].event_id)]
+            assert list(await store.append(again)) == [0]
+            assert again[0].seq == from_peer[0].seq
+            event_id = uuid4()
+            racing = [new_record(_Other(index=n), event_id=event_id) for n in range(2)]
+            answers: list[Collection[int]] = []
+
+            async def append(instance: Store, record: Record) -> None:
+                answers.append(await instance.append([record]))
+
+            with anyio.fail_after(30):
+                async with anyio.create_task_group() as group:
+                    group.start_soon(append, store, racing[0])
+                    group.start_soon(append, peer, racing[1])
+            assert racing[0].seq == racing[1].seq
+            assert sorted(len(already) for already in answers) == [0, 1]
+            assert _ids(await store.read()).count(event_id) == 1
+        finally:
+            await peer.close()
 
     async def test_a_peers_compaction_is_seen_by_reads(self, store: Store) -> None:
         records = _others(6)
@@ -1209,6 +1307,22 @@ class ImmediateAppendConformance(StoreConformance):
             assert seqs == list(range(1, 9))
         assert await store.head() == seqs[-1]
         assert _seqs(await _read_all(store)) == seqs
+
+    async def test_immediate_appends_keep_event_ids_unique(self, store: Store) -> None:
+        fast = _immediate(store)
+        entry = _append_entry(fast, 0)
+        stored = _others(1, start=1)
+        await store.append(stored)
+        again = [
+            new_record(_Other(index=5), event_id=entry[4]),
+            new_record(_Other(index=6), event_id=stored[0].event_id),
+        ]
+        assert sorted(fast.append_now(again)) == [0, 1]
+        assert _seqs(again) == [entry[0], stored[0].seq]
+        now = _others(1, start=7)
+        fast.append_now(now)
+        assert list(await store.append([new_record(_Other(index=8), event_id=now[0].event_id)])) == [0]
+        assert _seqs(await store.read()) == [entry[0], stored[0].seq, now[0].seq]
 
     async def test_append_now_of_nothing_changes_nothing(self, store: Store) -> None:
         fast = _immediate(store)

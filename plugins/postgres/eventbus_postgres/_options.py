@@ -55,6 +55,9 @@ class PostgresOptions:
         min_pool_size / max_pool_size: bounds of the asyncpg connection pool.
             Waiting for appends uses one more, dedicated connection.
         connect_timeout: seconds to wait for a connection before failing.
+        outcome_timeout: seconds an append whose connection was lost while
+            it committed may spend finding out whether it was stored before
+            it raises `PublishOutcomeUnknown`.
         retention: how much history to keep (a `Retention`; given as an int
             it is a count, as a `timedelta` an age); ``None`` keeps
             everything. In a URL: ``?keep=1000000&keep_age=30d``.
@@ -64,6 +67,7 @@ class PostgresOptions:
     min_pool_size: int = 1
     max_pool_size: int = 10
     connect_timeout: float = 10.0
+    outcome_timeout: float = 10.0
     retention: Retention | None = None
 
     def __post_init__(self) -> None:
@@ -83,9 +87,10 @@ class PostgresOptions:
             raise ValueError(
                 f"min_pool_size ({self.min_pool_size}) must not exceed max_pool_size ({self.max_pool_size})"
             )
-        timeout = self.connect_timeout
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-            raise ValueError(f"connect_timeout must be a number of seconds > 0, got {timeout!r}")
+        for name in ("connect_timeout", "outcome_timeout"):
+            timeout = getattr(self, name)
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
+                raise ValueError(f"{name} must be a number of seconds > 0, got {timeout!r}")
 
     @classmethod
     def from_query(cls, query: Mapping[str, str]) -> PostgresOptions:

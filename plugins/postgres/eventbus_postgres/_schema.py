@@ -104,7 +104,21 @@ _V4 = (
     """,
 )
 
-MIGRATIONS: Sequence[Sequence[str]] = (_V1, _V2, _V3, _V4)
+_V5 = (
+    # event ids are unique (an append of an id stored already keeps the stored
+    # seq). repeat_of: NULL, except on a row that an older eventbus stored again
+    # under an id already held, where it is the first such row's seq; such rows
+    # stay readable and out of the unique index.
+    "ALTER TABLE {s}.records ADD COLUMN IF NOT EXISTS repeat_of bigint",
+    """
+    UPDATE {s}.records AS record SET repeat_of = repeats.first
+    FROM (SELECT seq, min(seq) OVER (PARTITION BY event_id) AS first FROM {s}.records) AS repeats
+    WHERE repeats.seq = record.seq AND repeats.first < repeats.seq
+    """,
+    "CREATE UNIQUE INDEX IF NOT EXISTS records_event_id ON {s}.records (event_id) WHERE repeat_of IS NULL",
+)
+
+MIGRATIONS: Sequence[Sequence[str]] = (_V1, _V2, _V3, _V4, _V5)
 """``MIGRATIONS[n]`` takes a schema from version ``n`` to ``n + 1``; ``{s}`` is the quoted schema."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -17,11 +17,14 @@ from eventbus.store.codec import DEAD_LETTER_FIELDS, RECORD_FIELDS, Layout, id_u
 
 from ._schema import quoted
 
-__all__ = ["LAYOUT", "Statements", "columns"]
+__all__ = ["EVENT_ID_COLUMN", "LAYOUT", "Statements", "columns"]
 
 LAYOUT = Layout(id=id_uuid, text_data=True)
 """How `eventbus.store.codec` fills the columns: ids as ``uuid``, failure times as
 ``timestamptz``, the event's JSON as ``text``."""
+
+EVENT_ID_COLUMN = RECORD_FIELDS[1:].index("event_id")
+"""Where a ``record_values`` row holds the event id."""
 
 _SQL_TYPES = {
     "seq": "bigint",
@@ -63,6 +66,11 @@ class Statements:
         append: $1 batch size, $2.. one array per record column but seq;
             returns the batch's first seq.
         head: the greatest seq ever assigned.
+        lock_head: the same, locking the counter's row until the transaction
+            ends (what an append does first, so appends take turns).
+        find_event_ids: $1 event ids: ``(event_id, seq)`` of each one stored.
+        session_busy: $1 a backend's pid: whether that session still runs
+            a statement or holds a transaction open.
         read: $1 from_seq, $2 to_seq, $3 limit.
         read_types: the same, $4 the type names to keep.
         load_checkpoint: $1 name.
@@ -104,6 +112,13 @@ class Statements:
             f") SELECT base + 1, pg_notify('{self.channel}', (base + $1)::text) FROM reserved"
         )
         self.head = f"SELECT last_seq FROM {s}.seq_counter"
+        self.lock_head = f"SELECT last_seq FROM {s}.seq_counter FOR UPDATE"
+        self.find_event_ids = (
+            f"SELECT event_id, seq FROM {s}.records WHERE event_id = ANY($1::uuid[]) AND repeat_of IS NULL"
+        )
+        self.session_busy = (
+            "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE pid = $1 AND state IS NOT NULL AND state <> 'idle')"
+        )
         self.read = f"SELECT {records} FROM {s}.records WHERE seq >= $1 AND seq <= $2 ORDER BY seq LIMIT $3"
         self.read_types = (
             f"SELECT {records} FROM {s}.records "

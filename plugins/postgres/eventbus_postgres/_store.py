@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Collection, Coroutine, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager, suppress
 from datetime import timedelta
 from typing import Any, Concatenate, ParamSpec, TypeVar
 from uuid import UUID
@@ -16,7 +17,7 @@ import asyncpg
 
 from eventbus.asyncio_runner import Runner, start_runner
 from eventbus.deadletters import DeadLetter
-from eventbus.exceptions import StoreError
+from eventbus.exceptions import PublishOutcomeUnknown, StoreError
 from eventbus.plugins import logger
 from eventbus.record import Record
 from eventbus.store import (
@@ -27,6 +28,8 @@ from eventbus.store import (
     Hold,
     Retention,
     StoreFeatures,
+    already_stored,
+    append_seqs,
     check_lease_ttl,
     check_letter_ids,
     check_read_arguments,
@@ -39,7 +42,7 @@ from eventbus.store.codec import MAX_SEQ, letter_values, letters_from_rows, reco
 from ._listener import AppendListener
 from ._options import LISTENER_SUFFIX, PostgresOptions, PostgresUrl
 from ._schema import migrate
-from ._statements import LAYOUT, Statements, columns
+from ._statements import EVENT_ID_COLUMN, LAYOUT, Statements, columns
 
 __all__ = ["PostgresStore"]
 
@@ -55,9 +58,56 @@ STEP_ROWS = 50_000
 HAND_ROWS = 100_000
 """Seqs per transaction when compacting by hand."""
 
-_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
-"""What asyncpg raises for server errors, broken connections and network failures
-(``TimeoutError`` is an ``OSError``); the store reports them as `StoreError`."""
+_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
+"""What asyncpg raises for server errors, broken connections, its own confusion
+after one (``InternalClientError``) and network failures (``TimeoutError`` is
+an ``OSError``); the store reports them as `StoreError`, the driver's chained."""
+
+_SETTLE_FIRST_DELAY = 0.05
+_SETTLE_MAX_DELAY = 1.0
+"""Seconds between tries to find out what became of an append whose connection was lost."""
+
+
+def _event_ids(rows: list[tuple[Any, ...]]) -> list[UUID]:
+    """The event ids of ``record_values`` rows, as the `UUID` objects that lookups return."""
+    return [UUID(hex=value) if isinstance(value, str) else value for value in (row[EVENT_ID_COLUMN] for row in rows)]
+
+
+class _NotStored(Exception):
+    """Settled: the append whose connection was lost stored nothing.
+
+    Attributes:
+        lost: the driver's error that lost the connection.
+    """
+
+    def __init__(self, lost: Exception) -> None:
+        super().__init__(repr(lost))
+        self.lost = lost
+
+
+def _definite(exc: BaseException) -> bool:
+    """Whether ``exc`` from a statement says for sure that it committed nothing:
+    the server refused it with an error of severity ``ERROR``, after which
+    the session goes on. Anything else (the connection lost, a ``FATAL``
+    ending the session, which may come after a commit, the client confused)
+    leaves the outcome to be found out."""
+    if not isinstance(exc, asyncpg.PostgresError):
+        return False
+    severity = exc.severity_en or exc.severity
+    return isinstance(severity, str) and severity.upper() == "ERROR"
+
+
+@asynccontextmanager
+async def _borrowed(pool: asyncpg.Pool[Any], timeout: float | None = None) -> AsyncIterator[Any]:
+    """A connection of ``pool``, given back without raising: what ran on it
+    stands, whether or not the pool can reset it afterwards (it closes one it
+    cannot), so a failed give-back never turns a commit into an error."""
+    conn = await pool.acquire(timeout=timeout)
+    try:
+        yield conn
+    finally:
+        with suppress(*_DRIVER_ERRORS):
+            await pool.release(conn)
 
 
 class _Connections:
@@ -66,9 +116,121 @@ class _Connections:
     The store calls these methods through its runner.
     """
 
-    def __init__(self, pool: asyncpg.Pool[Any], listener: AppendListener) -> None:
+    def __init__(self, pool: asyncpg.Pool[Any], listener: AppendListener, where: str) -> None:
         self.pool = pool
         self.listener = listener
+        self.where = where
+        """The store's URL, password hidden, for log lines."""
+
+    async def append(
+        self, sql: Statements, rows: list[tuple[Any, ...]], outcome_timeout: float
+    ) -> tuple[list[int], list[int]]:
+        """Append ``rows`` (``record_values``); the seq of each and the positions
+        of those whose event id was stored already (see `Store.append`).
+
+        First in one statement, as if every id were new; when the unique index
+        refuses that, again in a transaction that takes the head's lock and
+        looks the ids up first. When the connection is lost on the way, the
+        outcome is settled (`_settle`) before this answers.
+        """
+        lost: Exception | None = None
+        async with _borrowed(self.pool) as conn:
+            pid = conn.get_server_pid()
+            try:
+                first: int = await conn.fetchval(sql.append, len(rows), *columns(rows))
+                return list(range(first, first + len(rows))), []
+            except asyncpg.UniqueViolationError:
+                pass  # an id is stored already, or repeated in the batch
+            except Exception as exc:
+                if _definite(exc):
+                    raise
+                lost = exc
+        if lost is None:
+            return await self._append_looked_up(sql, rows, outcome_timeout)
+        ids = _event_ids(rows)
+        return await self._settle(sql, pid, ids, ids, outcome_timeout, lost), []
+
+    async def _append_looked_up(
+        self, sql: Statements, rows: list[tuple[Any, ...]], outcome_timeout: float
+    ) -> tuple[list[int], list[int]]:
+        """Append the rows whose event ids are new, in one transaction holding the head's lock."""
+        ids = _event_ids(rows)
+        new_ids = ids  # until the lookup says which are new
+        already: list[int] | None = None
+        async with _borrowed(self.pool) as conn:
+            pid = conn.get_server_pid()
+            try:
+                async with conn.transaction():
+                    last: int = await conn.fetchval(sql.lock_head)
+                    stored = dict(await conn.fetch(sql.find_event_ids, list(set(ids))))
+                    seqs = append_seqs(ids, stored, last)
+                    already = already_stored(seqs, last)
+                    new = [row for index, row in enumerate(rows) if index not in already]
+                    new_ids = _event_ids(new)
+                    if new:
+                        await conn.fetchval(sql.append, len(new), *columns(new))
+                return seqs, already
+            except Exception as exc:
+                if _definite(exc):
+                    raise
+                lost = exc
+        seqs = await self._settle(sql, pid, ids, new_ids, outcome_timeout, lost)
+        # lost before the lookup, nothing was appended: what is stored was stored before
+        return seqs, list(range(len(ids))) if already is None else already
+
+    async def _settle(
+        self,
+        sql: Statements,
+        pid: int,
+        ids: list[UUID],
+        appended: list[UUID],
+        outcome_timeout: float,
+        lost: Exception,
+    ) -> list[int]:
+        """What became of an append whose connection (server session ``pid``)
+        was lost: the stored seq of each of ``ids`` if the ids it was
+        ``appended`` under are all stored; `_NotStored` if one is not.
+
+        It first waits for the server to be done with the lost session (gone,
+        or idle: a statement that reached the server has committed or rolled
+        back by then), so that what the lookup finds is final. When that
+        cannot be seen within ``outcome_timeout`` (the server unreachable,
+        the session still busy), raises `PublishOutcomeUnknown`.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + outcome_timeout
+        delay = _SETTLE_FIRST_DELAY
+        problem: BaseException = lost
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise PublishOutcomeUnknown(
+                    f"the connection was lost while {len(ids)} event(s) were being committed "
+                    f"({type(lost).__name__}: {lost}), and within outcome_timeout={outcome_timeout}s "
+                    f"it could not be told whether they were stored ({type(problem).__name__}: {problem}); "
+                    "publishing them again with their event ids is safe",
+                    event_ids=ids,
+                ) from lost
+            try:
+                async with _borrowed(self.pool, remaining) as conn:
+                    if not await conn.fetchval(sql.session_busy, pid, timeout=remaining):
+                        stored = dict(await conn.fetch(sql.find_event_ids, list(set(ids)), timeout=remaining))
+                        committed = all(event_id in stored for event_id in appended)
+                        logger.warning(
+                            "the connection was lost while an append committed; found out what became of it",
+                            store=self.where,
+                            events=len(ids),
+                            stored=committed,
+                            error=repr(lost),
+                        )
+                        if not committed:
+                            raise _NotStored(lost)
+                        return [stored[event_id] for event_id in ids]
+                    problem = TimeoutError(f"the lost session (pid {pid}) is still busy on the server")
+            except _DRIVER_ERRORS as exc:
+                problem = exc
+            await asyncio.sleep(min(delay, max(deadline - loop.time(), 0)))
+            delay = min(delay * 2, _SETTLE_MAX_DELAY)
 
     async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         """Rows of ``query`` run on a pooled connection."""
@@ -257,21 +419,40 @@ class PostgresStore:
             finally:
                 await runner.close()
 
-    async def append(self, records: Sequence[Record]) -> None:
-        """Store ``records`` in one statement and number them; shielded from cancellation."""
+    async def append(self, records: Sequence[Record]) -> Collection[int]:
+        """Store ``records`` and number them, in one statement unless an event id
+        is stored already; shielded from cancellation.
+
+        Returns the positions of the records whose event id was stored
+        already (see `Store.append`). When the connection is lost while the
+        append commits, the store finds out whether it was stored (it waits
+        for the server to be done with the lost session, then looks the ids
+        up) before it answers: the seqs, or `StoreError` when nothing was
+        stored. Only when it cannot tell within ``outcome_timeout`` does it
+        raise `PublishOutcomeUnknown`.
+        """
         if not records:
-            return
+            return ()
         try:
-            values = columns(record_values(record, LAYOUT) for record in records)
+            rows = [record_values(record, LAYOUT) for record in records]
         except ValueError as exc:
             raise StoreError(f"cannot append to PostgreSQL at {self.url}: {exc}") from exc
         with anyio.CancelScope(shield=True):
-            first: int = await self._run("append to", _Connections.fetchval, self._sql.append, len(records), *values)
-            for seq, record in enumerate(records, start=first):
+            try:
+                seqs, already = await self._run(
+                    "append to", _Connections.append, self._sql, rows, self.options.outcome_timeout
+                )
+            except _NotStored as exc:
+                raise StoreError(
+                    f"cannot append to PostgreSQL at {self.url} (schema {self.options.schema!r}): the connection "
+                    f"was lost while {len(records)} event(s) were being committed, and they were not stored"
+                ) from exc.lost
+            for record, seq in zip(records, seqs, strict=True):
                 record.seq = seq
-            self._since_step += len(records)
+            self._since_step += len(records) - len(already)
             if self._compaction_due():
                 await self._step()
+        return already
 
     def _compaction_due(self) -> bool:
         retention = self.options.retention
@@ -458,7 +639,7 @@ class PostgresStore:
         except BaseException:
             pool.terminate()
             raise
-        return _Connections(pool, AppendListener(self._connect_one, self._sql.channel, self._sql.head))
+        return _Connections(pool, AppendListener(self._connect_one, self._sql.channel, self._sql.head), self.url)
 
     async def _connect_one(self) -> asyncpg.Connection[Any]:
         return await asyncpg.connect(

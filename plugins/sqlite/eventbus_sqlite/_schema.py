@@ -99,6 +99,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) WITHOUT ROWID
         """,
     ),
+    # 5: event ids are unique (an append of an id stored already keeps the
+    # stored seq). repeat_of: NULL, except on a row that an older eventbus
+    # stored again under an id already held, where it is the first such row's
+    # seq; such rows stay readable and out of the unique index.
+    (
+        "ALTER TABLE eventbus_records ADD COLUMN repeat_of INTEGER",
+        """
+        UPDATE eventbus_records SET repeat_of = repeats.first
+        FROM (SELECT seq, min(seq) OVER (PARTITION BY event_id) AS first FROM eventbus_records) AS repeats
+        WHERE repeats.seq = eventbus_records.seq AND repeats.first < repeats.seq
+        """,
+        "CREATE UNIQUE INDEX eventbus_records_by_event_id ON eventbus_records (event_id) WHERE repeat_of IS NULL",
+    ),
 )
 """``MIGRATIONS[n]`` takes a file from schema version ``n`` to ``n + 1``."""
 

@@ -8,7 +8,7 @@ nanoseconds (`LAYOUT`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from itertools import chain
 from typing import Any
 
@@ -16,6 +16,7 @@ from eventbus.store.codec import DEAD_LETTER_FIELDS, RECORD_FIELDS, Layout, id_b
 
 __all__ = [
     "CHUNK_ROWS",
+    "EVENT_ID_COLUMN",
     "INSERT_LETTER",
     "INSERT_RECORD",
     "INSERT_RECORD_CHUNK",
@@ -24,6 +25,7 @@ __all__ = [
     "RECORD_COLUMNS",
     "Row",
     "chunked",
+    "find_event_ids",
 ]
 
 LAYOUT = Layout(id=id_bytes, failed_at=ns_of)
@@ -66,3 +68,19 @@ def chunked(rows: Sequence[Row]) -> tuple[list[Row], Sequence[Row]]:
     flatten = chain.from_iterable
     chunks = [tuple(flatten(rows[start : start + CHUNK_ROWS])) for start in range(0, whole, CHUNK_ROWS)]
     return chunks, rows[whole:]
+
+
+EVENT_ID_COLUMN = RECORD_FIELDS[1:].index("event_id")
+"""Where a ``record_values`` row holds the event id."""
+
+_IDS_PER_LOOKUP = 500
+"""Ids per lookup statement (under SQLite's oldest limit of 999 parameters)."""
+
+
+def find_event_ids(ids: Sequence[bytes]) -> Iterator[tuple[str, Sequence[bytes]]]:
+    """Statements with their parameters that together return ``(event_id, seq)``
+    for each of ``ids`` the store holds (through the unique index on event ids)."""
+    for start in range(0, len(ids), _IDS_PER_LOOKUP):
+        chunk = ids[start : start + _IDS_PER_LOOKUP]
+        marks = ", ".join("?" * len(chunk))
+        yield f"SELECT event_id, seq FROM eventbus_records WHERE repeat_of IS NULL AND event_id IN ({marks})", chunk

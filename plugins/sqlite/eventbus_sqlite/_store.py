@@ -212,8 +212,10 @@ class SqliteStore:
                 readers, self._readers = self._readers, None
                 await to_thread.run_sync(_close_all, writer, readers)
 
-    async def append(self, records: Sequence[Record]) -> None:
-        """Commit ``records`` as one batch with consecutive seqs; returns after the commit.
+    async def append(self, records: Sequence[Record]) -> Collection[int]:
+        """Commit ``records`` as one batch with consecutive seqs; returns after the
+        commit, with the positions of the records whose event id was stored
+        already (see `Store.append`).
 
         Cancellation waits for the batch: once this has begun, the records are
         either committed (and their seqs set) or not stored at all, and a
@@ -222,7 +224,7 @@ class SqliteStore:
         commit; nothing of the batch is stored then.
         """
         if not records:
-            return
+            return ()
         request = AppendRequest(records)
         with anyio.CancelScope(shield=True):
             lock = self._lock()
@@ -232,6 +234,7 @@ class SqliteStore:
                     await self._commit_queued()
         if request.error is not None:
             raise request.error
+        return request.already
 
     async def _commit_queued(self) -> None:
         """Commit every queued request in one transaction (the caller holds the write lock)."""

@@ -17,14 +17,23 @@ from uuid import UUID
 from eventbus.deadletters import DeadLetter
 from eventbus.exceptions import StoreError
 from eventbus.record import Record
-from eventbus.store import CompactionStep, CompactResult, Hold
+from eventbus.store import CompactionStep, CompactResult, Hold, already_stored, append_seqs
 from eventbus.store.codec import letter_values, record_values
 
 from ._connection import connect_writer, sqlite_errors
 from ._options import SqliteOptions
 from ._reader import first_seq, head
 from ._schema import migrate
-from ._statements import INSERT_LETTER, INSERT_RECORD, INSERT_RECORD_CHUNK, LAYOUT, Row, chunked
+from ._statements import (
+    EVENT_ID_COLUMN,
+    INSERT_LETTER,
+    INSERT_RECORD,
+    INSERT_RECORD_CHUNK,
+    LAYOUT,
+    Row,
+    chunked,
+    find_event_ids,
+)
 
 __all__ = ["AppendRequest", "Writer"]
 
@@ -41,12 +50,15 @@ the file only for the next appends to grow it again."""
 class AppendRequest:
     """One caller's batch on its way to the file, perhaps in a transaction with others'.
 
-    The writer sets ``committed`` (the records' seqs are then set) or ``error``.
+    The writer sets ``committed`` (the records' seqs are then set, and
+    ``already`` holds the positions of those whose event id was stored
+    before) or ``error``.
     """
 
     records: Sequence[Record]
     committed: bool = False
     error: StoreError | None = None
+    already: Sequence[int] = ()
 
 
 class Writer:
@@ -102,11 +114,11 @@ class Writer:
                 request.error = self._error(exc)
         if len(batches) > 1:
             with suppress(StoreError):
-                self._insert(batches)
+                self._insert_unique(batches)
                 return
         for batch in batches:
             try:
-                self._insert([batch])
+                self._insert_unique([batch])
             except StoreError as exc:
                 batch[0].error = exc
 
@@ -216,28 +228,61 @@ class Writer:
             holds.append(Hold.dead_letter(row[0], int(row[1])))
         return holds
 
-    def _insert(self, batches: Sequence[tuple[AppendRequest, list[Row]]]) -> None:
+    def _insert_unique(self, batches: Sequence[tuple[AppendRequest, list[Row]]]) -> None:
+        """`_insert` the batches as they are; when the unique index on event
+        ids refuses that (an id stored before, or twice in the batches),
+        `_insert` them again, looking their ids up first.
+
+        Appends of new ids, nearly all of them, pay for the index and
+        nothing else."""
+        try:
+            self._insert(batches, deduplicate=False)
+        except StoreError as exc:
+            if not isinstance(exc.__cause__, sqlite3.IntegrityError):
+                raise
+            self._insert(batches, deduplicate=True)
+
+    def _insert(self, batches: Sequence[tuple[AppendRequest, list[Row]]], *, deduplicate: bool) -> None:
+        """Insert the batches' rows in one transaction and number their records.
+
+        With ``deduplicate`` a row whose event id is stored already, or came
+        earlier in the batches, is left out, and its record takes that seq.
+        """
         rows = [row for _, batch_rows in batches for row in batch_rows]
         with self._transaction() as connection:
             last = head(connection)
-            chunks, rest = chunked(rows)
+            seqs = self._numbered(connection, rows, last) if deduplicate else range(last + 1, last + len(rows) + 1)
+            repeated = set(already_stored(seqs, last)) if deduplicate else set()
+            new = [row for index, row in enumerate(rows) if index not in repeated] if repeated else rows
+            chunks, rest = chunked(new)
             connection.executemany(INSERT_RECORD_CHUNK, chunks)
             connection.executemany(INSERT_RECORD, rest)
             (newest,) = connection.execute("SELECT last_insert_rowid()").fetchone()
-            if newest != last + len(rows):
+            if new and newest != last + len(new):
                 raise StoreError(
-                    f"SQLite store {self._where}: {len(rows)} records after seq {last} got seqs up to "
+                    f"SQLite store {self._where}: {len(new)} records after seq {last} got seqs up to "
                     f"{newest}; the store would have a gap, so nothing was appended"
                 )
         self.commits += 1
         self.batches += len(batches)
-        self.records += len(rows)
-        seq = last
+        self.records += len(new)
+        start = 0
         for request, _ in batches:
-            for record in request.records:
-                seq += 1
+            end = start + len(request.records)
+            for record, seq in zip(request.records, seqs[start:end], strict=True):
                 record.seq = seq
+            request.already = [index - start for index in sorted(repeated) if start <= index < end]
             request.committed = True
+            start = end
+
+    @staticmethod
+    def _numbered(connection: sqlite3.Connection, rows: Sequence[Row], last: int) -> list[int]:
+        """The seq of each row (see `append_seqs`), its event id looked up."""
+        ids = [row[EVENT_ID_COLUMN] for row in rows]
+        stored: dict[bytes, int] = {}
+        for statement, chunk in find_event_ids(ids):
+            stored.update(connection.execute(statement, chunk).fetchall())
+        return append_seqs(ids, stored, last)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

@@ -1,0 +1,85 @@
+"""A TCP proxy in front of PostgreSQL that can lose the server's answers.
+
+Told to `AnswerLosingProxy.lose_an_answer`, it drops the first connection
+on which the server next answers a query, without passing the answer on:
+the server has run (and, for an autocommit statement, committed) what the
+client sent, and the client sees its connection reset. That is the fault
+behind an ambiguous commit, made on purpose: PostgreSQL writes a
+statement's results and its ``ReadyForQuery`` only once the statement's
+implicit transaction has committed. Connections still being set up (TLS
+negotiation, start-up, authentication) keep their answers, so a client
+always gets connected again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+import anyio.abc
+from anyio.abc import SocketAttribute, SocketStream
+
+_LINK_ERRORS = (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError)
+_SET_UP_AFTER = 3
+"""Answers a connection gets before it counts as set up: the reply to the TLS
+request, authentication, and the parameters with ``ReadyForQuery``."""
+
+
+class AnswerLosingProxy:
+    """Forwards each connection on ``port`` to the server at ``server_port``.
+
+    Attributes:
+        port: where it listens, on 127.0.0.1.
+        lost: answers lost so far.
+    """
+
+    def __init__(self, server_port: int, port: int) -> None:
+        self.port = port
+        self.lost = 0
+        self._server_port = server_port
+        self._to_lose = 0
+
+    def lose_an_answer(self) -> None:
+        """Drop the first set-up connection on which the server answers next, and the answer with it."""
+        self._to_lose += 1
+
+    async def serve(self, listener: anyio.abc.SocketListener) -> None:
+        """Forward connections until cancelled."""
+        async with listener:
+            await listener.serve(self._link)
+
+    async def _link(self, client: SocketStream) -> None:
+        async with client:
+            try:
+                server = await anyio.connect_tcp("127.0.0.1", self._server_port)
+                async with server, anyio.create_task_group() as pipes:
+                    pipes.start_soon(self._forward, client, server, pipes.cancel_scope, False)
+                    pipes.start_soon(self._forward, server, client, pipes.cancel_scope, True)
+            except _LINK_ERRORS:
+                pass
+
+    async def _forward(self, source: SocketStream, sink: SocketStream, link: anyio.CancelScope, answers: bool) -> None:
+        forwarded = 0
+        try:
+            async for chunk in source:
+                if answers and self._to_lose and forwarded >= _SET_UP_AFTER:
+                    self._to_lose -= 1
+                    self.lost += 1
+                    break  # the answer goes nowhere, and the connection with it
+                await sink.send(chunk)
+                forwarded += 1
+        except _LINK_ERRORS:
+            pass
+        link.cancel()  # one side closed or lost: close both
+
+
+@asynccontextmanager
+async def answer_losing_proxy(server_port: int) -> AsyncIterator[AnswerLosingProxy]:
+    """A running `AnswerLosingProxy` to ``server_port``, on a free port of 127.0.0.1."""
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    running = AnswerLosingProxy(server_port, listener.extra(SocketAttribute.local_port))
+    async with anyio.create_task_group() as task_group:
+        task_group.start_soon(running.serve, listener)
+        yield running
+        task_group.cancel_scope.cancel()
