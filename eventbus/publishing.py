@@ -38,7 +38,7 @@ from ._ids import first_id
 from ._log import logger
 from ._weak import weak_method
 from .delivery.inbox import Inbox, offer
-from .event import Event
+from .event import Event, check_round_trip
 from .exceptions import BackpressureError, BusClosed, CausationLoopError
 from .middleware.base import Commit, PublishMiddleware
 from .record import NO_HEADERS, Record
@@ -223,6 +223,8 @@ class Publisher:
                 item = append_entry(event, route.name, route.version, event_id, time_ns())
                 seq = item[SEQ]
             else:
+                if route.round_trip:
+                    check_round_trip(event)
                 record = Record(0, event, route.name, route.version, event_id, time_ns())
         if record is not None:
             now = self._now
@@ -306,6 +308,8 @@ class Publisher:
                 f"ingesting {route.name!r} (event id {event_id}) from {origin!r}: its causation chain is {depth} "
                 f"events deep (max_causation_depth={self.max_causation_depth})"
             )
+        if route.round_trip:
+            check_round_trip(event)
         stamped = _checked_headers({**(headers or {}), ORIGIN_HEADER: origin})
         record = Record(
             0, event, route.name, route.version, event_id, time_ns(), correlation_id, causation_id, stamped, depth
@@ -320,6 +324,8 @@ class Publisher:
     # -- building records ----------------------------------------------------------
 
     def _new_record(self, event: Event, route: Route, headers: Mapping[str, str] | None, parent: Item | None) -> Record:
+        if route.round_trip:
+            check_round_trip(event)
         headers = NO_HEADERS if headers is None else _checked_headers(headers)
         event_id = self._next_id
         self._next_id = event_id + 1
