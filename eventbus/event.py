@@ -11,16 +11,25 @@ from __future__ import annotations
 import math
 import threading
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import pydantic_core
-from pydantic import AliasChoices, BaseModel, ConfigDict
+from pydantic import AliasChoices, BaseModel, ConfigDict, ValidationError
 from pydantic.fields import FieldInfo
 
 from .exceptions import DuplicateEventType, EventDecodeError, UnknownEventType
 
-__all__ = ["Event", "EventRegistry", "Upcaster", "check_storable", "encode", "registry"]
+__all__ = [
+    "Event",
+    "EventRegistry",
+    "Upcaster",
+    "check_round_trip",
+    "check_storable",
+    "encode",
+    "needs_round_trip",
+    "registry",
+]
 
 E = TypeVar("E", bound="Event")
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
@@ -258,6 +267,108 @@ def check_storable(cls: type) -> None:
         )
     if isinstance(cls, type) and issubclass(cls, BaseModel):
         _check_model(cls, cls.__qualname__, set())
+
+
+_TRUSTED_SERIALIZERS = frozenset({"pydantic._internal._generate_schema", "pydantic.networks"})
+"""Modules of pydantic's own serializer functions that write what their type
+reads (paths, IP addresses, URLs): a field of such a type needs no round trip
+per event. Any other function (a user's, or pydantic's secret types, which
+write a mask) does."""
+
+_SERIALIZER_CONFIG = {"ser_json_temporal": "iso8601", "ser_json_timedelta": "iso8601"}
+"""Core config keys that change how values are written, with their defaults."""
+
+
+def needs_round_trip(cls: type[BaseModel]) -> bool:
+    """Whether instances of ``cls`` must be round-tripped one by one (`check_round_trip`).
+
+    A class-level check cannot see through a function: a custom serializer
+    (``@field_serializer``, ``@model_serializer``, ``PlainSerializer`` /
+    ``WrapSerializer`` annotations, ``json_encoders``), a value excluded by
+    ``exclude_if``, or a model config that writes bytes, dates or durations
+    in another form than it reads may write what reads back as another
+    value, or not at all, depending on the value. True when the class or a
+    model nested in it has one of those; false for the common class, whose
+    events then cost nothing more per publish. Called with `check_storable`,
+    when a bus builds the route of a class.
+    """
+    return _custom_serialization(cls.__pydantic_core_schema__)
+
+
+def _custom_serialization(schema: object) -> bool:
+    """Whether a core schema (walked whole: nested models and definitions included) writes through
+    something other than pydantic's own serializers."""
+    if isinstance(schema, list):
+        return any(_custom_serialization(item) for item in schema)
+    if not isinstance(schema, dict):
+        return False
+    serialization = schema.get("serialization")
+    if isinstance(serialization, dict):
+        function = serialization.get("function")
+        if getattr(function, "__module__", None) not in _TRUSTED_SERIALIZERS:
+            return True
+    if schema.get("serialization_exclude_if") is not None:
+        return True
+    config = schema.get("config")
+    if schema.get("type") == "model" and isinstance(config, dict):
+        if config.get("ser_json_bytes", "utf8") != config.get("val_json_bytes", "utf8"):
+            return True
+        if any(config.get(key, default) != default for key, default in _SERIALIZER_CONFIG.items()):
+            return True
+    return any(_custom_serialization(value) for value in schema.values() if isinstance(value, (dict, list)))
+
+
+def check_round_trip(event: Event) -> None:
+    """Refuse ``event`` unless the JSON pydantic writes for it validates back as an equal event.
+
+    The per-event check of a class `needs_round_trip` says may not read back
+    (run at each publish of such a class, never for the others). Raises
+    `ValueError` naming the field that would not read back, what was written
+    for it and what that reads back as.
+    """
+    cls = type(event)
+    data = cls.__pydantic_serializer__.to_json(event)
+    try:
+        back = cls.__pydantic_validator__.validate_json(data)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        path = ".".join([cls.__qualname__, *(str(part) for part in error["loc"])])
+        raise ValueError(
+            f"{path} is written as {_written(data, error['loc'])} and does not read back ({error['msg']}); {_REMEDY}"
+        ) from None
+    if back != event:
+        path, loc, mine, theirs = _first_difference(event, back, cls.__qualname__, ())
+        raise ValueError(f"{path} is {mine!r}, written as {_written(data, loc)} and read back as {theirs!r}; {_REMEDY}")
+
+
+_REMEDY = (
+    "what pydantic writes (a custom serializer, exclude_if, a ser_json_* setting) must read back as the "
+    "same value, so the event was not stored"
+)
+
+
+def _first_difference(
+    original: BaseModel, back: BaseModel, where: str, loc: tuple[str, ...]
+) -> tuple[str, tuple[str, ...], object, object]:
+    """The path and location of the first field where ``back`` differs from ``original``, and both values."""
+    for name in type(original).model_fields:
+        mine, theirs = getattr(original, name, None), getattr(back, name, None)
+        if mine != theirs:
+            if isinstance(mine, BaseModel) and isinstance(theirs, BaseModel) and type(mine) is type(theirs):
+                return _first_difference(mine, theirs, f"{where}.{name}", (*loc, name))
+            return f"{where}.{name}", (*loc, name), mine, theirs
+    return where, loc, original, back
+
+
+def _written(data: bytes, loc: Sequence[int | str]) -> str:
+    """The JSON written at ``loc`` inside ``data`` (all of it where ``loc`` leads nowhere)."""
+    value: Any = pydantic_core.from_json(data)
+    for part in loc:
+        try:
+            value = value[part]
+        except (KeyError, IndexError, TypeError):
+            return data.decode(errors="replace")
+    return pydantic_core.to_json(value).decode(errors="replace")
 
 
 def _check_model(model: type[BaseModel], where: str, seen: set[type]) -> None:

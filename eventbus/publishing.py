@@ -44,7 +44,7 @@ from ._ids import first_id
 from ._log import logger
 from ._weak import weak_method
 from .delivery.inbox import Inbox, offer
-from .event import Event
+from .event import Event, check_round_trip
 from .exceptions import BackpressureError, BusClosed, CausationLoopError, PublishOutcomeUnknown
 from .middleware.base import Commit, PublishMiddleware
 from .record import NO_HEADERS, Record
@@ -238,6 +238,8 @@ class Publisher:
                 item = append_entry(event, route.name, route.version, new_id, time_ns())
                 seq = item[SEQ]
             else:
+                if route.round_trip:
+                    check_round_trip(event)
                 record = Record(0, event, route.name, route.version, new_id, time_ns())
         if record is not None:
             now = self._now
@@ -344,6 +346,8 @@ class Publisher:
                 f"ingesting {route.name!r} (event id {event_id}) from {origin!r}: its causation chain is {depth} "
                 f"events deep (max_causation_depth={self.max_causation_depth})"
             )
+        if route.round_trip:
+            check_round_trip(event)
         stamped = _checked_headers({**(headers or {}), ORIGIN_HEADER: origin})
         record = Record(
             0, event, route.name, route.version, event_id, time_ns(), correlation_id, causation_id, stamped, depth
@@ -362,6 +366,8 @@ class Publisher:
         parent: Item | None,
         given_id: UUID | None = None,
     ) -> Record:
+        if route.round_trip:
+            check_round_trip(event)
         headers = NO_HEADERS if headers is None else _checked_headers(headers)
         event_id: UUID | int
         if given_id is None:

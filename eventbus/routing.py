@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from .delivery.inbox import Inbox
-from .event import Event, check_storable
+from .event import Event, check_storable, needs_round_trip
 from .exceptions import DuplicateSubscription
 from .subscription import Subscription
 
@@ -22,10 +22,13 @@ __all__ = ["Route", "Router"]
 
 class Route:
     """What publishing an instance of one class needs: its stored name and
-    version, the inboxes it goes to, in subscription order, and whether they
-    all take entries (see `eventbus._entry`)."""
+    version, the inboxes it goes to, in subscription order, whether each
+    event must be round-tripped before it is stored (`round_trip`, see
+    `eventbus.event.needs_round_trip`), and whether a publish may keep an
+    entry instead of a `Record` (`entries`: every inbox takes entries, see
+    `eventbus._entry`, and there is no round trip to run)."""
 
-    __slots__ = ("blocking", "entries", "name", "targets", "version")
+    __slots__ = ("blocking", "entries", "name", "round_trip", "targets", "version")
 
     def __init__(self, cls: type[Event], targets: tuple[Inbox, ...]) -> None:
         check_storable(cls)
@@ -33,7 +36,10 @@ class Route:
         self.version = cls.__event_version__
         self.targets = targets
         self.blocking = tuple(inbox for inbox in targets if inbox.policy == "block")
-        self.entries = all(inbox.takes_entries for inbox in targets)
+        self.round_trip = needs_round_trip(cls)
+        # the round trip runs where a publish builds a Record: the entry path, the
+        # one-handler hot path, stays without a test for it
+        self.entries = not self.round_trip and all(inbox.takes_entries for inbox in targets)
 
 
 class Router(dict[type, Route]):

@@ -104,7 +104,9 @@ class CatchUp:
         self.next_seq = from_seq or 1
         """The first seq not covered yet by a read of the store."""
         if inbox.policy == "spill":
-            inbox.on_spill(weak_method(self.fall_behind))  # a bound method would close a cycle (see eventbus._weak)
+            # a bound method would close a cycle (see eventbus._weak); the inbox
+            # calls it only while open (see Inbox.close), while this run lives
+            inbox.on_spill(weak_method(self.fall_behind))
         self.state = CatchUpState.LIVE
         if from_seq is not None:
             self._enter(CatchUpState.TAILING if shared_store else CatchUpState.BEHIND)

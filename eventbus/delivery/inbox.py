@@ -7,7 +7,7 @@ state object: every change goes through one of its verbs.
 
 - The bus offers routed records (`offer`), asks whether a ``"block"`` inbox
   is `full`, reserves and waits for room, and waits for the subscription to
-  become idle.
+  become idle. A closed inbox takes no offer (see `Inbox.close`).
 - Catch-up (`eventbus.delivery.catchup`) switches it between live and
   reading history: it falls behind (`fall_behind`, `read_history`), adds the
   pages it read (`add_page`), drops buffered records a read covered
@@ -210,7 +210,11 @@ class Inbox:
             await self.idle.wait()
 
     def _offer_at_bound(self, record: Item) -> None:
-        """`offer` of a record that fills the queue, or finds it full."""
+        """`offer` of a record that fills the queue, or finds it full, or finds the inbox closed."""
+        if self._closed:
+            return
+        if self._where is not None and not self._accepts(record):
+            return
         if len(self._queue) < self._capacity:
             self._queue.append(record)
             self._routed += 1
@@ -353,7 +357,16 @@ class Inbox:
         return lot.park()
 
     def close(self) -> None:
-        """Take nothing more; release publishers and drains that wait on this inbox."""
+        """Take nothing more; release publishers and drains that wait on this inbox.
+
+        From now on `offer` passes this inbox by: a publisher that looked its
+        route up before the subscription closed (and waited for room
+        elsewhere meanwhile) still routes here, and that must neither queue
+        nor count the record, nor apply a policy (a spill would call back into
+        a catch-up that may be gone with its run). Once an event is stored,
+        what becomes of a closing or closed subscription is the
+        subscription's business, never the publisher's.
+        """
         self._closed = True
         self._bounds_changed()
         self.crowded = False
@@ -403,7 +416,8 @@ class Inbox:
         the bounds, and join the crowd if the inbox is full now."""
         live_block = self.policy == "block" and not self._behind and not self._closed
         self._block_at = self.max_pending if live_block else _NEVER
-        self._room_below = min(self._capacity, self._block_at - self._reserved - 1)
+        # closed: no room, so that `offer` takes the slow way, which passes it by
+        self._room_below = 0 if self._closed else min(self._capacity, self._block_at - self._reserved - 1)
         if self.full():
             self._join_crowd()
 
@@ -449,12 +463,13 @@ class Inbox:
 def offer(inboxes: Iterable[Inbox], record: Item) -> None:
     """Give ``record`` to the ``inboxes`` the bus routed it to (it routes in
     seq order). One call for all of them: an inbox with room takes the record
-    inline, so a fan-out to n subscriptions is not n calls."""
+    inline, so a fan-out to n subscriptions is not n calls. A closed inbox
+    has no room (see `Inbox.close`): it passes the record by."""
     for inbox in inboxes:
-        if inbox._where is not None and not inbox._accepts(record):
-            continue
         queue = inbox._queue
         if len(queue) < inbox._room_below:
+            if inbox._where is not None and not inbox._accepts(record):
+                continue
             queue.append(record)
             inbox._routed += 1
             if inbox.parked:

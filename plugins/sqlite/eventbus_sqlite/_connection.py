@@ -9,6 +9,7 @@ worker threads; it never lets two threads use one connection at a time.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +19,10 @@ from eventbus.exceptions import StoreError
 
 from ._options import SqliteOptions
 
-__all__ = ["connect_reader", "connect_writer", "sqlite_errors"]
+__all__ = ["FileIdentity", "check_file", "connect_reader", "connect_writer", "file_identity", "sqlite_errors"]
+
+FileIdentity = tuple[int, int]
+"""A file's ``(st_dev, st_ino)``: which file a path named when the store opened it."""
 
 _STATEMENT_CACHE = 256
 _JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
@@ -36,6 +40,39 @@ def sqlite_errors(where: str) -> Iterator[None]:
         yield
     except sqlite3.Error as exc:
         raise StoreError(f"SQLite store {where}: {exc}") from exc
+
+
+def file_identity(path: Path, where: str) -> FileIdentity:
+    """The identity of the file at ``path``; `StoreError` naming the store when there is none."""
+    try:
+        stat = os.stat(path)
+    except OSError as exc:
+        raise StoreError(f"SQLite store {where}: cannot look at the database file: {exc}") from exc
+    return stat.st_dev, stat.st_ino
+
+
+def check_file(path: Path, identity: FileIdentity, where: str) -> None:
+    """`StoreError` naming the store unless ``path`` still names the file of ``identity``.
+
+    A SQLite connection keeps writing to the file it opened, even once that
+    file is deleted or another one is renamed over its path; what it writes
+    then is lost when it closes, or sits in a file nobody opens.
+    """
+    try:
+        stat = os.stat(path)
+    except FileNotFoundError as exc:
+        raise StoreError(
+            f"SQLite store {where}: the database file was deleted while the store was open; nothing more "
+            "is written to it (reopen the store to start a new file there)"
+        ) from exc
+    except OSError as exc:
+        raise StoreError(f"SQLite store {where}: cannot look at the database file: {exc}") from exc
+    if (stat.st_dev, stat.st_ino) != identity:
+        raise StoreError(
+            f"SQLite store {where}: the database file was replaced by another file (renamed or copied over "
+            "its path) while the store was open; nothing more is written to the file it opened (reopen the "
+            "store to use the new file)"
+        )
 
 
 def connect_writer(path: Path, options: SqliteOptions, *, create: bool = True) -> sqlite3.Connection:
@@ -64,10 +101,13 @@ def connect_writer(path: Path, options: SqliteOptions, *, create: bool = True) -
     return connection
 
 
-def connect_reader(path: Path, options: SqliteOptions) -> sqlite3.Connection:
-    """A connection for reads only (``query_only``, so a bug cannot write through it)."""
-    connection = _connect(path, options)
+def connect_reader(path: Path, options: SqliteOptions, identity: FileIdentity, where: str) -> sqlite3.Connection:
+    """A connection for reads only (``query_only``, so a bug cannot write through it) to
+    the file of ``identity``: one made after the file was deleted or replaced raises
+    `StoreError` (see `check_file`), and a deleted file is not created again."""
+    connection = _connect(path, options, create=False)
     try:
+        check_file(path, identity, where)
         connection.execute("PRAGMA query_only = ON")
         connection.execute(f"PRAGMA mmap_size = {_READER_MMAP_BYTES}")
     except BaseException:

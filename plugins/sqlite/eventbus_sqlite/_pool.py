@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from ._connection import connect_reader
+from ._connection import FileIdentity, connect_reader
 from ._options import SqliteOptions
 
 __all__ = ["ReaderPool"]
@@ -27,9 +27,11 @@ T = TypeVar("T")
 class ReaderPool:
     """Idle reader connections of one open store; its methods block and run in worker threads."""
 
-    def __init__(self, path: Path, options: SqliteOptions) -> None:
+    def __init__(self, path: Path, options: SqliteOptions, identity: FileIdentity, where: str) -> None:
         self._path = path
         self._options = options
+        self._identity = identity
+        self._where = where
         self._lock = threading.Lock()
         self._idle: list[sqlite3.Connection] = []
         self._closed = False
@@ -60,7 +62,7 @@ class ReaderPool:
                 raise sqlite3.ProgrammingError("the store was closed")
             if self._idle:
                 return self._idle.pop()
-        return connect_reader(self._path, self._options)
+        return connect_reader(self._path, self._options, self._identity, self._where)
 
     def _give_back(self, connection: sqlite3.Connection) -> None:
         with self._lock:

@@ -181,10 +181,11 @@ class SqliteStore:
         """
         if self._writer is not None:
             raise StoreError(f"SQLite store {self._where} is already open")
-        self._writer, self._first_seq = await to_thread.run_sync(
+        writer, self._first_seq = await to_thread.run_sync(
             partial(Writer.open, self.path, self.options, self._where, create=self.create)
         )
-        self._readers = ReaderPool(self.path, self.options)
+        self._writer = writer
+        self._readers = ReaderPool(self.path, self.options, writer.identity, self._where)
         self._write_lock = anyio.Lock()
         self._appended = anyio.Event()
         self._since_step = 0

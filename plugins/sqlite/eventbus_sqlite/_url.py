@@ -6,6 +6,13 @@ comes an empty host, then ``/``, then the path. Options ride in the query
 string (``?synchronous=normal``). In-memory databases are refused: the store
 keeps a writer and reader connections, which only a file can share, and
 ``memory://`` is the in-memory store.
+
+The path is percent-decoded, so a file name may hold what a URL cannot
+carry as is (``with%20space.db``, ``caf%C3%A9.db``), but an escape never
+moves the file to another directory: an escaped separator (``%2F``,
+``%5C``) and a ``.`` or ``..`` segment spelled with escapes (``%2e%2e``)
+are refused, since the file would not be where the URL appears to put it.
+A ``..`` written as is stays what it says.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ def parse_url(url: str) -> tuple[Path, SqliteOptions]:
     if not location.startswith("/"):
         host = location.split("/", 1)[0]
         raise ValueError(f"{url!r} names the host {host!r}, but a SQLite URL has none; use {_FORMS}")
-    path = unquote(location[1:])
+    path = _literal_path(url, location[1:])
     if not path or path.endswith("/"):
         raise ValueError(f"{url!r} names no database file; use {_FORMS}")
     if "\x00" in path:
@@ -52,3 +59,23 @@ def parse_url(url: str) -> tuple[Path, SqliteOptions]:
     except ValueError as exc:
         raise ValueError(f"{url!r}: {exc}") from None
     return Path(path), options
+
+
+def _literal_path(url: str, written: str) -> str:
+    """``written`` percent-decoded, segment by segment; `ValueError` naming ``url`` for an
+    escape that would change the directory (see the module docstring)."""
+    segments = []
+    for raw in written.split("/"):
+        segment = unquote(raw)
+        if "/" in segment or segment.count("\\") > raw.count("\\"):
+            raise ValueError(
+                f"{url!r} escapes a path separator ({raw!r} decodes to {segment!r}): the file would not be "
+                "where the URL appears to put it; write separators as they are"
+            )
+        if segment != raw and segment in (".", ".."):
+            raise ValueError(
+                f"{url!r} spells the path segment {segment!r} with escapes ({raw!r}): the file would not be "
+                f"where the URL appears to put it; write {segment!r} as it is, if you mean it"
+            )
+        segments.append(segment)
+    return "/".join(segments)

@@ -20,7 +20,7 @@ from eventbus.record import Record
 from eventbus.store import CompactionStep, CompactResult, Hold, already_stored, append_seqs
 from eventbus.store.codec import letter_values, record_values
 
-from ._connection import connect_writer, sqlite_errors
+from ._connection import FileIdentity, check_file, connect_writer, file_identity, sqlite_errors
 from ._options import SqliteOptions
 from ._reader import first_seq, head
 from ._schema import migrate
@@ -62,11 +62,21 @@ class AppendRequest:
 
 
 class Writer:
-    """Owns the writer connection; every method is one transaction."""
+    """Owns the writer connection; every method is one transaction.
 
-    def __init__(self, connection: sqlite3.Connection, where: str) -> None:
+    Each write transaction checks, just before and just after its commit,
+    that the path still names the file the writer opened (`identity`, see
+    `check_file`): a file deleted or replaced while the store is open fails
+    the transaction with `StoreError` instead of committing into a file that
+    is gone.
+    """
+
+    def __init__(self, connection: sqlite3.Connection, where: str, path: Path, identity: FileIdentity) -> None:
         self._connection = connection
         self._where = where
+        self._path = path
+        self.identity = identity
+        """The ``(st_dev, st_ino)`` of the file opened."""
         self.commits = 0
         """Append transactions committed so far."""
         self.batches = 0
@@ -88,14 +98,17 @@ class Writer:
             try:
                 migrate(connection, where, create=create)
                 first = first_seq(connection)
+                identity = file_identity(path, where)
             except BaseException:
                 connection.close()
                 raise
-        return cls(connection, where), first
+        return cls(connection, where, path, identity), first
 
     def close(self) -> None:
-        """Close the connection (SQLite checkpoints the WAL into the main file)."""
+        """Close the connection (SQLite checkpoints the WAL into the main file, unless the
+        file was deleted or replaced: then the writer empties the log first)."""
         with sqlite_errors(self._where):
+            self._empty_log_if_moved()
             self._connection.close()
 
     def append(self, requests: Sequence[AppendRequest]) -> None:
@@ -286,18 +299,43 @@ class Writer:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any error; `sqlite3.Error` → `StoreError`."""
+        """``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any error; `sqlite3.Error` → `StoreError`.
+
+        The file is looked at before the commit (gone: rolled back, nothing
+        written) and after it (gone during the commit: what it wrote is in a
+        file no longer at the path, and the caller is told so).
+        """
         connection = self._connection
-        with sqlite_errors(self._where):
-            connection.execute("BEGIN IMMEDIATE")
+        try:
+            with sqlite_errors(self._where):
+                connection.execute("BEGIN IMMEDIATE")
+                try:
+                    yield connection
+                    check_file(self._path, self.identity, self._where)
+                    connection.execute("COMMIT")
+                except BaseException:
+                    if connection.in_transaction:
+                        with suppress(sqlite3.Error):
+                            connection.execute("ROLLBACK")
+                    raise
             try:
-                yield connection
-                connection.execute("COMMIT")
-            except BaseException:
-                if connection.in_transaction:
-                    with suppress(sqlite3.Error):
-                        connection.execute("ROLLBACK")
-                raise
+                check_file(self._path, self.identity, self._where)
+            except StoreError as exc:
+                raise StoreError(f"{exc}; the transaction that had just committed went to that file") from exc.__cause__
+        except StoreError:
+            self._empty_log_if_moved()
+            raise
+
+    def _empty_log_if_moved(self) -> None:
+        """When the path no longer names the file opened, checkpoint the write-ahead log into
+        that file and truncate it. SQLite leaves the log of a moved file behind under the
+        path's name, where the file now at the path, or the next one made there, would
+        read its pages as its own."""
+        try:
+            check_file(self._path, self.identity, self._where)
+        except StoreError:
+            with suppress(sqlite3.Error):
+                self._connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def _error(self, exc: Exception) -> StoreError:
         error = StoreError(f"SQLite store {self._where}: {exc}")

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from eventbus_sqlite import SqliteOptions, SqliteStore, parse_url
 
+from eventbus import EventBus
 from eventbus.store import store_from_url
 
 
@@ -18,6 +19,10 @@ from eventbus.store import store_from_url
         ("sqlite:///data/events.db", Path("data/events.db")),
         ("sqlite:////var/lib/app/events.db", Path("/var/lib/app/events.db")),
         ("sqlite:////tmp/with%20space.db", Path("/tmp/with space.db")),
+        ("sqlite:////tmp/caf%C3%A9%3F%23%25.db", Path("/tmp/café?#%.db")),
+        ("sqlite:////tmp/a%2e%2eb.db", Path("/tmp/a..b.db")),
+        ("sqlite:///../events.db", Path("../events.db")),
+        ("sqlite:////tmp/back\\slash.db", Path("/tmp/back\\slash.db")),
         ("SQLite+pysqlite:///events.db", Path("events.db")),
     ],
 )
@@ -67,6 +72,12 @@ def test_in_memory_databases_are_refused(url: str) -> None:
         ("sqlite:///events.db?busy_timeout=soon", "busy_timeout must be a number"),
         ("sqlite:///events.db?busy_timeout=0", "busy_timeout must be a positive number"),
         ("sqlite:///events.db?poll_interval", "cannot read the options"),
+        ("sqlite:///data/%2e%2e/events.db", r"spells the path segment '\.\.' with escapes \('%2e%2e'\)"),
+        ("sqlite:///%2E%2E/events.db", r"spells the path segment '\.\.' with escapes"),
+        ("sqlite:///data/%2e/events.db", r"spells the path segment '\.' with escapes"),
+        ("sqlite:///data%2fevents.db", r"escapes a path separator \('data%2fevents.db' decodes to 'data/events.db'\)"),
+        ("sqlite:///%2e%2e%2Fevents.db", "escapes a path separator"),
+        ("sqlite:///data%5Cevents.db", "escapes a path separator"),
     ],
 )
 def test_bad_urls_are_refused_naming_the_url(url: str, message: str) -> None:
@@ -87,3 +98,14 @@ def test_unknown_keyword_options_are_refused() -> None:
 def test_options_are_validated_when_made(options: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=next(iter(options))):
         SqliteOptions(**options)
+
+
+def test_escaped_dots_never_put_the_file_one_directory_up(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    url = f"sqlite:///{tmp_path}/data/%2e%2e/events.db"
+    with pytest.raises(ValueError, match="spells the path segment") as caught:
+        store_from_url(url)
+    assert url in str(caught.value)
+    with pytest.raises(ValueError, match="spells the path segment"):
+        EventBus(store=url)
+    assert sorted(path.name for path in tmp_path.rglob("*")) == ["data"]
