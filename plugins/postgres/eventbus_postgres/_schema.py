@@ -104,7 +104,14 @@ _V4 = (
     """,
 )
 
-MIGRATIONS: Sequence[Sequence[str]] = (_V1, _V2, _V3, _V4)
+_V5 = (
+    # fenced leases: token grows each time a lease changes hands, and a fenced
+    # checkpoint save is refused once it is not the saver's any more. A
+    # released lease keeps its row (expired), so its token is never reused.
+    "ALTER TABLE {s}.leases ADD COLUMN IF NOT EXISTS token bigint NOT NULL DEFAULT 1",
+)
+
+MIGRATIONS: Sequence[Sequence[str]] = (_V1, _V2, _V3, _V4, _V5)
 """``MIGRATIONS[n]`` takes a schema from version ``n`` to ``n + 1``; ``{s}`` is the quoted schema."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -99,6 +99,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) WITHOUT ROWID
         """,
     ),
+    # 5: fenced leases: token grows each time a lease changes hands, and a
+    # fenced checkpoint save is refused once it is not the saver's any more. A
+    # released lease keeps its row (expired), so its token is never reused.
+    ("ALTER TABLE eventbus_leases ADD COLUMN token INTEGER NOT NULL DEFAULT 1",),
 )
 """``MIGRATIONS[n]`` takes a file from schema version ``n`` to ``n + 1``."""
 
