@@ -19,16 +19,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import anyio
 
 from .._log import logger
 from ..exceptions import LeaseLost
-from ..store.base import Store
-from .lease import Lease
+from ..store.base import LeaseFence, Store
 from .recovery import Backoff, retrying
 
-__all__ = ["CHECKPOINT_EVERY", "CHECKPOINT_IDLE", "CLOSE_SAVE_TIMEOUT", "Checkpoints"]
+__all__ = ["CHECKPOINT_EVERY", "CHECKPOINT_IDLE", "CLOSE_SAVE_TIMEOUT", "Checkpoints", "Fencing"]
 
 CHECKPOINT_EVERY = 1_000
 """A durable subscription saves its position after this many deliveries, when
@@ -42,6 +42,23 @@ CLOSE_SAVE_TIMEOUT = 5.0
 """Seconds a stopping durable subscription keeps retrying a failed save of its position."""
 
 
+class Fencing(Protocol):
+    """What the checkpoints of a leased subscription see of its lease (`eventbus.delivery.lease.Lease`)."""
+
+    @property
+    def held(self) -> bool:
+        """True while this process holds the lease."""
+        ...
+
+    @property
+    def fence(self) -> LeaseFence:
+        """What a save carries, so that the store refuses it once the lease changed hands."""
+        ...
+
+    def lose(self, reason: str) -> None:
+        """The lease is lost: stop delivering and stand by."""
+
+
 class Checkpoints:
     """Loading and saving one subscription's position during one run.
 
@@ -53,7 +70,7 @@ class Checkpoints:
             processes: saves carry its fence, and a refused one loses it.
     """
 
-    def __init__(self, name: str, store: Store, durable: bool, lease: Lease | None = None) -> None:
+    def __init__(self, name: str, store: Store, durable: bool, lease: Fencing | None = None) -> None:
         self.name = name
         self.durable = durable
         self._store = store
