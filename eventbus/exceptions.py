@@ -12,6 +12,7 @@ EventBusError
 │   └── UnknownEventType      ... because no class is registered under its name
 ├── HistoryTruncated          a read asked for records that retention already removed
 ├── StoreError                a store failed or was given something it cannot hold
+│   ├── LeaseLost             a fenced save came after another process took the lease
 │   ├── PublishOutcomeUnknown a store cannot tell whether an append was stored
 │   └── StoreNotFound         no store is installed for a URL's scheme
 └── PluginError               a bus plugin could not be found or failed to start
@@ -36,6 +37,7 @@ __all__ = [
     "EventDecodeError",
     "HandlerTimeout",
     "HistoryTruncated",
+    "LeaseLost",
     "PluginError",
     "PublishOutcomeUnknown",
     "StoreError",
@@ -107,6 +109,25 @@ class HistoryTruncated(EventBusError):
 
 class StoreError(EventBusError):
     """A store failed, refused its input, or could not be opened."""
+
+
+class LeaseLost(StoreError):
+    """A fenced checkpoint save was refused: another holder has taken the
+    subscription's lease since the saving process acquired it.
+
+    Raised by `Store.save_checkpoints` called with a ``fence`` whose token is
+    no longer the lease's (see `LeaseFence`); nothing was saved. The bus
+    handles it itself: the subscription stops delivering and stands by.
+
+    Attributes:
+        name: the lease's (the durable subscription's) name.
+        token: the fencing token the refused save carried.
+    """
+
+    def __init__(self, message: str, *, name: str, token: int) -> None:
+        super().__init__(message)
+        self.name = name
+        self.token = token
 
 
 class PublishOutcomeUnknown(StoreError):

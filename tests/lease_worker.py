@@ -3,13 +3,15 @@
     python lease_worker.py URL LEASE_TTL BACKEND
 
 Runs an `EventBus` on the store URL with the durable subscription ``audit``
-(from seq 1, ``lease_ttl=LEASE_TTL``), prints ``ready`` once the bus runs and
-``handled SEQ`` for each `Beat` it handles, every line flushed, and runs
-until it is killed. The bus's own log lines go to stderr.
+(from seq 1, ``lease_ttl=LEASE_TTL``), prints ``ready`` once the bus runs,
+``handled SEQ`` for each `Beat` it handles and ``log MESSAGE`` for each line
+the bus logs at info level or above (a lease taken, lost, standing by),
+every line flushed, and runs until it is killed.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import anyio
@@ -30,7 +32,14 @@ def audit(event: Beat, record: Record) -> None:
     print("handled", record.seq, flush=True)
 
 
+class _PrintLogs(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        print("log", record.getMessage(), flush=True)
+
+
 async def run_replica(url: str, lease_ttl: float) -> None:
+    logging.getLogger("eventbus").addHandler(_PrintLogs(logging.INFO))
+    logging.getLogger("eventbus").setLevel(logging.INFO)
     bus = EventBus(store=url, lease_ttl=lease_ttl)
     bus.subscribe(Beat, audit, durable=True, from_seq=1, name=AUDIT)
     async with bus:

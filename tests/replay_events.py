@@ -17,7 +17,7 @@ import anyio
 import anyio.lowlevel
 
 from eventbus import DeadLetter, Event, MemoryStore, Record
-from eventbus.store import DEFAULT_PAGE_SIZE
+from eventbus.store import DEFAULT_PAGE_SIZE, LeaseFence
 
 WAIT = 10.0
 """Upper bound, in seconds, on any wait in these tests; a healthy run never comes close."""
@@ -208,10 +208,10 @@ class CheckpointCountingStore(MemoryStore):
     def crash(self) -> None:
         self.crashed = True
 
-    async def save_checkpoints(self, positions: Mapping[str, int]) -> None:
+    async def save_checkpoints(self, positions: Mapping[str, int], *, fence: LeaseFence | None = None) -> None:
         if self.crashed:
             return
-        await super().save_checkpoints(positions)
+        await super().save_checkpoints(positions, fence=fence)
         self.watch.written(positions)
 
     async def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None:

@@ -18,6 +18,7 @@ from eventbus_sqlite import SqliteStore
 from structlog.testing import capture_logs
 
 from eventbus import EventBus, MemoryStore, Record, Retry, StoreError
+from eventbus.store import LeaseFence
 from tests.policy_events import WAIT, Hold, Seen, Tick, log_events, publish_ticks
 
 
@@ -44,9 +45,9 @@ class FlakyStore(MemoryStore):
         self._maybe_fail("load_checkpoint")
         return await super().load_checkpoint(name)
 
-    async def save_checkpoints(self, positions: Mapping[str, int]) -> None:
+    async def save_checkpoints(self, positions: Mapping[str, int], *, fence: LeaseFence | None = None) -> None:
         self._maybe_fail("save_checkpoints")
-        await super().save_checkpoints(positions)
+        await super().save_checkpoints(positions, fence=fence)
 
 
 class FlakyTailStore(SqliteStore):

@@ -15,6 +15,7 @@ from replay_events import WAIT, CheckpointCountingStore, CheckpointWatch, Record
 
 from eventbus import EventBus, MemoryStore, Record, Store
 from eventbus.delivery import CHECKPOINT_EVERY, checkpoints
+from eventbus.store import LeaseFence
 
 
 class WatchedSqliteStore(SqliteStore):
@@ -24,8 +25,8 @@ class WatchedSqliteStore(SqliteStore):
         super().__init__(path)
         self.watch = CheckpointWatch()
 
-    async def save_checkpoints(self, positions: Mapping[str, int]) -> None:
-        await super().save_checkpoints(positions)
+    async def save_checkpoints(self, positions: Mapping[str, int], *, fence: LeaseFence | None = None) -> None:
+        await super().save_checkpoints(positions, fence=fence)
         self.watch.written(positions)
 
 

@@ -39,7 +39,8 @@ def test_the_tree_is_read_whole() -> None:
     assert tree["UnknownEventType"] == "EventDecodeError"
     assert tree["StoreNotFound"] == "StoreError"
     assert tree["HistoryTruncated"] == "EventBusError"
-    assert len(tree) == 14
+    assert tree["LeaseLost"] == "StoreError"
+    assert len(tree) == 15
 
 
 @pytest.mark.parametrize(("name", "parent"), sorted(drawn_tree().items(), key=lambda item: item[0]))

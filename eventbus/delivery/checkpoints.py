@@ -8,20 +8,27 @@ A durable subscription saves its position in the store under its name: after
 `CHECKPOINT_EVERY` deliveries (per worker) are made again. A save that fails
 is logged and tried again later, after a pause that doubles up to
 `~eventbus.delivery.recovery.MAX_BACKOFF`.
+
+A subscription holding a lease (`eventbus.delivery.lease`) saves fenced with
+the lease's token; a save the store refuses because another process has
+taken the lease (`LeaseLost`) loses the lease, and nothing more is saved
+until it is held again.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import anyio
 
 from .._log import logger
-from ..store.base import Store
+from ..exceptions import LeaseLost
+from ..store.base import LeaseFence, Store
 from .recovery import Backoff, retrying
 
-__all__ = ["CHECKPOINT_EVERY", "CHECKPOINT_IDLE", "CLOSE_SAVE_TIMEOUT", "Checkpoints"]
+__all__ = ["CHECKPOINT_EVERY", "CHECKPOINT_IDLE", "CLOSE_SAVE_TIMEOUT", "Checkpoints", "Fencing"]
 
 CHECKPOINT_EVERY = 1_000
 """A durable subscription saves its position after this many deliveries, when
@@ -35,6 +42,23 @@ CLOSE_SAVE_TIMEOUT = 5.0
 """Seconds a stopping durable subscription keeps retrying a failed save of its position."""
 
 
+class Fencing(Protocol):
+    """What the checkpoints of a leased subscription see of its lease (`eventbus.delivery.lease.Lease`)."""
+
+    @property
+    def held(self) -> bool:
+        """True while this process holds the lease."""
+        ...
+
+    @property
+    def fence(self) -> LeaseFence:
+        """What a save carries, so that the store refuses it once the lease changed hands."""
+        ...
+
+    def lose(self, reason: str) -> None:
+        """The lease is lost: stop delivering and stand by."""
+
+
 class Checkpoints:
     """Loading and saving one subscription's position during one run.
 
@@ -42,12 +66,15 @@ class Checkpoints:
         name: the subscription's name (the checkpoint's key).
         store: where durable positions are saved.
         durable: save the position (otherwise every call here is a no-op).
+        lease: the lease of a durable subscription on a store shared between
+            processes: saves carry its fence, and a refused one loses it.
     """
 
-    def __init__(self, name: str, store: Store, durable: bool) -> None:
+    def __init__(self, name: str, store: Store, durable: bool, lease: Fencing | None = None) -> None:
         self.name = name
         self.durable = durable
         self._store = store
+        self._lease = lease
         self._saved = 0
         self._idle_at = -1  # the position when the subscription last ran out of work
         self._idle_deadline = math.inf
@@ -91,9 +118,16 @@ class Checkpoints:
     async def _save(self, position: int) -> bool:
         if position == self._saved:
             return True
+        lease = self._lease
         try:
-            await self._store.save_checkpoints({self.name: position})
+            if lease is None:
+                await self._store.save_checkpoints({self.name: position})
+            else:
+                await self._store.save_checkpoints({self.name: position}, fence=lease.fence)
         except Exception as exc:
+            if isinstance(exc, LeaseLost) and lease is not None:
+                lease.lose("checkpoint save refused: another process has taken the lease")
+                return False
             delay = self._backoff.next()
             self._retry_at = anyio.current_time() + delay
             logger.error(
@@ -111,9 +145,9 @@ class Checkpoints:
     async def save_on_close(self, position: int) -> None:
         """The last save of a stopping subscription, at its final ``position``:
         shielded from cancellation, retried with backoff for up to
-        `CLOSE_SAVE_TIMEOUT` seconds."""
+        `CLOSE_SAVE_TIMEOUT` seconds, unless the lease is lost meanwhile."""
         with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_SAVE_TIMEOUT):
             saved = await self.save(position)
-            while not saved:
+            while not saved and (self._lease is None or self._lease.held):
                 await anyio.sleep_until(self._retry_at)
                 saved = await self.save(position)

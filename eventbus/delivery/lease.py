@@ -14,11 +14,31 @@ deliveries behind what the old one handled: those are delivered again.
 A holder that cannot renew in time (the store unreachable, the process
 paused) has lost its lease: it stops delivering at once, without saving its
 position (another process may hold the name by now), and stands by again.
+
+Leases are fenced, twice over, because a process can be paused (SIGSTOP, a
+VM migrating, a stop-the-world swap storm) at any instruction and resumed
+after its lease has gone to another process:
+
+- *The deadline.* Each acquisition or renewal is good until `HOLD_SHARE` of
+  ``lease_ttl`` after the moment it was *asked*, on this process's monotonic
+  clock, read before the request: the store's clock started the lease later
+  than that, so this deadline never lies past the store's. Every handler
+  call of a leased subscription first compares the clock with it (`guard`);
+  past it, the call waits for the renewal, and starts only if the lease was
+  renewed without changing hands. A resumed process whose timers all fire at
+  once therefore starts nothing before its renewal has been answered.
+- *The fencing token.* The store hands out a token that grows each time the
+  lease changes hands; every checkpoint save carries it (`fence`), and the
+  store refuses it, in the same transaction as the write, once another
+  holder has taken the lease. That covers what no clock can: a save that was
+  on its way when the process stopped. A refused save (`LeaseLost`) loses
+  the lease like a refused renewal.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 import os
 import socket
 from collections.abc import Awaitable, Callable
@@ -26,9 +46,12 @@ from dataclasses import dataclass
 from uuid import uuid4
 
 import anyio
+import anyio.lowlevel
 
 from .._log import logger
-from ..store.base import Store
+from ..handler import Handle
+from ..record import Record
+from ..store.base import LeaseFence, Store
 
 __all__ = ["DEFAULT_LEASE_TTL", "HOLD_SHARE", "Lease", "LeaseState", "LeaseTerms", "new_holder"]
 
@@ -42,6 +65,7 @@ at most this much of ``lease_ttl`` after its last renewal, and a stand-by asks
 every quarter, so it takes over within ``lease_ttl``."""
 
 _TRY_SHARE = 0.25
+_REFUSED = "renewal refused: another process holds the lease, or held it in between"
 
 
 def new_holder() -> str:
@@ -85,12 +109,54 @@ class Lease:
         self._store = store
         self._ttl = terms.ttl
         self._on_standing_by = on_standing_by
-        self._expires = 0.0  # when the lease held runs out, on this process's clock (conservatively)
+        self._expires = -math.inf
+        """The deadline of the lease held, on this process's clock, from before
+        the request that got it; -inf while it is not held."""
+        self._token = 0
+        """The fencing token of this process's last acquisition (0: none yet, which no store hands out)."""
+        self._holding: anyio.CancelScope | None = None
+        """The scope of the deliveries while the lease is held: losing the lease cancels it."""
+        self._answered = anyio.Event()
+        """Set (and replaced) each time an acquisition or renewal is answered, or the lease is lost."""
 
     @property
     def held(self) -> bool:
         """True while this process holds the lease."""
         return self.state is LeaseState.HELD
+
+    @property
+    def fence(self) -> LeaseFence:
+        """What a checkpoint save carries, so that the store refuses it once
+        another process has taken the lease (see `Store.save_checkpoints`)."""
+        return LeaseFence(self.name, self._token)
+
+    def guard(self, call: Handle) -> Handle:
+        """``call`` (the handler step of the subscription), starting only within the lease's deadline.
+
+        Past the deadline it first waits for the renewal that is due: renewed
+        without changing hands, the call starts; lost, the deliveries are
+        cancelled, this one before it starts. Outside the deliveries of a
+        holding (a redrive while this process stands by) it starts at once.
+        """
+
+        async def guarded(record: Record) -> None:
+            if anyio.current_time() >= self._expires:
+                await self._wait_for_renewal()
+            await call(record)
+
+        return guarded
+
+    def lose(self, reason: str) -> None:
+        """The lease is lost (``reason`` says how): stop delivering at once,
+        without saving the position, and ask again; nothing if not held."""
+        if self.state is not LeaseState.HELD:
+            return
+        self.state = LeaseState.ASKING
+        self._expires = -math.inf
+        logger.warning("lease lost: stopped delivering, standing by", subscription=self.name, reason=reason)
+        if self._holding is not None:
+            self._holding.cancel()
+        self._answer()
 
     async def deliver_while_held(self, deliver: Callable[[], Awaitable[None]]) -> None:
         """Forever: stand by until the lease is ours, then run ``deliver()``
@@ -99,7 +165,8 @@ class Lease:
         while True:
             await self._acquire()
             async with anyio.create_task_group() as holding:
-                holding.start_soon(self._renew, holding.cancel_scope)
+                self._holding = holding.cancel_scope
+                holding.start_soon(self._renew)
                 await deliver()
 
     async def release(self) -> None:
@@ -107,6 +174,7 @@ class Lease:
         if self.state is not LeaseState.HELD:
             return
         self.state = LeaseState.ASKING
+        self._expires = -math.inf
         with anyio.CancelScope(shield=True):
             try:
                 await self._store.release_lease(self.name, self.holder)
@@ -128,26 +196,40 @@ class Lease:
 
     async def _ask(self) -> bool | None:
         """One acquisition or renewal: True when held, False when refused
-        (another holder), None when the store failed (logged)."""
-        asked_at = anyio.current_time()
+        (another holder, or a renewal that finds the lease changed hands in
+        between), None when the store failed (logged)."""
+        asked_at = anyio.current_time()  # before the request: the store's lease starts later
         try:
-            acquired = await self._store.acquire_lease(self.name, self.holder, self._ttl * HOLD_SHARE)
+            token = await self._store.acquire_lease(self.name, self.holder, self._ttl * HOLD_SHARE)
         except Exception as exc:
             logger.error("could not ask for lease", subscription=self.name, error=repr(exc))
+            self._answer()
             return None
-        if acquired:
+        changed_hands = self.state is LeaseState.HELD and token != self._token
+        if token is not None and not changed_hands:
+            self._token = token
             self._expires = asked_at + self._ttl * HOLD_SHARE
-        return acquired
+        self._answer()
+        return token is not None and not changed_hands
 
-    async def _renew(self, holding: anyio.CancelScope) -> None:
+    async def _renew(self) -> None:
         """Renew every quarter of ``ttl``; once the lease is refused, or has run
-        out while the store failed, cancel ``holding`` (the deliveries)."""
+        out while the store failed, lose it (which cancels the deliveries)."""
         while True:
             await anyio.sleep_until(min(anyio.current_time() + self._ttl * _TRY_SHARE, self._expires))
             answer = await self._ask()
             if answer or (answer is None and anyio.current_time() < self._expires):
                 continue
-            self.state = LeaseState.ASKING
-            logger.warning("lease lost: stopped delivering, standing by", subscription=self.name)
-            holding.cancel()
+            self.lose(_REFUSED if answer is False else "ran out while the store failed")
             return
+
+    async def _wait_for_renewal(self) -> None:
+        """A handler call past the deadline: wait while the lease is held and
+        the renewal unanswered; once it is lost, the cancelled deliveries raise here."""
+        while self.state is LeaseState.HELD and anyio.current_time() >= self._expires:
+            await self._answered.wait()
+        await anyio.lowlevel.checkpoint_if_cancelled()
+
+    def _answer(self) -> None:
+        self._answered.set()
+        self._answered = anyio.Event()

@@ -3,10 +3,12 @@
 It is built once per run of the bus, in one documented order (outermost
 first):
 
-    dead letters → bus middleware… → subscription middleware… → retry → timeout → handler
+    dead letters → bus middleware… → subscription middleware… → retry → timeout → [guard] → handler
 
-and it is the only code that sets `current_record` (what publishing from
-inside a handler reads for causation). A record whose ``where=`` or ``key=``
+where the guard is a leased subscription's alone (`Lease.guard`: no call
+starts past the lease's deadline). It is the only code that sets
+`current_record` (what publishing from inside a handler reads for
+causation). A record whose ``where=`` or ``key=``
 raised goes straight to dead letters, without retries. The dead-letter step
 is the workers' ``except`` around the delivery they await (it ends a failure
 with `Pipeline.fail`, which stores the letter with `eventbus.deadletters.bury`
@@ -35,7 +37,7 @@ from ..record import Record
 from ..store.base import Store
 from .options import SubscriptionOptions
 
-__all__ = ["Pipeline", "SubscriptionContext", "direct_handler"]
+__all__ = ["Guard", "Pipeline", "SubscriptionContext", "direct_handler"]
 
 
 @dataclass(frozen=True)
@@ -46,12 +48,19 @@ class SubscriptionContext:
     counters: DeliveryCounters
 
 
+Guard = Callable[[Handle], Handle]
+"""A step wrapped around each call of the handler, innermost (a lease's deadline check)."""
+
+
 def direct_handler(
-    handler: Callable[..., Any], options: SubscriptionOptions, middleware: Sequence[Middleware]
+    handler: Callable[..., Any],
+    options: SubscriptionOptions,
+    middleware: Sequence[Middleware],
+    guard: Guard | None = None,
 ) -> Callable[[Any], Awaitable[None]] | None:
-    """The async ``(event)`` handler, when nothing wraps it (no timeout, retry
-    or middleware): the pipeline then calls it directly, else None."""
-    plain = not (options.timeout or options.retry or middleware or options.middleware)
+    """The async ``(event)`` handler, when nothing wraps it (no timeout, retry,
+    middleware or guard): the pipeline then calls it directly, else None."""
+    plain = not (options.timeout or options.retry or middleware or options.middleware or guard)
     return handler if plain and is_plain_async(handler) else None
 
 
@@ -65,6 +74,9 @@ class Pipeline:
         middleware: the bus's delivery middleware (plugins' included).
         context: what middleware see of the subscription.
         store: where dead letters go.
+        guard: wraps each call of the handler, inside retry and timeout, so
+            that every attempt passes it (a leased subscription's
+            `Lease.guard`); it takes the direct path away.
     """
 
     def __init__(
@@ -75,14 +87,15 @@ class Pipeline:
         middleware: Sequence[Middleware],
         context: SubscriptionContext,
         store: Store,
+        guard: Guard | None = None,
     ) -> None:
         self._context = context
         self._store = store
-        self.direct = direct_handler(handler, options, middleware)
+        self.direct = direct_handler(handler, options, middleware, guard)
         """The async ``(event)`` handler to call directly when nothing wraps it, else None."""
         self.enter = current_record.set
         """Make a record the current one (the only way it is set)."""
-        inner = call
+        inner = call if guard is None else guard(call)
         if options.timeout is not None:
             inner = timeout(options.timeout)(inner, context)
         if options.retry is not None:

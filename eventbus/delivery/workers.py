@@ -70,7 +70,14 @@ class DeliveryRun:
         lease_terms: LeaseTerms,
     ) -> None:
         name = options.name
-        direct = direct_handler(handler, options, middleware)
+        self.lease = (
+            Lease(name, lease_terms, store, self._stand_by)
+            if options.durable and store.features.shared_between_processes
+            else None
+        )
+        # a leased subscription's every handler call checks the lease's deadline; the others pay nothing
+        guard = None if self.lease is None else self.lease.guard
+        direct = direct_handler(handler, options, middleware, guard)
         self.inbox = Inbox(
             name,
             options.max_pending,
@@ -80,13 +87,9 @@ class DeliveryRun:
         )
         start = options.from_seq if options.from_seq is not None else head() + 1 if options.durable else None
         self.catch_up = CatchUp(self.inbox, store, types, head, start, store.features.shared_between_processes)
-        self.checkpoints = Checkpoints(name, store, options.durable)
-        self.pipeline = Pipeline(handler, call, options, middleware, SubscriptionContext(name, self.inbox), store)
-        self.lease = (
-            Lease(name, lease_terms, store, self.inbox.idle_now)
-            if options.durable and store.features.shared_between_processes
-            else None
-        )
+        self.checkpoints = Checkpoints(name, store, options.durable, self.lease)
+        context = SubscriptionContext(name, self.inbox)
+        self.pipeline = Pipeline(handler, call, options, middleware, context, store, guard)
         self.stopped = anyio.Event()
         self._head = head
         self._on_fatal = on_fatal
@@ -148,6 +151,10 @@ class DeliveryRun:
 
     def _standing_by(self) -> bool:
         return self.lease is not None and self.lease.state is LeaseState.STANDING_BY
+
+    def _stand_by(self) -> None:
+        """The lease went to another process: this run is idle now (what `drain` waits for)."""
+        self.inbox.idle_now()
 
     async def wait_idle(self) -> None:
         """Return once `is_idle` holds."""

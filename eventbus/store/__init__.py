@@ -1,11 +1,11 @@
 """Stores: the `Store` contract, the in-memory store, store URLs, and what store authors need.
 
-A store of your own imports from here: the contract (`Store`, `StoreFeatures`
-and the optional `ImmediateAppend`, checked by `immediate_append`), the
+A store of your own imports from here: the contract (`Store`, `StoreFeatures`,
+`LeaseFence` and the optional `ImmediateAppend`, checked by `immediate_append`), the
 checks every store makes first (`check_read_arguments`, `check_letter_ids`,
-`check_lease_ttl`), the numbering of a batch whose ids may be stored already
-(`append_seqs`, `already_stored`), the retention rules (`Retention`, `CompactionStep`,
-`Hold`, `compact_by_hand`, `needed_hold`, `history_truncated`,
+`check_lease_ttl`), the error a fenced save owes (`lease_lost`), the
+numbering of a batch whose ids may be stored already (`append_seqs`,
+`already_stored`), the retention rules (`Retention`, `CompactionStep`, `Hold`, `compact_by_hand`, `needed_hold`, `history_truncated`,
 `RETENTION_QUERY_KEYS`) and `redact_url` for showing its URL. A store that
 writes rows also uses `eventbus.store.codec`, a public module of its own: the
 one conversion between records and stored primitives.
@@ -18,6 +18,7 @@ exported here.
 from .base import (
     DEFAULT_PAGE_SIZE,
     ImmediateAppend,
+    LeaseFence,
     Store,
     StoreFeatures,
     already_stored,
@@ -26,6 +27,7 @@ from .base import (
     check_letter_ids,
     check_read_arguments,
     immediate_append,
+    lease_lost,
 )
 from .memory import MemoryStore
 from .retention import (
@@ -52,6 +54,7 @@ __all__ = [
     "HistoryNeed",
     "Hold",
     "ImmediateAppend",
+    "LeaseFence",
     "MemoryStore",
     "RETENTION_QUERY_KEYS",
     "Retention",
@@ -66,6 +69,7 @@ __all__ = [
     "compact_by_hand",
     "history_truncated",
     "immediate_append",
+    "lease_lost",
     "needed_hold",
     "open_store",
     "parse_age",

@@ -16,6 +16,8 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Protocol, TypeVar, cast, runtime_checkable
 from uuid import UUID
 
+from ..exceptions import LeaseLost
+
 if TYPE_CHECKING:
     from .._entry import Entry
     from ..deadletters.letter import DeadLetter
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_PAGE_SIZE",
     "ImmediateAppend",
+    "LeaseFence",
     "Store",
     "StoreFeatures",
     "already_stored",
@@ -34,6 +37,7 @@ __all__ = [
     "check_letter_ids",
     "check_read_arguments",
     "immediate_append",
+    "lease_lost",
 ]
 
 DEFAULT_PAGE_SIZE = 1_000
@@ -70,6 +74,21 @@ class StoreFeatures:
     bounded: bool = False
     retention: bool = False
     immediate_append: bool = False
+
+
+@dataclass(frozen=True)
+class LeaseFence:
+    """What a checkpoint save carries so that the store refuses it once the
+    lease on ``name`` has changed hands (see `Store.save_checkpoints`).
+
+    Attributes:
+        name: the lease's name (a durable subscription's, as its checkpoint's).
+        token: the fencing token `Store.acquire_lease` returned to the saving
+            holder when it took the lease.
+    """
+
+    name: str
+    token: int
 
 
 @runtime_checkable
@@ -184,32 +203,50 @@ class Store(Protocol):
         """The position saved under ``name``, or ``None``."""
         ...
 
-    async def save_checkpoints(self, positions: Mapping[str, int]) -> None:
-        """Save several named positions in one round trip."""
+    async def save_checkpoints(self, positions: Mapping[str, int], *, fence: LeaseFence | None = None) -> None:
+        """Save several named positions in one round trip.
+
+        With a ``fence``, the save is conditional: it happens only while the
+        lease ``fence.name`` still carries ``fence.token``, checked in the
+        same statement or transaction as the write, atomically across every
+        process sharing the store (a takeover either comes after the save or
+        refuses it). Otherwise it raises `LeaseLost` (see `lease_lost`) and
+        saves nothing: another holder has taken the lease since the caller
+        acquired it, so the caller's position may be older than the new
+        holder's.
+        """
 
     async def checkpoints(self) -> Mapping[str, int]:
         """Every saved position by name (for tools such as ``eventbus stats``)."""
         ...
 
-    async def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
+    async def acquire_lease(self, name: str, holder: str, ttl: float) -> int | None:
         """Take or renew the lease on the durable subscription ``name`` for
-        ``holder``, valid for ``ttl`` seconds from now; returns whether
-        ``holder`` holds it now.
+        ``holder``, valid for ``ttl`` seconds from now; returns the lease's
+        fencing token when ``holder`` holds it now, ``None`` when it does not.
 
         Succeeds when nobody holds the lease, when its holder's lease has
-        expired, or when ``holder`` holds it already (a renewal); fails,
-        changing nothing, while another holder's lease is valid. Atomic across
-        every process sharing the store: two holders can never both succeed
-        for the same unexpired lease. Stores shared between processes measure
-        expiry with a clock all of them read (SQLite: the machine's clock;
-        PostgreSQL: the server's). Raises `ValueError` for a ``ttl`` that is
-        not a positive number.
+        expired or was released, or when ``holder`` holds it already (a
+        renewal); fails, changing nothing, while another holder's lease is
+        valid. Atomic across every process sharing the store: two holders can
+        never both succeed for the same unexpired lease. Stores shared between
+        processes measure expiry with a clock all of them read (SQLite: the
+        machine's clock; PostgreSQL: the server's). Raises `ValueError` for a
+        ``ttl`` that is not a positive number.
+
+        The fencing token is a positive int kept with the lease for as long
+        as the store lives (a release does not forget it). It grows each
+        time the lease changes hands, and only then: a renewal, or a holder
+        taking back the lease it had last, keeps it. So a save fenced with a
+        token (`LeaseFence`) is refused exactly when another holder has
+        taken the lease since that token was handed out.
         """
         ...
 
     async def release_lease(self, name: str, holder: str) -> None:
         """Give up ``holder``'s lease on ``name`` at once, so that a stand-by
-        can take it; does nothing when ``holder`` does not hold it."""
+        can take it (keeping its fencing token); does nothing when ``holder``
+        does not hold it."""
 
     async def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
         """Store dead letters (each carries the whole record it failed on)."""
@@ -310,6 +347,20 @@ def check_lease_ttl(ttl: float) -> None:
     """
     if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl < float("inf"):
         raise ValueError(f"a lease's ttl must be a positive number of seconds, got {ttl!r}")
+
+
+def lease_lost(fence: LeaseFence, where: str) -> LeaseLost:
+    """The `LeaseLost` that `Store.save_checkpoints` raises when ``fence`` no
+    longer holds; ``where`` names the store (its URL, passwords redacted).
+
+    Every store builds it here, so all of them refuse a stale save with the same message.
+    """
+    return LeaseLost(
+        f"checkpoint save refused by {where}: the lease on {fence.name!r} has changed hands since it was "
+        f"acquired with fencing token {fence.token}; another process delivers this subscription now",
+        name=fence.name,
+        token=fence.token,
+    )
 
 
 def check_letter_ids(ids: Collection[UUID]) -> set[UUID]:

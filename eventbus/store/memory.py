@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from bisect import bisect_left
@@ -13,7 +14,15 @@ from uuid import UUID
 
 from .._entry import Entry, Item, id_of, is_entry, record_of, recorded_at_ns_of, seq_of, type_of
 from ..record import Record
-from .base import DEFAULT_PAGE_SIZE, StoreFeatures, check_lease_ttl, check_letter_ids, check_read_arguments
+from .base import (
+    DEFAULT_PAGE_SIZE,
+    LeaseFence,
+    StoreFeatures,
+    check_lease_ttl,
+    check_letter_ids,
+    check_read_arguments,
+    lease_lost,
+)
 from .retention import (
     DEFAULT_MAX_RECORDS,
     CompactionStep,
@@ -96,7 +105,8 @@ class MemoryStore:
         self._seqs: dict[int, int] = {}
         """The seq of each held record by its event id (as an int): ids are unique."""
         self._checkpoints: dict[str, int] = {}
-        self._leases: dict[str, tuple[str, float]] = {}  # name -> (holder, monotonic expiry)
+        self._leases: dict[str, tuple[str, float, int]] = {}
+        """name -> (holder, expiry on the monotonic clock, fencing token); a released lease stays, expired."""
         self._dead_letters: dict[UUID, DeadLetter] = {}
         self._needed: HistoryNeed | None = None
 
@@ -232,26 +242,38 @@ class MemoryStore:
     async def load_checkpoint(self, name: str) -> int | None:
         return self._checkpoints.get(name)
 
-    async def save_checkpoints(self, positions: Mapping[str, int]) -> None:
+    async def save_checkpoints(self, positions: Mapping[str, int], *, fence: LeaseFence | None = None) -> None:
+        """Save named positions; a ``fence`` no longer the lease's raises `LeaseLost` (see `Store.save_checkpoints`)."""
+        if fence is not None:
+            current = self._leases.get(fence.name)
+            if current is None or current[2] != fence.token:
+                raise lease_lost(fence, repr(self))
         self._checkpoints.update(positions)
 
     async def checkpoints(self) -> Mapping[str, int]:
         return dict(self._checkpoints)
 
-    async def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
+    async def acquire_lease(self, name: str, holder: str, ttl: float) -> int | None:
         """Take or renew a lease (see `Store.acquire_lease`), on this process's monotonic clock."""
         check_lease_ttl(ttl)
         now = time.monotonic()
         current = self._leases.get(name)
-        if current is not None and current[0] != holder and current[1] > now:
-            return False
-        self._leases[name] = (holder, now + ttl)
-        return True
+        if current is None:
+            token = 1
+        elif current[0] == holder:
+            token = current[2]
+        elif current[1] > now:
+            return None
+        else:
+            token = current[2] + 1
+        self._leases[name] = (holder, now + ttl, token)
+        return token
 
     async def release_lease(self, name: str, holder: str) -> None:
+        """Let ``holder``'s lease on ``name`` expire now, keeping its fencing token."""
         current = self._leases.get(name)
         if current is not None and current[0] == holder:
-            del self._leases[name]
+            self._leases[name] = (holder, -math.inf, current[2])
 
     async def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
         for letter in letters:

@@ -9,7 +9,7 @@ from uuid import UUID
 
 from ..deadletters import DeadLetter
 from ..record import Record
-from ..store import DEFAULT_PAGE_SIZE, CompactResult, HistoryNeed, Store, StoreFeatures
+from ..store import DEFAULT_PAGE_SIZE, CompactResult, HistoryNeed, LeaseFence, Store, StoreFeatures
 
 __all__ = ["RecordingStore"]
 
@@ -71,13 +71,13 @@ class RecordingStore:
     async def load_checkpoint(self, name: str) -> int | None:
         return await self.store.load_checkpoint(name)
 
-    async def save_checkpoints(self, positions: Mapping[str, int]) -> None:
-        await self.store.save_checkpoints(positions)
+    async def save_checkpoints(self, positions: Mapping[str, int], *, fence: LeaseFence | None = None) -> None:
+        await self.store.save_checkpoints(positions, fence=fence)
 
     async def checkpoints(self) -> Mapping[str, int]:
         return await self.store.checkpoints()
 
-    async def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
+    async def acquire_lease(self, name: str, holder: str, ttl: float) -> int | None:
         return await self.store.acquire_lease(name, holder, ttl)
 
     async def release_lease(self, name: str, holder: str) -> None:

@@ -61,6 +61,11 @@ What the suite holds a store to, beyond the `Store` docstrings:
 - A lease on a name has at most one unexpired holder, across every instance
   sharing the store: acquiring succeeds for a free, expired or own lease and
   fails, changing nothing, for another holder's unexpired one.
+- Leases are fenced: acquiring returns a token that grows each time the lease
+  changes hands (after expiry or release) and stays the same across
+  renewals; a checkpoint save fenced with a token that is no longer the
+  lease's raises `LeaseLost` and saves none of its positions, one fenced with
+  the current token saves them all.
 - A store that declares ``immediate_append`` appends through `ImmediateAppend`
   exactly as through ``append``: the same seqs, the same records read back,
   the same bound and ``first_seq``.
@@ -86,9 +91,9 @@ from pydantic import Field
 
 from ..deadletters import DeadLetter
 from ..event import Event
-from ..exceptions import EventDecodeError, HistoryTruncated, StoreError, UnknownEventType
+from ..exceptions import EventDecodeError, HistoryTruncated, LeaseLost, StoreError, UnknownEventType
 from ..record import NO_HEADERS, Record
-from ..store import DEFAULT_PAGE_SIZE, ImmediateAppend, Retention, Store, immediate_append
+from ..store import DEFAULT_PAGE_SIZE, ImmediateAppend, LeaseFence, Retention, Store, immediate_append
 from ..store.codec import storable_text
 
 __all__ = [
@@ -686,6 +691,66 @@ class StoreConformance:
             await store.acquire_lease("billing", "a", ttl)
         assert await store.acquire_lease("billing", "b", 30), "a refused ttl takes no lease"
 
+    # -- fenced leases --------------------------------------------------------
+
+    async def test_a_lease_token_grows_each_time_the_lease_changes_hands(self, store: Store) -> None:
+        ttl = 0.3
+        first = await store.acquire_lease("billing", "a", ttl)
+        assert type(first) is int
+        assert first > 0
+        await anyio.sleep(ttl)  # the behaviour under test: the lease runs out with time
+        taken = await store.acquire_lease("billing", "b", 30)
+        assert taken is not None
+        assert taken > first, "a takeover after expiry gets a greater token"
+        await store.release_lease("billing", "b")
+        back = await store.acquire_lease("billing", "a", 30)
+        assert back is not None
+        assert back > taken, "a takeover after a release gets a greater token"
+        assert await store.acquire_lease("shipping", "a", 30) is not None, "tokens are per lease"
+
+    async def test_renewals_keep_the_lease_token(self, store: Store) -> None:
+        token = await store.acquire_lease("billing", "a", 30)
+        assert token is not None
+        assert await store.acquire_lease("billing", "a", 30) == token
+        assert await store.acquire_lease("billing", "b", 30) is None
+        assert await store.acquire_lease("billing", "a", 30) == token, "a refused takeover changes nothing"
+        await store.release_lease("billing", "a")
+        assert await store.acquire_lease("billing", "a", 30) == token, "nobody held it in between"
+
+    async def test_a_save_fenced_with_the_current_token_is_saved(self, store: Store) -> None:
+        token = await store.acquire_lease("billing", "a", 30)
+        assert token is not None
+        await store.save_checkpoints({"billing": 7, "billing-audit": 3}, fence=LeaseFence("billing", token))
+        assert await store.load_checkpoint("billing") == 7
+        assert await store.load_checkpoint("billing-audit") == 3
+        await store.release_lease("billing", "a")
+        await store.save_checkpoints({"billing": 8}, fence=LeaseFence("billing", token))
+        assert await store.load_checkpoint("billing") == 8, "released, but nobody has taken it since"
+
+    async def test_a_save_fenced_with_a_stale_token_is_refused_and_changes_nothing(self, store: Store) -> None:
+        stale = await store.acquire_lease("billing", "a", 30)
+        assert stale is not None
+        await store.save_checkpoints({"billing": 5}, fence=LeaseFence("billing", stale))
+        await store.release_lease("billing", "a")
+        current = await store.acquire_lease("billing", "b", 30)
+        assert current is not None
+        await store.save_checkpoints({"billing": 9}, fence=LeaseFence("billing", current))
+        with pytest.raises(LeaseLost) as refused:
+            await store.save_checkpoints({"billing": 6, "billing-audit": 6}, fence=LeaseFence("billing", stale))
+        assert isinstance(refused.value, StoreError)
+        assert (refused.value.name, refused.value.token) == ("billing", stale)
+        assert "billing" in str(refused.value)
+        assert await store.load_checkpoint("billing") == 9
+        assert await store.load_checkpoint("billing-audit") is None, "a refused save saves none of its positions"
+        assert await store.acquire_lease("billing", "b", 30) == current, "a refused save leaves the lease alone"
+
+    async def test_a_save_fenced_by_a_lease_never_taken_is_refused(self, store: Store) -> None:
+        with pytest.raises(LeaseLost):
+            await store.save_checkpoints({"billing": 1}, fence=LeaseFence("billing", 1))
+        assert await store.load_checkpoint("billing") is None
+        await store.save_checkpoints({"billing": 2})
+        assert await store.load_checkpoint("billing") == 2, "an unfenced save needs no lease"
+
     # -- dead letters ---------------------------------------------------------
 
     async def test_dead_letters_round_trip_in_insertion_order(self, store: Store) -> None:
@@ -1090,6 +1155,22 @@ class SharedStoreConformance(StoreConformance):
             await store.release_lease("billing", "a")
             assert await peer.acquire_lease("billing", "b", 30)
             assert not await store.acquire_lease("billing", "a", 30)
+        finally:
+            await peer.close()
+
+    async def test_a_fence_holds_across_instances(self, store: Store) -> None:
+        peer = await self.open_peer(store)
+        try:
+            stale = await store.acquire_lease("billing", "a", 30)
+            assert stale is not None
+            await store.release_lease("billing", "a")
+            current = await peer.acquire_lease("billing", "b", 30)
+            assert current is not None
+            assert current > stale
+            await peer.save_checkpoints({"billing": 9}, fence=LeaseFence("billing", current))
+            with pytest.raises(LeaseLost):
+                await store.save_checkpoints({"billing": 4}, fence=LeaseFence("billing", stale))
+            assert await store.load_checkpoint("billing") == 9
         finally:
             await peer.close()
 

@@ -105,6 +105,13 @@ _V4 = (
 )
 
 _V5 = (
+    # fenced leases: token grows each time a lease changes hands, and a fenced
+    # checkpoint save is refused once it is not the saver's any more. A
+    # released lease keeps its row (expired), so its token is never reused.
+    "ALTER TABLE {s}.leases ADD COLUMN IF NOT EXISTS token bigint NOT NULL DEFAULT 1",
+)
+
+_V6 = (
     # event ids are unique (an append of an id stored already keeps the stored
     # seq). repeat_of: NULL, except on a row that an older eventbus stored again
     # under an id already held, where it is the first such row's seq; such rows
@@ -118,7 +125,7 @@ _V5 = (
     "CREATE UNIQUE INDEX IF NOT EXISTS records_event_id ON {s}.records (event_id) WHERE repeat_of IS NULL",
 )
 
-MIGRATIONS: Sequence[Sequence[str]] = (_V1, _V2, _V3, _V4, _V5)
+MIGRATIONS: Sequence[Sequence[str]] = (_V1, _V2, _V3, _V4, _V5, _V6)
 """``MIGRATIONS[n]`` takes a schema from version ``n`` to ``n + 1``; ``{s}`` is the quoted schema."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

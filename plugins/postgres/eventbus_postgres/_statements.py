@@ -76,10 +76,14 @@ class Statements:
         load_checkpoint: $1 name.
         checkpoints: every name and position.
         save_checkpoints: $1 names, $2 positions.
+        save_fenced_checkpoints: the same, $3 a lease's name, $4 its fencing
+            token: saves only while the lease carries that token (its row
+            locked against a takeover until commit); returns whether it did.
         acquire_lease: $1 name, $2 holder, $3 seconds: takes or renews the
             lease unless another holder's is unexpired (server clock);
-            returns a row when $2 holds it.
-        release_lease: $1 name, $2 holder.
+            returns its fencing token when $2 holds it, one more than before
+            when it changed hands.
+        release_lease: $1 name, $2 holder: lets the lease expire, keeping its token.
         add_dead_letters: one array per dead-letter column; a letter whose id
             exists replaces it in place (and keeps its place in the order).
         dead_letters: all dead letters, oldest first.
@@ -130,14 +134,22 @@ class Statements:
             f"INSERT INTO {s}.checkpoints (name, position) SELECT * FROM unnest($1::text[], $2::bigint[]) "
             "ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = now()"
         )
-        self.acquire_lease = (
-            f"INSERT INTO {s}.leases AS lease (name, holder, expires_at) "
-            "VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3)) "
-            "ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at "
-            "WHERE lease.holder = EXCLUDED.holder OR lease.expires_at <= clock_timestamp() "
-            "RETURNING true"
+        self.save_fenced_checkpoints = (
+            f"WITH fence AS (SELECT 1 FROM {s}.leases WHERE name = $3 AND token = $4 FOR SHARE), "
+            f"saved AS (INSERT INTO {s}.checkpoints (name, position) "
+            "SELECT * FROM unnest($1::text[], $2::bigint[]) WHERE EXISTS (SELECT 1 FROM fence) "
+            "ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = now()) "
+            "SELECT EXISTS (SELECT 1 FROM fence)"
         )
-        self.release_lease = f"DELETE FROM {s}.leases WHERE name = $1 AND holder = $2"
+        self.acquire_lease = (
+            f"INSERT INTO {s}.leases AS lease (name, holder, expires_at, token) "
+            "VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3), 1) "
+            "ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at, "
+            "token = lease.token + CASE WHEN lease.holder = EXCLUDED.holder THEN 0 ELSE 1 END "
+            "WHERE lease.holder = EXCLUDED.holder OR lease.expires_at <= clock_timestamp() "
+            "RETURNING token"
+        )
+        self.release_lease = f"UPDATE {s}.leases SET expires_at = '-infinity' WHERE name = $1 AND holder = $2"
         updates = ", ".join(f"{name} = EXCLUDED.{name}" for name in DEAD_LETTER_FIELDS[1:])
         self.add_dead_letters = (
             f"INSERT INTO {s}.dead_letters ({letters}) SELECT * FROM unnest({_arrays(DEAD_LETTER_FIELDS, 1)}) "

@@ -26,6 +26,7 @@ from eventbus.store import (
     CompactResult,
     HistoryNeed,
     Hold,
+    LeaseFence,
     Retention,
     StoreFeatures,
     already_stored,
@@ -35,6 +36,7 @@ from eventbus.store import (
     check_read_arguments,
     compact_by_hand,
     history_truncated,
+    lease_lost,
     needed_hold,
 )
 from eventbus.store.codec import MAX_SEQ, letter_values, letters_from_rows, record_values, records_from_rows
@@ -543,29 +545,39 @@ class PostgresStore:
         )
         return position
 
-    async def save_checkpoints(self, positions: Mapping[str, int]) -> None:
-        """Save several named positions in one statement."""
-        if positions:
-            await self._run(
-                "save checkpoints to",
-                _Connections.execute,
-                self._sql.save_checkpoints,
-                list(positions),
-                list(positions.values()),
-            )
+    async def save_checkpoints(self, positions: Mapping[str, int], *, fence: LeaseFence | None = None) -> None:
+        """Save several named positions in one statement; with a ``fence``,
+        only while its lease still carries its token (`LeaseLost` otherwise)."""
+        if not positions:
+            return
+        names, values = list(positions), list(positions.values())
+        if fence is None:
+            await self._run("save checkpoints to", _Connections.execute, self._sql.save_checkpoints, names, values)
+            return
+        saved = await self._run(
+            "save checkpoints to",
+            _Connections.fetchval,
+            self._sql.save_fenced_checkpoints,
+            names,
+            values,
+            fence.name,
+            fence.token,
+        )
+        if saved is not True:
+            raise lease_lost(fence, f"PostgreSQL at {self.url} (schema {self.options.schema!r})")
 
     async def checkpoints(self) -> Mapping[str, int]:
         """Every saved position by name."""
         rows = await self._run("read checkpoints from", _Connections.fetch, self._sql.checkpoints)
         return {row[0]: row[1] for row in rows}
 
-    async def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
+    async def acquire_lease(self, name: str, holder: str, ttl: float) -> int | None:
         """Take or renew the lease on ``name`` (see `Store.acquire_lease`); expiry on the server's clock."""
         check_lease_ttl(ttl)
-        held = await self._run(
+        token: int | None = await self._run(
             "acquire a lease in", _Connections.fetchval, self._sql.acquire_lease, name, holder, float(ttl)
         )
-        return held is True
+        return token
 
     async def release_lease(self, name: str, holder: str) -> None:
         """Give up ``holder``'s lease on ``name``, if it holds it."""

@@ -1,8 +1,10 @@
-"""Upgrading a schema written by eventbus-postgres's first version in place.
+"""Upgrading a schema written by an older eventbus-postgres in place.
 
-The schema is built here with version 1's own DDL (before the causation depth
-was stored) and filled the way that release wrote rows, then opened by
-today's store: everything is still there, and the depth is kept from then on.
+The schema is built here with that version's own DDL (version 1, before the
+causation depth was stored; version 4, before leases carried a fencing
+token) and filled the way that release wrote rows, then opened by today's
+store: everything is still there, and what the new version adds is kept
+from then on.
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ from dataclasses import replace
 from uuid import uuid4
 
 import anyio
+import pytest
 from eventbus_postgres import SCHEMA_VERSION, PostgresStore
 from postgres_events import Tick
 from postgres_helpers import admin_sql, store_url
 
+from eventbus import LeaseLost
+from eventbus.store import LeaseFence
 from eventbus.testing.conformance import new_record
 
 _V1_DDL = [
@@ -36,6 +41,17 @@ _V1_DDL = [
     "attempts integer NOT NULL, first_failed_at timestamptz NOT NULL, last_failed_at timestamptz NOT NULL)",
     'CREATE INDEX dead_letters_subscription ON "{s}".dead_letters (subscription, added)',
     'INSERT INTO "{s}".schema_version (version) VALUES (1)',
+]
+
+_V2_TO_V4_DDL = [
+    'ALTER TABLE "{s}".records ADD COLUMN depth integer NOT NULL DEFAULT 0',
+    'ALTER TABLE "{s}".dead_letters ADD COLUMN depth integer NOT NULL DEFAULT 0',
+    'CREATE TABLE "{s}".history (singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton), '
+    "first_seq bigint NOT NULL)",
+    'INSERT INTO "{s}".history (singleton, first_seq) VALUES (true, 1)',
+    'CREATE INDEX dead_letters_seq ON "{s}".dead_letters (seq)',
+    'CREATE TABLE "{s}".leases (name text PRIMARY KEY, holder text NOT NULL, expires_at timestamptz NOT NULL)',
+    'INSERT INTO "{s}".schema_version (version) VALUES (2), (3), (4)',
 ]
 
 
@@ -113,3 +129,27 @@ async def test_a_version_1_schema_is_upgraded_in_place_and_keeps_everything(sche
         assert letter.record.depth == 4
     finally:
         await reopened.close()
+
+
+async def test_leases_of_a_version_4_schema_get_a_fencing_token(schema: str) -> None:
+    for statement in [*_V1_DDL, *_V2_TO_V4_DDL]:
+        await _sql(statement.format(s=schema))
+    await _sql(f'INSERT INTO "{schema}".seq_counter (singleton, last_seq) VALUES (true, 0)')
+    await _sql(
+        f'INSERT INTO "{schema}".leases (name, holder, expires_at) '
+        "VALUES ('audit', 'old', now() + interval '1 hour'), ('billing', 'gone', now() - interval '1 hour')"
+    )
+
+    store = PostgresStore(store_url(schema))
+    await store.open()
+    try:
+        assert await store.acquire_lease("audit", "new", 30) is None, "a lease held before the upgrade still holds"
+        assert await store.acquire_lease("audit", "old", 30) == 1, "its holder renews it, with the first token"
+        await store.save_checkpoints({"audit": 3}, fence=LeaseFence("audit", 1))
+        assert await store.acquire_lease("billing", "new", 30) == 2, "an expired one changes hands"
+        with pytest.raises(LeaseLost):
+            await store.save_checkpoints({"billing": 3}, fence=LeaseFence("billing", 1))
+        assert await store.load_checkpoint("audit") == 3
+        assert await store.load_checkpoint("billing") is None
+    finally:
+        await store.close()

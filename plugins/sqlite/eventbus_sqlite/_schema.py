@@ -99,7 +99,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) WITHOUT ROWID
         """,
     ),
-    # 5: event ids are unique (an append of an id stored already keeps the
+    # 5: fenced leases: token grows each time a lease changes hands, and a
+    # fenced checkpoint save is refused once it is not the saver's any more. A
+    # released lease keeps its row (expired), so its token is never reused.
+    ("ALTER TABLE eventbus_leases ADD COLUMN token INTEGER NOT NULL DEFAULT 1",),
+    # 6: event ids are unique (an append of an id stored already keeps the
     # stored seq). repeat_of: NULL, except on a row that an older eventbus
     # stored again under an id already held, where it is the first such row's
     # seq; such rows stay readable and out of the unique index.

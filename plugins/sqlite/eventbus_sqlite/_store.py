@@ -26,6 +26,7 @@ from eventbus.store import (
     CompactionStep,
     CompactResult,
     HistoryNeed,
+    LeaseFence,
     Retention,
     StoreFeatures,
     check_lease_ttl,
@@ -358,16 +359,17 @@ class SqliteStore:
         """The position saved under ``name``, or ``None``."""
         return await self._read(partial(_reader.checkpoint, name=name))
 
-    async def save_checkpoints(self, positions: Mapping[str, int]) -> None:
-        """Save several named positions in one transaction."""
+    async def save_checkpoints(self, positions: Mapping[str, int], *, fence: LeaseFence | None = None) -> None:
+        """Save several named positions in one transaction; with a ``fence``,
+        only while its lease still carries its token (`LeaseLost` otherwise)."""
         if positions:
-            await self._write(partial(self._require_writer().save_checkpoints, dict(positions)))
+            await self._write(partial(self._require_writer().save_checkpoints, dict(positions), fence))
 
     async def checkpoints(self) -> Mapping[str, int]:
         """Every saved position by name."""
         return await self._read(_reader.checkpoints)
 
-    async def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
+    async def acquire_lease(self, name: str, holder: str, ttl: float) -> int | None:
         """Take or renew the lease on ``name`` (see `Store.acquire_lease`); expiry on the machine's clock."""
         check_lease_ttl(ttl)
         return await self._write(partial(self._require_writer().acquire_lease, name, holder, ttl))

@@ -17,7 +17,7 @@ from uuid import UUID
 from eventbus.deadletters import DeadLetter
 from eventbus.exceptions import StoreError
 from eventbus.record import Record
-from eventbus.store import CompactionStep, CompactResult, Hold, already_stored, append_seqs
+from eventbus.store import CompactionStep, CompactResult, Hold, LeaseFence, already_stored, append_seqs, lease_lost
 from eventbus.store.codec import letter_values, record_values
 
 from ._connection import FileIdentity, check_file, connect_writer, file_identity, sqlite_errors
@@ -135,31 +135,43 @@ class Writer:
             except StoreError as exc:
                 batch[0].error = exc
 
-    def save_checkpoints(self, positions: Mapping[str, int]) -> None:
-        """Upsert named positions."""
+    def save_checkpoints(self, positions: Mapping[str, int], fence: LeaseFence | None) -> None:
+        """Upsert named positions; with a ``fence``, only while its lease still carries its token."""
         with self._transaction() as connection:
+            if fence is not None:
+                row = connection.execute("SELECT token FROM eventbus_leases WHERE name = ?", (fence.name,)).fetchone()
+                if row is None or row[0] != fence.token:
+                    raise lease_lost(fence, self._where)
             connection.executemany(
                 "INSERT INTO eventbus_checkpoints (name, position) VALUES (?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET position = excluded.position",
                 positions.items(),
             )
 
-    def acquire_lease(self, name: str, holder: str, ttl: float) -> bool:
-        """Take or renew a lease unless another holder's is unexpired; whether ``holder`` holds it now."""
+    def acquire_lease(self, name: str, holder: str, ttl: float) -> int | None:
+        """Take or renew a lease unless another holder's is unexpired; its fencing
+        token when ``holder`` holds it now (one more than before when it changed
+        hands), else None."""
         now = time.time_ns()
         with self._transaction() as connection:
             cursor = connection.execute(
-                "INSERT INTO eventbus_leases (name, holder, expires_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at "
+                "INSERT INTO eventbus_leases (name, holder, expires_at, token) VALUES (?, ?, ?, 1) "
+                "ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at, "
+                "token = eventbus_leases.token + (eventbus_leases.holder <> excluded.holder) "
                 "WHERE eventbus_leases.holder = excluded.holder OR eventbus_leases.expires_at <= ?",
                 (name, holder, now + round(ttl * 1e9), now),
             )
-            return cursor.rowcount == 1
+            if cursor.rowcount != 1:
+                return None
+            (token,) = connection.execute("SELECT token FROM eventbus_leases WHERE name = ?", (name,)).fetchone()
+            return int(token)
 
     def release_lease(self, name: str, holder: str) -> None:
-        """Delete ``holder``'s lease on ``name``, if it holds it."""
+        """Let ``holder``'s lease on ``name`` expire now, if it holds it; the row keeps its token."""
         with self._transaction() as connection:
-            connection.execute("DELETE FROM eventbus_leases WHERE name = ? AND holder = ?", (name, holder))
+            connection.execute(
+                "UPDATE eventbus_leases SET expires_at = 0 WHERE name = ? AND holder = ?", (name, holder)
+            )
 
     def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
         """Store dead letters; one with an id already stored replaces it."""

@@ -1,8 +1,9 @@
-"""Upgrading a file written by eventbus-sqlite's first schema in place.
+"""Upgrading a file written by an older eventbus-sqlite in place.
 
 The file is built here with that schema's own DDL (version 1, before the
-causation depth was stored), filled the way that release wrote rows, then
-opened by today's store: everything is still there, and the depth is kept
+causation depth was stored; version 4, before leases carried a fencing
+token), filled the way that release wrote rows, then opened by today's
+store: everything is still there, and what the new version adds is kept
 from then on.
 """
 
@@ -15,9 +16,11 @@ from dataclasses import replace
 from pathlib import Path
 from uuid import uuid4
 
+import pytest
 from eventbus_sqlite import SCHEMA_VERSION, SqliteStore
 
-from eventbus import Event
+from eventbus import Event, LeaseLost
+from eventbus.store import LeaseFence
 from eventbus.testing.conformance import new_record
 
 _V1_DDL = """
@@ -38,6 +41,16 @@ CREATE TABLE eventbus_dead_letters (
 CREATE INDEX eventbus_dead_letters_by_subscription ON eventbus_dead_letters (subscription, position);
 INSERT INTO eventbus_meta (key, value) VALUES ('schema_version', 1);
 """
+
+_V2_TO_V4_DDL = """
+ALTER TABLE eventbus_records ADD COLUMN depth INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE eventbus_dead_letters ADD COLUMN depth INTEGER NOT NULL DEFAULT 0;
+INSERT INTO eventbus_meta (key, value) VALUES ('first_seq', 1);
+CREATE INDEX eventbus_dead_letters_by_seq ON eventbus_dead_letters (seq);
+CREATE TABLE eventbus_leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at INTEGER NOT NULL) WITHOUT ROWID;
+UPDATE eventbus_meta SET value = 4 WHERE key = 'schema_version';
+"""
+_AN_HOUR_NS = 3_600 * 10**9
 
 
 class Kept(Event, name="eventbus_sqlite.tests.migration.Kept"):
@@ -114,3 +127,30 @@ async def test_a_version_1_file_is_upgraded_in_place_and_keeps_everything(db_pat
         assert letter.record.depth == 4
     finally:
         await reopened.close()
+
+
+async def test_leases_of_a_version_4_file_get_a_fencing_token(db_path: Path) -> None:
+    now = time.time_ns()
+    with closing(sqlite3.connect(db_path)) as connection:
+        connection.executescript(_V1_DDL + _V2_TO_V4_DDL)
+        connection.executemany(
+            "INSERT INTO eventbus_leases (name, holder, expires_at) VALUES (?, ?, ?)",
+            [("audit", "old", now + _AN_HOUR_NS), ("billing", "gone", now - _AN_HOUR_NS)],
+        )
+        connection.commit()
+    assert "token" not in _columns(db_path, "eventbus_leases")
+
+    store = SqliteStore(db_path)
+    await store.open()
+    try:
+        assert await store.acquire_lease("audit", "new", 30) is None, "a lease held before the upgrade still holds"
+        assert await store.acquire_lease("audit", "old", 30) == 1, "its holder renews it, with the first token"
+        await store.save_checkpoints({"audit": 3}, fence=LeaseFence("audit", 1))
+        assert await store.acquire_lease("billing", "new", 30) == 2, "an expired one changes hands"
+        with pytest.raises(LeaseLost):
+            await store.save_checkpoints({"billing": 3}, fence=LeaseFence("billing", 1))
+        assert await store.load_checkpoint("audit") == 3
+        assert await store.load_checkpoint("billing") is None
+    finally:
+        await store.close()
+    assert "token" in _columns(db_path, "eventbus_leases")
