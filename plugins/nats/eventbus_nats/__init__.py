@@ -6,19 +6,33 @@ durable consumer into the local store. See the guide's *Running several
 services* page.
 """
 
-from ._bridge import DEFAULT_ACK_WAIT, DEFAULT_MAX_PAYLOAD, DEFAULT_PUBLISH_TIMEOUT, START_TIMEOUT, NatsBridge
-from ._errors import BadMessage, PayloadTooLarge
-from ._inbound import FETCH_BATCH
+from ._bridge import (
+    DEFAULT_ACK_WAIT,
+    DEFAULT_MAX_PAYLOAD,
+    DEFAULT_PUBLISH_TIMEOUT,
+    START_TIMEOUT,
+    STOP_TIMEOUT,
+    NatsBridge,
+)
+from ._errors import BadHeader, BadMessage, PayloadTooLarge
+from ._inbound import DEFAULT_MAX_DELIVER, FETCH_BATCH, MAX_REDELIVERY_DELAY, REDELIVERY_DELAY
 from ._subjects import subject_of
+from ._wire import INT_HEADER_MAX
 
 __all__ = [
+    "BadHeader",
     "BadMessage",
     "DEFAULT_ACK_WAIT",
+    "DEFAULT_MAX_DELIVER",
     "DEFAULT_MAX_PAYLOAD",
     "DEFAULT_PUBLISH_TIMEOUT",
     "FETCH_BATCH",
+    "INT_HEADER_MAX",
+    "MAX_REDELIVERY_DELAY",
     "NatsBridge",
     "PayloadTooLarge",
+    "REDELIVERY_DELAY",
     "START_TIMEOUT",
+    "STOP_TIMEOUT",
     "subject_of",
 ]

@@ -11,12 +11,19 @@ import anyio
 from eventbus import Event, EventBus, Plugin, PluginError, Subscription
 from eventbus.asyncio_runner import Runner, start_runner
 
-from ._inbound import Receiver
+from ._inbound import DEFAULT_MAX_DELIVER, Receiver
 from ._jetstream import JetStream
 from ._outbound import Forwarder
 from ._subjects import check_name, stream_subjects, subject_of
 
-__all__ = ["DEFAULT_ACK_WAIT", "DEFAULT_MAX_PAYLOAD", "DEFAULT_PUBLISH_TIMEOUT", "NatsBridge", "START_TIMEOUT"]
+__all__ = [
+    "DEFAULT_ACK_WAIT",
+    "DEFAULT_MAX_PAYLOAD",
+    "DEFAULT_PUBLISH_TIMEOUT",
+    "NatsBridge",
+    "START_TIMEOUT",
+    "STOP_TIMEOUT",
+]
 
 DEFAULT_MAX_PAYLOAD = 1_000_000
 """The largest event JSON, in bytes, a bridge sends or takes in by default
@@ -29,6 +36,9 @@ DEFAULT_PUBLISH_TIMEOUT = 2.0
 START_TIMEOUT = 10.0
 """Seconds `NatsBridge.start` may take to connect and set up the stream and
 consumer before ``async with bus`` fails with `PluginError`."""
+STOP_TIMEOUT = 5.0
+"""Seconds a stopping bridge waits at most to flush its last answers to
+JetStream and close the connection (with NATS gone, it gives up then)."""
 
 
 class NatsBridge(Plugin):
@@ -49,6 +59,12 @@ class NatsBridge(Plugin):
     the local store with `EventBus.ingest` (keeping their ids, headers and
     causation depth, plus an ``origin`` header naming the sending service),
     then acknowledged. Replicas with the same ``service`` share the consumer.
+    No inbound message is redelivered without bound: each is ingested,
+    becomes a dead letter (``inbound_letters_name``), or, when not even its
+    dead letter can be stored by its ``max_deliver``-th delivery, is
+    terminated and logged. A stream or consumer deleted while the bus runs
+    is created again. With NATS gone, stopping the bus waits for the bridge
+    at most one ``publish_timeout`` and `STOP_TIMEOUT`, not ``shutdown_timeout``.
 
     Args:
         servers: the NATS server URL, or a list of them.
@@ -64,6 +80,11 @@ class NatsBridge(Plugin):
             took and did not acknowledge (it died) again.
         publish_timeout: seconds one outbound publish waits for JetStream's
             acknowledgement before it is tried again (with the same event id).
+        max_deliver: the delivery of an inbound message on which the bridge
+            gives up storing it as an event (the store failed each time):
+            it becomes a dead letter, or is terminated if that fails too.
+            Until then it is delivered again after a pause that doubles from
+            `~eventbus_nats.REDELIVERY_DELAY` (1 s) up to 30 s.
         **connect_options: passed to ``nats.connect`` (``user_credentials``,
             ``tls``, ``reconnect_time_wait``, ...). The bridge reconnects for
             as long as its bus runs unless ``max_reconnect_attempts`` says otherwise.
@@ -82,6 +103,7 @@ class NatsBridge(Plugin):
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         ack_wait: float = DEFAULT_ACK_WAIT,
         publish_timeout: float = DEFAULT_PUBLISH_TIMEOUT,
+        max_deliver: int = DEFAULT_MAX_DELIVER,
         **connect_options: Any,
     ) -> None:
         self.servers = servers
@@ -94,11 +116,15 @@ class NatsBridge(Plugin):
         if isinstance(max_payload, bool) or not isinstance(max_payload, int) or max_payload < 1:
             raise ValueError(f"max_payload must be an int >= 1 (bytes), got {max_payload!r}")
         self.max_payload = max_payload
+        if isinstance(max_deliver, bool) or not isinstance(max_deliver, int) or max_deliver < 1:
+            raise ValueError(f"max_deliver must be an int >= 1 (deliveries), got {max_deliver!r}")
+        self.max_deliver = max_deliver
         self.ack_wait = _seconds("ack_wait", ack_wait)
         self.publish_timeout = _seconds("publish_timeout", publish_timeout)
         self.connect_options = connect_options
         self._runner: Runner | None = None
         self._jetstream: JetStream | None = None
+        self._forwarder: Forwarder | None = None
         self._forwarding: Subscription | None = None
         self._receiver: Receiver | None = None
 
@@ -127,7 +153,7 @@ class NatsBridge(Plugin):
                 await runner.call(jetstream.ensure_stream, self.stream, stream_subjects(self.stream))
                 if self.inbound:
                     subjects = [subject_of(self.stream, cls.__event_type__) for cls in self.inbound]
-                    await runner.call(jetstream.bind_consumer, self.stream, self.service, subjects, self.ack_wait)
+                    await runner.call(jetstream.bind_consumer, self.service, subjects, self.ack_wait)
         except Exception as exc:
             await self._close()
             problem = f"no answer within {START_TIMEOUT} s" if isinstance(exc, TimeoutError) else repr(exc)
@@ -136,13 +162,14 @@ class NatsBridge(Plugin):
                 f"on {self.servers!r}: {problem}"
             ) from exc
         if self.outbound:
-            forwarder = Forwarder(
+            forwarder = self._forwarder = Forwarder(
                 runner,
                 jetstream,
                 self.stream,
                 service=self.service,
                 max_payload=self.max_payload,
                 publish_timeout=self.publish_timeout,
+                give_up=self._end_forwarding,
             )
             self._forwarding = bus.subscribe(
                 self.outbound, forwarder.forward, name=self.forwarding_name, durable=True, backpressure="spill"
@@ -155,21 +182,34 @@ class NatsBridge(Plugin):
                 frozenset(subjects),
                 origin=f"nats:{self.stream}",
                 max_payload=self.max_payload,
+                max_deliver=self.max_deliver,
                 letters=self.inbound_letters_name,
             )
 
     async def run(self, bus: EventBus, /) -> None:
-        """Take in events from the service's consumer while the bus runs."""
-        if self._receiver is not None:
-            await self._receiver.run()
+        """Take in events from the service's consumer while the bus runs; when
+        the bus begins to stop (this is cancelled), tell the forwarder."""
+        try:
+            if self._receiver is not None:
+                await self._receiver.run()
+            else:
+                await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            if self._forwarder is not None:
+                self._forwarder.bus_stopping()
+            raise
 
     async def stop(self, bus: EventBus, /) -> None:
         """Remove the forwarding subscription and close the connection."""
         self._receiver = None
+        self._forwarder = None
+        self._end_forwarding()
+        self._forwarding = None
+        await self._close()
+
+    def _end_forwarding(self) -> None:
         if self._forwarding is not None:
             self._forwarding.close()
-            self._forwarding = None
-        await self._close()
 
     async def _close(self) -> None:
         runner, self._runner = self._runner, None
@@ -178,7 +218,8 @@ class NatsBridge(Plugin):
             return
         try:
             if jetstream is not None:
-                await runner.call(jetstream.close)
+                with anyio.move_on_after(STOP_TIMEOUT):
+                    await runner.call(jetstream.close)
         finally:
             await runner.close()
 

@@ -1,10 +1,18 @@
-"""The bridge's own errors, under eventbus's `EventBusError`."""
+"""The bridge's own errors, under eventbus's `EventBusError`::
+
+EventBusError
+├── PayloadTooLarge     an event's JSON over max_payload (either way)
+└── BadMessage          an inbound message that is not an eventbus event
+    └── BadHeader       ... because one of its headers is missing, malformed or out of range
+"""
 
 from __future__ import annotations
 
 from eventbus import EventBusError
 
-__all__ = ["BadMessage", "PayloadTooLarge"]
+__all__ = ["BadHeader", "BadMessage", "PayloadTooLarge"]
+
+_SHOWN = 64  # characters of a bad header value an error message quotes
 
 
 class PayloadTooLarge(EventBusError):
@@ -26,6 +34,29 @@ class PayloadTooLarge(EventBusError):
 
 
 class BadMessage(EventBusError):
-    """An inbound message lacks the metadata of an eventbus event (its event
-    id, type or version header), or holds it in a form that does not parse.
-    The message becomes a dead letter of the bridge's inbound side."""
+    """An inbound message that is not an eventbus event as a bridge sends it.
+    The message becomes a dead letter of the bridge's inbound side (see
+    `BadHeader` for what is wrong with it)."""
+
+
+class BadHeader(BadMessage):
+    """One of an inbound message's headers is missing (its event id, type or
+    version), does not parse, or holds a number out of range. The message is
+    never retried: it becomes a dead letter of the bridge's inbound side.
+
+    Attributes:
+        header: the header's name (``Eventbus-Version``, ``Nats-Msg-Id``, ...).
+        value: its value, cut to its first 64 characters; None when it is missing.
+    """
+
+    def __init__(self, header: str, value: str | None, expected: str) -> None:
+        shown = None if value is None else value[:_SHOWN]
+        if value is None:
+            described = f"the message has no {header} header"
+        elif len(value) > _SHOWN:
+            described = f"the message's {header} header is {shown!r}... ({len(value)} characters)"
+        else:
+            described = f"the message's {header} header is {shown!r}"
+        super().__init__(f"{described}; expected {expected}")
+        self.header = header
+        self.value = shown

@@ -2,24 +2,35 @@
 
 Every method runs on the asyncio loop that owns the connection (through a
 `~eventbus.asyncio_runner.Runner`); nothing here knows about the bus.
+
+The connection remembers the stream and the consumer it set up, and sets
+them up again when they disappear (the stream was deleted, or the consumer
+was): a publish that no stream answers makes it look, and so does a fetch
+that finds nothing. A stream comes back with the configuration it had when
+last seen. A consumer comes back after its acknowledgement floor when last
+seen if its stream is the same one, or at the start of a stream created
+anew (so what was published there meanwhile is delivered).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 from nats.js.client import JetStreamContext
-from nats.js.errors import NotFoundError
+from nats.js.errors import NoStreamResponseError, NotFoundError
 
 from eventbus.plugins import logger
 
 from ._wire import Outgoing
 
-__all__ = ["JetStream", "Messages"]
+__all__ = ["JetStream", "Messages", "Settlement"]
 
 Messages = Sequence[Msg]
 
@@ -33,13 +44,34 @@ _CONNECT_DEFAULTS: Mapping[str, Any] = {
 }
 
 
+@dataclass
+class Settlement:
+    """The answers to a fetched batch: messages acknowledged, handed back
+    for redelivery (after a delay in seconds, or at once), or terminated
+    (JetStream never delivers them again)."""
+
+    acks: list[Msg] = field(default_factory=list)
+    naks: list[tuple[Msg, float | None]] = field(default_factory=list)
+    terms: list[Msg] = field(default_factory=list)
+
+
 class JetStream:
-    """One connection to NATS and its JetStream context."""
+    """One connection to NATS and its JetStream context, with the stream and
+    the consumer it set up (see the module docstring)."""
 
     def __init__(self) -> None:
         self._client: Client | None = None
         self._js: JetStreamContext | None = None
         self._subscription: JetStreamContext.PullSubscription | None = None
+        self._stream_name = ""
+        self._subjects = ""
+        self._stream: StreamConfig | None = None  # as last seen; None until it was set up
+        self._stream_created: datetime | None = None
+        self._durable = ""
+        self._consumer: ConsumerConfig | None = None
+        self._consumer_stream_created: datetime | None = None  # the stream the consumer lives in
+        self._ack_floor = 0  # the consumer's acknowledgement floor (a stream seq) when last seen
+        self._setting_up = asyncio.Lock()
         self._closing = False
         self._log: Any = logger
 
@@ -68,24 +100,38 @@ class JetStream:
 
     async def ensure_stream(self, stream: str, subjects: str) -> None:
         """Create ``stream`` holding ``subjects``, or add ``subjects`` to it if it lacks them."""
-        try:
-            info = await self._context.stream_info(stream)
-        except NotFoundError:
-            await self._context.add_stream(name=stream, subjects=[subjects])
-            return
-        config = info.config
-        if subjects not in (config.subjects or []):
-            config.subjects = [*(config.subjects or []), subjects]
-            await self._context.update_stream(config)
+        self._stream_name, self._subjects = stream, subjects
+        await self._ensure_stream()
 
-    async def bind_consumer(self, stream: str, durable: str, subjects: Sequence[str], ack_wait: float) -> None:
-        """Create (or update) the durable pull consumer and subscribe to it.
+    async def _ensure_stream(self) -> None:
+        """The stream as `ensure_stream` set it up, created again (as last seen) if it is gone."""
+        async with self._setting_up:
+            try:
+                info = await self._context.stream_info(self._stream_name)
+            except NotFoundError:
+                gone = self._stream
+                first = StreamConfig(name=self._stream_name, subjects=[self._subjects])
+                info = await self._context.add_stream(gone or first)
+                if gone is not None:
+                    self._log.warning("the JetStream stream was gone; created it again", stream=self._stream_name)
+            else:
+                present = info.config.subjects or []
+                if self._subjects not in present:
+                    info = await self._context.update_stream(info.config.evolve(subjects=[*present, self._subjects]))
+            self._stream = info.config
+            self._stream_created = info.created
+
+    async def bind_consumer(self, durable: str, subjects: Sequence[str], ack_wait: float) -> None:
+        """Create (or update) the durable pull consumer on the stream and subscribe to it.
 
         One subject is the consumer's ``filter_subject``; several are its
         ``filter_subjects``, which servers before 2.10 ignore (they deliver
         the whole stream, and the bridge acknowledges and skips the rest).
+        Redeliveries are not limited here (``max_deliver=-1``): the bridge
+        settles every message itself, within its own ``max_deliver``.
         """
-        config = ConsumerConfig(
+        self._durable = durable
+        self._consumer = ConsumerConfig(
             durable_name=durable,
             deliver_policy=DeliverPolicy.ALL,
             ack_policy=AckPolicy.EXPLICIT,
@@ -94,13 +140,59 @@ class JetStream:
             filter_subject=subjects[0] if len(subjects) == 1 else None,
             filter_subjects=list(subjects) if len(subjects) > 1 else None,
         )
-        await self._context.add_consumer(stream, config)
-        self._subscription = await self._context.pull_subscribe_bind(durable=durable, stream=stream)
+        await self._put_consumer(start=1)
+        self._subscription = await self._context.pull_subscribe_bind(durable=durable, stream=self._stream_name)
 
-    async def publish(self, message: Outgoing, stream: str, timeout: float) -> None:
-        """Publish ``message`` and return once JetStream has acknowledged it (or it was a duplicate)."""
+    async def _put_consumer(self, *, start: int) -> None:
+        """Create the consumer, its first message the stream's seq ``start``,
+        or update the one there (where a consumer starts cannot change)."""
+        assert self._consumer is not None, "bind_consumer() first"
+        try:
+            current = (await self._context.consumer_info(self._stream_name, self._durable)).config
+        except NotFoundError:
+            config = self._consumer.evolve(
+                deliver_policy=DeliverPolicy.ALL if start <= 1 else DeliverPolicy.BY_START_SEQUENCE,
+                opt_start_seq=None if start <= 1 else start,
+            )
+        else:
+            config = self._consumer.evolve(deliver_policy=current.deliver_policy, opt_start_seq=current.opt_start_seq)
+        await self._context.add_consumer(self._stream_name, config)
+        self._consumer_stream_created = self._stream_created
+
+    async def _check_consumer(self) -> None:
+        """Note the consumer's acknowledgement floor, or set it up again if it is gone."""
+        try:
+            info = await self._context.consumer_info(self._stream_name, self._durable)
+        except NotFoundError:
+            await self._ensure_stream()
+            same_stream = self._stream_created is not None and self._stream_created == self._consumer_stream_created
+            start = self._ack_floor + 1 if same_stream else 1
+            await self._put_consumer(start=start)
+            self._ack_floor = start - 1
+            self._log.warning(
+                "the JetStream consumer was gone; created it again",
+                stream=self._stream_name,
+                consumer=self._durable,
+                from_stream_seq=start,
+            )
+        else:
+            self._ack_floor = info.ack_floor.stream_seq if info.ack_floor is not None else 0
+
+    async def publish(self, message: Outgoing, timeout: float) -> None:
+        """Publish ``message`` and return once JetStream has acknowledged it (or it was a duplicate).
+
+        When no stream answers (it was deleted, or lost the bridge's
+        subjects), the stream is set up again and the message published once more.
+        """
+        try:
+            await self._publish(message, timeout)
+        except NoStreamResponseError:
+            await self._ensure_stream()
+            await self._publish(message, timeout)
+
+    async def _publish(self, message: Outgoing, timeout: float) -> None:
         await self._context.publish(
-            message.subject, message.payload, timeout=timeout, stream=stream, headers=dict(message.headers)
+            message.subject, message.payload, timeout=timeout, stream=self._stream_name, headers=dict(message.headers)
         )
 
     async def fetch(self, batch: int, wait: float) -> Messages:
@@ -108,12 +200,15 @@ class JetStream:
 
         A pull for several messages lingers until it has them all or it
         expires, so the first message is pulled alone, and the rest of the
-        batch with a short expiry: what is there already comes at once.
+        batch with a short expiry: what is there already comes at once. A
+        pull that finds nothing checks that the consumer still exists (a
+        deleted consumer looks just like an idle one).
         """
         assert self._subscription is not None
         try:
             first = await self._subscription.fetch(1, timeout=wait)
         except TimeoutError:  # nats-py raises its own subclass, or on some paths the builtin itself
+            await self._check_consumer()
             return ()
         try:
             more = await self._subscription.fetch(batch - 1, timeout=_TOP_UP_WAIT)
@@ -121,12 +216,14 @@ class JetStream:
             return first
         return [*first, *more]
 
-    async def settle(self, acks: Messages, naks: Messages) -> None:
-        """Acknowledge ``acks``; ask for ``naks`` to be delivered again (to any replica)."""
-        for message in acks:
+    async def settle(self, settlement: Settlement) -> None:
+        """Send the answers of ``settlement``."""
+        for message in settlement.acks:
             await message.ack()
-        for message in naks:
-            await message.nak()
+        for message, delay in settlement.naks:
+            await message.nak(delay)
+        for message in settlement.terms:
+            await message.term()
 
     async def close(self) -> None:
         """Flush what is buffered (acknowledgements) and close the connection."""

@@ -9,12 +9,24 @@ the server is back. Retries carry the same ``Nats-Msg-Id`` (the event id),
 so a publish that reached the stream before its acknowledgement was lost is
 dropped by JetStream as a duplicate.
 
+When no stream answers a publish (it was deleted), the connection creates
+the stream again and publishes once more (`JetStream.publish`).
+
+When the bus stops while NATS cannot be reached (the forwarder is retrying,
+or the publish in flight fails), forwarding ends there: the bridge closes
+its subscription, whose position stays at the last event JetStream holds,
+and the events after it wait in the local store for the next start. So a
+shutdown with NATS gone waits for one publish at most (``publish_timeout``),
+not for the bus's ``shutdown_timeout``.
+
 An event whose JSON exceeds ``max_payload`` (the bridge's, or the server's,
 counting the headers) is refused with `PayloadTooLarge`, which makes it a
 dead letter of the forwarding subscription; the events after it go on.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import anyio
 from nats.errors import MaxPayloadError
@@ -27,7 +39,7 @@ from eventbus.plugins import logger
 from ._errors import PayloadTooLarge
 from ._jetstream import JetStream
 from ._subjects import subject_of
-from ._wire import outgoing
+from ._wire import Outgoing, outgoing
 
 __all__ = ["FIRST_BACKOFF", "Forwarder", "MAX_BACKOFF"]
 
@@ -49,6 +61,8 @@ class Forwarder:
         max_payload: the largest event JSON, in bytes, it publishes.
         publish_timeout: seconds one publish waits for JetStream's
             acknowledgement before it is tried again.
+        give_up: ends the forwarding (closes its subscription, cancelling
+            the delivery in hand); called once NATS fails while the bus stops.
     """
 
     def __init__(
@@ -60,6 +74,7 @@ class Forwarder:
         service: str,
         max_payload: int,
         publish_timeout: float,
+        give_up: Callable[[], None],
     ) -> None:
         self._runner = runner
         self._jetstream = jetstream
@@ -67,6 +82,22 @@ class Forwarder:
         self._service = service
         self._max_payload = max_payload
         self._publish_timeout = publish_timeout
+        self._give_up = give_up
+        self._stopping = False
+        self._failing = False
+
+    def bus_stopping(self) -> None:
+        """The bus begins to stop: if a forward is failing now, or one fails from now on, forwarding ends."""
+        self._stopping = True
+        if self._failing:
+            self._end()
+
+    def _end(self) -> None:
+        logger.warning(
+            "NATS cannot be reached while the bus stops: forwarding ends here; "
+            "the events not yet forwarded stay in the local store and go out after the next start"
+        )
+        self._give_up()
 
     async def forward(self, event: Event, record: Record) -> None:
         """Publish ``record`` and return once JetStream holds it.
@@ -86,11 +117,18 @@ class Forwarder:
                 size=size,
                 limit=self._max_payload,
             )
+        try:
+            await self._publish(message, record, size)
+        finally:
+            self._failing = False
+
+    async def _publish(self, message: Outgoing, record: Record, size: int) -> None:
+        """Publish ``message`` (of ``record``, ``size`` bytes of JSON), trying until JetStream holds it."""
         failures = 0
         delay = FIRST_BACKOFF
         while True:
             try:
-                await self._runner.call(self._jetstream.publish, message, self._stream, self._publish_timeout)
+                await self._runner.call(self._jetstream.publish, message, self._publish_timeout)
             except MaxPayloadError:
                 limit = self._jetstream.max_payload
                 raise PayloadTooLarge(
@@ -100,7 +138,10 @@ class Forwarder:
                     limit=limit,
                 ) from None
             except Exception as exc:
-                if failures % _LOG_EVERY == 0:
+                self._failing = True
+                if self._stopping:
+                    self._end()  # closes the subscription: this delivery is cancelled at the sleep below
+                elif failures % _LOG_EVERY == 0:
                     logger.warning(
                         "forwarding to NATS failed, retrying",
                         seq=record.seq,

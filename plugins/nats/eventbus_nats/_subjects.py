@@ -14,17 +14,23 @@ forbids (whitespace, wildcards), and two type names never share a subject.
 from __future__ import annotations
 
 import re
+from typing import TypeGuard
 from urllib.parse import quote
 
-__all__ = ["check_name", "stream_subjects", "subject_of"]
+__all__ = ["check_name", "is_name", "stream_subjects", "subject_of"]
 
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 _EMPTY_TOKEN = "%"
 
 
+def is_name(value: object) -> TypeGuard[str]:
+    """Whether ``value`` is usable as a stream, consumer or service name."""
+    return isinstance(value, str) and _NAME.fullmatch(value) is not None
+
+
 def check_name(what: str, value: object) -> str:
     """``value`` if it is usable as a stream or consumer name, else `ValueError` naming ``what``."""
-    if not isinstance(value, str) or not _NAME.fullmatch(value):
+    if not is_name(value):
         raise ValueError(
             f"{what} must be a non-empty string of ASCII letters, digits, '-' and '_' "
             f"(it names a JetStream stream or consumer), got {value!r}"

@@ -16,6 +16,13 @@ store shares. The metadata travels in headers:
 | ``Eventbus-Depth`` | the causation depth, when above 0 |
 | ``Eventbus-Headers`` | the record's headers as a JSON object (ASCII), when there are any |
 | ``Eventbus-Origin`` | the ``service`` of the bridge that published it |
+
+On the way in each header is checked before it is used, so no value can
+make a message that neither ingests nor becomes a dead letter: numbers are
+at most `INT_HEADER_MAX` (their length is checked before ``int()``), ids
+are UUIDs, ``Eventbus-Headers`` holds only strings every store can keep, the
+origin is a service name. A header that fails raises `BadHeader` naming it
+and quoting the start of its value.
 """
 
 from __future__ import annotations
@@ -29,7 +36,8 @@ from uuid import UUID
 from eventbus import Record
 from eventbus.store.codec import storable_text
 
-from ._errors import BadMessage
+from ._errors import BadHeader
+from ._subjects import is_name
 
 __all__ = [
     "CAUSATION_ID",
@@ -37,12 +45,15 @@ __all__ = [
     "DEPTH",
     "EVENT_ID",
     "HEADERS",
+    "INT_HEADER_MAX",
     "Incoming",
+    "NATS_STREAM_SEQ",
     "NATS_SUBJECT",
     "ORIGIN",
     "Outgoing",
     "TYPE",
     "VERSION",
+    "event_id_of",
     "incoming",
     "letter_record",
     "outgoing",
@@ -58,6 +69,14 @@ HEADERS = "Eventbus-Headers"
 ORIGIN = "Eventbus-Origin"
 NATS_SUBJECT = "Nats-Subject"
 """Added to the headers of an inbound dead letter's record: the subject the message came on."""
+NATS_STREAM_SEQ = "Nats-Stream-Seq"
+"""Added to the headers of an inbound dead letter's record: the message's sequence number in the stream."""
+INT_HEADER_MAX = 2**31 - 1
+"""The largest version or causation depth a message may carry: what PostgreSQL's
+``integer`` column holds, the narrowest column a store keeps them in."""
+
+_INT_DIGITS = len(str(INT_HEADER_MAX))
+_UUID_CHARS = len("urn:uuid:") + 36  # the longest form UUID() takes
 
 _NO_ID = UUID(int=0)
 _UNKNOWN_TYPE = "<unknown>"
@@ -101,12 +120,12 @@ def outgoing(record: Record, subject: str, service: str) -> Outgoing:
 
 def incoming(headers: Mapping[str, str], data: bytes) -> Incoming:
     """The record an inbound message carries, its event still undecoded
-    (reading ``record.event`` decodes it); `BadMessage` naming the header
-    that is missing or does not parse."""
+    (reading ``record.event`` decodes it); `BadHeader` naming the header
+    that is missing, does not parse or is out of range."""
     return Incoming(
         Record.from_stored(
             seq=0,
-            type=_required(headers, TYPE),
+            type=_type(headers),
             version=_int(headers, VERSION, minimum=1),
             data=data,
             event_id=_event_id(headers),
@@ -116,42 +135,52 @@ def incoming(headers: Mapping[str, str], data: bytes) -> Incoming:
             headers=_headers(headers),
             depth=_int(headers, DEPTH, minimum=0, default=0),
         ),
-        headers.get(ORIGIN) or None,
+        _origin(headers),
     )
 
 
-def letter_record(subject: str, headers: Mapping[str, str], data: bytes) -> Record:
+def letter_record(subject: str, headers: Mapping[str, str], data: bytes, stream_seq: int) -> Record:
     """A record for the dead letter of a message that could not be ingested:
-    what of its metadata parses, its NATS headers (plus `NATS_SUBJECT`) as
-    the record's headers, its body as text a store can hold."""
-    try:
-        event_id = _event_id(headers)
-    except BadMessage:
-        event_id = _NO_ID
+    what of its metadata parses, its NATS headers (plus `NATS_SUBJECT` and
+    `NATS_STREAM_SEQ`) as the record's headers, its body as text; every
+    string in a form any store can hold."""
     try:
         version = _int(headers, VERSION, minimum=1, default=0)
-    except BadMessage:
+    except BadHeader:
         version = 0
+    event_id = event_id_of(headers)
+    kept = {**headers, NATS_SUBJECT: subject, NATS_STREAM_SEQ: str(stream_seq)}
     return Record.from_stored(
         seq=0,
-        type=headers.get(TYPE) or _UNKNOWN_TYPE,
+        type=storable_text(headers.get(TYPE) or _UNKNOWN_TYPE),
         version=version,
         data=storable_text(data.decode("utf-8", "backslashreplace")),
-        event_id=event_id,
+        event_id=_NO_ID if event_id is None else event_id,
         recorded_at=time.time_ns(),
-        headers={**headers, NATS_SUBJECT: subject},
+        headers={storable_text(name): storable_text(value) for name, value in kept.items()},
     )
 
 
-def _required(headers: Mapping[str, str], name: str) -> str:
-    value = headers.get(name)
+def event_id_of(headers: Mapping[str, str]) -> UUID | None:
+    """The event id a message's headers carry, or None if they carry none that parses."""
+    try:
+        return _event_id(headers)
+    except BadHeader:
+        return None
+
+
+def _type(headers: Mapping[str, str]) -> str:
+    value = headers.get(TYPE)
     if not value:
-        raise BadMessage(f"the message has no {name} header: it was not published by an eventbus bridge")
+        raise BadHeader(TYPE, value, "the event's type name (the message was not sent by an eventbus bridge)")
     return value
 
 
 def _event_id(headers: Mapping[str, str]) -> UUID:
-    return _parse_uuid(EVENT_ID, _required(headers, EVENT_ID))
+    value = headers.get(EVENT_ID)
+    if value is None:
+        raise BadHeader(EVENT_ID, None, "the event id, a UUID (the message was not sent by an eventbus bridge)")
+    return _parse_uuid(EVENT_ID, value)
 
 
 def _uuid(headers: Mapping[str, str], name: str) -> UUID | None:
@@ -160,29 +189,48 @@ def _uuid(headers: Mapping[str, str], name: str) -> UUID | None:
 
 
 def _parse_uuid(name: str, value: str) -> UUID:
+    if len(value) > _UUID_CHARS:
+        raise BadHeader(name, value, "a UUID")
     try:
         return UUID(value)
     except ValueError:
-        raise BadMessage(f"the message's {name} header is {value!r}, not a UUID") from None
+        raise BadHeader(name, value, "a UUID") from None
 
 
 def _int(headers: Mapping[str, str], name: str, *, minimum: int, default: int | None = None) -> int:
-    if default is not None and headers.get(name) is None:
+    value = headers.get(name)
+    if value is None and default is not None:
         return default
-    value = _required(headers, name)
-    if not value.isascii() or not value.isdigit() or int(value) < minimum:
-        raise BadMessage(f"the message's {name} header is {value!r}, not an integer >= {minimum}")
-    return int(value)
+    expected = f"an integer from {minimum} to {INT_HEADER_MAX}"
+    # the length first: int() of thousands of digits is slow, or refused
+    if value is None or not (0 < len(value) <= _INT_DIGITS and value.isascii() and value.isdigit()):
+        raise BadHeader(name, value, expected)
+    number = int(value)
+    if not minimum <= number <= INT_HEADER_MAX:
+        raise BadHeader(name, value, expected)
+    return number
 
 
 def _headers(headers: Mapping[str, str]) -> dict[str, str] | None:
     value = headers.get(HEADERS)
     if value is None:
         return None
+    expected = "a JSON object of strings that every store can hold (no NUL, no lone surrogates)"
     try:
         parsed = json.loads(value)
-    except ValueError:
-        parsed = None
-    if not isinstance(parsed, dict) or not all(isinstance(v, str) for v in parsed.values()):
-        raise BadMessage(f"the message's {HEADERS} header is {value!r}, not a JSON object of strings")
+    except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
+        raise BadHeader(HEADERS, value, expected) from None
+    if not isinstance(parsed, dict) or not all(
+        isinstance(item, str) and storable_text(item) == item for pair in parsed.items() for item in pair
+    ):
+        raise BadHeader(HEADERS, value, expected)
     return parsed
+
+
+def _origin(headers: Mapping[str, str]) -> str | None:
+    value = headers.get(ORIGIN)
+    if not value:
+        return None
+    if not is_name(value):
+        raise BadHeader(ORIGIN, value, "a service name: ASCII letters, digits, '-' and '_'")
+    return value

@@ -1,17 +1,21 @@
 """Talking to the test NATS server directly (nats-py on a private asyncio loop,
-so the tests can do it from asyncio and trio alike), and reading a service's store."""
+so the tests can do it from asyncio and trio alike), reading a service's store,
+and watching what the library logs."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import uuid
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 import nats
+import structlog
 from eventbus_sqlite import SqliteStore
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
@@ -76,14 +80,72 @@ async def stream_messages(stream: str) -> list[tuple[str, dict[str, str]]]:
     return await jetstream(read)
 
 
-async def consumer_pending(stream: str, consumer: str) -> tuple[int, int]:
-    """(messages not yet delivered, messages delivered and not acknowledged) of a consumer."""
+@dataclass(frozen=True)
+class ConsumerState:
+    """What the server says of a consumer.
 
-    async def info(js: JetStreamContext) -> tuple[int, int]:
+    Attributes:
+        pending: messages not yet delivered.
+        ack_pending: messages delivered and neither acknowledged nor terminated.
+        deliveries: deliveries so far, redeliveries included (its last consumer sequence).
+    """
+
+    pending: int
+    ack_pending: int
+    deliveries: int
+
+
+async def consumer_state(stream: str, consumer: str) -> ConsumerState:
+    """The server's view of ``consumer`` on ``stream`` now."""
+
+    async def info(js: JetStreamContext) -> ConsumerState:
         found = await js.consumer_info(stream, consumer)
-        return found.num_pending or 0, found.num_ack_pending or 0
+        delivered = found.delivered.consumer_seq if found.delivered is not None else 0
+        return ConsumerState(found.num_pending or 0, found.num_ack_pending or 0, delivered or 0)
 
     return await jetstream(info)
+
+
+class LogWatch:
+    """The library's log lines while `watching_logs` is active.
+
+    Attributes:
+        lines: every line, as structlog's event dict plus its ``level``.
+    """
+
+    def __init__(self) -> None:
+        self.lines: list[dict[str, Any]] = []
+        self._waited: dict[str, anyio.Event] = {}
+
+    def seen(self, event: str) -> anyio.Event:
+        """An event set once a line named ``event`` is logged; only for lines
+        logged in the bus's own tasks (the bridge's nats-py side logs from
+        another thread under trio)."""
+        return self._waited.setdefault(event, anyio.Event())
+
+    def named(self, event: str) -> list[dict[str, Any]]:
+        """The lines named ``event``."""
+        return [line for line in self.lines if line["event"] == event]
+
+    def _keep(self, _: Any, level: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        self.lines.append({**event_dict, "level": level})
+        waited = self._waited.get(event_dict["event"])
+        if waited is not None:
+            waited.set()
+        raise structlog.DropEvent
+
+
+@contextmanager
+def watching_logs() -> Iterator[LogWatch]:
+    """A `LogWatch` of what the library logs meanwhile (the application's
+    structlog configuration is put back afterwards)."""
+    watch = LogWatch()
+    saved = structlog.get_config()
+    structlog.configure(processors=[watch._keep])
+    try:
+        yield watch
+    finally:
+        structlog.configure(**saved)
 
 
 async def stored_records(path: Path) -> list[Record]:

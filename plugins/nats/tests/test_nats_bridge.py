@@ -11,7 +11,7 @@ import pytest
 from eventbus_nats import NatsBridge, PayloadTooLarge, subject_of
 from nats.js.client import JetStreamContext
 from nats_events import Note, OrderPlaced
-from nats_helpers import NATS_URL, consumer_pending, jetstream, publish_raw, stream_messages
+from nats_helpers import NATS_URL, consumer_state, jetstream, publish_raw, stream_messages
 
 from eventbus import Event, EventBus, PluginError, Record
 from eventbus.bus import ORIGIN_HEADER
@@ -117,14 +117,15 @@ async def test_messages_that_do_not_decode_or_are_too_big_become_dead_letters_an
         "00000000-0000-0000-0000-000000000002": "EventDecodeError",
         "00000000-0000-0000-0000-000000000003": "UnknownEventType",
         "00000000-0000-0000-0000-000000000004": "PayloadTooLarge",
-        "00000000-0000-0000-0000-000000000005": "BadMessage",
-        "00000000-0000-0000-0000-000000000000": "BadMessage",
+        "00000000-0000-0000-0000-000000000005": "BadHeader",
+        "00000000-0000-0000-0000-000000000000": "BadHeader",
     }
     too_big = next(letter for letter in letters if letter.error_type.endswith("PayloadTooLarge"))
     assert "max_payload of 500" in too_big.error_message
     assert too_big.record.data == json.dumps({"order_id": "x" * 600})  # kept whole, for whoever reads it
     assert all(letter.record.headers["Nats-Subject"] == subject for letter in letters)
-    assert await consumer_pending(stream, "billing") == (0, 0)  # every message was acknowledged
+    state = await consumer_state(stream, "billing")
+    assert (state.pending, state.ack_pending, state.deliveries) == (0, 0, 7)  # each acknowledged at once
 
 
 async def test_an_outbound_event_over_max_payload_becomes_a_dead_letter_and_the_next_goes_out(stream: str) -> None:
@@ -197,6 +198,7 @@ async def test_an_unreachable_server_fails_the_start_with_plugin_error(stream: s
         ({"outbound": [str]}, TypeError, "outbound= takes Event classes"),
         ({"max_payload": 0}, ValueError, "max_payload must be an int >= 1"),
         ({"ack_wait": -1}, ValueError, "ack_wait must be a positive number"),
+        ({"max_deliver": 0}, ValueError, "max_deliver must be an int >= 1"),
     ],
 )
 def test_bad_options_are_refused_naming_them(options: dict[str, object], error: type[Exception], message: str) -> None:
