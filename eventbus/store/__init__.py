@@ -1,14 +1,15 @@
 """Stores: the `Store` contract, the in-memory store, store URLs, and what store authors need.
 
-A store of your own imports from here: the contract (`Store`, `StoreFeatures`,
-`LeaseFence` and the optional `ImmediateAppend`, checked by `immediate_append`), the
-checks every store makes first (`check_read_arguments`, `check_letter_ids`,
-`check_lease_ttl`), the error a fenced save owes (`lease_lost`), the
-numbering of a batch whose ids may be stored already (`append_seqs`,
-`already_stored`), the retention rules (`Retention`, `CompactionStep`, `Hold`, `compact_by_hand`, `needed_hold`, `history_truncated`,
-`RETENTION_QUERY_KEYS`) and `redact_url` for showing its URL. A store that
-writes rows also uses `eventbus.store.codec`, a public module of its own: the
-one conversion between records and stored primitives.
+A store of your own imports from here: the contract (`Store`,
+`StoreFeatures`, `LeaseFence` and the optional `ImmediateAppend`, checked by
+`immediate_append`), the checks every store makes first
+(`check_read_arguments`, `check_letter_ids`, `check_lease_ttl`), the error
+a fenced save owes (`lease_lost`), the numbering of a batch whose ids may be
+stored already (`append_seqs`, `already_stored`), the retention rules
+(`Retention`, `CompactionStep`, `Hold`, `compact_by_hand`, `needed_hold`,
+`history_truncated`, `RETENTION_QUERY_KEYS`) and `redact_url` for showing
+its URL. A store that writes rows also uses `eventbus.store.codec`, a public
+module of its own: the one conversion between records and stored primitives.
 
 The other submodules (``base``, ``memory``, ``retention``, ``url``) are how
 this package is laid out, not import paths: their public names are the ones
