@@ -1,10 +1,10 @@
 """Upgrading a schema written by an older eventbus-postgres in place.
 
 The schema is built here with that version's own DDL (version 1, before the
-causation depth was stored; version 4, before leases carried a fencing
-token) and filled the way that release wrote rows, then opened by today's
-store: everything is still there, and what the new version adds is kept
-from then on.
+causation depth was stored; version 4, before leases carried a fencing token
+and event ids were unique) and filled the way that release wrote rows, then
+opened by today's store: everything is still there, and what the new version
+adds is kept from then on.
 """
 
 from __future__ import annotations
@@ -151,5 +151,35 @@ async def test_leases_of_a_version_4_schema_get_a_fencing_token(schema: str) -> 
             await store.save_checkpoints({"billing": 3}, fence=LeaseFence("billing", 1))
         assert await store.load_checkpoint("audit") == 3
         assert await store.load_checkpoint("billing") is None
+    finally:
+        await store.close()
+
+
+async def test_records_an_older_version_stored_twice_stay_readable_and_ids_are_unique_from_then_on(
+    schema: str,
+) -> None:
+    for statement in [*_V1_DDL, *_V2_TO_V4_DDL]:
+        await _sql(statement.format(s=schema))
+    twice, once = uuid4(), uuid4()
+    await _sql(f'INSERT INTO "{schema}".seq_counter (singleton, last_seq) VALUES (true, 3)')
+    for seq, event_id in enumerate([twice, once, twice], start=1):
+        await _sql(
+            f'INSERT INTO "{schema}".records (seq, type, version, event_id, recorded_at, data) '
+            "VALUES ($1, $2, 1, $3, $4, $5)",
+            seq,
+            Tick.__event_type__,
+            event_id,
+            time.time_ns(),
+            f'{{"n":{seq}}}',
+        )
+
+    store = PostgresStore(store_url(schema))
+    await store.open()
+    try:
+        assert [(record.seq, record.event_id) for record in await store.read()] == [(1, twice), (2, once), (3, twice)]
+        again = [new_record(Tick(n=9), event_id=twice), new_record(Tick(n=10), event_id=once)]
+        assert sorted(await store.append(again)) == [0, 1]
+        assert [record.seq for record in again] == [1, 2], "the first record of a repeated id is the stored one"
+        assert await store.head() == 3
     finally:
         await store.close()

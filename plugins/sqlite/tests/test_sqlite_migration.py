@@ -1,10 +1,10 @@
 """Upgrading a file written by an older eventbus-sqlite in place.
 
 The file is built here with that schema's own DDL (version 1, before the
-causation depth was stored; version 4, before leases carried a fencing
-token), filled the way that release wrote rows, then opened by today's
-store: everything is still there, and what the new version adds is kept
-from then on.
+causation depth was stored; version 4, before leases carried a fencing token
+and event ids were unique), filled the way that release wrote rows, then
+opened by today's store: everything is still there, and what the new version
+adds is kept from then on.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 from eventbus_sqlite import SCHEMA_VERSION, SqliteStore
@@ -154,3 +154,35 @@ async def test_leases_of_a_version_4_file_get_a_fencing_token(db_path: Path) -> 
     finally:
         await store.close()
     assert "token" in _columns(db_path, "eventbus_leases")
+
+
+async def test_records_an_older_version_stored_twice_stay_readable_and_ids_are_unique_from_then_on(
+    db_path: Path,
+) -> None:
+    twice, once = uuid4().bytes, uuid4().bytes
+    now = time.time_ns()
+    with closing(sqlite3.connect(db_path)) as connection:
+        connection.executescript(_V1_DDL + _V2_TO_V4_DDL)
+        connection.executemany(
+            "INSERT INTO eventbus_records (type, version, data, event_id, recorded_at) VALUES (?, 1, ?, ?, ?)",
+            [
+                (Kept.__event_type__, f'{{"n":{n}}}', event_id, now + n)
+                for n, event_id in enumerate([twice, once, twice])
+            ],
+        )
+        connection.commit()
+
+    store = SqliteStore(db_path)
+    await store.open()
+    try:
+        assert [(record.seq, record.event_id.bytes) for record in await store.read()] == [
+            (1, twice),
+            (2, once),
+            (3, twice),
+        ]
+        again = [new_record(Kept(n=9), event_id=UUID(bytes=twice)), new_record(Kept(n=10), event_id=UUID(bytes=once))]
+        assert sorted(await store.append(again)) == [0, 1]
+        assert [record.seq for record in again] == [1, 2], "the first record of a repeated id is the stored one"
+        assert await store.head() == 3
+    finally:
+        await store.close()
