@@ -150,6 +150,16 @@ class PublishOutcomeUnknown(StoreError):
         super().__init__(message)
         self.event_ids = tuple(event_ids)
 
+    def narrowed(self, event_ids: Sequence[UUID]) -> PublishOutcomeUnknown:
+        """This error as told to one publisher whose events are ``event_ids``
+        among those in doubt (several publishers shared the append); it is
+        the new error's ``__cause__``."""
+        narrowed = PublishOutcomeUnknown(
+            f"{self}; {len(event_ids)} of the events in doubt are this publish's", event_ids=event_ids
+        )
+        narrowed.__cause__ = self
+        return narrowed
+
 
 class StoreNotFound(StoreError):
     """No store is registered for the scheme of a store URL."""

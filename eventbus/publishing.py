@@ -470,7 +470,7 @@ class Publisher:
                 self._accepted(records, await store.append(records))
             except PublishOutcomeUnknown as exc:
                 for pending in batch:
-                    pending.error = _narrowed(exc, pending.records)
+                    pending.error = exc.narrowed([record.event_id for record in pending.records])
             except Exception as exc:
                 if len(batch) == 1:
                     batch[0].error = exc
@@ -517,15 +517,6 @@ class _Pending:
         self.records = records
         self.done = anyio.Event()
         self.error: BaseException | None = None
-
-
-def _narrowed(error: PublishOutcomeUnknown, records: Sequence[Record]) -> PublishOutcomeUnknown:
-    """``error`` told to the publisher of ``records``, one part of the append in doubt: its own ids."""
-    narrowed = PublishOutcomeUnknown(
-        f"{error}; {len(records)} of the events in doubt are this publish's", event_ids=[r.event_id for r in records]
-    )
-    narrowed.__cause__ = error
-    return narrowed
 
 
 def _log_published(first_seq: int, last_seq: int, type_name: str) -> None:

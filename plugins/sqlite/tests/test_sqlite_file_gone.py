@@ -125,13 +125,13 @@ def test_a_file_deleted_while_a_transaction_commits_fails_it_naming_the_file(tmp
             db.unlink()
 
     try:
-        writer.save_checkpoints({"before": 1})
+        writer.save_checkpoints({"before": 1}, None)
         connection.set_trace_callback(delete_on_commit)
         with pytest.raises(StoreError, match=r"was deleted.*the transaction that had just committed went to that file"):
-            writer.save_checkpoints({"during": 2})
+            writer.save_checkpoints({"during": 2}, None)
         connection.set_trace_callback(None)
         with pytest.raises(StoreError, match="was deleted"):
-            writer.save_checkpoints({"after": 3})
+            writer.save_checkpoints({"after": 3}, None)
     finally:
         writer.close()
     assert not db.exists()
