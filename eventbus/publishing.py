@@ -195,14 +195,19 @@ class Publisher:
 
     # -- the ways in ---------------------------------------------------------------
 
+    # ``event_id`` is not keyword-only, unlike the other ways in's options:
+    # neither CPython 3.11 nor 3.13 specializes a call to a function with a
+    # keyword-only parameter, which costs a one-handler publish-to-handled
+    # 225 instructions on 3.11 (12 739 against 12 514) and 161 on 3.13
+    # (14 346 against 14 185). Callers pass it by keyword all the same.
     async def publish(
-        self, event: Event, headers: Mapping[str, str] | None = None, *, event_id: UUID | None = None
+        self, event: Event, headers: Mapping[str, str] | None = None, event_id: UUID | None = None
     ) -> int:
         """Store ``event``, route it to its subscriptions, and return its seq.
 
         Returns once the event is stored (committed, for durable stores); it
-        does not wait for handlers. ``event_id`` gives the event the caller's
-        id instead of a new one: when the store already holds a record with
+        does not wait for handlers. ``event_id`` (pass it by keyword) gives
+        the event the caller's id instead of a new one: when the store already holds a record with
         that id, nothing is stored or routed, and that record's seq is
         returned (the stored event is not compared with ``event``).
 

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import replace
 from typing import Any
+from uuid import uuid4
 
 import pytest
 
 from eventbus import Event, EventBus, HistoryTruncated, Record
 from eventbus.store import DEFAULT_MAX_RECORDS, MemoryStore, Store, immediate_append
-from eventbus.testing.conformance import BoundedStoreConformance, ImmediateAppendConformance, StoreConformance
+from eventbus.testing.conformance import (
+    BoundedStoreConformance,
+    ImmediateAppendConformance,
+    StoreConformance,
+    new_record,
+)
 
 
 class TestMemoryStore(ImmediateAppendConformance, BoundedStoreConformance, StoreConformance):
@@ -158,3 +165,20 @@ async def test_a_subclass_declaring_its_features_keeps_the_fast_appends() -> Non
         await bus.publish(Tick(n=1), headers={"h": "v"})
     assert store.appended == 0
     assert [record.seq for record in await store.read()] == [1, 2]
+
+
+async def test_past_the_bound_an_id_is_forgotten_with_its_record_and_held_ids_stay_unique() -> None:
+    store = MemoryStore(max_records=3)
+    entries = [
+        store.append_entry(Tick(n=n), Tick.__event_type__, Tick.__event_version__, uuid4().int, time.time_ns())
+        for n in range(5)
+    ]
+    dropped, held = entries[0], entries[-1]
+    again = [new_record(Tick(n=10), event_id=held[4]), new_record(Tick(n=11), event_id=dropped[4])]
+    assert list(store.append_now(again)) == [0]
+    assert again[0].seq == held[0]
+    assert again[1].seq == 6, "an id whose record the bound dropped is stored anew"
+    store.delete_newest(1)
+    newest = [new_record(Tick(n=12), event_id=dropped[4])]
+    assert list(store.append_now(newest)) == []
+    assert [record.seq for record in await store.read(store.first_seq)][-1] == 7

@@ -103,7 +103,9 @@ class MemoryStore:
         self._first_seq = 1
         self._last_seq = 0
         self._seqs: dict[int, int] = {}
-        """The seq of each held record by its event id (as an int): ids are unique."""
+        """The seq of each held record before `_unindexed`, by its event id (as an int): ids are unique."""
+        self._unindexed = 0
+        """The index in _records from which held items are not in `_seqs` yet (see `_index`)."""
         self._checkpoints: dict[str, int] = {}
         self._leases: dict[str, tuple[str, float, int]] = {}
         """name -> (holder, expiry on the monotonic clock, fencing token); a released lease stays, expired."""
@@ -136,7 +138,7 @@ class MemoryStore:
     def append_now(self, records: Sequence[Record]) -> Collection[int]:
         """`append` without waiting: nothing here ever waits, so the bus calls
         this directly, one coroutine less per publish (see `ImmediateAppend`)."""
-        seqs = self._seqs
+        seqs = self._index()
         seq = self._last_seq
         already: list[int] = []
         for index, record in enumerate(records):
@@ -151,6 +153,7 @@ class MemoryStore:
         self._last_seq = seq
         held = self._records
         held.extend([records[index] for index in range(len(records)) if index not in already] if already else records)
+        self._unindexed = len(held)
         if len(held) > self._full_at:
             self._drop(len(held) - self._full_at)
         return already
@@ -161,13 +164,31 @@ class MemoryStore:
         `append_now` when no subscription needs the `Record` itself (see
         `ImmediateAppend`). The entry is kept as it is; `read` builds its
         `Record` when first asked for it."""
-        seq = self._last_seq = self._seqs[event_id] = self._last_seq + 1
+        seq = self._last_seq = self._last_seq + 1
         entry = (seq, event, type, version, event_id, recorded_at_ns)
         held = self._records
         held.append(entry)
         if len(held) > self._full_at:
             self._drop(len(held) - self._full_at)
         return entry
+
+    def _index(self) -> dict[int, int]:
+        """`_seqs`, brought to cover every held record.
+
+        Entries are indexed here, when an append that must look ids up comes,
+        not when appended: their ids are ones the bus just made, which no
+        record held can share, and indexing each at once costs a one-handler
+        publish-to-handled 873 instructions on CPython 3.11 (13 387 against
+        12 514) and 995 on 3.13 (15 180 against 14 185), for a lookup that a
+        bus publishing only its own events never makes.
+        """
+        seqs = self._seqs
+        records = self._records
+        for index in range(max(self._unindexed, self._start), len(records)):
+            item = records[index]
+            seqs[id_of(item)] = seq_of(item)
+        self._unindexed = len(records)
+        return seqs
 
     async def read(
         self,
@@ -303,12 +324,14 @@ class MemoryStore:
             return
         records = self._records
         seqs = self._seqs
-        for index in range(self._start, self._start + count):
+        for index in range(self._start, min(self._start + count, self._unindexed)):
             del seqs[id_of(records[index])]
         self._start += count
+        self._unindexed = max(self._unindexed, self._start)
         self._first_seq = max(self._first_seq, seq_of(records[self._start - 1]) + 1)
         if self._start >= max(_MIN_SLACK, (len(records) - self._start) // _SLACK_DIVISOR):
             del records[: self._start]
+            self._unindexed -= self._start
             self._start = 0
         self._full_at = _full_at(self._start, self._max_records)
 
@@ -319,9 +342,11 @@ class MemoryStore:
         """
         count = min(count, len(self._records) - self._start)
         if count > 0:
-            for item in self._records[-count:]:
-                del self._seqs[id_of(item)]
-            del self._records[-count:]
+            records = self._records
+            for index in range(len(records) - count, self._unindexed):
+                del self._seqs[id_of(records[index])]
+            del records[-count:]
+            self._unindexed = min(self._unindexed, len(records))
 
 
 def _full_at(start: int, max_records: int | None) -> int:
