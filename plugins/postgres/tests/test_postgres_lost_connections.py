@@ -28,6 +28,9 @@ _ROUNDS = 60
 _STORED_YET_LOST = 2
 """With lost answers, the run goes on until this many appends were found
 stored after their connection was lost (the case a naive store lies about)."""
+_SETTLED_AFTER_TERMINATION = 2
+"""With terminated sessions, the run goes on until this many appends lost
+their connection while committing (a termination often finds a session idle)."""
 _WAIT = 90.0
 
 
@@ -58,7 +61,8 @@ async def _faults(kind: str, schema: str, logs: list[dict[str, Any]]) -> AsyncIt
     if kind == "terminated":
 
         async def terminate() -> bool:
-            return await anyio.to_thread.run_sync(_terminate, application_name) > 0
+            await anyio.to_thread.run_sync(_terminate, application_name)
+            return len(_settled(logs)) >= _SETTLED_AFTER_TERMINATION
 
         yield f"{POSTGRES_URL}?{options}", terminate
         return
