@@ -535,8 +535,24 @@ def test_on_postgres_no_password_appears_in_any_output(pg_schema: str) -> None:
         (["export", "nosuch://x"], "nosuch"),
         (["dlq", "redrive", "memory://", "--app", "no_such_module:create_bus"], "cannot import 'no_such_module'"),
         (["dlq", "redrive", "memory://", "--app", "no_colon"], "--app must look like"),
-        (["dlq", "redrive", "memory://", "--app", "cli_app:AUDIT"], "is not a function"),
-        (["catalog", "--app", "cli_app:AUDIT"], "is not an EventBus nor a function"),
+        (["dlq", "redrive", "memory://", "--app", "cli_app:AUDIT"], "is a value of type str, not a function"),
+        (["dlq", "redrive", "memory://", "--app", "cli_app:CliOrder"], "is the event class CliOrder, not a function"),
+        (["dlq", "redrive", "memory://", "--app", "cli_app:create_bus_async"], "is an async function"),
+        (["dlq", "redrive", "memory://", "--app", "cli_app:create_bus_later"], "returned coroutine, not an EventBus"),
+        (
+            ["dlq", "redrive", "memory://", "--app", "cli_app:create_two_buses"],
+            "cannot be called with a store URL alone",
+        ),
+        (["dlq", "redrive", "memory://", "--app", "cli_app:BUS"], "is an EventBus; this command builds the bus"),
+        (
+            ["dlq", "redrive", "memory://", "--app", "cli_app:create_buss"],
+            "module 'cli_app' has no attribute 'create_buss'",
+        ),
+        (["catalog", "--app", "cli_app:AUDIT"], "expected an EventBus or a function taking a store URL"),
+        (["catalog", "--app", "cli_app:CliOrder"], "is the event class CliOrder"),
+        (["catalog", "--app", "cli_app:nothing"], "module 'cli_app' has no attribute 'nothing'"),
+        (["stats", "events.db"], "use 'sqlite:///events.db'"),
+        (["stats", "sqllite:///events.db"], "did you mean 'sqlite'?"),
     ],
 )
 def test_bad_input_exits_1_with_a_message_naming_it(args: list[str], message: str) -> None:
@@ -544,7 +560,23 @@ def test_bad_input_exits_1_with_a_message_naming_it(args: list[str], message: st
     assert done.returncode == 1
     assert done.stderr.startswith("eventbus: ")
     assert message in done.stderr
-    assert "Traceback" not in done.stderr
+    assert len(done.stderr.splitlines()) == 1, done.stderr  # one line: no traceback, no "never awaited" warning
+
+
+def test_an_asgi_app_given_as_app_is_named_in_one_line() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "eventbus.cli", "dlq", "redrive", "memory://", "--app", "fastapi_service:app"],
+        env=_env(ROOT / "examples"),
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr == (
+        "eventbus: ValueError: --app 'fastapi_service:app' is a FastAPI object (an async callable, such as an ASGI "
+        "app), not a function; expected a function taking a store URL and returning an EventBus\n"
+    )
 
 
 def test_a_seq_below_1_is_refused_by_the_argument_parser(url: str) -> None:
