@@ -444,13 +444,47 @@ def test_purge_without_a_terminal_refuses_unless_yes(filled: str) -> None:
 
 def test_purge_asks_on_a_terminal(filled: str) -> None:
     status, _, stderr, _ = _on_terminal(["dlq", "purge", filled], "stdin", answer=b"n\n")
-    assert status == 1
+    assert status == 0, stderr  # a declined confirmation is not an error
     assert f"Purge 3 dead letters from {filled}?" in stderr
+    assert "nothing purged" in stderr
+    assert "Aborted" not in stderr
     assert len(_letter_ids(filled)) == 3
     status, _, stderr, _ = _on_terminal(["dlq", "purge", filled], "stdin", answer=b"y\n")
     assert status == 0, stderr
     assert "purged 3 dead letters" in stderr
     assert _letter_ids(filled) == []
+
+
+def test_dlq_list_at_80_columns_prints_a_block_per_letter_with_nothing_cut(filled: str) -> None:
+    letters = _json_lines(_run("dlq", "list", filled, "--json").stdout)
+    done = subprocess.run(
+        [sys.executable, "-m", "eventbus.cli", "dlq", "list", filled],
+        env={**_env(), "COLUMNS": "80"},
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [line.rstrip() for line in done.stdout.splitlines()]
+    assert all(len(line) <= 80 for line in lines)
+    for letter in letters:
+        order_id = letter["record"]["data"]["order_id"]
+        assert f"id            {letter['id']}" in lines
+        assert f"error         ValueError: cannot audit order {order_id}" in lines
+        assert f"event         seq {letter['record']['seq']}, cli.order" in lines
+
+
+@pytest.mark.parametrize("action", [["purge", "--yes"], ["redrive", "--app", "cli_app:create_bus"]])
+def test_an_id_that_matches_no_letter_is_named_and_nothing_is_done(filled: str, action: list[str]) -> None:
+    known = _letter_ids(filled)[0]
+    unknown = str(uuid4())
+    done = _run("dlq", action[0], filled, "--id", known, "--id", unknown, *action[1:])
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"eventbus: no dead letter has the id {unknown} in {filled} (see `eventbus dlq list`); nothing was done\n"
+    )
+    assert len(_letter_ids(filled)) == 3
 
 
 def test_dlq_redrive_through_the_app(url: str) -> None:
@@ -463,6 +497,7 @@ def test_dlq_redrive_through_the_app(url: str) -> None:
 
 def test_redrive_that_still_fails_keeps_the_letters_and_exits_2(url: str, tmp_path: Path) -> None:
     _fill(url, ORDERS)
+    before = _letter_ids(url)
     (tmp_path / "broken_app.py").write_text(
         "from functools import partial\nfrom cli_app import create_bus as make\n"
         "create_bus = partial(make, broken=True)\n"
@@ -477,6 +512,11 @@ def test_redrive_that_still_fails_keeps_the_letters_and_exits_2(url: str, tmp_pa
     )
     assert done.returncode == 2
     assert "redrove 0 dead letters; 3 left" in done.stderr
+    renamed = dict(re.findall(r"failed again: (\S+) is now (\S+)", done.stderr))
+    # each old id with its new one, as `dlq list` now shows them
+    assert sorted(renamed) == sorted(before)
+    assert sorted(renamed.values()) == sorted(_letter_ids(url))
+    assert not set(before) & set(_letter_ids(url))
 
 
 def test_the_console_script_imports_the_app_from_the_working_directory(url: str, tmp_path: Path) -> None:
