@@ -20,6 +20,7 @@ import pytest
 from cli_app import AUDIT, CliNote, CliOrder, create_bus
 
 import eventbus
+from eventbus.store import redact_url
 from tests.postgres_server import POSTGRES_URL, admin_sql, with_password
 
 TESTS = Path(__file__).parent
@@ -105,6 +106,15 @@ def test_a_bare_dlq_prints_its_help_and_exits_0() -> None:
 def test_version() -> None:
     done = _run("--version")
     assert done.returncode == 0
+    assert done.stdout == f"eventbus {eventbus.__version__}\n"
+
+
+def test_version_works_without_the_cli_extra() -> None:
+    code = (
+        "import sys; sys.modules['click'] = None; from eventbus.cli import main; raise SystemExit(main(['--version']))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT, check=False)
+    assert done.returncode == 0, done.stderr
     assert done.stdout == f"eventbus {eventbus.__version__}\n"
 
 
@@ -541,6 +551,7 @@ def test_the_console_script_imports_the_app_from_the_working_directory(url: str,
 
 def test_on_postgres_no_password_appears_in_any_output(pg_schema: str) -> None:
     url = f"{with_password(POSTGRES_URL, PASSWORD)}?schema={pg_schema}"
+    demo_url = f"{url}_demo"
     _fill(url, ORDERS)
     outputs = [
         _run("stats", url),
@@ -552,9 +563,21 @@ def test_on_postgres_no_password_appears_in_any_output(pg_schema: str) -> None:
         _run("export", url.replace("127.0.0.1:5432", "127.0.0.1:1"), "--to-seq", "2"),
         _run("stats", f"{POSTGRES_URL}?schema={pg_schema}&password={PASSWORD}"),
         _run("compact", url, "--keep", "100"),
+        _run("replay", url, "--to-seq", "2"),
+        _run("tail", url, "--from-seq", "1", "--limit", "1"),
+        _run("dlq", "purge", url, "--id", str(uuid4()), "--yes"),
+        _run("stats", url.replace("postgresql://", "postgresq://")),
+        _run("dlq", "redrive", url, "--app", "cli_app:create_bus"),
     ]
+    try:
+        outputs.append(_run("demo", "--store", demo_url))
+    finally:
+        admin_sql(f'DROP SCHEMA IF EXISTS "{pg_schema}_demo" CASCADE')
     for done in outputs:
         assert PASSWORD not in done.stdout + done.stderr, done.args
+    assert [done.returncode for done in outputs[9:]] == [0, 0, 1, 1, 0, 0], [done.stderr for done in outputs[9:]]
+    assert outputs[-1].stdout.startswith(f"eventbus demo: a small order service on {redact_url(demo_url)}\n")
+    assert "did you mean 'postgresql'?" in outputs[12].stderr
     stats = json.loads(outputs[1].stdout)
     assert stats["head"] == 5
     assert stats["store"] == f"{POSTGRES_URL.replace('://postgres@', '://postgres:***@')}?schema={pg_schema}"
@@ -641,6 +664,22 @@ def test_demo_tours_a_sqlite_file_and_resumes_on_the_second_run(tmp_path: Path) 
     # the durable subscription resumed: it handled this run's 12 events, not all 24
     assert "order-history handled 12 events in this run" in second.stdout
     assert "seq   24" in second.stdout
+    assert f"This history stays in {store}:" in second.stdout
+
+
+def test_demo_on_memory_says_the_history_ends_with_it() -> None:
+    done = _run("demo", "--store", "memory://")
+    assert done.returncode == 0, done.stderr
+    assert "The store was in memory, so this history ended with the demo." in done.stdout
+    assert "stays in" not in done.stdout
+
+
+def test_demo_in_a_missing_folder_names_the_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "no-such-folder"
+    done = _run("demo", "--store", f"sqlite:///{folder / 'demo.db'}")
+    assert done.returncode == 1
+    assert done.stderr.endswith(f"the folder {folder} does not exist (the store creates its file, not folders)\n")
+    assert not folder.exists()
 
 
 def test_demo_without_options_writes_eventbus_demo_db_in_the_working_directory(tmp_path: Path) -> None:
