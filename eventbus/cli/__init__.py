@@ -24,12 +24,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from .. import __version__
+from ._version import VERSION_LINE
 
-__all__ = ["VERSION_LINE", "main"]
-
-VERSION_LINE = f"eventbus {__version__}"
-"""What ``eventbus --version`` prints, with or without the ``cli`` extra."""
+__all__ = ["main"]
 
 _EXTRA_LIBRARIES = frozenset({"click", "rich"})
 

@@ -10,8 +10,8 @@ import click
 
 from .. import __version__
 from ..exceptions import EventBusError
-from . import VERSION_LINE
 from ._common import CommandError, print_help_when_bare, run
+from ._version import VERSION_LINE
 from .catalog import catalog_command
 from .compact import compact_command
 from .deadletters import dlq_group

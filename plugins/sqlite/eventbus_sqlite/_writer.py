@@ -96,7 +96,8 @@ class Writer:
             raise StoreError(f"SQLite store {where} does not exist (not created: the store must exist already)")
         if not path.parent.is_dir():
             raise StoreError(
-                f"SQLite store {where}: the folder {path.parent} does not exist (the store creates its file, not folders)"
+                f"SQLite store {where}: the folder {path.parent} does not exist "
+                "(the store creates its file, not folders)"
             )
         with sqlite_errors(where):
             connection = connect_writer(path, options, create=create)

@@ -156,14 +156,6 @@ async def test_without_create_a_missing_file_is_an_error_naming_it_and_stays_mis
     assert not path.exists()
 
 
-async def test_a_missing_folder_is_an_error_naming_it_and_nothing_is_created(tmp_path: Path) -> None:
-    folder = tmp_path / "no-such-folder"
-    store = SqliteStore.from_url(f"sqlite:///{folder / 'events.db'}")
-    with pytest.raises(StoreError, match=f"the folder {folder} does not exist"):
-        await store.open()
-    assert not folder.exists()
-
-
 async def test_without_create_a_file_without_the_store_tables_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "other.db"
     _query(path, "CREATE TABLE notes (text TEXT)")
