@@ -345,6 +345,10 @@ class EventBus(Publisher):
             **options: see `SubscriptionOptions` (``where``, ``retry``,
                 ``timeout``, ``max_pending``, ``backpressure``, ``concurrency``,
                 ``key``, ``from_seq``, ``durable``, ``in_thread``, ``middleware``).
+
+        Raises:
+            BusClosed: the bus is stopping (draining or stopping). A stopped
+                bus takes subscriptions for its next run.
         """
         if handler is not None:
             return self._add_subscription(target, handler, name, options)
@@ -361,9 +365,11 @@ class EventBus(Publisher):
     def _add_subscription(
         self, spec: Any, handler: Callable[..., Any], name: str | None, options: SubscribeOptions
     ) -> Subscription:
+        if self._state is BusState.DRAINING or self._state is BusState.STOPPING:
+            raise BusClosed(f"cannot subscribe {name or handler!r}: the bus is {self._state.value}")
         subscription = new_subscription(spec, handler, name, options, self._unsubscribe_now)
         self._router.add(subscription)
-        if self._runs is not None and self._state is not BusState.STOPPING:
+        if self._runs is not None:
             self._runs.start_soon(self._start_run(subscription).run)
         return subscription
 

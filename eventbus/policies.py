@@ -15,7 +15,9 @@ Backpressure = Literal["block", "drop_oldest", "drop_newest", "spill"]
 - ``"block"``: ``publish`` waits for room (up to the bus's ``publish_timeout``).
 - ``"drop_oldest"`` / ``"drop_newest"``: drop one event, counted and logged.
 - ``"spill"``: keep nothing more in memory; read the missed events back from
-  the store once the subscription has caught up. Nothing is lost.
+  the store once the subscription has caught up. Nothing is lost while the
+  store holds them: past the `MemoryStore`'s hard bound (``max_records``)
+  the oldest are gone, and those are counted as dropped and logged.
 """
 
 BACKPRESSURE_POLICIES: frozenset[str] = frozenset(get_args(Backpressure))

@@ -8,7 +8,8 @@ Every subscription has a bounded queue (``max_pending``). When it is full,
 - ``"drop_oldest"`` / ``"drop_newest"``: drop one, counted in ``bus.stats()``
   and logged (at most once a second, so a flood of drops is one log line);
 - ``"spill"``: keep nothing more in memory, fall behind, and read the missed
-  events back from the store later: nothing is lost, memory stays bounded;
+  events back from the store later: memory stays bounded, and nothing is lost
+  while the store still holds them (the memory store keeps ``max_records``);
 - ``"block"`` (the default, not shown): ``publish`` waits for room.
 
 STORE is a store URL (``memory://``, the default, or ``sqlite:///bp.db``) or

@@ -46,3 +46,22 @@ class CliRefund(Event, name="cli.refund", version=2):
 def refund_v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
     """Version 1 refunds had no reason."""
     return {**data, "reason": "unknown"}
+
+
+async def create_bus_async(url: str) -> EventBus:
+    """A mistake the CLI names: ``--app`` wants a plain function."""
+    return EventBus(store=url)
+
+
+def create_bus_later(url: str) -> Any:
+    """A mistake the CLI names: returns a coroutine, not a bus."""
+    return create_bus_async(url)
+
+
+def create_two_buses(url: str, other_url: str) -> EventBus:
+    """A mistake the CLI names: takes two arguments."""
+    return EventBus(store=url)
+
+
+BUS = EventBus()
+"""A bus instance: what ``catalog`` accepts and ``dlq redrive`` does not."""

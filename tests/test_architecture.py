@@ -46,7 +46,7 @@ LAYERS: list[list[str]] = [
     ["testing"],
     [""],
     ["otel"],
-    ["cli._common", "cli._loader", "cli._progress", "cli.asyncapi"],
+    ["cli._common", "cli._loader", "cli._progress", "cli._version", "cli.asyncapi"],
     ["cli.demo", "cli.deadletters", "cli.history", "cli.stats", "cli.catalog", "cli.compact"],
     ["cli._app"],
     ["cli"],

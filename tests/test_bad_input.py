@@ -456,8 +456,8 @@ async def test_9_publishing_the_base_event_class_is_a_type_error_naming_it(bus: 
         ("sqlite://", ValueError, "in-memory"),
         ("nosuch://x", StoreError, "nosuch"),
         ("no scheme at all", ValueError, "no scheme at all"),
-        ("postgresql://app@db/events?max_pool_size=0", StoreError, "max_pool_size"),
-        ("postgresql://app@db/events?schema=Bad-Name", StoreError, "schema"),
+        ("postgresql://app@db/events?max_pool_size=0", ValueError, "max_pool_size"),
+        ("postgresql://app@db/events?schema=Bad-Name", ValueError, "schema"),
     ],
 )
 def test_10_a_malformed_url_is_a_typed_error_naming_it(url: str, exception: type[Exception], named: str) -> None:

@@ -20,6 +20,7 @@ import pytest
 from cli_app import AUDIT, CliNote, CliOrder, create_bus
 
 import eventbus
+from eventbus.store import redact_url
 from tests.postgres_server import POSTGRES_URL, admin_sql, with_password
 
 TESTS = Path(__file__).parent
@@ -105,6 +106,15 @@ def test_a_bare_dlq_prints_its_help_and_exits_0() -> None:
 def test_version() -> None:
     done = _run("--version")
     assert done.returncode == 0
+    assert done.stdout == f"eventbus {eventbus.__version__}\n"
+
+
+def test_version_works_without_the_cli_extra() -> None:
+    code = (
+        "import sys; sys.modules['click'] = None; from eventbus.cli import main; raise SystemExit(main(['--version']))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT, check=False)
+    assert done.returncode == 0, done.stderr
     assert done.stdout == f"eventbus {eventbus.__version__}\n"
 
 
@@ -444,13 +454,47 @@ def test_purge_without_a_terminal_refuses_unless_yes(filled: str) -> None:
 
 def test_purge_asks_on_a_terminal(filled: str) -> None:
     status, _, stderr, _ = _on_terminal(["dlq", "purge", filled], "stdin", answer=b"n\n")
-    assert status == 1
+    assert status == 0, stderr  # a declined confirmation is not an error
     assert f"Purge 3 dead letters from {filled}?" in stderr
+    assert "nothing purged" in stderr
+    assert "Aborted" not in stderr
     assert len(_letter_ids(filled)) == 3
     status, _, stderr, _ = _on_terminal(["dlq", "purge", filled], "stdin", answer=b"y\n")
     assert status == 0, stderr
     assert "purged 3 dead letters" in stderr
     assert _letter_ids(filled) == []
+
+
+def test_dlq_list_at_80_columns_prints_a_block_per_letter_with_nothing_cut(filled: str) -> None:
+    letters = _json_lines(_run("dlq", "list", filled, "--json").stdout)
+    done = subprocess.run(
+        [sys.executable, "-m", "eventbus.cli", "dlq", "list", filled],
+        env={**_env(), "COLUMNS": "80"},
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [line.rstrip() for line in done.stdout.splitlines()]
+    assert all(len(line) <= 80 for line in lines)
+    for letter in letters:
+        order_id = letter["record"]["data"]["order_id"]
+        assert f"id            {letter['id']}" in lines
+        assert f"error         ValueError: cannot audit order {order_id}" in lines
+        assert f"event         seq {letter['record']['seq']}, cli.order" in lines
+
+
+@pytest.mark.parametrize("action", [["purge", "--yes"], ["redrive", "--app", "cli_app:create_bus"]])
+def test_an_id_that_matches_no_letter_is_named_and_nothing_is_done(filled: str, action: list[str]) -> None:
+    known = _letter_ids(filled)[0]
+    unknown = str(uuid4())
+    done = _run("dlq", action[0], filled, "--id", known, "--id", unknown, *action[1:])
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"eventbus: no dead letter has the id {unknown} in {filled} (see `eventbus dlq list`); nothing was done\n"
+    )
+    assert len(_letter_ids(filled)) == 3
 
 
 def test_dlq_redrive_through_the_app(url: str) -> None:
@@ -463,6 +507,7 @@ def test_dlq_redrive_through_the_app(url: str) -> None:
 
 def test_redrive_that_still_fails_keeps_the_letters_and_exits_2(url: str, tmp_path: Path) -> None:
     _fill(url, ORDERS)
+    before = _letter_ids(url)
     (tmp_path / "broken_app.py").write_text(
         "from functools import partial\nfrom cli_app import create_bus as make\n"
         "create_bus = partial(make, broken=True)\n"
@@ -477,6 +522,11 @@ def test_redrive_that_still_fails_keeps_the_letters_and_exits_2(url: str, tmp_pa
     )
     assert done.returncode == 2
     assert "redrove 0 dead letters; 3 left" in done.stderr
+    renamed = dict(re.findall(r"failed again: (\S+) is now (\S+)", done.stderr))
+    # each old id with its new one, as `dlq list` now shows them
+    assert sorted(renamed) == sorted(before)
+    assert sorted(renamed.values()) == sorted(_letter_ids(url))
+    assert not set(before) & set(_letter_ids(url))
 
 
 def test_the_console_script_imports_the_app_from_the_working_directory(url: str, tmp_path: Path) -> None:
@@ -501,6 +551,7 @@ def test_the_console_script_imports_the_app_from_the_working_directory(url: str,
 
 def test_on_postgres_no_password_appears_in_any_output(pg_schema: str) -> None:
     url = f"{with_password(POSTGRES_URL, PASSWORD)}?schema={pg_schema}"
+    demo_url = f"{url}_demo"
     _fill(url, ORDERS)
     outputs = [
         _run("stats", url),
@@ -512,9 +563,21 @@ def test_on_postgres_no_password_appears_in_any_output(pg_schema: str) -> None:
         _run("export", url.replace("127.0.0.1:5432", "127.0.0.1:1"), "--to-seq", "2"),
         _run("stats", f"{POSTGRES_URL}?schema={pg_schema}&password={PASSWORD}"),
         _run("compact", url, "--keep", "100"),
+        _run("replay", url, "--to-seq", "2"),
+        _run("tail", url, "--from-seq", "1", "--limit", "1"),
+        _run("dlq", "purge", url, "--id", str(uuid4()), "--yes"),
+        _run("stats", url.replace("postgresql://", "postgresq://")),
+        _run("dlq", "redrive", url, "--app", "cli_app:create_bus"),
     ]
+    try:
+        outputs.append(_run("demo", "--store", demo_url))
+    finally:
+        admin_sql(f'DROP SCHEMA IF EXISTS "{pg_schema}_demo" CASCADE')
     for done in outputs:
         assert PASSWORD not in done.stdout + done.stderr, done.args
+    assert [done.returncode for done in outputs[9:]] == [0, 0, 1, 1, 0, 0], [done.stderr for done in outputs[9:]]
+    assert outputs[-1].stdout.startswith(f"eventbus demo: a small order service on {redact_url(demo_url)}\n")
+    assert "did you mean 'postgresql'?" in outputs[12].stderr
     stats = json.loads(outputs[1].stdout)
     assert stats["head"] == 5
     assert stats["store"] == f"{POSTGRES_URL.replace('://postgres@', '://postgres:***@')}?schema={pg_schema}"
@@ -535,8 +598,24 @@ def test_on_postgres_no_password_appears_in_any_output(pg_schema: str) -> None:
         (["export", "nosuch://x"], "nosuch"),
         (["dlq", "redrive", "memory://", "--app", "no_such_module:create_bus"], "cannot import 'no_such_module'"),
         (["dlq", "redrive", "memory://", "--app", "no_colon"], "--app must look like"),
-        (["dlq", "redrive", "memory://", "--app", "cli_app:AUDIT"], "is not a function"),
-        (["catalog", "--app", "cli_app:AUDIT"], "is not an EventBus nor a function"),
+        (["dlq", "redrive", "memory://", "--app", "cli_app:AUDIT"], "is a value of type str, not a function"),
+        (["dlq", "redrive", "memory://", "--app", "cli_app:CliOrder"], "is the event class CliOrder, not a function"),
+        (["dlq", "redrive", "memory://", "--app", "cli_app:create_bus_async"], "is an async function"),
+        (["dlq", "redrive", "memory://", "--app", "cli_app:create_bus_later"], "returned coroutine, not an EventBus"),
+        (
+            ["dlq", "redrive", "memory://", "--app", "cli_app:create_two_buses"],
+            "cannot be called with a store URL alone",
+        ),
+        (["dlq", "redrive", "memory://", "--app", "cli_app:BUS"], "is an EventBus; this command builds the bus"),
+        (
+            ["dlq", "redrive", "memory://", "--app", "cli_app:create_buss"],
+            "module 'cli_app' has no attribute 'create_buss'",
+        ),
+        (["catalog", "--app", "cli_app:AUDIT"], "expected an EventBus or a function taking a store URL"),
+        (["catalog", "--app", "cli_app:CliOrder"], "is the event class CliOrder"),
+        (["catalog", "--app", "cli_app:nothing"], "module 'cli_app' has no attribute 'nothing'"),
+        (["stats", "events.db"], "use 'sqlite:///events.db'"),
+        (["stats", "sqllite:///events.db"], "did you mean 'sqlite'?"),
     ],
 )
 def test_bad_input_exits_1_with_a_message_naming_it(args: list[str], message: str) -> None:
@@ -544,7 +623,23 @@ def test_bad_input_exits_1_with_a_message_naming_it(args: list[str], message: st
     assert done.returncode == 1
     assert done.stderr.startswith("eventbus: ")
     assert message in done.stderr
-    assert "Traceback" not in done.stderr
+    assert len(done.stderr.splitlines()) == 1, done.stderr  # one line: no traceback, no "never awaited" warning
+
+
+def test_an_asgi_app_given_as_app_is_named_in_one_line() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "eventbus.cli", "dlq", "redrive", "memory://", "--app", "fastapi_service:app"],
+        env=_env(ROOT / "examples"),
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr == (
+        "eventbus: ValueError: --app 'fastapi_service:app' is a FastAPI object (an async callable, such as an ASGI "
+        "app), not a function; expected a function taking a store URL and returning an EventBus\n"
+    )
 
 
 def test_a_seq_below_1_is_refused_by_the_argument_parser(url: str) -> None:
@@ -569,6 +664,22 @@ def test_demo_tours_a_sqlite_file_and_resumes_on_the_second_run(tmp_path: Path) 
     # the durable subscription resumed: it handled this run's 12 events, not all 24
     assert "order-history handled 12 events in this run" in second.stdout
     assert "seq   24" in second.stdout
+    assert f"This history stays in {store}:" in second.stdout
+
+
+def test_demo_on_memory_says_the_history_ends_with_it() -> None:
+    done = _run("demo", "--store", "memory://")
+    assert done.returncode == 0, done.stderr
+    assert "The store was in memory, so this history ended with the demo." in done.stdout
+    assert "stays in" not in done.stdout
+
+
+def test_demo_in_a_missing_folder_names_the_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "no-such-folder"
+    done = _run("demo", "--store", f"sqlite:///{folder / 'demo.db'}")
+    assert done.returncode == 1
+    assert done.stderr.endswith(f"the folder {folder} does not exist (the store creates its file, not folders)\n")
+    assert not folder.exists()
 
 
 def test_demo_without_options_writes_eventbus_demo_db_in_the_working_directory(tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ install PyYAML, so the nav entries are found with a regex.
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import subprocess
@@ -247,3 +248,16 @@ def test_every_page_is_in_nav() -> None:
     listed = set(_nav_pages())
     pages = {path.relative_to(DOCS).as_posix() for path in DOCS.rglob("*.md")}
     assert pages - listed == set(), f"pages missing from the nav: {sorted(pages - listed)}"
+
+
+@pytest.mark.parametrize("module_name", ["eventbus", "eventbus_sqlite", "eventbus_postgres", "eventbus_nats"])
+def test_the_reference_lists_every_public_name(module_name: str) -> None:
+    """Every name in the ``__all__`` of the core and of each plugin has its ``:::`` entry in docs/reference/."""
+    listed = {
+        name
+        for page in (DOCS / "reference").glob("*.md")
+        for name in re.findall(r"^::: (\S+)", page.read_text(encoding="utf-8"), re.M)
+    }
+    module = importlib.import_module(module_name)
+    missing = [name for name in module.__all__ if f"{module_name}.{name}" not in listed]
+    assert not missing, f"docs/reference/ lacks {module_name}: {missing}"

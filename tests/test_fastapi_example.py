@@ -14,6 +14,7 @@ tests can share the module's own ``app`` and its bus, as a user's tests would.
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -123,6 +124,31 @@ async def test_with_raise_errors_false_the_dead_letter_shows_in_health(tmp_path:
     assert (payments["delivered"], payments["retried"], payments["dead_lettered"]) == (1, 2, 1)
     assert health["status"] == "ok"
     assert health["orders"] == 2
+
+
+def _guide_health_sample() -> dict[str, Any]:
+    """The ``GET /health`` answer the FastAPI guide shows."""
+    guide = (EXAMPLE.parent.parent / "docs" / "guide" / "fastapi.md").read_text()
+    block = guide.split("`GET /health` returns", 1)[1].split("```json\n", 1)[1].split("```", 1)[0]
+    sample: dict[str, Any] = json.loads(block)
+    return sample
+
+
+async def test_the_guides_health_sample_is_what_the_example_answers() -> None:
+    sample = _guide_health_sample()
+    async with running(service.build_bus(), raise_errors=False) as shop:
+        for order in (ADA, {**ADA, "order_id": "A3"}, BIG):
+            await shop.client.post("/orders", json=order)
+        await shop.tb.drain(WAIT)
+        health = (await shop.client.get("/health")).json()
+
+    def counters(stats: dict[str, Any]) -> dict[str, Any]:
+        # positions depend on how the payments' own events interleave with the orders
+        return {name: {key: value for key, value in sub.items() if key != "position"} for name, sub in stats.items()}
+
+    assert health["bus"].keys() == sample["bus"].keys()
+    assert counters(health["bus"]["subscriptions"]) == counters(sample["bus"]["subscriptions"])
+    assert (health["status"], health["orders"], health["bus"]["head"]) == ("ok", 3, sample["bus"]["head"])
 
 
 async def test_health_returns_the_bus_stats_as_json(shop: Running) -> None:

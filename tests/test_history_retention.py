@@ -12,6 +12,7 @@ from eventbus_sqlite import SqliteStore
 from structlog.testing import capture_logs
 
 from eventbus import EventBus, MemoryStore, Retention
+from eventbus.store import DEFAULT_MAX_RECORDS
 from tests.policy_events import WAIT, Hold, Seen, Tick, accounted, log_events, publish_ticks
 
 LOST = "history no longer stored, events dropped"
@@ -49,6 +50,36 @@ async def test_a_lagging_spill_subscriber_past_the_memory_bound_counts_what_it_l
     (lost,) = log_events(logs, LOST)
     assert (lost["subscription"], lost["from_seq"], lost["to_seq"], lost["dropped"]) == ("lagging", 7, 80, 74)
     assert lost["log_level"] == "warning"
+
+
+async def test_spill_on_the_default_store_loses_what_falls_past_max_records() -> None:
+    """What the backpressure page states: held back while 120 000 events are
+    published on a default ``EventBus()``, a spilling subscription loses about
+    20 000, counted as dropped; everything the store still held is delivered."""
+    hold = Hold()
+    published = 120_000
+    queued = 10
+    async with EventBus() as bus:
+
+        @bus.subscribe(name="lagging", max_pending=queued, backpressure="spill")
+        async def lagging(event: Tick) -> None:
+            if event.n == 1:
+                await hold.wait()
+
+        await bus.publish(Tick(n=1))
+        with anyio.fail_after(WAIT):
+            await hold.entered.wait()
+        for start in range(2, published + 1, 1_000):
+            await bus.publish_many([Tick(n=n) for n in range(start, min(start + 1_000, published + 1))])
+        hold.release()
+        await bus.drain(WAIT)
+        lagged = bus.stats()["lagging"]
+
+    first_kept = published - DEFAULT_MAX_RECORDS + 1
+    spilled_from = 1 + queued + 1  # 1 in the handler, the next `queued` in its queue
+    assert (lagged.routed, lagged.dropped, lagged.pending) == (published, first_kept - spilled_from, 0)
+    assert lagged.delivered == 1 + queued + DEFAULT_MAX_RECORDS
+    assert accounted(lagged)
 
 
 async def test_a_from_seq_below_first_seq_counts_the_lost_seqs_and_goes_on_from_first_seq() -> None:

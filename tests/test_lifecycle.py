@@ -10,7 +10,7 @@ import pytest
 from core_events import WAIT, Gate, Ping, Sink
 from structlog.testing import capture_logs
 
-from eventbus import BusClosed, EventBus, EventBusError, MemoryStore
+from eventbus import BusClosed, BusState, EventBus, EventBusError, MemoryStore, Plugin
 
 
 async def test_async_with_an_eventbus_expression_binds_the_running_bus() -> None:
@@ -177,3 +177,39 @@ def test_invalid_bus_options_are_a_value_error(options: dict[str, Any], message:
 def test_a_store_that_is_not_a_store_is_a_type_error() -> None:
     with pytest.raises(TypeError, match="store"):
         EventBus(store=42)
+
+
+async def test_subscribing_while_the_bus_stops_raises_bus_closed() -> None:
+    gate = Gate()
+
+    class SubscribesWhenStopped(Plugin):
+        refused: BusClosed | None = None
+
+        async def stop(self, bus: Any, /) -> None:
+            with pytest.raises(BusClosed, match="stopping") as caught:
+                bus.subscribe(Ping, Sink(), name="too-late")
+            self.refused = caught.value
+
+    plugin = SubscribesWhenStopped()
+    bus = EventBus(plugins=[plugin], shutdown_timeout=WAIT)
+
+    @bus.subscribe(name="held")
+    async def held(event: Ping) -> None:
+        await gate.pass_through()
+
+    async def run_bus() -> None:
+        async with bus:
+            await bus.publish(Ping(n=1))
+
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run_bus)
+            await gate.entered.wait()
+            await anyio.wait_all_tasks_blocked()
+            assert bus.state is BusState.DRAINING
+            with pytest.raises(BusClosed, match="draining"):
+                bus.subscribe(Ping, Sink(), name="late")
+            gate.open()
+    assert plugin.refused is not None
+    assert set(bus.subscriptions) == {"held"}
+    bus.subscribe(Ping, Sink(), name="next-run")  # a stopped bus takes subscriptions for its next run

@@ -79,3 +79,33 @@ def test_memory_ignores_create() -> None:
 )
 def test_redact_url_hides_passwords_only(url: str, shown: str) -> None:
     assert redact_url(url) == shown
+
+
+@pytest.mark.parametrize(
+    ("given", "suggested"),
+    [
+        ("events.db", "use 'sqlite:///events.db'"),
+        ("data/events.db", "use 'sqlite:///data/events.db'"),
+        ("/srv/events.db", "use 'sqlite:////srv/events.db'"),
+    ],
+)
+def test_a_file_path_instead_of_a_url_suggests_its_sqlite_url(given: str, suggested: str) -> None:
+    with pytest.raises(ValueError, match="not a store URL") as caught:
+        store_from_url(given)
+    assert suggested in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "suggested"),
+    [("sqllite:///events.db", "sqlite"), ("postgress://app:pw@db/events", "postgres"), ("memroy://", "memory")],
+)
+def test_a_misspelt_scheme_gets_a_did_you_mean(url: str, suggested: str) -> None:
+    with pytest.raises(StoreError, match=f"did you mean '{suggested}'") as caught:
+        store_from_url(url)
+    assert "pw" not in str(caught.value)
+
+
+def test_an_unknown_scheme_far_from_any_known_one_gets_no_guess() -> None:
+    with pytest.raises(StoreError, match="'nosuch'") as caught:
+        store_from_url("nosuch://x")
+    assert "did you mean" not in str(caught.value)

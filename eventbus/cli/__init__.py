@@ -24,19 +24,29 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from ._version import VERSION_LINE
+
 __all__ = ["main"]
 
 _EXTRA_LIBRARIES = frozenset({"click", "rich"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
+    """Run the command line; returns the exit status.
+
+    Without the ``cli`` extra, ``--version`` still prints the version, and
+    anything else says which extra to install.
+    """
+    args = list(argv) if argv is not None else sys.argv[1:]
     try:
         from ._app import cli
     except ImportError as exc:
         missing = (exc.name or "").partition(".")[0]
         if missing not in _EXTRA_LIBRARIES:
             raise
+        if args == ["--version"]:
+            print(VERSION_LINE)
+            return 0
         print(
             f"eventbus: the command line needs the 'cli' extra ({missing} is not installed): "
             "pip install 'eventbus[cli]'",
@@ -44,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name="eventbus")
+        cli.main(args=args, prog_name="eventbus")
     except SystemExit as exit:
         return exit.code if isinstance(exit.code, int) else 0 if exit.code is None else 1
     return 0

@@ -11,6 +11,7 @@ import click
 from .. import __version__
 from ..exceptions import EventBusError
 from ._common import CommandError, print_help_when_bare, run
+from ._version import VERSION_LINE
 from .catalog import catalog_command
 from .compact import compact_command
 from .deadletters import dlq_group
@@ -47,7 +48,7 @@ class _Group(click.Group):
     invoke_without_command=True,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
-@click.version_option(__version__, "--version", prog_name="eventbus", message="%(prog)s %(version)s")
+@click.version_option(__version__, "--version", message=VERSION_LINE)
 @click.pass_context
 def cli(ctx: click.Context) -> None:
     """A typed event bus: the demo, and tools that work on any store by URL.

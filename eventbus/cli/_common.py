@@ -23,7 +23,6 @@ from ..store.url import redact_url, store_from_url
 __all__ = [
     "CommandError",
     "dead_letter_to_json",
-    "ensure_store",
     "json_line",
     "opened_store",
     "people",
@@ -92,12 +91,6 @@ async def opened_store(url: str, *, create: bool = False) -> AsyncIterator[Store
         yield store
     finally:
         await store.close()
-
-
-async def ensure_store(url: str) -> None:
-    """Raise `StoreError` naming the store when it does not exist; create nothing."""
-    async with opened_store(url) as store:
-        await store.head()
 
 
 def record_to_json(record: Record) -> dict[str, Any]:

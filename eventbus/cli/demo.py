@@ -21,6 +21,7 @@ from ..bus import EventBus
 from ..event import Event
 from ..policies import Retry
 from ..record import Record
+from ..store.url import redact_url
 
 __all__ = ["DEFAULT_DEMO_STORE", "create_bus", "run_demo"]
 
@@ -106,7 +107,8 @@ class _Tour:
     async def run(self, store: str) -> None:
         bus = self.bus
         say = self.say
-        say(f"eventbus demo: a small order service on {store}")
+        shown = redact_url(store)
+        say(f"eventbus demo: a small order service on {shown}")
         say()
         say("1. Events are frozen pydantic models with a stable type name and version:")
         for cls in (OrderPlaced, PaymentCaptured, OrderShipped):
@@ -156,8 +158,13 @@ class _Tour:
                 order_id = getattr(record.event, "order_id", "?")
                 say(f"     seq {record.seq:>4}  {record.type:<22} {order_id}  {because}")
         say()
-        say("The store is a file: run `eventbus demo` again and the history grows, while")
-        say("order-history picks up exactly where it stopped. Try `eventbus replay` on it too.")
+        if bus.store.features.persistent:
+            say(f"This history stays in {shown}:")
+            say("run the demo on it again and the history grows, while order-history picks up")
+            say("exactly where it stopped. Try `eventbus replay` on it too.")
+        else:
+            say("The store was in memory, so this history ended with the demo. Without --store, the demo")
+            say("keeps it in a SQLite file, where every run adds to it and order-history resumes.")
 
 
 def _row(name: str, *cells: object) -> str:

@@ -7,6 +7,7 @@ The core never imports a plugin; it asks the entry points.
 
 from __future__ import annotations
 
+import difflib
 import re
 from importlib.metadata import entry_points
 from typing import Any, Protocol, cast
@@ -70,7 +71,10 @@ def store_from_url(url: str, *, create: bool = True, **options: Any) -> Store:
     """Create (not yet open) the store a URL names.
 
     ``memory://`` is built in; any other scheme is looked up among installed
-    plugins. Raises `StoreNotFound` naming the distribution to install.
+    plugins. Raises `StoreNotFound` naming the distribution to install, or
+    the known scheme a misspelt one is close to (``sqllite`` → ``sqlite``).
+    A file path given instead of a URL (``events.db``) is a `ValueError`
+    suggesting its SQLite URL (``sqlite:///events.db``).
 
     ``create=False`` asks for a store that opens only if it exists already:
     its ``open()`` raises `StoreError` naming the missing file or schema
@@ -82,11 +86,12 @@ def store_from_url(url: str, *, create: bool = True, **options: Any) -> Store:
         raise TypeError(f"a store URL must be a str, got {type(url).__name__}")
     scheme, sep, _ = url.partition("://")
     if not sep or not scheme:
-        raise ValueError(f"not a store URL (expected scheme://...): {redact_url(url)!r}")
+        raise ValueError(f"not a store URL (expected scheme://...): {redact_url(url)!r}{_path_hint(url)}")
     scheme = scheme.split("+", 1)[0].lower()
     if scheme == "memory":
         return MemoryStore()
-    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+    installed = entry_points(group=ENTRY_POINT_GROUP)
+    for entry_point in installed:
         if entry_point.name == scheme:
             factory = cast(StoreFactory, entry_point.load())
             if create:
@@ -101,8 +106,20 @@ def store_from_url(url: str, *, create: bool = True, **options: Any) -> Store:
                     f"its factory {entry_point.value} takes no create= option"
                 ) from exc
     plugin = _PLUGIN_FOR_SCHEME.get(scheme)
-    hint = f"; install the {plugin!r} distribution" if plugin else ""
+    if plugin:
+        hint = f"; install the {plugin!r} distribution"
+    else:
+        known = {"memory", *_PLUGIN_FOR_SCHEME, *installed.names}
+        close = difflib.get_close_matches(scheme, sorted(known), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
     raise StoreNotFound(f"no store is installed for the URL scheme {scheme!r} in {redact_url(url)!r}{hint}")
+
+
+def _path_hint(text: str) -> str:
+    """For what looks like a file path given instead of a URL, the SQLite URL that names it."""
+    if not text or any(char.isspace() for char in text) or ":" in text:
+        return ""
+    return f"; for the SQLite file {text!r}, use 'sqlite:///{text}'"
 
 
 def open_store(store: Store | str | None) -> Store:

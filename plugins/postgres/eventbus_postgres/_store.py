@@ -311,6 +311,9 @@ class PostgresStore:
     store's tables is then an error naming it, and nothing is created (what
     read-only tools want).
 
+    A bad option, in the URL's query string or as a keyword, is a
+    `ValueError` naming it (and the URL, its password hidden), as for SQLite.
+
     With ``retention=`` (see `Retention`) the store compacts while it is
     open: after every `STEP_RECORDS` records it appended, or
     ``compact_interval`` seconds, a short transaction removes the oldest
@@ -342,7 +345,7 @@ class PostgresStore:
         try:
             options = PostgresOptions.from_query(parsed.query)
         except ValueError as exc:
-            raise StoreError(f"bad option in the PostgreSQL URL {parsed.display!r}: {exc}") from exc
+            raise ValueError(f"bad option in the PostgreSQL URL {parsed.display!r}: {exc}") from None
         overrides: dict[str, Any] = {
             "schema": schema,
             "min_pool_size": min_pool_size,

@@ -11,7 +11,7 @@ from eventbus_postgres._schema import MIGRATIONS
 from postgres_events import tick_records
 from postgres_helpers import admin_sql, store_url
 
-from eventbus import HistoryTruncated, Retention, StoreError
+from eventbus import HistoryTruncated, Retention
 
 
 def test_retention_in_the_query_string_and_keywords_win() -> None:
@@ -32,8 +32,8 @@ def test_retention_in_the_query_string_and_keywords_win() -> None:
         ("keep=-1", "keep must be an int >= 0"),
     ],
 )
-def test_bad_retention_in_the_url_is_a_store_error_naming_it(query: str, message: str) -> None:
-    with pytest.raises(StoreError, match=message) as caught:
+def test_bad_retention_in_the_url_is_a_value_error_naming_it(query: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as caught:
         PostgresStore(f"postgresql://app:secret@db/events?{query}")
     assert "secret" not in str(caught.value)
     assert "postgresql://app:***@db/events" in str(caught.value)

@@ -89,10 +89,16 @@ class Writer:
         """Connect, switch to WAL and bring the schema up to date; also the file's ``first_seq``.
 
         With ``create=False`` a missing file, or one without the store's
-        tables, raises `StoreError` and nothing is created.
+        tables, raises `StoreError` and nothing is created; a missing folder
+        is a `StoreError` naming it either way.
         """
         if not create and not path.is_file():
             raise StoreError(f"SQLite store {where} does not exist (not created: the store must exist already)")
+        if not path.parent.is_dir():
+            raise StoreError(
+                f"SQLite store {where}: the folder {path.parent} does not exist "
+                "(the store creates its file, not folders)"
+            )
         with sqlite_errors(where):
             connection = connect_writer(path, options, create=create)
             try:
