@@ -26,12 +26,27 @@ Event ids are unique in a store (see `Store.append`): a record whose id is
 already stored keeps the stored seq and is not routed again, which is what
 makes publishing with the caller's own ids (``event_id=``, ``event_ids=``)
 and `~Publisher.ingest` idempotent.
+
+Publishing in the application's transaction (``transaction=conn``,
+`~Publisher.transaction`; the store's `~eventbus.store.Transactions`) takes
+another way: the records are appended through the application's connection,
+outside the group commit, and routed by nobody here. They become visible when
+the application commits, and subscriptions that tail the store (``from_seq``,
+``durable=True``) read them from there, like records another process
+appended; live subscriptions, which take only what this bus routes, do not
+see them. Such an append holds the store's append lock until the
+application's transaction ends, so the task remembers the connection
+(`_open_transaction`) and a plain publish from it, which
+would wait for that lock forever, raises `TransactionError` while the
+connection's transaction is open.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from time import time_ns
 from types import MappingProxyType
 from uuid import UUID
@@ -45,11 +60,12 @@ from ._log import logger
 from ._weak import weak_method
 from .delivery.inbox import Inbox, offer
 from .event import Event, check_round_trip
-from .exceptions import BackpressureError, BusClosed, CausationLoopError, PublishOutcomeUnknown
+from .exceptions import BackpressureError, BusClosed, CausationLoopError, PublishOutcomeUnknown, TransactionError
 from .middleware.base import Commit, PublishMiddleware
 from .record import NO_HEADERS, Record
 from .routing import Route, Router
-from .store import ImmediateAppend, Store, immediate_append
+from .store import ImmediateAppend, Store, Transactions, immediate_append, transactions
+from .transaction import Transaction
 
 __all__ = ["DEFAULT_MAX_CAUSATION_DEPTH", "ORIGIN_HEADER", "Publisher"]
 
@@ -62,6 +78,15 @@ _current_record = current_record.get
 `ContextVar`'s method, and ``current_record.get()`` in `Publisher.publish`
 costs a one-handler publish-to-handled 527 instructions on 3.11 (12 968
 against 12 441) and 702 on 3.13 (14 804 against 14 102)."""
+
+
+_open_transaction: ContextVar[tuple[Transactions, object] | None] = ContextVar(
+    "eventbus_open_transaction", default=None
+)
+"""The store's `Transactions` and the application's connection through which
+the current task last published in a transaction (``transaction=conn``,
+`Publisher.transaction`); while that connection's transaction is open it
+holds the store's append lock."""
 
 
 class Publisher:
@@ -102,6 +127,7 @@ class Publisher:
         "_refusal",
         "_routes",
         "_store",
+        "_transactions",
         "max_causation_depth",
         "publish_timeout",
     )
@@ -128,6 +154,8 @@ class Publisher:
         self._chain = chain
         self._store: Store | None = None
         self._immediate: ImmediateAppend | None = None
+        self._transactions: Transactions | None = None
+        """The store's appends inside the application's transactions, when it offers them."""
         """The store's immediate append, when it has one and no publish middleware must see appends."""
         self._now: ImmediateAppend | None = None
         """`_immediate` while no append is in flight, else None."""
@@ -156,6 +184,7 @@ class Publisher:
         immediate = immediate_append(store)  # checked even where publish middleware leaves it unused
         self._immediate = None if self._middleware_sees_appends else immediate
         self._set_at_once(not self._busy)
+        self._transactions = transactions(store)
         # Asked once per run, not per publish: the check costs more than a publish.
         self._log_publishes = logger.is_enabled_for(logging.DEBUG)
 
@@ -196,7 +225,12 @@ class Publisher:
     # -- the ways in ---------------------------------------------------------------
 
     async def publish(
-        self, event: Event, headers: Mapping[str, str] | None = None, *, event_id: UUID | None = None
+        self,
+        event: Event,
+        headers: Mapping[str, str] | None = None,
+        *,
+        event_id: UUID | None = None,
+        transaction: object = None,
     ) -> int:
         """Store ``event``, route it to its subscriptions, and return its seq.
 
@@ -205,6 +239,18 @@ class Publisher:
         id instead of a new one: when the store already holds a record with
         that id, nothing is stored or routed, and that record's seq is
         returned (the stored event is not compared with ``event``).
+
+        ``transaction`` is the application's own connection to the store's
+        database (an asyncpg connection for `PostgresStore`, a
+        `sqlite3.Connection` to the file for `SqliteStore`) with a
+        transaction open on it: the event is appended inside that
+        transaction, gets its seq now, and is stored and delivered only if
+        and when the application commits (see `transaction` and the
+        Transactions guide). Raises `TransactionError` when the store does
+        not take part in transactions, the connection is another database's
+        or has no transaction open; and, without ``transaction``, when this
+        task holds a transaction it published in open (a plain append would
+        wait for that transaction's lock forever).
 
         Raises `TypeError` for anything that is not an `Event` (or an
         ``event_id`` that is not a `UUID`), `BusClosed` when the bus is not
@@ -219,6 +265,8 @@ class Publisher:
         """
         if self._refusal is not None:
             raise BusClosed(f"cannot publish {type(event).__qualname__}: the bus is {self._refusal}")
+        if transaction is not None:
+            return (await self._publish_in(transaction, (event,), headers, (event_id,)))[0]
         route = self._routes[type(event)]
         parent = _current_record()
         record = (
@@ -267,17 +315,25 @@ class Publisher:
         headers: Mapping[str, str] | None = None,
         *,
         event_ids: Iterable[UUID] | None = None,
+        transaction: object = None,
     ) -> list[int]:
         """Store a batch in one atomic append, route it, and return the seqs in order.
 
         ``event_ids`` gives the events the caller's ids, one per event, in
         order: an event whose id is already stored (or repeats an earlier one
         of the batch) is not stored or routed again, and gets the stored seq.
-        Raises what `publish` raises, and `ValueError` when ``event_ids``
-        does not hold one id per event.
+        ``transaction``: append the batch inside the application's open
+        transaction, as for `publish`. Raises what `publish` raises, and
+        `ValueError` when ``event_ids`` does not hold one id per event.
         """
         if self._refusal is not None:
             raise BusClosed(f"cannot publish: the bus is {self._refusal}")
+        if transaction is not None:
+            batch = list(events)
+            given: list[UUID | None] = [None] * len(batch) if event_ids is None else list(event_ids)
+            if len(given) != len(batch):
+                raise ValueError(f"publish_many got {len(given)} event_ids for {len(batch)} events")
+            return await self._publish_in(transaction, batch, headers, given)
         ids = None if event_ids is None else list(event_ids)
         parent = _current_record()
         routes = self._routes
@@ -356,6 +412,116 @@ class Publisher:
         await self._commit_reserving((record,), dict.fromkeys(route.blocking, 1))
         return record.seq
 
+    # -- in the application's transaction ------------------------------------------
+
+    @asynccontextmanager
+    async def transaction(self, connection: object) -> AsyncIterator[Transaction]:
+        """Begin a transaction on the application's ``connection`` and publish in it.
+
+        ```python
+        async with bus.transaction(conn) as tx:
+            conn.execute("INSERT INTO orders ...")                 # the application's own writes
+            await tx.publish(OrderPlaced(order_id="A1", amount=5))
+        ```
+
+        Commits on a normal exit and rolls back when the block raises (the
+        exception propagates unchanged); the events published through ``tx``
+        are stored and delivered only once the commit is done. ``connection``
+        is what ``publish(..., transaction=)`` takes, with no transaction
+        open yet. The transaction holds the store's append lock from its
+        first publish (SQLite: from its start) to its end: every other
+        publisher of the store waits meanwhile, so keep it short. Raises
+        `TransactionError` before beginning anything when the store does not
+        take part in transactions, or the connection is another database's
+        or already in a transaction; `BusClosed` when the bus is not running.
+        """
+        if self._refusal is not None:
+            raise BusClosed(f"cannot begin a transaction: the bus is {self._refusal}")
+        store = self._transactional()
+        await store.check_connection(connection)
+        if store.in_transaction(connection):
+            raise TransactionError(
+                f"a transaction is already open on {connection!r}; publish in it with "
+                "bus.publish(..., transaction=conn), or commit it before bus.transaction(conn)"
+            )
+        opened = await store.begin(connection)
+        held = _open_transaction.set((store, connection))
+        try:
+            try:
+                yield Transaction(self, connection)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await opened.rollback()
+                raise
+            with anyio.CancelScope(shield=True):
+                await opened.commit()
+        finally:
+            _open_transaction.reset(held)
+
+    def _transactional(self) -> Transactions:
+        """The store's `Transactions`; `TransactionError` when it offers none."""
+        store = self._transactions
+        if store is None:
+            raise TransactionError(
+                f"{self._store!r} does not take part in the application's transactions; publishing with "
+                "transaction= needs a store in the application's database (eventbus-sqlite's SqliteStore, "
+                "eventbus-postgres' PostgresStore)"
+            )
+        return store
+
+    async def _publish_in(
+        self,
+        connection: object,
+        events: Sequence[Event],
+        headers: Mapping[str, str] | None,
+        event_ids: Sequence[UUID | None],
+    ) -> list[int]:
+        """Append ``events`` inside the transaction open on ``connection``; their seqs.
+
+        Routes nothing: the records reach subscriptions through the store's
+        tail once the application commits (see the module docstring).
+        """
+        store = self._transactional()
+        parent = _current_record()
+        routes = self._routes
+        records: list[Record] = []
+        for index, (event, event_id) in enumerate(zip(events, event_ids, strict=True)):
+            try:
+                route = routes[type(event)]
+            except TypeError as exc:
+                if len(events) == 1:
+                    raise
+                raise TypeError(f"events[{index}]: {exc}") from None
+            records.append(self._new_record(event, route, headers, parent, event_id))
+        if not records:
+            return []
+        await store.check_connection(connection)
+        if not store.in_transaction(connection):
+            raise TransactionError(
+                f"no transaction is open on {connection!r}: publish(..., transaction=conn) appends inside the "
+                "transaction the application has open on conn; begin one first, or use bus.transaction(conn)"
+            )
+        await store.append_in(connection, records)
+        _open_transaction.set((store, connection))
+        if self._log_publishes:
+            logger.debug("published in a transaction", seq=records[0].seq, type=records[0].type, count=len(records))
+        return [record.seq for record in records]
+
+    def _refuse_inside_transaction(self) -> None:
+        """`TransactionError` when this task holds a transaction it published in open:
+        its connection holds the store's append lock, which a plain append would wait for."""
+        held = _open_transaction.get()
+        if held is None:
+            return
+        store, connection = held
+        if not store.in_transaction(connection):
+            _open_transaction.set(None)
+            return
+        raise TransactionError(
+            f"a plain publish from inside an open transaction on {connection!r} would wait forever for that "
+            "transaction's lock on the store; publish in it (transaction=conn, or tx.publish) or after its commit"
+        )
+
     # -- building records ----------------------------------------------------------
 
     def _new_record(
@@ -428,6 +594,8 @@ class Publisher:
 
     async def _commit(self, records: Sequence[Record]) -> None:
         """The innermost publish step: store ``records`` (setting their seqs) and route them."""
+        if self._transactions is not None:
+            self._refuse_inside_transaction()
         if self._busy:
             pending = _Pending(records)
             self._pending.append(pending)
