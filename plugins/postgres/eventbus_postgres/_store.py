@@ -43,8 +43,16 @@ from eventbus.store.codec import MAX_SEQ, letter_values, letters_from_rows, reco
 
 from ._listener import AppendListener
 from ._options import LISTENER_SUFFIX, PostgresOptions, PostgresUrl
-from ._schema import migrate
+from ._schema import migrate, quoted
 from ._statements import EVENT_ID_COLUMN, LAYOUT, Statements, columns
+from ._transactions import (
+    IDENTITY,
+    PostgresTransaction,
+    StoreIdentity,
+    asyncpg_connection,
+    check_identity,
+    check_library,
+)
 
 __all__ = ["PostgresStore"]
 
@@ -319,13 +327,21 @@ class PostgresStore:
     PostgreSQL's autovacuum then reuses the space. `compact` does the same
     by hand. Compactions in several processes take turns on one row lock.
 
+    The application may publish inside its own transaction on an asyncpg
+    connection to the same database (``bus.publish(..., transaction=conn)``,
+    ``bus.transaction(conn)``; see `eventbus.store.Transactions`): the append
+    takes the seq counter's row lock in that transaction and holds it until
+    the transaction ends, so every other append to the schema waits for it.
+
     Attributes:
         url: the URL, password hidden (what error messages name).
         options: the resolved `PostgresOptions`.
         create: whether `open` creates a missing schema and its tables.
     """
 
-    features = StoreFeatures(persistent=True, shared_between_processes=True, gapless=True, retention=True)
+    features = StoreFeatures(
+        persistent=True, shared_between_processes=True, gapless=True, retention=True, transactions=True
+    )
 
     def __init__(
         self,
@@ -365,6 +381,7 @@ class PostgresStore:
         self._since_step = 0
         self._last_step = -math.inf
         self._compacting = False
+        self._identity: StoreIdentity | None = None
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> PostgresStore:
@@ -387,6 +404,8 @@ class PostgresStore:
             with self._driver_errors("connect to"):
                 self._connections = await runner.call(self._connect)
                 self._first_seq = await runner.call(self._connections.fetchval, self._sql.first_seq)
+                (identity,) = await runner.call(self._connections.fetch, IDENTITY, self._counter_table)
+                self._identity = (identity[0], identity[1], identity[2])
         except BaseException:
             with anyio.CancelScope(shield=True):
                 if self._connections is not None:
@@ -397,6 +416,63 @@ class PostgresStore:
         self._runner = runner
         self._since_step = 0
         self._last_step = -math.inf
+
+    @property
+    def _counter_table(self) -> str:
+        """The schema's ``seq_counter`` table, quoted, for ``to_regclass``."""
+        return f"{quoted(self.options.schema)}.seq_counter"
+
+    async def check_connection(self, connection: object) -> None:
+        """`TransactionError` unless ``connection`` is an asyncpg connection to
+        this store's database, on its server, where its schema is, and the
+        caller runs on asyncio (asyncpg's loop). Reads only."""
+        conn = asyncpg_connection(self, connection)
+        check_library(self)
+        expected = self._identity
+        if self._runner is None or expected is None:
+            raise StoreError(f"cannot publish in a transaction on {self!r}: the store is not open")
+        with self._driver_errors("publish in a transaction on"):
+            row = await conn.fetchrow(IDENTITY, self._counter_table)
+        check_identity(self, self.options.schema, (row[0], row[1], row[2]), expected)
+
+    def in_transaction(self, connection: object) -> bool:
+        """Whether ``connection`` (an asyncpg connection) has a transaction open."""
+        try:
+            return bool(asyncpg_connection(self, connection).is_in_transaction())
+        except asyncpg.InterfaceError:  # released to its pool, or closed
+            return False
+
+    async def begin(self, connection: object) -> PostgresTransaction:
+        """Start asyncpg's transaction on ``connection`` (so that the
+        application's own ``conn.transaction()`` blocks inside it nest as savepoints)."""
+        transaction = asyncpg_connection(self, connection).transaction()
+        with self._driver_errors("begin a transaction on"):
+            await transaction.start()
+        return PostgresTransaction(transaction, self._driver_errors)
+
+    async def append_in(self, connection: object, records: Sequence[Record]) -> Collection[int]:
+        """Append ``records`` inside the transaction open on ``connection``: lock
+        the seq counter (held until that transaction ends), look the event ids
+        up, insert the new ones; sets every record's seq. A repeated id never
+        fails the application's transaction: it is looked up, not inserted."""
+        conn = asyncpg_connection(self, connection)
+        try:
+            rows = [record_values(record, LAYOUT) for record in records]
+        except ValueError as exc:
+            raise StoreError(f"cannot append to PostgreSQL at {self.url}: {exc}") from exc
+        ids = _event_ids(rows)
+        sql = self._sql
+        with self._driver_errors("publish in a transaction on"):
+            last: int = await conn.fetchval(sql.lock_head)
+            stored = dict(await conn.fetch(sql.find_event_ids, list(set(ids))))
+            seqs = append_seqs(ids, stored, last)
+            already = already_stored(seqs, last)
+            new = [row for index, row in enumerate(rows) if index not in already] if already else rows
+            if new:
+                await conn.fetchval(sql.append, len(new), *columns(new))
+        for record, seq in zip(records, seqs, strict=True):
+            record.seq = seq
+        return already
 
     @property
     def first_seq(self) -> int:
