@@ -85,7 +85,8 @@ async def test_a_committed_transaction_stores_its_row_and_its_event_and_delivers
             await conn.execute(f'INSERT INTO "{schema}".orders (id) VALUES ($1)', order)
             assert await tx.publish(Tick(n=1), event_id=order) == 1
             assert await bus.store.read(1) == []  # not visible before the commit
-        await seen.wait_for(1)
+        assert bus.head == 1  # committed: drain() waits for the subscriptions that tail the store
+        await bus.drain(timeout=_DEADLINE)
         assert [(r.seq, r.event_id) for r in seen.records] == [(1, order)]
         assert await orders(conn, schema) == [order]
         assert await bus.publish(Tick(n=2)) == 2

@@ -76,7 +76,8 @@ async def test_a_committed_transaction_stores_its_row_and_its_event_and_delivers
             seq = await tx.publish(OrderPlaced(order_id="A1"))
             assert seq == 1
             assert await bus.store.read(1) == []  # not visible before the commit
-        await seen.wait_for(1)
+        assert bus.head == 1  # committed: drain() waits for the subscriptions that tail the store
+        await bus.drain(timeout=_DEADLINE)
         assert [(r.seq, r.event) for r in seen.records] == [(1, OrderPlaced(order_id="A1"))]
         assert orders(connection) == ["A1"]
         assert await bus.publish(OrderPlaced(order_id="A2")) == 2
