@@ -29,8 +29,10 @@ and `~Publisher.ingest` idempotent.
 
 Publishing in the application's transaction (``transaction=conn``,
 `~Publisher.transaction`; the store's `~eventbus.store.Transactions`) takes
-another way: the records are appended through the application's connection,
-outside the group commit, and routed by nobody here. They become visible when
+another way: the records go through the publish middleware (a second chain
+of the same middleware, whose innermost step appends through the
+application's connection), outside the group commit, and are routed by
+nobody here. They become visible when
 the application commits, and subscriptions that tail the store (``from_seq``,
 ``durable=True``) read them from there, like records another process
 appended; live subscriptions, which take only what this bus routes, do not
@@ -107,6 +109,13 @@ _open_transaction: ContextVar[_Held | None] = ContextVar("eventbus_open_transact
 transaction (``transaction=conn``, `Publisher.transaction`)."""
 
 
+_appending_through: ContextVar[tuple[Transactions, object] | None] = ContextVar(
+    "eventbus_appending_through", default=None
+)
+"""The store and connection the publish in a transaction under way appends
+through, for the innermost step of its publish middleware chain."""
+
+
 class Publisher:
     """Accepts events into a store and routes them: what an `EventBus` does to
     publish (`EventBus` is a `Publisher`; its lifecycle hands each run's store
@@ -131,6 +140,7 @@ class Publisher:
         "__weakref__",
         "_busy",
         "_chain",
+        "_chain_in_transaction",
         "_crowded",
         "_entry_now",
         "_head",
@@ -167,9 +177,13 @@ class Publisher:
         # the innermost step holds this publisher weakly: the chain is ours, and a
         # bound method would close a reference cycle (see eventbus._weak)
         chain: Commit = weak_method(self._commit)
+        chain_in_transaction: Commit = weak_method(self._commit_in_transaction)
         for wrap in reversed(publish_middleware):
             chain = wrap(chain)
+            chain_in_transaction = wrap(chain_in_transaction)
         self._chain = chain
+        self._chain_in_transaction = chain_in_transaction
+        """The publish middleware around appends inside the application's transactions."""
         self._store: Store | None = None
         self._immediate: ImmediateAppend | None = None
         self._transactions: Transactions | None = None
@@ -525,7 +539,11 @@ class Publisher:
                 f"no transaction is open on {connection!r}: publish(..., transaction=conn) appends inside the "
                 "transaction the application has open on conn; begin one first, or use bus.transaction(conn)"
             )
-        await store.append_in(connection, records)
+        through = _appending_through.set((store, connection))
+        try:
+            await self._chain_in_transaction(records)
+        finally:
+            _appending_through.reset(through)
         held = _open_transaction.get()
         if held is None or held.connection is not connection:
             held = _Held(store, connection)
@@ -534,6 +552,14 @@ class Publisher:
         if self._log_publishes:
             logger.debug("published in a transaction", seq=records[0].seq, type=records[0].type, count=len(records))
         return [record.seq for record in records]
+
+    async def _commit_in_transaction(self, records: Sequence[Record]) -> None:
+        """The innermost step of a publish in a transaction: append ``records``
+        through the connection `_publish_in` is appending through (setting their seqs)."""
+        through = _appending_through.get()
+        assert through is not None, "only _publish_in runs this chain"
+        store, connection = through
+        await store.append_in(connection, records)
 
     def _refuse_inside_transaction(self) -> None:
         """`TransactionError` when this task holds a transaction it published in open:

@@ -8,9 +8,10 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import MappingProxyType
 from uuid import UUID, uuid4
 
 import anyio
@@ -21,6 +22,7 @@ from eventbus_sqlite import SqliteStore
 from sqlite_tx_child import OrderPlaced
 
 from eventbus import EventBus, Record, TransactionError
+from eventbus.middleware import Commit
 
 _CHILD = Path(sqlite_tx_child.__file__)
 _DEADLINE = 30
@@ -202,6 +204,29 @@ async def test_a_plain_publish_inside_an_open_transaction_raises_instead_of_dead
         assert await bus.publish(OrderPlaced(order_id="A3")) == 3  # the transaction is over: allowed again
         await seen.wait_for(3)
         assert [r.event.order_id for r in seen.records] == ["A1", "A2", "A3"]
+
+
+async def test_publish_middleware_runs_around_a_publish_in_a_transaction(
+    db_path: Path, connection: sqlite3.Connection
+) -> None:
+    seen_by_middleware: list[tuple[int, int]] = []
+
+    def stamp(call_next: Commit) -> Commit:
+        async def commit(records: Sequence[Record]) -> None:
+            for record in records:
+                record.headers = MappingProxyType({**record.headers, "stamped": "yes"})
+            await call_next(records)
+            seen_by_middleware.append((len(records), records[-1].seq))
+
+        return commit
+
+    async with EventBus(store=SqliteStore(db_path), publish_middleware=[stamp]) as bus:
+        async with bus.transaction(connection) as tx:
+            await tx.publish(OrderPlaced(order_id="A1"))
+            await tx.publish_many([OrderPlaced(order_id="A2"), OrderPlaced(order_id="A3")])
+        await bus.publish(OrderPlaced(order_id="A4"))
+        assert seen_by_middleware == [(1, 1), (2, 3), (1, 4)]
+        assert [dict(record.headers) for record in await bus.store.read(1)] == [{"stamped": "yes"}] * 4
 
 
 async def test_event_ids_are_idempotent_inside_transactions(db_path: Path, connection: sqlite3.Connection) -> None:
