@@ -14,6 +14,7 @@ from eventbus_sqlite import SqliteStore
 
 from eventbus import BusClosed, Event, EventBus, MemoryStore, TransactionError
 from eventbus.store import StoreFeatures, transactions
+from eventbus.testing import TestBus
 
 
 class Ping(Event, name="tests.transaction.Ping"):
@@ -92,5 +93,16 @@ async def test_a_transactional_publish_checks_the_event_first(tmp_path: Path) ->
             with pytest.raises(TypeError, match=r"an event_id must be a UUID"):
                 await tx.publish(Ping(n=1), event_id="abc")  # type: ignore[arg-type]
             assert await tx.publish(Ping(n=1)) == 1
+    finally:
+        connection.close()
+
+
+async def test_a_test_bus_refuses_transactions_even_on_a_store_that_offers_them(tmp_path: Path) -> None:
+    connection = sqlite3.connect(tmp_path / "events.db", isolation_level=None)
+    try:
+        async with TestBus(EventBus(), store=SqliteStore(tmp_path / "events.db")) as tb:
+            with pytest.raises(TransactionError, match="does not take part"):
+                async with tb.bus.transaction(connection):
+                    raise AssertionError("the block must not run")
     finally:
         connection.close()
