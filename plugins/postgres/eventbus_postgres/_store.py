@@ -331,7 +331,8 @@ class PostgresStore:
     connection to the same database (``bus.publish(..., transaction=conn)``,
     ``bus.transaction(conn)``; see `eventbus.store.Transactions`): the append
     takes the seq counter's row lock in that transaction and holds it until
-    the transaction ends, so every other append to the schema waits for it.
+    the transaction ends, so every other append to the schema waits for it,
+    up to ``lock_timeout`` (see `PostgresOptions`).
 
     Attributes:
         url: the URL, password hidden (what error messages name).
@@ -351,6 +352,7 @@ class PostgresStore:
         min_pool_size: int | None = None,
         max_pool_size: int | None = None,
         connect_timeout: float | None = None,
+        lock_timeout: float | None = None,
         create: bool = True,
         retention: Retention | int | timedelta | None = None,
     ) -> None:
@@ -364,6 +366,7 @@ class PostgresStore:
             "min_pool_size": min_pool_size,
             "max_pool_size": max_pool_size,
             "connect_timeout": connect_timeout,
+            "lock_timeout": lock_timeout,
             "retention": Retention.of(retention),
         }
         self.options = dataclasses.replace(
@@ -525,6 +528,15 @@ class PostgresStore:
                     f"cannot append to PostgreSQL at {self.url} (schema {self.options.schema!r}): the connection "
                     f"was lost while {len(records)} event(s) were being committed, and they were not stored"
                 ) from exc.lost
+            except StoreError as exc:
+                if not isinstance(exc.__cause__, asyncpg.LockNotAvailableError):
+                    raise
+                raise StoreError(
+                    f"cannot append to PostgreSQL at {self.url} (schema {self.options.schema!r}): waited "
+                    f"lock_timeout={self.options.lock_timeout}s for the seq counter's lock, which a transaction "
+                    "that published (transaction=conn) holds until it ends; nothing was stored. A publish the "
+                    "transaction itself waits for can never get it: publish in the transaction, or after it"
+                ) from exc.__cause__
             for record, seq in zip(records, seqs, strict=True):
                 record.seq = seq
             self._since_step += len(records) - len(already)
@@ -719,7 +731,10 @@ class PostgresStore:
             min_size=options.min_pool_size,
             max_size=options.max_pool_size,
             timeout=options.connect_timeout,
-            server_settings={"application_name": self._application_name},
+            server_settings={
+                "application_name": self._application_name,
+                "lock_timeout": f"{round(options.lock_timeout * 1000)}ms",
+            },
         )
         try:
             async with pool.acquire() as conn:

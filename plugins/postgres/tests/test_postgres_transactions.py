@@ -25,7 +25,7 @@ from eventbus_postgres import PostgresStore
 from postgres_events import Tick
 from postgres_helpers import POSTGRES_URL, admin_sql, store_url
 
-from eventbus import EventBus, Record, TransactionError
+from eventbus import EventBus, Record, StoreError, TransactionError
 
 _CHILD = Path(postgres_tx_child.__file__)
 _DEADLINE = 30
@@ -293,3 +293,26 @@ async def test_a_process_killed_around_its_commit_leaves_both_or_neither(schema:
             await seen.wait_for(1)
             assert [(r.seq, r.event_id) for r in seen.records] == [(1, event_id)]
             assert await orders(conn, schema) == [event_id]
+
+
+@asyncio_only
+async def test_a_plain_publish_the_bus_cannot_tie_to_the_transaction_fails_after_lock_timeout(schema: str) -> None:
+    bus = EventBus(store=PostgresStore(store_url(schema), lock_timeout=0.5))
+    go, refused = anyio.Event(), anyio.Event()
+
+    async def publish_plainly() -> None:
+        # started before the transaction began: nothing ties this task to it
+        await go.wait()
+        with pytest.raises(StoreError, match=r"waited lock_timeout=0\.5s for the seq counter's lock"):
+            await bus.publish(Tick(n=0))
+        refused.set()
+
+    async with bus, connected() as conn, anyio.create_task_group() as group:
+        group.start_soon(publish_plainly)
+        async with bus.transaction(conn) as tx:
+            await tx.publish(Tick(n=1))
+            go.set()
+            with anyio.fail_after(_DEADLINE):
+                await refused.wait()  # the transaction waits for the plain publish, which waits for it
+        assert await bus.store.head() == 1
+        assert await bus.publish(Tick(n=2)) == 2
