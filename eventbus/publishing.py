@@ -260,9 +260,9 @@ class Publisher:
         self,
         event: Event,
         headers: Mapping[str, str] | None = None,
+        transaction: object = None,
         *,
         event_id: UUID | None = None,
-        transaction: object = None,
     ) -> int:
         """Store ``event``, route it to its subscriptions, and return its seq.
 
@@ -297,6 +297,11 @@ class Publisher:
         """
         if self._refusal is not None:
             raise BusClosed(f"cannot publish {type(event).__qualname__}: the bus is {self._refusal}")
+        # ``transaction`` is not keyword-only (pass it by keyword all the same):
+        # CPython fills a missing keyword-only argument from a dict lookup, a
+        # positional one from a tuple. Keyword-only, it cost a one-handler
+        # publish-to-handled 115 instructions on 3.11 (13 423 against 13 308);
+        # positional, it and this check cost 48 (13 356), within the noise.
         if transaction is not None:
             return (await self._publish_in(transaction, (event,), headers, (event_id,)))[0]
         route = self._routes[type(event)]
