@@ -31,14 +31,13 @@ Publishing in the application's transaction (``transaction=conn``,
 `~Publisher.transaction`; the store's `~eventbus.store.Transactions`) takes
 another way: the records go through the publish middleware (a second chain
 of the same middleware, whose innermost step appends through the
-application's connection), outside the group commit, and are routed by
-nobody here. They become visible when
-the application commits, and subscriptions that tail the store (``from_seq``,
-``durable=True``) read them from there, like records another process
-appended; live subscriptions, which take only what this bus routes, do not
-see them. Such an append holds the store's append lock until the
-application's transaction ends, so the task remembers the connection
-(`_open_transaction`) and a plain publish from it, which
+application's connection), outside the group commit, and nobody here routes
+them. They become visible when the application commits, and subscriptions
+that tail the store (``from_seq``, ``durable=True``) read them from there,
+like records another process appended; live subscriptions, which take only
+what this bus routes, do not see them. Such an append holds the store's
+append lock until the application's transaction ends, so the task remembers
+the connection (`_open_transaction`), and a plain publish from it, which
 would wait for that lock forever, raises `TransactionError` while the
 connection's transaction is open.
 """
@@ -186,9 +185,9 @@ class Publisher:
         """The publish middleware around appends inside the application's transactions."""
         self._store: Store | None = None
         self._immediate: ImmediateAppend | None = None
+        """The store's immediate append, when it has one and no publish middleware must see appends."""
         self._transactions: Transactions | None = None
         """The store's appends inside the application's transactions, when it offers them."""
-        """The store's immediate append, when it has one and no publish middleware must see appends."""
         self._now: ImmediateAppend | None = None
         """`_immediate` while no append is in flight, else None."""
         self._entry_now: Callable[[Event, str, int, int, int], Entry] | None = None
@@ -303,7 +302,7 @@ class Publisher:
         # publish-to-handled 115 instructions on 3.11 (13 423 against 13 308);
         # positional, it and this check cost 48 (13 356), within the noise.
         if transaction is not None:
-            return (await self._publish_in(transaction, (event,), headers, (event_id,)))[0]
+            return (await self._publish_in(transaction, (event,), headers, (event_id,), batch=False))[0]
         route = self._routes[type(event)]
         parent = _current_record()
         record = (
@@ -366,11 +365,11 @@ class Publisher:
         if self._refusal is not None:
             raise BusClosed(f"cannot publish: the bus is {self._refusal}")
         if transaction is not None:
-            batch = list(events)
-            given: list[UUID | None] = [None] * len(batch) if event_ids is None else list(event_ids)
-            if len(given) != len(batch):
-                raise ValueError(f"publish_many got {len(given)} event_ids for {len(batch)} events")
-            return await self._publish_in(transaction, batch, headers, given)
+            listed = list(events)
+            given: list[UUID | None] = [None] * len(listed) if event_ids is None else list(event_ids)
+            if len(given) != len(listed):
+                raise ValueError(f"publish_many got {len(given)} event_ids for {len(listed)} events")
+            return await self._publish_in(transaction, listed, headers, given, batch=True)
         ids = None if event_ids is None else list(event_ids)
         parent = _current_record()
         routes = self._routes
@@ -464,11 +463,11 @@ class Publisher:
         Commits on a normal exit and rolls back when the block raises (the
         exception propagates unchanged); the events published through ``tx``
         are stored and delivered only once the commit is done, and then
-        `drain` waits for them too. ``connection``
-        is what ``publish(..., transaction=)`` takes, with no transaction
-        open yet. The transaction holds the store's append lock from its
-        first publish (SQLite: from its start) to its end: every other
-        publisher of the store waits meanwhile, so keep it short. Raises
+        `drain` waits for them too. ``connection`` is what
+        ``publish(..., transaction=)`` takes, with no transaction open yet.
+        The transaction holds the store's append lock from its first publish
+        (SQLite: from its start) to its end: every other publisher of the
+        store waits meanwhile, so keep it short. Raises
         `TransactionError` before beginning anything when the store does not
         take part in transactions, or the connection is another database's
         or already in a transaction; `BusClosed` when the bus is not running.
@@ -518,11 +517,14 @@ class Publisher:
         events: Sequence[Event],
         headers: Mapping[str, str] | None,
         event_ids: Sequence[UUID | None],
+        *,
+        batch: bool,
     ) -> list[int]:
         """Append ``events`` inside the transaction open on ``connection``; their seqs.
 
         Routes nothing: the records reach subscriptions through the store's
         tail once the application commits (see the module docstring).
+        ``batch``: for `publish_many`, whose errors name the event's index.
         """
         store = self._transactional()
         parent = _current_record()
@@ -532,10 +534,15 @@ class Publisher:
             try:
                 route = routes[type(event)]
             except TypeError as exc:
-                if len(events) == 1:
+                if not batch:
                     raise
                 raise TypeError(f"events[{index}]: {exc}") from None
-            records.append(self._new_record(event, route, headers, parent, event_id))
+            try:
+                records.append(self._new_record(event, route, headers, parent, event_id))
+            except TypeError as exc:
+                if not batch:
+                    raise
+                raise TypeError(f"event_ids[{index}]: {exc}") from None
         if not records:
             return []
         await store.check_connection(connection)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import replace
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 from eventbus_sqlite import SqliteStore
@@ -92,6 +93,8 @@ async def test_a_transactional_publish_checks_the_event_first(tmp_path: Path) ->
                 await tx.publish_many([Ping(n=1), 2])  # type: ignore[list-item]
             with pytest.raises(TypeError, match=r"an event_id must be a UUID"):
                 await tx.publish(Ping(n=1), event_id="abc")  # type: ignore[arg-type]
+            with pytest.raises(TypeError, match=r"^event_ids\[1\]: an event_id must be a UUID"):
+                await tx.publish_many([Ping(n=1), Ping(n=2)], event_ids=[uuid4(), "abc"])  # type: ignore[list-item]
             assert await tx.publish(Ping(n=1)) == 1
     finally:
         connection.close()
