@@ -25,6 +25,7 @@ from .exceptions import (
     PublishOutcomeUnknown,
     StoreError,
     StoreNotFound,
+    TransactionError,
     UnknownEventType,
 )
 from .middleware import DeliveryContext, DeliveryCounters, Handle, Middleware, PublishMiddleware
@@ -35,6 +36,7 @@ from .replay import Replay
 from .stats import BusStats, SubscriptionStats
 from .store import CompactResult, MemoryStore, Retention, Store, StoreFeatures
 from .subscription import Subscription
+from .transaction import Transaction
 
 __all__ = [
     "Backpressure",
@@ -77,6 +79,8 @@ __all__ = [
     "Subscription",
     "SubscriptionOptions",
     "SubscriptionStats",
+    "Transaction",
+    "TransactionError",
     "UnknownEventType",
 ]
 __version__ = "0.1.0"

@@ -11,6 +11,7 @@ EventBusError
 ├── EventDecodeError          a stored event could not be turned back into its class
 │   └── UnknownEventType      ... because no class is registered under its name
 ├── HistoryTruncated          a read asked for records that retention already removed
+├── TransactionError          a publish in a transaction cannot go ahead (see its docstring)
 ├── StoreError                a store failed or was given something it cannot hold
 │   ├── LeaseLost             a fenced save came after another process took the lease
 │   ├── PublishOutcomeUnknown a store cannot tell whether an append was stored
@@ -42,6 +43,7 @@ __all__ = [
     "PublishOutcomeUnknown",
     "StoreError",
     "StoreNotFound",
+    "TransactionError",
     "UnknownEventType",
 ]
 
@@ -105,6 +107,19 @@ class HistoryTruncated(EventBusError):
         super().__init__(message)
         self.first_seq = first_seq
         self.requested = requested
+
+
+class TransactionError(EventBusError):
+    """A publish in the application's transaction cannot go ahead; nothing was written.
+
+    Raised by ``publish(..., transaction=conn)``, ``publish_many`` and
+    `EventBus.transaction` when the store does not take part in transactions
+    (the `MemoryStore`), when ``conn`` is not a connection the store can
+    append through (another driver, another database than the store's), when
+    no transaction is open on it (or one is, for `EventBus.transaction`),
+    and by a plain publish from a task that holds such a transaction open,
+    which would otherwise wait for that transaction's own lock forever.
+    """
 
 
 class StoreError(EventBusError):

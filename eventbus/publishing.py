@@ -26,12 +26,28 @@ Event ids are unique in a store (see `Store.append`): a record whose id is
 already stored keeps the stored seq and is not routed again, which is what
 makes publishing with the caller's own ids (``event_id=``, ``event_ids=``)
 and `~Publisher.ingest` idempotent.
+
+Publishing in the application's transaction (``transaction=conn``,
+`~Publisher.transaction`; the store's `~eventbus.store.Transactions`) takes
+another way: the records go through the publish middleware (a second chain
+of the same middleware, whose innermost step appends through the
+application's connection), outside the group commit, and nobody here routes
+them. They become visible when the application commits, and subscriptions
+that tail the store (``from_seq``, ``durable=True``) read them from there,
+like records another process appended; live subscriptions, which take only
+what this bus routes, do not see them. Such an append holds the store's
+append lock until the application's transaction ends, so the task remembers
+the connection (`_open_transaction`), and a plain publish from it, which
+would wait for that lock forever, raises `TransactionError` while the
+connection's transaction is open.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from time import time_ns
 from types import MappingProxyType
 from uuid import UUID
@@ -45,11 +61,12 @@ from ._log import logger
 from ._weak import weak_method
 from .delivery.inbox import Inbox, offer
 from .event import Event, check_round_trip
-from .exceptions import BackpressureError, BusClosed, CausationLoopError, PublishOutcomeUnknown
+from .exceptions import BackpressureError, BusClosed, CausationLoopError, PublishOutcomeUnknown, TransactionError
 from .middleware.base import Commit, PublishMiddleware
 from .record import NO_HEADERS, Record
 from .routing import Route, Router
-from .store import ImmediateAppend, Store, immediate_append
+from .store import ImmediateAppend, Store, Transactions, immediate_append, transactions
+from .transaction import Transaction
 
 __all__ = ["DEFAULT_MAX_CAUSATION_DEPTH", "ORIGIN_HEADER", "Publisher"]
 
@@ -62,6 +79,40 @@ _current_record = current_record.get
 `ContextVar`'s method, and ``current_record.get()`` in `Publisher.publish`
 costs a one-handler publish-to-handled 527 instructions on 3.11 (12 968
 against 12 441) and 702 on 3.13 (14 804 against 14 102)."""
+
+
+class _Held:
+    """A connection the current task published through in a transaction: while
+    its transaction is open, it holds the store's append lock.
+
+    Attributes:
+        store: the store's `Transactions`.
+        connection: the application's connection.
+        last_seq: the greatest seq appended through it (0: none yet).
+    """
+
+    __slots__ = ("connection", "last_seq", "store")
+
+    def __init__(self, store: Transactions, connection: object) -> None:
+        self.store = store
+        self.connection = connection
+        self.last_seq = 0
+
+    def appended(self, seq: int) -> None:
+        """Records up to ``seq`` were appended through the connection."""
+        self.last_seq = max(self.last_seq, seq)
+
+
+_open_transaction: ContextVar[_Held | None] = ContextVar("eventbus_open_transaction", default=None)
+"""The connection through which the current task last published in a
+transaction (``transaction=conn``, `Publisher.transaction`)."""
+
+
+_appending_through: ContextVar[tuple[Transactions, object] | None] = ContextVar(
+    "eventbus_appending_through", default=None
+)
+"""The store and connection the publish in a transaction under way appends
+through, for the innermost step of its publish middleware chain."""
 
 
 class Publisher:
@@ -88,6 +139,7 @@ class Publisher:
         "__weakref__",
         "_busy",
         "_chain",
+        "_chain_in_transaction",
         "_crowded",
         "_entry_now",
         "_head",
@@ -102,6 +154,7 @@ class Publisher:
         "_refusal",
         "_routes",
         "_store",
+        "_transactions",
         "max_causation_depth",
         "publish_timeout",
     )
@@ -123,12 +176,18 @@ class Publisher:
         # the innermost step holds this publisher weakly: the chain is ours, and a
         # bound method would close a reference cycle (see eventbus._weak)
         chain: Commit = weak_method(self._commit)
+        chain_in_transaction: Commit = weak_method(self._commit_in_transaction)
         for wrap in reversed(publish_middleware):
             chain = wrap(chain)
+            chain_in_transaction = wrap(chain_in_transaction)
         self._chain = chain
+        self._chain_in_transaction = chain_in_transaction
+        """The publish middleware around appends inside the application's transactions."""
         self._store: Store | None = None
         self._immediate: ImmediateAppend | None = None
         """The store's immediate append, when it has one and no publish middleware must see appends."""
+        self._transactions: Transactions | None = None
+        """The store's appends inside the application's transactions, when it offers them."""
         self._now: ImmediateAppend | None = None
         """`_immediate` while no append is in flight, else None."""
         self._entry_now: Callable[[Event, str, int, int, int], Entry] | None = None
@@ -156,6 +215,7 @@ class Publisher:
         immediate = immediate_append(store)  # checked even where publish middleware leaves it unused
         self._immediate = None if self._middleware_sees_appends else immediate
         self._set_at_once(not self._busy)
+        self._transactions = transactions(store)
         # Asked once per run, not per publish: the check costs more than a publish.
         self._log_publishes = logger.is_enabled_for(logging.DEBUG)
 
@@ -195,21 +255,40 @@ class Publisher:
 
     # -- the ways in ---------------------------------------------------------------
 
-    # ``event_id`` is not keyword-only, unlike the other ways in's options:
-    # neither CPython 3.11 nor 3.13 specializes a call to a function with a
-    # keyword-only parameter, which costs a one-handler publish-to-handled
-    # 225 instructions on 3.11 (12 739 against 12 514) and 161 on 3.13
-    # (14 346 against 14 185). Callers pass it by keyword all the same.
+    # ``event_id`` and ``transaction`` are not keyword-only, unlike the other
+    # ways in's options (callers pass them by keyword all the same): neither
+    # CPython 3.11 nor 3.13 specializes a call to a function with a
+    # keyword-only parameter. Keyword-only, ``event_id`` cost a one-handler
+    # publish-to-handled 225 instructions on 3.11 (12 739 against 12 514) and
+    # 161 on 3.13 (14 346 against 14 185), and ``transaction`` 115 more on
+    # 3.11 (13 423 against 13 308).
     async def publish(
-        self, event: Event, headers: Mapping[str, str] | None = None, event_id: UUID | None = None
+        self,
+        event: Event,
+        headers: Mapping[str, str] | None = None,
+        event_id: UUID | None = None,
+        transaction: object = None,
     ) -> int:
         """Store ``event``, route it to its subscriptions, and return its seq.
 
         Returns once the event is stored (committed, for durable stores); it
         does not wait for handlers. ``event_id`` (pass it by keyword) gives
-        the event the caller's id instead of a new one: when the store already holds a record with
-        that id, nothing is stored or routed, and that record's seq is
-        returned (the stored event is not compared with ``event``).
+        the event the caller's id instead of a new one: when the store
+        already holds a record with that id, nothing is stored or routed, and
+        that record's seq is returned (the stored event is not compared with
+        ``event``).
+
+        ``transaction`` is the application's own connection to the store's
+        database (an asyncpg connection for `PostgresStore`, a
+        `sqlite3.Connection` to the file for `SqliteStore`) with a
+        transaction open on it: the event is appended inside that
+        transaction, gets its seq now, and is stored and delivered only if
+        and when the application commits (see `transaction` and the
+        Transactions guide). Raises `TransactionError` when the store does
+        not take part in transactions, the connection is another database's
+        or has no transaction open; and, without ``transaction``, when this
+        task holds a transaction it published in open (a plain append would
+        wait for that transaction's lock forever).
 
         Raises `TypeError` for anything that is not an `Event` (or an
         ``event_id`` that is not a `UUID`), `BusClosed` when the bus is not
@@ -224,6 +303,8 @@ class Publisher:
         """
         if self._refusal is not None:
             raise BusClosed(f"cannot publish {type(event).__qualname__}: the bus is {self._refusal}")
+        if transaction is not None:
+            return (await self._publish_in(transaction, (event,), headers, (event_id,), batch=False))[0]
         route = self._routes[type(event)]
         parent = _current_record()
         record = (
@@ -272,17 +353,25 @@ class Publisher:
         headers: Mapping[str, str] | None = None,
         *,
         event_ids: Iterable[UUID] | None = None,
+        transaction: object = None,
     ) -> list[int]:
         """Store a batch in one atomic append, route it, and return the seqs in order.
 
         ``event_ids`` gives the events the caller's ids, one per event, in
         order: an event whose id is already stored (or repeats an earlier one
         of the batch) is not stored or routed again, and gets the stored seq.
-        Raises what `publish` raises, and `ValueError` when ``event_ids``
-        does not hold one id per event.
+        ``transaction``: append the batch inside the application's open
+        transaction, as for `publish`. Raises what `publish` raises, and
+        `ValueError` when ``event_ids`` does not hold one id per event.
         """
         if self._refusal is not None:
             raise BusClosed(f"cannot publish: the bus is {self._refusal}")
+        if transaction is not None:
+            listed = list(events)
+            given: list[UUID | None] = [None] * len(listed) if event_ids is None else list(event_ids)
+            if len(given) != len(listed):
+                raise ValueError(f"publish_many got {len(given)} event_ids for {len(listed)} events")
+            return await self._publish_in(transaction, listed, headers, given, batch=True)
         ids = None if event_ids is None else list(event_ids)
         parent = _current_record()
         routes = self._routes
@@ -361,6 +450,146 @@ class Publisher:
         await self._commit_reserving((record,), dict.fromkeys(route.blocking, 1))
         return record.seq
 
+    # -- in the application's transaction ------------------------------------------
+
+    @asynccontextmanager
+    async def transaction(self, connection: object) -> AsyncIterator[Transaction]:
+        """Begin a transaction on the application's ``connection`` and publish in it.
+
+        ```python
+        async with bus.transaction(conn) as tx:
+            conn.execute("INSERT INTO orders ...")                 # the application's own writes
+            await tx.publish(OrderPlaced(order_id="A1", amount=5))
+        ```
+
+        Commits on a normal exit and rolls back when the block raises (the
+        exception propagates unchanged); the events published through ``tx``
+        are stored and delivered only once the commit is done, and then
+        `drain` waits for them too. ``connection`` is what
+        ``publish(..., transaction=)`` takes, with no transaction open yet.
+        The transaction holds the store's append lock from its first publish
+        (SQLite: from its start) to its end: every other publisher of the
+        store waits meanwhile, so keep it short. Raises
+        `TransactionError` before beginning anything when the store does not
+        take part in transactions, or the connection is another database's
+        or already in a transaction; `BusClosed` when the bus is not running.
+        """
+        if self._refusal is not None:
+            raise BusClosed(f"cannot begin a transaction: the bus is {self._refusal}")
+        store = self._transactional()
+        await store.check_connection(connection)
+        if store.in_transaction(connection):
+            raise TransactionError(
+                f"a transaction is already open on {connection!r}; publish in it with "
+                "bus.publish(..., transaction=conn), or commit it before bus.transaction(conn)"
+            )
+        opened = await store.begin(connection)
+        held = _Held(store, connection)
+        token = _open_transaction.set(held)
+        try:
+            try:
+                yield Transaction(self, connection)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await opened.rollback()
+                raise
+            with anyio.CancelScope(shield=True):
+                await opened.commit()
+        finally:
+            _open_transaction.reset(token)
+        # every seq up to the transaction's last is committed now (seqs go in
+        # commit order): the head moves, and drain() waits for tailing
+        # subscriptions to deliver them
+        self._head = max(self._head, held.last_seq)
+
+    def _transactional(self) -> Transactions:
+        """The store's `Transactions`; `TransactionError` when it offers none."""
+        store = self._transactions
+        if store is None:
+            raise TransactionError(
+                f"{self._store!r} does not take part in the application's transactions; publishing with "
+                "transaction= needs a store in the application's database (eventbus-sqlite's SqliteStore, "
+                "eventbus-postgres' PostgresStore)"
+            )
+        return store
+
+    async def _publish_in(
+        self,
+        connection: object,
+        events: Sequence[Event],
+        headers: Mapping[str, str] | None,
+        event_ids: Sequence[UUID | None],
+        *,
+        batch: bool,
+    ) -> list[int]:
+        """Append ``events`` inside the transaction open on ``connection``; their seqs.
+
+        Routes nothing: the records reach subscriptions through the store's
+        tail once the application commits (see the module docstring).
+        ``batch``: for `publish_many`, whose errors name the event's index.
+        """
+        store = self._transactional()
+        parent = _current_record()
+        routes = self._routes
+        records: list[Record] = []
+        for index, (event, event_id) in enumerate(zip(events, event_ids, strict=True)):
+            try:
+                route = routes[type(event)]
+            except TypeError as exc:
+                if not batch:
+                    raise
+                raise TypeError(f"events[{index}]: {exc}") from None
+            try:
+                records.append(self._new_record(event, route, headers, parent, event_id))
+            except TypeError as exc:
+                if not batch:
+                    raise
+                raise TypeError(f"event_ids[{index}]: {exc}") from None
+        if not records:
+            return []
+        await store.check_connection(connection)
+        if not store.in_transaction(connection):
+            raise TransactionError(
+                f"no transaction is open on {connection!r}: publish(..., transaction=conn) appends inside the "
+                "transaction the application has open on conn; begin one first, or use bus.transaction(conn)"
+            )
+        through = _appending_through.set((store, connection))
+        try:
+            await self._chain_in_transaction(records)
+        finally:
+            _appending_through.reset(through)
+        held = _open_transaction.get()
+        if held is None or held.connection is not connection:
+            held = _Held(store, connection)
+            _open_transaction.set(held)
+        held.appended(max(record.seq for record in records))
+        if self._log_publishes:
+            logger.debug("published in a transaction", seq=records[0].seq, type=records[0].type, count=len(records))
+        return [record.seq for record in records]
+
+    async def _commit_in_transaction(self, records: Sequence[Record]) -> None:
+        """The innermost step of a publish in a transaction: append ``records``
+        through the connection `_publish_in` is appending through (setting their seqs)."""
+        through = _appending_through.get()
+        assert through is not None, "only _publish_in runs this chain"
+        store, connection = through
+        await store.append_in(connection, records)
+
+    def _refuse_inside_transaction(self) -> None:
+        """`TransactionError` when this task holds a transaction it published in open:
+        its connection holds the store's append lock, which a plain append would wait for."""
+        held = _open_transaction.get()
+        if held is None:
+            return
+        connection = held.connection
+        if not held.store.in_transaction(connection):
+            _open_transaction.set(None)
+            return
+        raise TransactionError(
+            f"a plain publish from inside an open transaction on {connection!r} would wait forever for that "
+            "transaction's lock on the store; publish in it (transaction=conn, or tx.publish) or after its commit"
+        )
+
     # -- building records ----------------------------------------------------------
 
     def _new_record(
@@ -433,6 +662,8 @@ class Publisher:
 
     async def _commit(self, records: Sequence[Record]) -> None:
         """The innermost publish step: store ``records`` (setting their seqs) and route them."""
+        if self._transactions is not None:
+            self._refuse_inside_transaction()
         if self._busy:
             pending = _Pending(records)
             self._pending.append(pending)

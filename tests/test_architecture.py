@@ -37,7 +37,7 @@ LAYERS: list[list[str]] = [
     ["delivery.catchup", "delivery.checkpoints", "delivery.lease", "delivery.pipeline"],
     ["delivery.workers"],
     ["delivery"],
-    ["subscription", "replay", "plugins"],
+    ["subscription", "replay", "plugins", "transaction"],
     ["routing"],
     ["publishing"],
     ["bus"],

@@ -40,7 +40,8 @@ def test_the_tree_is_read_whole() -> None:
     assert tree["StoreNotFound"] == "StoreError"
     assert tree["HistoryTruncated"] == "EventBusError"
     assert tree["LeaseLost"] == "StoreError"
-    assert len(tree) == 15
+    assert tree["TransactionError"] == "EventBusError"
+    assert len(tree) == 16
 
 
 @pytest.mark.parametrize(("name", "parent"), sorted(drawn_tree().items(), key=lambda item: item[0]))

@@ -1,8 +1,10 @@
 """Stores: the `Store` contract, the in-memory store, store URLs, and what store authors need.
 
 A store of your own imports from here: the contract (`Store`,
-`StoreFeatures`, `LeaseFence` and the optional `ImmediateAppend`, checked by
-`immediate_append`), the checks every store makes first
+`StoreFeatures`, `LeaseFence`, the optional `ImmediateAppend`, checked by
+`immediate_append`, and the optional `Transactions` with their
+`OpenTransaction`, checked by `transactions`, whose refusals
+`wrong_connection` builds), the checks every store makes first
 (`check_read_arguments`, `check_letter_ids`, `check_lease_ttl`), the error
 a fenced save owes (`lease_lost`), the numbering of a batch whose ids may be
 stored already (`append_seqs`, `already_stored`), the retention rules
@@ -20,8 +22,10 @@ from .base import (
     DEFAULT_PAGE_SIZE,
     ImmediateAppend,
     LeaseFence,
+    OpenTransaction,
     Store,
     StoreFeatures,
+    Transactions,
     already_stored,
     append_seqs,
     check_lease_ttl,
@@ -29,6 +33,8 @@ from .base import (
     check_read_arguments,
     immediate_append,
     lease_lost,
+    transactions,
+    wrong_connection,
 )
 from .memory import MemoryStore
 from .retention import (
@@ -57,11 +63,13 @@ __all__ = [
     "ImmediateAppend",
     "LeaseFence",
     "MemoryStore",
+    "OpenTransaction",
     "RETENTION_QUERY_KEYS",
     "Retention",
     "Store",
     "StoreFactory",
     "StoreFeatures",
+    "Transactions",
     "already_stored",
     "append_seqs",
     "check_lease_ttl",
@@ -76,4 +84,6 @@ __all__ = [
     "parse_age",
     "redact_url",
     "store_from_url",
+    "transactions",
+    "wrong_connection",
 ]

@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Protocol, TypeVar, cast, runtime_checkable
 from uuid import UUID
 
-from ..exceptions import LeaseLost
+from ..exceptions import LeaseLost, TransactionError
 
 if TYPE_CHECKING:
     from .._entry import Entry
@@ -29,8 +29,10 @@ __all__ = [
     "DEFAULT_PAGE_SIZE",
     "ImmediateAppend",
     "LeaseFence",
+    "OpenTransaction",
     "Store",
     "StoreFeatures",
+    "Transactions",
     "already_stored",
     "append_seqs",
     "check_lease_ttl",
@@ -38,6 +40,8 @@ __all__ = [
     "check_read_arguments",
     "immediate_append",
     "lease_lost",
+    "transactions",
+    "wrong_connection",
 ]
 
 DEFAULT_PAGE_SIZE = 1_000
@@ -66,6 +70,10 @@ class StoreFeatures:
             records in this process's memory), and the store implements
             `ImmediateAppend`; the bus checks that once when it starts (see
             `immediate_append`) and then appends without a coroutine.
+        transactions: the store appends inside a transaction the application
+            has open on its own connection to the store's database (the
+            outbox), and implements `Transactions`; the bus checks that once
+            when it starts (see `transactions`).
     """
 
     persistent: bool = False
@@ -74,6 +82,7 @@ class StoreFeatures:
     bounded: bool = False
     retention: bool = False
     immediate_append: bool = False
+    transactions: bool = False
 
 
 @dataclass(frozen=True)
@@ -304,8 +313,83 @@ class ImmediateAppend(Protocol):
         ...
 
 
+class OpenTransaction(Protocol):
+    """A transaction `Transactions.begin` opened on the application's connection."""
+
+    async def commit(self) -> None:
+        """Commit it; the records appended in it become visible to readers (and
+        tailing subscriptions are woken) all at once."""
+
+    async def rollback(self) -> None:
+        """Roll it back: nothing appended in it is stored."""
+
+
+class Transactions(Protocol):
+    """Appending inside the application's own transaction (the outbox).
+
+    A store declares it with ``StoreFeatures(transactions=True)`` and
+    implements every method; the bus checks that once when it starts
+    (`transactions`). ``connection`` is the driver's connection the
+    application holds (an asyncpg connection, a `sqlite3.Connection`, …):
+    each store says which it takes.
+
+    Appends through a transaction take the store's append lock (PostgreSQL:
+    the seq counter's row lock; SQLite: the file's write lock) and hold it
+    until the application's transaction ends, so seqs stay gapless and in
+    commit order, and every other append to the store waits meanwhile. The
+    records become visible to readers when the transaction commits, and
+    vanish with it when it rolls back; subscriptions see them through the
+    store's tail (`Store.wait_for_append`), like another process's.
+    """
+
+    async def check_connection(self, connection: object) -> None:
+        """`TransactionError` unless ``connection`` is a connection this store
+        can append through: of the driver it uses, open, to the store's own
+        database (see `wrong_connection`). Writes nothing."""
+
+    def in_transaction(self, connection: object) -> bool:
+        """Whether ``connection`` (one `check_connection` accepted) has a transaction open."""
+        ...
+
+    async def begin(self, connection: object) -> OpenTransaction:
+        """Begin a transaction on ``connection`` (one `check_connection`
+        accepted, with no transaction open), taking the store's append lock
+        at once where the driver cannot take it later without risk (SQLite's
+        ``BEGIN IMMEDIATE``)."""
+        ...
+
+    async def append_in(self, connection: object, records: Sequence[Record]) -> Collection[int]:
+        """`Store.append` of ``records`` inside the transaction open on
+        ``connection``: sets each one's ``seq``, returns the positions of those
+        whose event id the store held already (or which repeat an earlier
+        record's), and never fails the application's transaction for a
+        repeated id. Nothing is visible to readers before the commit."""
+        ...
+
+
+def wrong_connection(store: Store, problem: str) -> TransactionError:
+    """The `TransactionError` `Transactions.check_connection` raises for a
+    connection it cannot append through; ``problem`` says why. Every store builds
+    it here, so all of them refuse with the same shape of message."""
+    return TransactionError(f"cannot publish in a transaction through this connection to {store!r}: {problem}")
+
+
+def _declared(store: Store, feature: str, protocol: str, methods: Sequence[str]) -> None:
+    """`TypeError` naming each of ``methods`` that ``store`` lacks although it declares ``feature``."""
+    missing = [name for name in methods if not callable(getattr(store, name, None))]
+    if missing:
+        raise TypeError(
+            f"{type(store).__qualname__} declares StoreFeatures({feature}=True) but does not implement "
+            f"{' and '.join(f'{name}()' for name in missing)} of eventbus.store.{protocol}; "
+            f"implement it or leave {feature} False"
+        )
+
+
 _IMMEDIATE_APPEND_METHODS = ("append_now", "append_entry")
 """What `ImmediateAppend` asks for, in the order `immediate_append` names what is missing."""
+
+_TRANSACTIONS_METHODS = ("check_connection", "in_transaction", "begin", "append_in")
+"""What `Transactions` asks for, in the order `transactions` names what is missing."""
 
 
 def immediate_append(store: Store) -> ImmediateAppend | None:
@@ -318,14 +402,21 @@ def immediate_append(store: Store) -> ImmediateAppend | None:
     """
     if not store.features.immediate_append:
         return None
-    missing = [name for name in _IMMEDIATE_APPEND_METHODS if not callable(getattr(store, name, None))]
-    if missing:
-        raise TypeError(
-            f"{type(store).__qualname__} declares StoreFeatures(immediate_append=True) but does not implement "
-            f"{' and '.join(f'{name}()' for name in missing)} of eventbus.store.ImmediateAppend; "
-            "implement it or leave immediate_append False"
-        )
+    _declared(store, "immediate_append", "ImmediateAppend", _IMMEDIATE_APPEND_METHODS)
     return cast(ImmediateAppend, store)
+
+
+def transactions(store: Store) -> Transactions | None:
+    """The store's `Transactions` when its features declare them, else ``None``.
+
+    What the bus calls once when it starts. Raises `TypeError` naming the
+    store's class and each missing method when ``store.features.transactions``
+    is true but the store does not implement `Transactions`.
+    """
+    if not store.features.transactions:
+        return None
+    _declared(store, "transactions", "Transactions", _TRANSACTIONS_METHODS)
+    return cast(Transactions, store)
 
 
 def check_read_arguments(from_seq: int, limit: int) -> None:

@@ -22,12 +22,15 @@ class RecordingStore:
     `dead_letters` are what this run wrote.
 
     Its features are the wrapped store's, except ``immediate_append``: every
-    append goes through `append`, where it is noted.
+    append goes through `append`, where it is noted; and ``transactions``:
+    an append inside the application's transaction would not be noted (nor
+    could the test know whether it commits), so a `TestBus` refuses
+    ``transaction=`` with `TransactionError`.
     """
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.features: StoreFeatures = replace(store.features, immediate_append=False)
+        self.features: StoreFeatures = replace(store.features, immediate_append=False, transactions=False)
         self.appended: list[Record] = []
         self.dead_letters_added: dict[UUID, DeadLetter] = {}
 

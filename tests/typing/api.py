@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import assert_type
@@ -26,6 +27,8 @@ from eventbus import (
     Retry,
     Subscription,
     SubscriptionStats,
+    Transaction,
+    TransactionError,
 )
 from eventbus.middleware import Commit
 
@@ -152,3 +155,14 @@ async def main() -> None:
 
 if __name__ == "__main__":
     anyio.run(main)
+
+
+async def outbox(bus: EventBus, connection: sqlite3.Connection) -> None:
+    async with bus.transaction(connection) as tx:
+        assert_type(tx, Transaction)
+        assert_type(await tx.publish(OrderPlaced(order_id="A1", amount=5)), int)
+        assert_type(await tx.publish_many([OrderPlaced(order_id="A2", amount=5)]), list[int])
+    try:
+        assert_type(await bus.publish(OrderPlaced(order_id="A3", amount=5), transaction=connection), int)
+    except TransactionError as exc:
+        print(exc)

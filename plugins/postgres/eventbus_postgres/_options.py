@@ -58,6 +58,12 @@ class PostgresOptions:
         outcome_timeout: seconds an append whose connection was lost while
             it committed may spend finding out whether it was stored before
             it raises `PublishOutcomeUnknown`.
+        lock_timeout: seconds a statement of the store may wait for a lock
+            (PostgreSQL's ``lock_timeout``) before it fails with `StoreError`.
+            An append waits for the seq counter's lock while an application
+            transaction that published (``transaction=conn``) is open; when
+            that transaction waits for the append in turn, in a way the bus
+            cannot see, this turns the deadlock into an error.
         retention: how much history to keep (a `Retention`; given as an int
             it is a count, as a `timedelta` an age); ``None`` keeps
             everything. In a URL: ``?keep=1000000&keep_age=30d``.
@@ -68,6 +74,7 @@ class PostgresOptions:
     max_pool_size: int = 10
     connect_timeout: float = 10.0
     outcome_timeout: float = 10.0
+    lock_timeout: float = 60.0
     retention: Retention | None = None
 
     def __post_init__(self) -> None:
@@ -87,7 +94,7 @@ class PostgresOptions:
             raise ValueError(
                 f"min_pool_size ({self.min_pool_size}) must not exceed max_pool_size ({self.max_pool_size})"
             )
-        for name in ("connect_timeout", "outcome_timeout"):
+        for name in ("connect_timeout", "outcome_timeout", "lock_timeout"):
             timeout = getattr(self, name)
             if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < float("inf"):
                 raise ValueError(f"{name} must be a number of seconds > 0, got {timeout!r}")

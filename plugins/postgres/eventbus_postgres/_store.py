@@ -43,8 +43,16 @@ from eventbus.store.codec import MAX_SEQ, letter_values, letters_from_rows, reco
 
 from ._listener import AppendListener
 from ._options import LISTENER_SUFFIX, PostgresOptions, PostgresUrl
-from ._schema import migrate
+from ._schema import migrate, quoted
 from ._statements import EVENT_ID_COLUMN, LAYOUT, Statements, columns
+from ._transactions import (
+    IDENTITY,
+    PostgresTransaction,
+    StoreIdentity,
+    asyncpg_connection,
+    check_identity,
+    check_library,
+)
 
 __all__ = ["PostgresStore"]
 
@@ -322,13 +330,22 @@ class PostgresStore:
     PostgreSQL's autovacuum then reuses the space. `compact` does the same
     by hand. Compactions in several processes take turns on one row lock.
 
+    The application may publish inside its own transaction on an asyncpg
+    connection to the same database (``bus.publish(..., transaction=conn)``,
+    ``bus.transaction(conn)``; see `eventbus.store.Transactions`): the append
+    takes the seq counter's row lock in that transaction and holds it until
+    the transaction ends, so every other append to the schema waits for it,
+    up to ``lock_timeout`` (see `PostgresOptions`).
+
     Attributes:
         url: the URL, password hidden (what error messages name).
         options: the resolved `PostgresOptions`.
         create: whether `open` creates a missing schema and its tables.
     """
 
-    features = StoreFeatures(persistent=True, shared_between_processes=True, gapless=True, retention=True)
+    features = StoreFeatures(
+        persistent=True, shared_between_processes=True, gapless=True, retention=True, transactions=True
+    )
 
     def __init__(
         self,
@@ -338,6 +355,7 @@ class PostgresStore:
         min_pool_size: int | None = None,
         max_pool_size: int | None = None,
         connect_timeout: float | None = None,
+        lock_timeout: float | None = None,
         create: bool = True,
         retention: Retention | int | timedelta | None = None,
     ) -> None:
@@ -351,6 +369,7 @@ class PostgresStore:
             "min_pool_size": min_pool_size,
             "max_pool_size": max_pool_size,
             "connect_timeout": connect_timeout,
+            "lock_timeout": lock_timeout,
             "retention": Retention.of(retention),
         }
         self.options = dataclasses.replace(
@@ -368,6 +387,7 @@ class PostgresStore:
         self._since_step = 0
         self._last_step = -math.inf
         self._compacting = False
+        self._identity: StoreIdentity | None = None
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> PostgresStore:
@@ -390,6 +410,8 @@ class PostgresStore:
             with self._driver_errors("connect to"):
                 self._connections = await runner.call(self._connect)
                 self._first_seq = await runner.call(self._connections.fetchval, self._sql.first_seq)
+                (identity,) = await runner.call(self._connections.fetch, IDENTITY, self._counter_table)
+                self._identity = (identity[0], identity[1], identity[2])
         except BaseException:
             with anyio.CancelScope(shield=True):
                 if self._connections is not None:
@@ -400,6 +422,63 @@ class PostgresStore:
         self._runner = runner
         self._since_step = 0
         self._last_step = -math.inf
+
+    @property
+    def _counter_table(self) -> str:
+        """The schema's ``seq_counter`` table, quoted, for ``to_regclass``."""
+        return f"{quoted(self.options.schema)}.seq_counter"
+
+    async def check_connection(self, connection: object) -> None:
+        """`TransactionError` unless ``connection`` is an asyncpg connection to
+        this store's database, on its server, where its schema is, and the
+        caller runs on asyncio (asyncpg's loop). Reads only."""
+        conn = asyncpg_connection(self, connection)
+        check_library(self)
+        expected = self._identity
+        if self._runner is None or expected is None:
+            raise StoreError(f"cannot publish in a transaction on {self!r}: the store is not open")
+        with self._driver_errors("publish in a transaction on"):
+            row = await conn.fetchrow(IDENTITY, self._counter_table)
+        check_identity(self, self.options.schema, (row[0], row[1], row[2]), expected)
+
+    def in_transaction(self, connection: object) -> bool:
+        """Whether ``connection`` (an asyncpg connection) has a transaction open."""
+        try:
+            return bool(asyncpg_connection(self, connection).is_in_transaction())
+        except asyncpg.InterfaceError:  # released to its pool, or closed
+            return False
+
+    async def begin(self, connection: object) -> PostgresTransaction:
+        """Start asyncpg's transaction on ``connection`` (so that the
+        application's own ``conn.transaction()`` blocks inside it nest as savepoints)."""
+        transaction = asyncpg_connection(self, connection).transaction()
+        with self._driver_errors("begin a transaction on"):
+            await transaction.start()
+        return PostgresTransaction(transaction, self._driver_errors)
+
+    async def append_in(self, connection: object, records: Sequence[Record]) -> Collection[int]:
+        """Append ``records`` inside the transaction open on ``connection``: lock
+        the seq counter (held until that transaction ends), look the event ids
+        up, insert the new ones; sets every record's seq. A repeated id never
+        fails the application's transaction: it is looked up, not inserted."""
+        conn = asyncpg_connection(self, connection)
+        try:
+            rows = [record_values(record, LAYOUT) for record in records]
+        except ValueError as exc:
+            raise StoreError(f"cannot append to PostgreSQL at {self.url}: {exc}") from exc
+        ids = _event_ids(rows)
+        sql = self._sql
+        with self._driver_errors("publish in a transaction on"):
+            last: int = await conn.fetchval(sql.lock_head)
+            stored = dict(await conn.fetch(sql.find_event_ids, list(set(ids))))
+            seqs = append_seqs(ids, stored, last)
+            already = already_stored(seqs, last)
+            new = [row for index, row in enumerate(rows) if index not in already] if already else rows
+            if new:
+                await conn.fetchval(sql.append, len(new), *columns(new))
+        for record, seq in zip(records, seqs, strict=True):
+            record.seq = seq
+        return already
 
     @property
     def first_seq(self) -> int:
@@ -452,6 +531,15 @@ class PostgresStore:
                     f"cannot append to PostgreSQL at {self.url} (schema {self.options.schema!r}): the connection "
                     f"was lost while {len(records)} event(s) were being committed, and they were not stored"
                 ) from exc.lost
+            except StoreError as exc:
+                if not isinstance(exc.__cause__, asyncpg.LockNotAvailableError):
+                    raise
+                raise StoreError(
+                    f"cannot append to PostgreSQL at {self.url} (schema {self.options.schema!r}): waited "
+                    f"lock_timeout={self.options.lock_timeout}s for the seq counter's lock, which a transaction "
+                    "that published (transaction=conn) holds until it ends; nothing was stored. A publish the "
+                    "transaction itself waits for can never get it: publish in the transaction, or after it"
+                ) from exc.__cause__
             for record, seq in zip(records, seqs, strict=True):
                 record.seq = seq
             self._since_step += len(records) - len(already)
@@ -646,7 +734,10 @@ class PostgresStore:
             min_size=options.min_pool_size,
             max_size=options.max_pool_size,
             timeout=options.connect_timeout,
-            server_settings={"application_name": self._application_name},
+            server_settings={
+                "application_name": self._application_name,
+                "lock_timeout": f"{round(options.lock_timeout * 1000)}ms",
+            },
         )
         try:
             async with pool.acquire() as conn:

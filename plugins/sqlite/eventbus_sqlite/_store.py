@@ -37,13 +37,16 @@ from eventbus.store import (
     needed_hold,
     redact_url,
 )
+from eventbus.store.codec import record_values
 
 from . import _reader
 from ._connection import sqlite_errors
 from ._options import SqliteOptions
 from ._pool import ReaderPool
+from ._statements import LAYOUT
+from ._transactions import SqliteTransaction, check_connection, sqlite_connection
 from ._url import parse_url
-from ._writer import AppendRequest, Writer
+from ._writer import AppendRequest, Writer, insert_rows
 
 __all__ = ["SqliteStats", "SqliteStore"]
 
@@ -103,6 +106,14 @@ class SqliteStore:
     (incremental auto-vacuum), so the file stays about the size of what it
     keeps. `compact` does the same by hand.
 
+    The application may publish inside its own transaction on a
+    `sqlite3.Connection` to the same file (``bus.publish(...,
+    transaction=conn)``, ``bus.transaction(conn)``; see
+    `eventbus.store.Transactions`): the records are inserted through that
+    connection, on the calling thread, and the transaction holds the file's
+    write lock until it ends, so this store's appends (and other
+    processes') wait for it, up to ``busy_timeout``.
+
     Args:
         path: the database file; created with its schema on first `open`.
         options: durability and waiting; see `SqliteOptions`.
@@ -113,7 +124,9 @@ class SqliteStore:
             a `timedelta` age); overrides ``options.retention``.
     """
 
-    features = StoreFeatures(persistent=True, shared_between_processes=True, gapless=True, retention=True)
+    features = StoreFeatures(
+        persistent=True, shared_between_processes=True, gapless=True, retention=True, transactions=True
+    )
 
     def __init__(
         self,
@@ -253,12 +266,54 @@ class SqliteStore:
                 if not request.committed and request.error is None:
                     request.error = StoreError(f"SQLite store {self._where}: append failed: {exc}")
                     request.error.__cause__ = exc
-        if any(request.committed for request in queued) and self._appended is not None:
-            self._appended.set()
-            self._appended = anyio.Event()
+        if any(request.committed for request in queued):
+            self._wake_tailers()
         self._since_step += sum(len(request.records) for request in queued if request.committed)
         if self._compaction_due():
             await self._step(writer)
+
+    def _wake_tailers(self) -> None:
+        """Records were committed: wake this process's `wait_for_append` callers."""
+        if self._appended is not None:
+            self._appended.set()
+            self._appended = anyio.Event()
+
+    async def check_connection(self, connection: object) -> None:
+        """`TransactionError` unless ``connection`` is a `sqlite3.Connection` whose
+        main database is this store's file (compared by device and inode, so
+        another path to the file is fine). Writes nothing."""
+        check_connection(self, connection, self._require_writer().identity)
+
+    def in_transaction(self, connection: object) -> bool:
+        """Whether ``connection`` (a `sqlite3.Connection`) has a transaction open."""
+        try:
+            return isinstance(connection, sqlite3.Connection) and connection.in_transaction
+        except sqlite3.ProgrammingError:  # closed
+            return False
+
+    async def begin(self, connection: object) -> SqliteTransaction:
+        """``BEGIN IMMEDIATE`` on ``connection``: it takes the file's write lock at
+        once (waiting up to the connection's own timeout for another writer's
+        commit), so its first append cannot fail for a lock it cannot upgrade to."""
+        checked = check_connection(self, connection, self._require_writer().identity)
+        with sqlite_errors(self._where):
+            checked.execute("BEGIN IMMEDIATE")
+        return SqliteTransaction(checked, self._wake_tailers, self._where)
+
+    async def append_in(self, connection: object, records: Sequence[Record]) -> Collection[int]:
+        """Insert ``records`` inside the write transaction open on ``connection``
+        (its event ids looked up first, so a repeated one is left out instead of
+        failing the application's transaction); sets their seqs."""
+        checked = sqlite_connection(self, connection)
+        try:
+            rows = [record_values(record, LAYOUT) for record in records]
+        except ValueError as exc:
+            raise StoreError(f"SQLite store {self._where}: {exc}") from exc
+        with sqlite_errors(self._where):
+            seqs, repeated = insert_rows(checked, rows, self._where, deduplicate=True)
+        for record, seq in zip(records, seqs, strict=True):
+            record.seq = seq
+        return sorted(repeated)
 
     def _compaction_due(self) -> bool:
         retention = self.options.retention

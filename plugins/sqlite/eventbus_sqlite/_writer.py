@@ -35,7 +35,7 @@ from ._statements import (
     find_event_ids,
 )
 
-__all__ = ["AppendRequest", "Writer"]
+__all__ = ["AppendRequest", "Writer", "insert_rows"]
 
 _INCREMENTAL = 2
 """``PRAGMA auto_vacuum`` of a file that can give free pages back a few at a time."""
@@ -281,22 +281,10 @@ class Writer:
         """
         rows = [row for _, batch_rows in batches for row in batch_rows]
         with self._transaction() as connection:
-            last = head(connection)
-            seqs = self._numbered(connection, rows, last) if deduplicate else range(last + 1, last + len(rows) + 1)
-            repeated = set(already_stored(seqs, last)) if deduplicate else set()
-            new = [row for index, row in enumerate(rows) if index not in repeated] if repeated else rows
-            chunks, rest = chunked(new)
-            connection.executemany(INSERT_RECORD_CHUNK, chunks)
-            connection.executemany(INSERT_RECORD, rest)
-            (newest,) = connection.execute("SELECT last_insert_rowid()").fetchone()
-            if new and newest != last + len(new):
-                raise StoreError(
-                    f"SQLite store {self._where}: {len(new)} records after seq {last} got seqs up to "
-                    f"{newest}; the store would have a gap, so nothing was appended"
-                )
+            seqs, repeated = insert_rows(connection, rows, self._where, deduplicate=deduplicate)
         self.commits += 1
         self.batches += len(batches)
-        self.records += len(new)
+        self.records += len(rows) - len(repeated)
         start = 0
         for request, _ in batches:
             end = start + len(request.records)
@@ -305,15 +293,6 @@ class Writer:
             request.already = [index - start for index in sorted(repeated) if start <= index < end]
             request.committed = True
             start = end
-
-    @staticmethod
-    def _numbered(connection: sqlite3.Connection, rows: Sequence[Row], last: int) -> list[int]:
-        """The seq of each row (see `append_seqs`), its event id looked up."""
-        ids = [row[EVENT_ID_COLUMN] for row in rows]
-        stored: dict[bytes, int] = {}
-        for statement, chunk in find_event_ids(ids):
-            stored.update(connection.execute(statement, chunk).fetchall())
-        return append_seqs(ids, stored, last)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -359,3 +338,40 @@ class Writer:
         error = StoreError(f"SQLite store {self._where}: {exc}")
         error.__cause__ = exc
         return error
+
+
+def insert_rows(
+    connection: sqlite3.Connection, rows: Sequence[Row], where: str, *, deduplicate: bool
+) -> tuple[Sequence[int], set[int]]:
+    """Insert ``record_values`` rows inside the write transaction open on
+    ``connection``; the seq of each and the positions of those left out.
+
+    With ``deduplicate`` a row whose event id is stored already, or came
+    earlier in ``rows``, is left out and takes that seq (see `append_seqs`);
+    without, every row is inserted (and the unique index on event ids refuses
+    a repeated one). Raises `StoreError` when ``AUTOINCREMENT`` would leave a
+    gap; the caller rolls back.
+    """
+    last = head(connection)
+    seqs = _numbered(connection, rows, last) if deduplicate else range(last + 1, last + len(rows) + 1)
+    repeated = set(already_stored(seqs, last)) if deduplicate else set()
+    new = [row for index, row in enumerate(rows) if index not in repeated] if repeated else rows
+    chunks, rest = chunked(new)
+    connection.executemany(INSERT_RECORD_CHUNK, chunks)
+    connection.executemany(INSERT_RECORD, rest)
+    (newest,) = connection.execute("SELECT last_insert_rowid()").fetchone()
+    if new and newest != last + len(new):
+        raise StoreError(
+            f"SQLite store {where}: {len(new)} records after seq {last} got seqs up to "
+            f"{newest}; the store would have a gap, so nothing was appended"
+        )
+    return seqs, repeated
+
+
+def _numbered(connection: sqlite3.Connection, rows: Sequence[Row], last: int) -> list[int]:
+    """The seq of each row (see `append_seqs`), its event id looked up."""
+    ids = [row[EVENT_ID_COLUMN] for row in rows]
+    stored: dict[bytes, int] = {}
+    for statement, chunk in find_event_ids(ids):
+        stored.update(connection.execute(statement, chunk).fetchall())
+    return append_seqs(ids, stored, last)

@@ -1,0 +1,318 @@
+"""Publishing in the application's own PostgreSQL transaction (the outbox), on the real server.
+
+The application's connection is an asyncpg one, which works on asyncio only:
+these tests run on asyncio, except the one that shows trio gets a clear error."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from uuid import UUID, uuid4
+
+import anyio
+import asyncpg
+import postgres_tx_child
+import pytest
+from anyio.streams.buffered import BufferedByteReceiveStream
+from eventbus_postgres import PostgresStore
+from postgres_events import Tick
+from postgres_helpers import POSTGRES_URL, admin_sql, store_url
+
+from eventbus import EventBus, Record, StoreError, TransactionError
+
+_CHILD = Path(postgres_tx_child.__file__)
+_DEADLINE = 30
+
+asyncio_only = pytest.mark.parametrize("anyio_backend", ["asyncio"])
+"""An application's asyncpg connection lives on an asyncio loop."""
+
+
+class Seen:
+    """What a ``from_seq=1`` subscription delivered, and a way to wait for it."""
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+        self._changed = anyio.Event()
+
+    async def handle(self, event: Tick, record: Record) -> None:
+        self.records.append(record)
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def wait_for(self, count: int) -> None:
+        with anyio.fail_after(_DEADLINE):
+            while len(self.records) < count:
+                await self._changed.wait()
+
+
+@asynccontextmanager
+async def running(schema: str) -> AsyncIterator[tuple[EventBus, Seen]]:
+    bus = EventBus(store=PostgresStore(store_url(schema)))
+    seen = Seen()
+    bus.subscribe(Tick, seen.handle, from_seq=1, name="seen")
+    async with bus:
+        await bus.store.head()
+        admin_sql(f'CREATE TABLE IF NOT EXISTS "{schema}".orders (id uuid PRIMARY KEY)')
+        yield bus, seen
+
+
+@asynccontextmanager
+async def connected(url: str = POSTGRES_URL) -> AsyncIterator[Any]:
+    conn = await asyncpg.connect(url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def orders(conn: Any, schema: str) -> list[UUID]:
+    return [row[0] for row in await conn.fetch(f'SELECT id FROM "{schema}".orders ORDER BY id')]
+
+
+@asyncio_only
+async def test_a_committed_transaction_stores_its_row_and_its_event_and_delivers_it(schema: str) -> None:
+    order = uuid4()
+    async with running(schema) as (bus, seen), connected() as conn:
+        async with bus.transaction(conn) as tx:
+            assert tx.connection is conn
+            await conn.execute(f'INSERT INTO "{schema}".orders (id) VALUES ($1)', order)
+            assert await tx.publish(Tick(n=1), event_id=order) == 1
+            assert await bus.store.read(1) == []  # not visible before the commit
+        assert bus.head == 1  # committed: drain() waits for the subscriptions that tail the store
+        await bus.drain(timeout=_DEADLINE)
+        assert [(r.seq, r.event_id) for r in seen.records] == [(1, order)]
+        assert await orders(conn, schema) == [order]
+        assert await bus.publish(Tick(n=2)) == 2
+        await seen.wait_for(2)
+
+
+@asyncio_only
+async def test_a_rolled_back_transaction_stores_and_delivers_nothing(schema: str) -> None:
+    async with running(schema) as (bus, seen), connected() as conn:
+
+        async def place_order() -> None:
+            async with bus.transaction(conn) as tx:
+                await conn.execute(f'INSERT INTO "{schema}".orders (id) VALUES ($1)', uuid4())
+                assert await tx.publish_many([Tick(n=1), Tick(n=2)]) == [1, 2]
+                raise LookupError("out of stock")
+
+        with pytest.raises(LookupError, match="out of stock"):
+            await place_order()
+        assert not conn.is_in_transaction()
+        assert await orders(conn, schema) == []
+        assert await bus.store.head() == 0
+        assert await bus.publish(Tick(n=3)) == 1  # no gap where the rolled-back seqs were
+        await seen.wait_for(1)
+        assert [(r.seq, r.event.n) for r in seen.records] == [(1, 3)]
+
+
+@asyncio_only
+async def test_publish_joins_a_transaction_the_application_began_itself(schema: str) -> None:
+    async with running(schema) as (bus, seen), connected() as conn:
+        async with conn.transaction():
+            await conn.execute(f'INSERT INTO "{schema}".orders (id) VALUES ($1)', uuid4())
+            assert await bus.publish(Tick(n=1), transaction=conn) == 1
+            assert await bus.publish_many([Tick(n=2)], transaction=conn) == [2]
+        transaction = conn.transaction()
+        await transaction.start()
+        await bus.publish(Tick(n=3), transaction=conn)
+        await transaction.rollback()
+        assert await bus.publish(Tick(n=4)) == 3
+        await seen.wait_for(3)
+        assert [r.event.n for r in seen.records] == [1, 2, 4]
+
+
+@asyncio_only
+async def test_nested_transactions_of_the_application_become_savepoints(schema: str) -> None:
+    async with running(schema) as (bus, seen), connected() as conn:
+        async with bus.transaction(conn) as tx:
+            await tx.publish(Tick(n=1))
+            async with conn.transaction():  # a savepoint inside bus.transaction
+                await conn.execute(f'INSERT INTO "{schema}".orders (id) VALUES ($1)', uuid4())
+        await seen.wait_for(1)
+        assert len(await orders(conn, schema)) == 1
+
+
+@asyncio_only
+async def test_publish_with_a_connection_not_in_a_transaction_is_refused(schema: str) -> None:
+    async with running(schema) as (bus, _), connected() as conn:
+        with pytest.raises(TransactionError, match="no transaction is open"):
+            await bus.publish(Tick(n=1), transaction=conn)
+        async with conn.transaction():
+            with pytest.raises(TransactionError, match="already open"):
+                async with bus.transaction(conn):
+                    raise AssertionError("the block must not run")
+        assert await bus.store.head() == 0
+
+
+@asyncio_only
+async def test_a_connection_to_another_database_is_refused_before_anything_is_written(schema: str) -> None:
+    other_database = POSTGRES_URL.rsplit("/", 1)[0] + "/postgres"
+    async with running(schema) as (bus, _), connected(other_database) as other:
+        async with other.transaction():
+            with pytest.raises(TransactionError, match="connected to database 'postgres', and the store lives in"):
+                await bus.publish(Tick(n=1), transaction=other)
+        with pytest.raises(TransactionError, match="connected to database 'postgres'"):
+            async with bus.transaction(other):
+                raise AssertionError("the block must not run")
+        assert not other.is_in_transaction()
+        with pytest.raises(TransactionError, match="takes an asyncpg connection, got str"):
+            await bus.publish(Tick(n=1), transaction=other_database)
+        assert await bus.store.head() == 0
+
+
+@asyncio_only
+async def test_a_pooled_connection_is_accepted(schema: str) -> None:
+    async with running(schema) as (bus, seen), asyncpg.create_pool(POSTGRES_URL, min_size=1, max_size=1) as pool:
+        async with pool.acquire() as conn, bus.transaction(conn) as tx:
+            await tx.publish(Tick(n=1))
+        await seen.wait_for(1)
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_trio_gets_a_clear_error_for_an_asyncpg_connection(schema: str) -> None:
+    loop = asyncio.new_event_loop()  # where the connection lives, driven from a worker thread
+    conn = await anyio.to_thread.run_sync(loop.run_until_complete, asyncpg.connect(POSTGRES_URL))
+    try:
+        async with running(schema) as (bus, _):
+            with pytest.raises(TransactionError, match="works on asyncio only, and this task runs on trio"):
+                async with bus.transaction(conn):
+                    raise AssertionError("the block must not run")
+            assert await bus.store.head() == 0
+    finally:
+        await anyio.to_thread.run_sync(loop.run_until_complete, conn.close())
+        loop.close()
+
+
+@asyncio_only
+async def test_a_plain_publish_inside_an_open_transaction_raises_instead_of_deadlocking(schema: str) -> None:
+    async with running(schema) as (bus, seen), connected() as conn:
+        async with bus.transaction(conn) as tx:
+            await tx.publish(Tick(n=1))
+            with pytest.raises(TransactionError, match="plain publish from inside an open transaction"):
+                await bus.publish(Tick(n=0))
+        async with conn.transaction():
+            await bus.publish(Tick(n=2), transaction=conn)
+            with pytest.raises(TransactionError, match="plain publish from inside an open transaction"):
+                await bus.publish_many([Tick(n=0)])
+        assert await bus.publish(Tick(n=3)) == 3
+        await seen.wait_for(3)
+        assert [r.event.n for r in seen.records] == [1, 2, 3]
+
+
+@asyncio_only
+async def test_event_ids_are_idempotent_inside_transactions(schema: str) -> None:
+    stored_id, new_id = uuid4(), uuid4()
+    async with running(schema) as (bus, seen), connected() as conn:
+        assert await bus.publish(Tick(n=1), event_id=stored_id) == 1
+        async with bus.transaction(conn) as tx:
+            assert await tx.publish(Tick(n=0), event_id=stored_id) == 1
+            assert await tx.publish(Tick(n=2), event_id=new_id) == 2
+            assert await tx.publish_many([Tick(n=0), Tick(n=3), Tick(n=0)], event_ids=[new_id, uuid4(), stored_id]) == [
+                2,
+                3,
+                1,
+            ]
+        await seen.wait_for(3)
+        assert [(r.seq, r.event.n) for r in seen.records] == [(1, 1), (2, 2), (3, 3)]
+        assert await bus.publish(Tick(n=0), event_id=new_id) == 2
+
+
+@asyncio_only
+async def test_concurrent_transactional_and_plain_publishers_keep_one_gapless_order(schema: str) -> None:
+    committed: set[UUID] = set()
+    rolled_back: set[UUID] = set()
+    rounds = 20
+
+    async def transactional(worker: int) -> None:
+        async with connected() as conn:
+            for _ in range(rounds):
+                ids = [uuid4() for _ in range(random.randint(1, 4))]
+                roll_back = random.random() < 0.3
+                try:
+                    async with bus.transaction(conn) as tx:
+                        for event_id in ids:
+                            await tx.publish(Tick(writer=worker, n=0), event_id=event_id)
+                            await anyio.lowlevel.checkpoint()  # let the others run while the lock is held
+                        if roll_back:
+                            raise LookupError("rolled back on purpose")
+                except LookupError:
+                    rolled_back.update(ids)
+                else:
+                    committed.update(ids)
+
+    async def plain(worker: int) -> None:
+        for _ in range(rounds):
+            event_id = uuid4()
+            await bus.publish(Tick(writer=100 + worker, n=0), event_id=event_id)
+            committed.add(event_id)
+
+    async with running(schema) as (bus, seen):
+        with anyio.fail_after(_DEADLINE):
+            async with anyio.create_task_group() as group:
+                for worker in range(3):
+                    group.start_soon(transactional, worker)
+                    group.start_soon(plain, worker)
+        await seen.wait_for(len(committed))
+        assert [r.seq for r in seen.records] == list(range(1, len(committed) + 1))
+        assert {r.event_id for r in seen.records} == committed
+        assert len(seen.records) == len(committed)
+        assert not committed & rolled_back
+        assert await bus.store.head() == len(committed)
+
+
+@asyncio_only
+@pytest.mark.parametrize("when", ["before", "after"])
+async def test_a_process_killed_around_its_commit_leaves_both_or_neither(schema: str, when: str) -> None:
+    event_id = uuid4()
+    async with running(schema) as (bus, seen), connected() as conn:
+        command = [sys.executable, str(_CHILD), store_url(schema), schema, str(event_id), when]
+        with anyio.fail_after(_DEADLINE):
+            async with await anyio.open_process(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE) as process:
+                assert process.stdout is not None
+                lines = BufferedByteReceiveStream(process.stdout)
+                assert (await lines.receive_until(b"\n", 100)).decode() == "published 1"
+                if when == "after":
+                    assert (await lines.receive_until(b"\n", 100)).decode() == "committed"
+                process.send_signal(signal.SIGKILL)
+                assert await process.wait() == -signal.SIGKILL
+        if when == "before":
+            # the server ends the killed session and rolls its transaction back, freeing the lock
+            assert await bus.publish(Tick(n=2)) == 1
+            await seen.wait_for(1)
+            assert seen.records[0].event_id != event_id
+            assert await orders(conn, schema) == []
+        else:
+            await seen.wait_for(1)
+            assert [(r.seq, r.event_id) for r in seen.records] == [(1, event_id)]
+            assert await orders(conn, schema) == [event_id]
+
+
+@asyncio_only
+async def test_a_plain_publish_the_bus_cannot_tie_to_the_transaction_fails_after_lock_timeout(schema: str) -> None:
+    bus = EventBus(store=PostgresStore(store_url(schema), lock_timeout=0.5))
+    go, refused = anyio.Event(), anyio.Event()
+
+    async def publish_plainly() -> None:
+        # started before the transaction began: nothing ties this task to it
+        await go.wait()
+        with pytest.raises(StoreError, match=r"waited lock_timeout=0\.5s for the seq counter's lock"):
+            await bus.publish(Tick(n=0))
+        refused.set()
+
+    async with bus, connected() as conn, anyio.create_task_group() as group:
+        group.start_soon(publish_plainly)
+        async with bus.transaction(conn) as tx:
+            await tx.publish(Tick(n=1))
+            go.set()
+            with anyio.fail_after(_DEADLINE):
+                await refused.wait()  # the transaction waits for the plain publish, which waits for it
+        assert await bus.store.head() == 1
+        assert await bus.publish(Tick(n=2)) == 2

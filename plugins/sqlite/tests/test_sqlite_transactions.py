@@ -1,0 +1,326 @@
+"""Publishing in the application's own SQLite transaction (the outbox), on real files."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from types import MappingProxyType
+from uuid import UUID, uuid4
+
+import anyio
+import pytest
+import sqlite_tx_child
+from anyio.streams.buffered import BufferedByteReceiveStream
+from eventbus_sqlite import SqliteStore
+from sqlite_tx_child import OrderPlaced
+
+from eventbus import EventBus, Record, TransactionError
+from eventbus.middleware import Commit
+
+_CHILD = Path(sqlite_tx_child.__file__)
+_DEADLINE = 30
+
+
+@pytest.fixture
+def connection(db_path: Path) -> Iterator[sqlite3.Connection]:
+    """The application's own connection to the store's file, with its own table."""
+    connection = sqlite3.connect(db_path, isolation_level=None)
+    yield connection
+    connection.close()
+
+
+class Seen:
+    """What a ``from_seq=1`` subscription delivered, and a way to wait for it."""
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+        self._changed = anyio.Event()
+
+    async def handle(self, event: OrderPlaced, record: Record) -> None:
+        self.records.append(record)
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def wait_for(self, count: int) -> None:
+        with anyio.fail_after(_DEADLINE):
+            while len(self.records) < count:
+                await self._changed.wait()
+
+
+@asynccontextmanager
+async def running(db_path: Path) -> AsyncIterator[tuple[EventBus, Seen]]:
+    bus = EventBus(store=SqliteStore(db_path))
+    seen = Seen()
+    bus.subscribe(OrderPlaced, seen.handle, from_seq=1, name="seen")
+    async with bus:
+        yield bus, seen
+
+
+def orders(connection: sqlite3.Connection) -> list[str]:
+    return [row[0] for row in connection.execute("SELECT id FROM orders ORDER BY id")]
+
+
+async def test_a_committed_transaction_stores_its_row_and_its_event_and_delivers_it(
+    db_path: Path, connection: sqlite3.Connection
+) -> None:
+    async with running(db_path) as (bus, seen):
+        connection.execute("CREATE TABLE orders (id TEXT PRIMARY KEY)")
+        async with bus.transaction(connection) as tx:
+            assert tx.connection is connection
+            connection.execute("INSERT INTO orders (id) VALUES ('A1')")
+            seq = await tx.publish(OrderPlaced(order_id="A1"))
+            assert seq == 1
+            assert await bus.store.read(1) == []  # not visible before the commit
+        assert bus.head == 1  # committed: drain() waits for the subscriptions that tail the store
+        await bus.drain(timeout=_DEADLINE)
+        assert [(r.seq, r.event) for r in seen.records] == [(1, OrderPlaced(order_id="A1"))]
+        assert orders(connection) == ["A1"]
+        assert await bus.publish(OrderPlaced(order_id="A2")) == 2
+        await seen.wait_for(2)
+        assert [r.seq for r in seen.records] == [1, 2]
+
+
+async def test_a_rolled_back_transaction_stores_and_delivers_nothing(
+    db_path: Path, connection: sqlite3.Connection
+) -> None:
+    async with running(db_path) as (bus, seen):
+        connection.execute("CREATE TABLE orders (id TEXT PRIMARY KEY)")
+
+        async def place_order() -> None:
+            async with bus.transaction(connection) as tx:
+                connection.execute("INSERT INTO orders (id) VALUES ('A1')")
+                assert await tx.publish_many([OrderPlaced(order_id="A1"), OrderPlaced(order_id="A2")]) == [1, 2]
+                raise LookupError("out of stock")
+
+        with pytest.raises(LookupError, match="out of stock"):
+            await place_order()
+        assert not connection.in_transaction
+        assert orders(connection) == []
+        assert await bus.store.head() == 0
+        # the seqs the rolled-back transaction had are the next ones: no gap
+        assert await bus.publish(OrderPlaced(order_id="B1")) == 1
+        await seen.wait_for(1)
+        assert [(r.seq, r.event.order_id) for r in seen.records] == [(1, "B1")]
+
+
+async def test_publish_joins_a_transaction_the_application_began_itself(db_path: Path) -> None:
+    connection = sqlite3.connect(db_path)  # the sqlite3 module's default: it begins transactions itself
+    try:
+        async with running(db_path) as (bus, seen):
+            connection.execute("CREATE TABLE orders (id TEXT PRIMARY KEY)")
+            connection.commit()
+            connection.execute("INSERT INTO orders (id) VALUES ('A1')")  # opens the transaction
+            assert await bus.publish(OrderPlaced(order_id="A1"), transaction=connection) == 1
+            assert await bus.publish_many([OrderPlaced(order_id="A2")], transaction=connection) == [2]
+            connection.commit()
+            await seen.wait_for(2)
+            assert [r.event.order_id for r in seen.records] == ["A1", "A2"]
+            connection.execute("INSERT INTO orders (id) VALUES ('A3')")
+            await bus.publish(OrderPlaced(order_id="A3"), transaction=connection)
+            connection.rollback()
+            assert await bus.publish(OrderPlaced(order_id="A4")) == 3
+            await seen.wait_for(3)
+            assert [r.event.order_id for r in seen.records] == ["A1", "A2", "A4"]
+    finally:
+        connection.close()
+
+
+async def test_publish_with_a_connection_not_in_a_transaction_is_refused(
+    db_path: Path, connection: sqlite3.Connection
+) -> None:
+    async with running(db_path) as (bus, _):
+        with pytest.raises(TransactionError, match="no transaction is open"):
+            await bus.publish(OrderPlaced(order_id="A1"), transaction=connection)
+        connection.execute("BEGIN")
+        with pytest.raises(TransactionError, match="already open"):
+            async with bus.transaction(connection):
+                pass
+        connection.execute("ROLLBACK")
+        assert await bus.store.head() == 0
+
+
+async def test_a_connection_to_another_database_is_refused_before_anything_is_written(
+    db_path: Path, tmp_path: Path
+) -> None:
+    other = sqlite3.connect(tmp_path / "other.db", isolation_level=None)
+    in_memory = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        async with running(db_path) as (bus, _):
+            other.execute("BEGIN")
+            with pytest.raises(TransactionError, match=r"other\.db open, another file than the store's"):
+                await bus.publish(OrderPlaced(order_id="A1"), transaction=other)
+            other.execute("ROLLBACK")
+            with pytest.raises(TransactionError, match="another file"):
+                async with bus.transaction(other):
+                    raise AssertionError("the block must not run")
+            assert not other.in_transaction
+            with pytest.raises(TransactionError, match="in-memory or temporary database"):
+                async with bus.transaction(in_memory):
+                    raise AssertionError("the block must not run")
+            with pytest.raises(TransactionError, match=r"takes a sqlite3\.Connection, got str"):
+                await bus.publish(OrderPlaced(order_id="A1"), transaction=str(db_path))
+            assert await bus.store.head() == 0
+        assert other.execute("SELECT name FROM sqlite_master").fetchall() == []
+    finally:
+        other.close()
+        in_memory.close()
+
+
+async def test_another_path_to_the_store_file_is_accepted(db_path: Path, tmp_path: Path) -> None:
+    link = tmp_path / "link.db"
+    os.symlink(db_path, link)
+    async with running(db_path) as (bus, seen):
+        connection = sqlite3.connect(link, isolation_level=None)
+        try:
+            async with bus.transaction(connection) as tx:
+                await tx.publish(OrderPlaced(order_id="A1"))
+        finally:
+            connection.close()
+        await seen.wait_for(1)
+
+
+async def test_a_plain_publish_inside_an_open_transaction_raises_instead_of_deadlocking(
+    db_path: Path, connection: sqlite3.Connection
+) -> None:
+    async with running(db_path) as (bus, seen):
+        async with bus.transaction(connection) as tx:
+            with pytest.raises(TransactionError, match="plain publish from inside an open transaction"):
+                await bus.publish(OrderPlaced(order_id="plain"))
+            with pytest.raises(TransactionError, match="plain publish from inside an open transaction"):
+                await bus.publish_many([OrderPlaced(order_id="plain")])
+            await tx.publish(OrderPlaced(order_id="A1"))
+        connection.execute("BEGIN IMMEDIATE")
+        await bus.publish(OrderPlaced(order_id="A2"), transaction=connection)
+        with pytest.raises(TransactionError, match="plain publish from inside an open transaction"):
+            await bus.publish(OrderPlaced(order_id="plain"))
+        connection.execute("COMMIT")
+        assert await bus.publish(OrderPlaced(order_id="A3")) == 3  # the transaction is over: allowed again
+        await seen.wait_for(3)
+        assert [r.event.order_id for r in seen.records] == ["A1", "A2", "A3"]
+
+
+async def test_publish_middleware_runs_around_a_publish_in_a_transaction(
+    db_path: Path, connection: sqlite3.Connection
+) -> None:
+    seen_by_middleware: list[tuple[int, int]] = []
+
+    def stamp(call_next: Commit) -> Commit:
+        async def commit(records: Sequence[Record]) -> None:
+            for record in records:
+                record.headers = MappingProxyType({**record.headers, "stamped": "yes"})
+            await call_next(records)
+            seen_by_middleware.append((len(records), records[-1].seq))
+
+        return commit
+
+    async with EventBus(store=SqliteStore(db_path), publish_middleware=[stamp]) as bus:
+        async with bus.transaction(connection) as tx:
+            await tx.publish(OrderPlaced(order_id="A1"))
+            await tx.publish_many([OrderPlaced(order_id="A2"), OrderPlaced(order_id="A3")])
+        await bus.publish(OrderPlaced(order_id="A4"))
+        assert seen_by_middleware == [(1, 1), (2, 3), (1, 4)]
+        assert [dict(record.headers) for record in await bus.store.read(1)] == [{"stamped": "yes"}] * 4
+
+
+async def test_event_ids_are_idempotent_inside_transactions(db_path: Path, connection: sqlite3.Connection) -> None:
+    stored_id, new_id = uuid4(), uuid4()
+    async with running(db_path) as (bus, seen):
+        assert await bus.publish(OrderPlaced(order_id="A1"), event_id=stored_id) == 1
+        async with bus.transaction(connection) as tx:
+            assert await tx.publish(OrderPlaced(order_id="again"), event_id=stored_id) == 1
+            assert await tx.publish(OrderPlaced(order_id="A2"), event_id=new_id) == 2
+            assert await tx.publish_many(
+                [OrderPlaced(order_id="A2 again"), OrderPlaced(order_id="A3"), OrderPlaced(order_id="A1 again")],
+                event_ids=[new_id, uuid4(), stored_id],
+            ) == [2, 3, 1]
+        await seen.wait_for(3)
+        assert [(r.seq, r.event.order_id) for r in seen.records] == [(1, "A1"), (2, "A2"), (3, "A3")]
+        assert await bus.publish(OrderPlaced(order_id="again"), event_id=new_id) == 2
+        with pytest.raises(ValueError, match="2 event_ids for 1 events"):
+            await bus.publish_many([OrderPlaced(order_id="x")], event_ids=[uuid4(), uuid4()], transaction=connection)
+
+
+async def test_concurrent_transactional_and_plain_publishers_keep_one_gapless_order(
+    db_path: Path, anyio_backend: str
+) -> None:
+    committed: set[UUID] = set()
+    rolled_back: set[UUID] = set()
+    rounds = 25
+
+    async def transactional(worker: int) -> None:
+        connection = sqlite3.connect(db_path, isolation_level=None)
+        try:
+            for _ in range(rounds):
+                ids = [uuid4() for _ in range(random.randint(1, 4))]
+                roll_back = random.random() < 0.3
+                try:
+                    async with bus.transaction(connection) as tx:
+                        await tx.publish_many([OrderPlaced(order_id=f"t{worker}") for _ in ids], event_ids=ids)
+                        if roll_back:
+                            raise LookupError("rolled back on purpose")
+                except LookupError:
+                    rolled_back.update(ids)
+                else:
+                    committed.update(ids)
+                await anyio.lowlevel.checkpoint()
+        finally:
+            connection.close()
+
+    async def plain(worker: int) -> None:
+        for _ in range(rounds):
+            event_id = uuid4()
+            await bus.publish(OrderPlaced(order_id=f"p{worker}"), event_id=event_id)
+            committed.add(event_id)
+
+    async with running(db_path) as (bus, seen):
+        with anyio.fail_after(_DEADLINE):
+            async with anyio.create_task_group() as group:
+                for worker in range(3):
+                    group.start_soon(transactional, worker)
+                    group.start_soon(plain, worker)
+        await seen.wait_for(len(committed))
+        assert [r.seq for r in seen.records] == list(range(1, len(committed) + 1))
+        assert [r.event_id for r in seen.records if r.event_id not in committed] == []
+        assert {r.event_id for r in seen.records} == committed
+        assert not committed & rolled_back
+        assert await bus.store.head() == len(committed)
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+async def test_a_process_killed_around_its_commit_leaves_both_or_neither(
+    db_path: Path, anyio_backend: str, when: str
+) -> None:
+    event_id = uuid4()
+    command = [sys.executable, str(_CHILD), str(db_path), str(event_id), when, anyio_backend]
+    with anyio.fail_after(_DEADLINE):
+        async with await anyio.open_process(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE) as process:
+            assert process.stdout is not None
+            lines = BufferedByteReceiveStream(process.stdout)
+            assert (await lines.receive_until(b"\n", 100)).decode() == "published 1"
+            if when == "after":
+                assert (await lines.receive_until(b"\n", 100)).decode() == "committed"
+            process.send_signal(signal.SIGKILL)
+            assert await process.wait() == -signal.SIGKILL
+    async with running(db_path) as (bus, seen):
+        connection = sqlite3.connect(db_path)
+        try:
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if when == "before":
+                assert "orders" not in tables
+                assert await bus.store.head() == 0
+                assert await bus.publish(OrderPlaced(order_id="later")) == 1  # the lock went with the process
+                await seen.wait_for(1)
+                assert seen.records[0].event_id != event_id
+            else:
+                assert orders(connection) == [event_id.hex]
+                await seen.wait_for(1)
+                assert [(r.seq, r.event_id) for r in seen.records] == [(1, event_id)]
+        finally:
+            connection.close()
