@@ -19,14 +19,19 @@ from __future__ import annotations
 
 import enum
 import math
+import threading
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
+from functools import partial
 from types import MappingProxyType
 from typing import Any, TypeVar, Unpack, overload
+from uuid import UUID
 
 import anyio
 import anyio.abc
+import anyio.from_thread
+import anyio.lowlevel
 
 from ._context import current_record
 from ._log import logger
@@ -153,6 +158,8 @@ class EventBus(Publisher):
         self._runs: anyio.abc.TaskGroup | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
         self._stop = StopRequest()
+        self._loop: tuple[anyio.lowlevel.EventLoopToken, int] | None = None
+        """The running bus's event loop and the id of the thread running it (`publish_threadsafe`)."""
 
     def __repr__(self) -> str:
         return (
@@ -242,6 +249,7 @@ class EventBus(Publisher):
 
     async def _run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         """One run of the bus, from opening the store to closing it."""
+        self._loop = (anyio.lowlevel.current_token(), threading.get_ident())
         try:
             async with AsyncExitStack() as resources:
                 store = self.store
@@ -266,6 +274,7 @@ class EventBus(Publisher):
                             sub.run.close()
         finally:
             self._runs = None
+            self._loop = None
             self._enter(BusState.STOPPED)
             self._stop.stopped.set()
 
@@ -372,6 +381,36 @@ class EventBus(Publisher):
         if self._runs is not None:
             self._runs.start_soon(self._start_run(subscription).run)
         return subscription
+
+    # -- publishing from other threads -------------------------------------------------
+
+    def publish_threadsafe(
+        self, event: Event, headers: Mapping[str, str] | None = None, *, event_id: UUID | None = None
+    ) -> int:
+        """`publish` from synchronous code in another thread (a sync web view,
+        a worker thread): blocks that thread until the event is stored, and
+        returns its seq.
+
+        The event is published on the bus's own event loop, exactly as
+        ``await bus.publish(event, headers, event_id=event_id)`` would be
+        there, so it raises what `publish` raises. Raises `BusClosed` when
+        the bus is not running (or stops before the event is stored), and
+        `RuntimeError` when called from the thread that runs the bus's event
+        loop, which it would block: there, ``await bus.publish(...)``.
+        """
+        loop = self._loop
+        if loop is None:
+            raise BusClosed(f"cannot publish {type(event).__qualname__}: the bus is {self._state.value}")
+        token, loop_thread = loop
+        if threading.get_ident() == loop_thread:
+            raise RuntimeError(
+                "publish_threadsafe() was called from the thread running the bus's event loop, which it would "
+                "block; use `await bus.publish(...)` there"
+            )
+        try:
+            return anyio.from_thread.run(partial(self.publish, event, headers, event_id), token=token)
+        except anyio.RunFinishedError:
+            raise BusClosed(f"cannot publish {type(event).__qualname__}: the bus's event loop has ended") from None
 
     def _pipeline_of(self, name: str) -> Pipeline | None:
         sub = self.subscriptions.get(name)

@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import assert_type
+from uuid import uuid4
 
 import anyio
 
@@ -112,6 +113,9 @@ async def main() -> None:
         assert_type(seq, int)
         seqs = await bus.publish_many([OrderPlaced(order_id="A2", amount=5)])
         assert_type(seqs, list[int])
+        assert_type(await bus.publish(OrderPlaced(order_id="A4", amount=1), event_id=uuid4()), int)
+        assert_type(await bus.publish_many([OrderPlaced(order_id="A5", amount=1)], event_ids=[uuid4()]), list[int])
+        assert_type(bus.publish_threadsafe(OrderPlaced(order_id="A6", amount=1), event_id=uuid4()), int)
         await bus.drain(timeout=5.0)
 
         async for record in bus.replay(OrderPlaced, from_seq=1):
