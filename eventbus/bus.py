@@ -21,8 +21,8 @@ import enum
 import math
 import threading
 import types
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 from types import MappingProxyType
 from typing import Any, TypeVar, Unpack, overload
@@ -381,6 +381,21 @@ class EventBus(Publisher):
         if self._runs is not None:
             self._runs.start_soon(self._start_run(subscription).run)
         return subscription
+
+    @asynccontextmanager
+    async def lifespan(self, app: object) -> AsyncIterator[None]:
+        """Run the bus for a web app's lifetime: ``FastAPI(lifespan=bus.lifespan)``,
+        or any Starlette-style lifespan (a callable taking the app and
+        returning an async context manager).
+
+        The bus starts before the app takes requests and stops (draining,
+        up to ``shutdown_timeout``) when the app shuts down, exactly as
+        ``async with bus`` around the app's life would. ``app`` is not used.
+        A bus that stopped runs again at the next start (each test that
+        starts the app gets a fresh run).
+        """
+        async with self:
+            yield
 
     # -- publishing from other threads -------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 from typing import assert_type
 from uuid import uuid4
@@ -116,6 +117,8 @@ async def main() -> None:
         assert_type(await bus.publish(OrderPlaced(order_id="A4", amount=1), event_id=uuid4()), int)
         assert_type(await bus.publish_many([OrderPlaced(order_id="A5", amount=1)], event_ids=[uuid4()]), list[int])
         assert_type(bus.publish_threadsafe(OrderPlaced(order_id="A6", amount=1), event_id=uuid4()), int)
+        lifespan: Callable[[object], AbstractAsyncContextManager[None]] = bus.lifespan  # what Starlette takes
+        print(lifespan)
         await bus.drain(timeout=5.0)
 
         async for record in bus.replay(OrderPlaced, from_seq=1):
