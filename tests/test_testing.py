@@ -452,4 +452,63 @@ def test_importing_eventbus_testing_does_not_need_pytest() -> None:
         [sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "TestBus ['TestBus']"
+    assert result.stdout.strip() == "TestBus ['RunDeadLetters', 'TestBus']"
+
+
+# -- expecting what comes later, counting, and what must not come ----------------------
+
+
+async def test_expect_waits_for_an_event_a_handler_publishes_later() -> None:
+    gate = anyio.Event()
+    bus = EventBus()
+
+    @bus.subscribe(name="slow-payments")
+    async def capture(event: OrderPlaced) -> None:
+        await gate.wait()
+        await bus.publish(PaymentCaptured(order_id=event.order_id, amount=event.amount))
+
+    async with TestBus(bus) as tb:
+        await bus.publish(OrderPlaced(order_id="A1", amount=5))
+
+        async def open_the_gate() -> None:
+            gate.set()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(open_the_gate)  # runs only once expect is waiting
+            paid = await tb.expect(PaymentCaptured, order_id="A1", where=lambda event: event.amount == 5, timeout=WAIT)
+        assert paid == PaymentCaptured(order_id="A1", amount=5)
+        assert await tb.expect(OrderPlaced, timeout=0) == OrderPlaced(order_id="A1", amount=5)  # already there
+
+
+async def test_expect_that_times_out_lists_what_was_published() -> None:
+    async with TestBus(SHOP) as tb:
+        await tb.publish(OrderPlaced(order_id="A1", amount=5))
+        with pytest.raises(AssertionError, match=r"PaymentCaptured\(order_id='B2'\) was not published within 0.05s"):
+            await tb.expect(PaymentCaptured, order_id="B2", timeout=0.05)
+        with pytest.raises(ValueError, match="no field"):
+            await tb.expect(PaymentCaptured, colour="red", timeout=0.05)
+
+
+async def test_assert_published_counts_and_assert_not_published_names_the_seqs() -> None:
+    async with TestBus(SHOP) as tb:
+        for order_id in ("A1", "A2", "A1"):
+            await tb.publish(OrderPlaced(order_id=order_id, amount=5))
+        assert tb.assert_published(ReceiptSent, times=2, order_id="A1") == ReceiptSent(order_id="A1")
+        with pytest.raises(AssertionError, match=r"published 2 time\(s\), not 1"):
+            tb.assert_published(ReceiptSent, times=1, order_id="A1")
+        with pytest.raises(ValueError, match="assert_not_published"):
+            tb.assert_published(ReceiptSent, times=0)
+        tb.assert_not_published(ReceiptSent, order_id="B9")
+        tb.assert_not_published(PaymentCaptured, where=lambda event: event.amount > 100)
+        with pytest.raises(AssertionError, match=r"at seq\(s\) \[3, 9\]"):
+            tb.assert_not_published(ReceiptSent, order_id="A1")
+
+
+async def test_dead_letters_answer_what_the_bus_dead_letters_answer() -> None:
+    async with TestBus(_shop_bus(decline_over=10), raise_errors=False) as tb:
+        await tb.publish(OrderPlaced(order_id="A9", amount=50))
+        [letter] = tb.dead_letters
+        assert [stored.id for stored in await tb.dead_letters.list("payments")] == [letter.id]
+        assert await tb.dead_letters.purge([letter.id]) == 1
+        assert tb.dead_letters == []
+        assert await tb.bus.dead_letters.list() == []

@@ -10,6 +10,6 @@ needs pytest, from eventbus's ``test`` extra, so it is imported from its own
 module: ``from eventbus.testing.conformance import StoreConformance``.
 """
 
-from .testbus import TestBus
+from .testbus import RunDeadLetters, TestBus
 
-__all__ = ["TestBus"]
+__all__ = ["RunDeadLetters", "TestBus"]

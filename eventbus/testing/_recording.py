@@ -7,6 +7,8 @@ from dataclasses import replace
 from datetime import timedelta
 from uuid import UUID
 
+import anyio
+
 from ..deadletters import DeadLetter
 from ..record import Record
 from ..store import DEFAULT_PAGE_SIZE, CompactResult, HistoryNeed, LeaseFence, Store, StoreFeatures
@@ -33,6 +35,7 @@ class RecordingStore:
         self.features: StoreFeatures = replace(store.features, immediate_append=False, transactions=False)
         self.appended: list[Record] = []
         self.dead_letters_added: dict[UUID, DeadLetter] = {}
+        self._grown: anyio.Event | None = None  # set when `appended` grows, for `wait_past`
 
     @property
     def first_seq(self) -> int:
@@ -47,7 +50,17 @@ class RecordingStore:
     async def append(self, records: Sequence[Record]) -> Collection[int]:
         already = await self.store.append(records)
         self.appended.extend(record for index, record in enumerate(records) if index not in already)
+        if self._grown is not None and len(already) < len(records):
+            self._grown.set()
+            self._grown = None
         return already
+
+    async def wait_past(self, count: int) -> None:
+        """Return once more than ``count`` records have been noted in `appended`."""
+        while len(self.appended) <= count:
+            if self._grown is None:
+                self._grown = anyio.Event()
+            await self._grown.wait()
 
     async def read(
         self,

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
+from uuid import UUID
 
+import anyio
 import anyio.lowlevel
 
 from .._testmode import failure_observer, retry_sleep
@@ -24,6 +26,9 @@ E = TypeVar("E", bound=Event)
 SHOWN_RECORDS = 50
 """How many published records a `TestBus.assert_published` failure lists
 before it says how many more there were."""
+
+DEFAULT_EXPECT_TIMEOUT = 5.0
+"""Seconds `TestBus.expect` waits by default."""
 
 
 async def _no_delay(seconds: float) -> None:
@@ -163,24 +168,122 @@ class TestBus:
         return [record.event for record in self._store.appended if isinstance(record.event, event_type)]
 
     @property
-    def dead_letters(self) -> list[DeadLetter]:
-        """The dead letters stored during this run and still there, oldest first."""
-        return list(self._store.dead_letters_added.values())
+    def dead_letters(self) -> RunDeadLetters:
+        """The dead letters stored during this run and still there, oldest first.
 
-    def assert_published(self, event_type: type[E], **fields: Any) -> E:
-        """Return the first published ``event_type`` whose ``fields`` have these values.
-
-        Raises `AssertionError` listing what was published when there is none,
-        and `ValueError` when ``event_type`` has no field of one of those names.
+        A list, which also answers what ``bus.dead_letters`` does
+        (``await tb.dead_letters.list()``, ``.redrive()``, ``.purge()``), so
+        code written against the bus works on it.
         """
+        return RunDeadLetters(self._store.dead_letters_added.values(), self.bus)
+
+    def assert_published(
+        self, event_type: type[E], *, times: int | None = None, where: Callable[[E], bool] | None = None, **fields: Any
+    ) -> E:
+        """Return the first published ``event_type`` whose ``fields`` have these
+        values (and for which ``where``, if given, is true).
+
+        ``times`` asks for exactly that many such events (at least one);
+        without it, one or more will do. Raises `AssertionError` listing what
+        was published when they are not there, and `ValueError` when
+        ``event_type`` has no field of one of those names.
+        """
+        if times is not None and (isinstance(times, bool) or not isinstance(times, int) or times < 1):
+            raise ValueError(f"times must be an int >= 1 (for none, use assert_not_published), got {times!r}")
+        found = self._matching(event_type, where, fields)
+        if found and (times is None or len(found) == times):
+            return found[0][1]
+        wanted = _wanted(event_type, fields, where)
+        problem = f"no {wanted} was published" if not found else f"{wanted} was published {len(found)} time(s)"
+        if times is not None:
+            problem += f", not {times}"
+        raise AssertionError(f"{problem}; {_describe(self._store.appended)}")
+
+    def assert_not_published(
+        self, event_type: type[E], *, where: Callable[[E], bool] | None = None, **fields: Any
+    ) -> None:
+        """Raise `AssertionError` naming their seqs if any ``event_type`` whose
+        ``fields`` have these values (and for which ``where`` is true) was
+        published; `ValueError` for a field ``event_type`` does not have."""
+        seqs = [seq for seq, _ in self._matching(event_type, where, fields)]
+        if seqs:
+            raise AssertionError(f"{_wanted(event_type, fields, where)} was published, at seq(s) {seqs}")
+
+    async def expect(
+        self,
+        event_type: type[E],
+        *,
+        where: Callable[[E], bool] | None = None,
+        timeout: float = DEFAULT_EXPECT_TIMEOUT,
+        **fields: Any,
+    ) -> E:
+        """Wait until an ``event_type`` whose ``fields`` have these values (and
+        for which ``where`` is true) is published, by the test, the code under
+        test or a handler, and return the first; one published already counts.
+
+        Raises `AssertionError` listing what was published when none comes
+        within ``timeout`` seconds (with ``raise_errors=True``, a handler's
+        exception first, if one ended a delivery meanwhile), and `ValueError`
+        for a field ``event_type`` does not have.
+        """
+        try:
+            with anyio.fail_after(timeout):
+                while True:
+                    seen = len(self._store.appended)
+                    found = self._matching(event_type, where, fields)
+                    if found:
+                        return found[0][1]
+                    await self._store.wait_past(seen)
+        except TimeoutError:
+            self._raise_first_error()
+            raise AssertionError(
+                f"{_wanted(event_type, fields, where)} was not published within {timeout}s; "
+                f"{_describe(self._store.appended)}"
+            ) from None
+
+    def _matching(
+        self, event_type: type[E], where: Callable[[E], bool] | None, fields: Mapping[str, Any]
+    ) -> list[tuple[int, E]]:
+        """(seq, event) of each published ``event_type`` with these ``fields`` and true ``where``, in seq order."""
         unknown = sorted(name for name in fields if name not in event_type.model_fields)
         if unknown:
             raise ValueError(f"{event_type.__qualname__} has no field(s) {unknown}")
-        for event in self.published_events(event_type):
-            if all(getattr(event, name) == value for name, value in fields.items()):
-                return event
-        wanted = ", ".join(f"{name}={value!r}" for name, value in fields.items())
-        raise AssertionError(f"no {event_type.__qualname__}({wanted}) was published; {_describe(self._store.appended)}")
+        found: list[tuple[int, E]] = []
+        for record in self._store.appended:
+            event = record.event
+            if (
+                isinstance(event, event_type)
+                and all(getattr(event, name) == value for name, value in fields.items())
+                and (where is None or where(event))
+            ):
+                found.append((record.seq, event))
+        return found
+
+
+class RunDeadLetters(list[DeadLetter]):
+    """`TestBus.dead_letters`: the run's dead letters as a list, which also
+    answers the calls of ``bus.dead_letters`` (`eventbus.deadletters.DeadLetters`)."""
+
+    def __init__(self, letters: Collection[DeadLetter], bus: EventBus) -> None:
+        super().__init__(letters)
+        self._bus = bus
+
+    async def list(self, subscription: str | None = None) -> Sequence[DeadLetter]:
+        """``bus.dead_letters.list``: the dead letters in the run's store now."""
+        return await self._bus.dead_letters.list(subscription)
+
+    async def redrive(self, ids: Collection[UUID] | None = None) -> int:
+        """``bus.dead_letters.redrive``."""
+        return await self._bus.dead_letters.redrive(ids)
+
+    async def purge(self, ids: Collection[UUID] | None = None) -> int:
+        """``bus.dead_letters.purge``."""
+        return await self._bus.dead_letters.purge(ids)
+
+
+def _wanted(event_type: type[Event], fields: Mapping[str, Any], where: object) -> str:
+    wanted = ", ".join(f"{name}={value!r}" for name, value in fields.items())
+    return f"{event_type.__qualname__}({wanted}){' matching where=' if where is not None else ''}"
 
 
 def _describe(records: Sequence[Record]) -> str:
