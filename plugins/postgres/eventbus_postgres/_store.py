@@ -60,6 +60,9 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
+CLOSE_TIMEOUT = 10.0
+"""Seconds closing the store waits for its pool to close gracefully."""
+
 STEP_RECORDS = 10_000
 """A background compaction step runs after this many records appended by this
 store, even before ``compact_interval`` has passed, so each step is small."""
@@ -108,11 +111,11 @@ def _definite(exc: BaseException) -> bool:
 
 
 @asynccontextmanager
-async def _borrowed(pool: asyncpg.Pool[Any], timeout: float | None = None) -> AsyncIterator[Any]:
+async def _borrowed(pool: asyncpg.Pool[Any]) -> AsyncIterator[Any]:
     """A connection of ``pool``, given back without raising: what ran on it
     stands, whether or not the pool can reset it afterwards (it closes one it
     cannot), so a failed give-back never turns a commit into an error."""
-    conn = await pool.acquire(timeout=timeout)
+    conn = await pool.acquire()
     try:
         yield conn
     finally:
@@ -222,7 +225,7 @@ class _Connections:
                     event_ids=ids,
                 ) from lost
             try:
-                async with _borrowed(self.pool, remaining) as conn:
+                async with _borrowed(self.pool) as conn:
                     if not await conn.fetchval(sql.session_busy, pid, timeout=remaining):
                         stored = dict(await conn.fetch(sql.find_event_ids, list(set(ids)), timeout=remaining))
                         committed = all(event_id in stored for event_id in appended)
@@ -296,9 +299,15 @@ class _Connections:
         await self.listener.wait(after_seq)
 
     async def close(self) -> None:
-        """Stop listening and close the pool."""
+        """Stop listening and close the pool; connections it cannot close
+        within `CLOSE_TIMEOUT` (one asyncpg still counts as lent after a
+        connection was lost) are terminated, so closing never hangs."""
         await self.listener.close()
-        await self.pool.close()
+        try:
+            await asyncio.wait_for(self.pool.close(), CLOSE_TIMEOUT)
+        except TimeoutError:
+            logger.warning("closing the pool took too long; its connections were terminated", store=self.where)
+            self.pool.terminate()
 
 
 class PostgresStore:
