@@ -304,7 +304,9 @@ class Publisher:
         if self._refusal is not None:
             raise BusClosed(f"cannot publish {type(event).__qualname__}: the bus is {self._refusal}")
         if transaction is not None:
-            return (await self._publish_in(transaction, (event,), headers, (event_id,), batch=False))[0]
+            store = self._transactional()
+            one = self._new_record(event, self._routes[type(event)], headers, _current_record(), event_id)
+            return (await self._publish_in(store, transaction, [one]))[0]
         route = self._routes[type(event)]
         parent = _current_record()
         record = (
@@ -366,37 +368,18 @@ class Publisher:
         """
         if self._refusal is not None:
             raise BusClosed(f"cannot publish: the bus is {self._refusal}")
-        if transaction is not None:
-            listed = list(events)
-            given: list[UUID | None] = [None] * len(listed) if event_ids is None else list(event_ids)
-            if len(given) != len(listed):
-                raise ValueError(f"publish_many got {len(given)} event_ids for {len(listed)} events")
-            return await self._publish_in(transaction, listed, headers, given, batch=True)
-        ids = None if event_ids is None else list(event_ids)
         parent = _current_record()
-        routes = self._routes
-        records: list[Record] = []
-        blocking: dict[Inbox, int] = {}
-        for index, event in enumerate(events):
-            try:
-                route = routes[type(event)]
-            except TypeError as exc:
-                raise TypeError(f"events[{index}]: {exc}") from None
-            event_id = None
-            if ids is not None:
-                if index >= len(ids):
-                    raise ValueError(f"publish_many got more events than event_ids ({len(ids)})")
-                event_id = ids[index]
-            try:
-                records.append(self._new_record(event, route, headers, parent, event_id))
-            except TypeError as exc:
-                raise TypeError(f"event_ids[{index}]: {exc}") from None
-            for inbox in route.blocking:
-                blocking[inbox] = blocking.get(inbox, 0) + 1
-        if ids is not None and len(ids) != len(records):
-            raise ValueError(f"publish_many got {len(ids)} event_ids for {len(records)} events")
+        if transaction is not None:
+            store = self._transactional()
+            return await self._publish_in(store, transaction, self._batch(events, headers, parent, event_ids))
+        records = self._batch(events, headers, parent, event_ids)
         if not records:
             return []
+        routes = self._routes
+        blocking: dict[Inbox, int] = {}
+        for record in records:
+            for inbox in routes[type(record.decoded)].blocking:
+                blocking[inbox] = blocking.get(inbox, 0) + 1
         await self._wait_if_full(tuple(blocking), parent)
         await self._commit_reserving(records, blocking)
         return [record.seq for record in records]
@@ -513,38 +496,12 @@ class Publisher:
             )
         return store
 
-    async def _publish_in(
-        self,
-        connection: object,
-        events: Sequence[Event],
-        headers: Mapping[str, str] | None,
-        event_ids: Sequence[UUID | None],
-        *,
-        batch: bool,
-    ) -> list[int]:
-        """Append ``events`` inside the transaction open on ``connection``; their seqs.
+    async def _publish_in(self, store: Transactions, connection: object, records: list[Record]) -> list[int]:
+        """Append ``records`` through ``store`` inside the transaction open on ``connection``; their seqs.
 
         Routes nothing: the records reach subscriptions through the store's
         tail once the application commits (see the module docstring).
-        ``batch``: for `publish_many`, whose errors name the event's index.
         """
-        store = self._transactional()
-        parent = _current_record()
-        routes = self._routes
-        records: list[Record] = []
-        for index, (event, event_id) in enumerate(zip(events, event_ids, strict=True)):
-            try:
-                route = routes[type(event)]
-            except TypeError as exc:
-                if not batch:
-                    raise
-                raise TypeError(f"events[{index}]: {exc}") from None
-            try:
-                records.append(self._new_record(event, route, headers, parent, event_id))
-            except TypeError as exc:
-                if not batch:
-                    raise
-                raise TypeError(f"event_ids[{index}]: {exc}") from None
         if not records:
             return []
         await store.check_connection(connection)
@@ -592,6 +549,32 @@ class Publisher:
 
     # -- building records ----------------------------------------------------------
 
+    def _batch(
+        self,
+        events: Iterable[Event],
+        headers: Mapping[str, str] | None,
+        parent: Item | None,
+        event_ids: Iterable[UUID] | None,
+    ) -> list[Record]:
+        """The records of a `publish_many` batch; errors name the event's index."""
+        listed = list(events)
+        ids: list[UUID | None] = [None] * len(listed) if event_ids is None else list(event_ids)
+        if len(ids) < len(listed):
+            raise ValueError(f"publish_many got more events than event_ids ({len(ids)})")
+        if len(ids) > len(listed):
+            raise ValueError(f"publish_many got {len(ids)} event_ids for {len(listed)} events")
+        routes = self._routes
+        records: list[Record] = []
+        for index, (event, event_id) in enumerate(zip(listed, ids, strict=True)):
+            try:
+                route = routes[type(event)]
+            except TypeError as exc:
+                raise TypeError(f"events[{index}]: {exc}") from None
+            if event_id is not None and not isinstance(event_id, UUID):
+                raise TypeError(f"event_ids[{index}]: {_not_a_uuid(event_id)}")
+            records.append(self._new_record(event, route, headers, parent, event_id))
+        return records
+
     def _new_record(
         self,
         event: Event,
@@ -610,7 +593,7 @@ class Publisher:
         elif isinstance(given_id, UUID):
             event_id = given_id
         else:
-            raise TypeError(f"an event_id must be a UUID, got {type(given_id).__name__} {given_id!r}")
+            raise TypeError(_not_a_uuid(given_id))
         if parent is None:
             return Record(0, event, route.name, route.version, event_id, time_ns(), None, None, headers)
         parent_id, correlation, parent_depth = causation_of(parent)
@@ -753,6 +736,11 @@ class _Pending:
         self.records = records
         self.done = anyio.Event()
         self.error: BaseException | None = None
+
+
+def _not_a_uuid(value: object) -> str:
+    """What a `TypeError` says of an event id that is not a `UUID`."""
+    return f"an event_id must be a UUID, got {type(value).__name__} {value!r}"
 
 
 def _log_published(first_seq: int, last_seq: int, type_name: str) -> None:

@@ -223,3 +223,10 @@ async def test_an_append_in_doubt_reaches_each_publisher_with_its_own_ids_and_a_
             assert await bus.publish(Tick(n=n), event_id=doubt.event_ids[0]) == seq
             assert await bus.publish(Tick(n=n), event_id=doubt.event_ids[0]) == seq
         assert [record.event_id for record in await _stored(bus)] == [ids[n] for n in [first, *doubtful]]
+
+
+async def test_bad_headers_beside_event_ids_are_named_as_headers(store: Store) -> None:
+    async with EventBus(store) as bus:
+        with pytest.raises(TypeError, match=r"^headers must map str to str"):
+            await bus.publish_many([Tick(n=1)], {"k": 1}, event_ids=[uuid4()])  # type: ignore[dict-item]
+        assert await _stored(bus) == []
