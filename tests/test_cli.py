@@ -333,24 +333,37 @@ def test_tail_follows_events_another_process_appends(url: str) -> None:
     assert [(line["seq"], line["data"]) for line in lines] == [(2, {"text": "first"}), (4, {"text": "last"})]
 
 
-def test_ctrl_c_stops_tail_with_status_130(url: str) -> None:
+_SIGINT_IGNORED = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+    "os.execv(sys.executable, [sys.executable, '-m', 'eventbus.cli', *sys.argv[1:]])"
+)
+"""Runs the CLI with SIGINT ignored, as a shell starts a background job (``cmd &``)."""
+
+
+@pytest.mark.parametrize("started", ["in the foreground", "as a background job"])
+def test_ctrl_c_stops_tail_with_status_130(url: str, started: str) -> None:
     _fill(url, ORDERS[:1])
+    command = ["-m", "eventbus.cli"] if started == "in the foreground" else ["-c", _SIGINT_IGNORED]
 
     async def interrupt() -> tuple[int, bytes]:
         tail = await anyio.open_process(
-            [sys.executable, "-m", "eventbus.cli", "tail", url, "--from-seq", "2"], env=_env(), stderr=subprocess.PIPE
+            [sys.executable, *command, "tail", url, "--from-seq", "2"], env=_env(), stderr=subprocess.PIPE
         )
         async with tail, create_bus(url) as bus:
             assert tail.stdout is not None
             assert tail.stderr is not None
-            with anyio.fail_after(WAIT):
-                await bus.publish(CliNote(text="ready"))
-                output = b""
-                while b"\n" not in output:  # tail is following: now interrupt it
-                    output += await tail.stdout.receive()
-                tail.send_signal(signal.SIGINT)
-                status = await tail.wait()
-                errors = b"".join([chunk async for chunk in tail.stderr])
+            try:
+                with anyio.fail_after(WAIT):
+                    await bus.publish(CliNote(text="ready"))
+                    output = b""
+                    while b"\n" not in output:  # tail is following: now interrupt it
+                        output += await tail.stdout.receive()
+                    tail.send_signal(signal.SIGINT)
+                    status = await tail.wait()
+                    errors = b"".join([chunk async for chunk in tail.stderr])
+            except BaseException:
+                tail.kill()  # one that ignored Ctrl-C would otherwise outlive the test
+                raise
         return status, errors
 
     status, errors = anyio.run(interrupt)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import Any
 
@@ -57,6 +58,11 @@ def cli(ctx: click.Context) -> None:
     postgresql://user@host:5432/db, memory://. Commands that only read
     never create a store: a missing one is an error naming it.
     """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # A shell starts a background job with SIGINT ignored, and the job's
+        # children inherit that; `eventbus tail` started so would never stop
+        # on Ctrl-C (SIGINT) with status 130 as every command promises.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     print_help_when_bare(ctx)
 
 
