@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coroutine, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
 from datetime import timedelta
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -63,6 +63,10 @@ T = TypeVar("T")
 CLOSE_TIMEOUT = 10.0
 """Seconds closing the store waits for its pool to close gracefully."""
 
+RELEASE_TIMEOUT = 10.0
+"""Seconds giving a connection back to the pool may take (its reset); past
+that the pool closes the connection."""
+
 STEP_RECORDS = 10_000
 """A background compaction step runs after this many records appended by this
 store, even before ``compact_interval`` has passed, so each step is small."""
@@ -79,6 +83,10 @@ an ``OSError``); the store reports them as `StoreError`, the driver's chained.""
 _SETTLE_FIRST_DELAY = 0.05
 _SETTLE_MAX_DELAY = 1.0
 """Seconds between tries to find out what became of an append whose connection was lost."""
+
+
+_ConnectAside = Callable[[float], Awaitable["asyncpg.Connection[Any]"]]
+"""Opens a connection outside the pool within the given seconds."""
 
 
 def _event_ids(rows: list[tuple[Any, ...]]) -> list[UUID]:
@@ -114,13 +122,18 @@ def _definite(exc: BaseException) -> bool:
 async def _borrowed(pool: asyncpg.Pool[Any]) -> AsyncIterator[Any]:
     """A connection of ``pool``, given back without raising: what ran on it
     stands, whether or not the pool can reset it afterwards (it closes one it
-    cannot), so a failed give-back never turns a commit into an error."""
+    cannot), so a failed give-back never turns a commit into an error.
+
+    Giving back is bounded by `RELEASE_TIMEOUT`: asyncpg waits, with no
+    limit of its own, for a cancelled statement's cancel request, which
+    goes over a new connection that may never be answered when the network
+    is what failed."""
     conn = await pool.acquire()
     try:
         yield conn
     finally:
         with suppress(*_DRIVER_ERRORS):
-            await pool.release(conn)
+            await pool.release(conn, timeout=RELEASE_TIMEOUT)
 
 
 class _Connections:
@@ -129,9 +142,11 @@ class _Connections:
     The store calls these methods through its runner.
     """
 
-    def __init__(self, pool: asyncpg.Pool[Any], listener: AppendListener, where: str) -> None:
+    def __init__(self, pool: asyncpg.Pool[Any], listener: AppendListener, connect: _ConnectAside, where: str) -> None:
         self.pool = pool
         self.listener = listener
+        self.connect = connect
+        """Opens a connection outside the pool, for settling a lost append."""
         self.where = where
         """The store's URL, password hidden, for log lines."""
 
@@ -225,25 +240,43 @@ class _Connections:
                     event_ids=ids,
                 ) from lost
             try:
-                async with _borrowed(self.pool) as conn:
-                    if not await conn.fetchval(sql.session_busy, pid, timeout=remaining):
-                        stored = dict(await conn.fetch(sql.find_event_ids, list(set(ids)), timeout=remaining))
-                        committed = all(event_id in stored for event_id in appended)
-                        logger.warning(
-                            "the connection was lost while an append committed; found out what became of it",
-                            store=self.where,
-                            events=len(ids),
-                            stored=committed,
-                            error=repr(lost),
-                        )
-                        if not committed:
-                            raise _NotStored(lost)
-                        return [stored[event_id] for event_id in ids]
-                    problem = TimeoutError(f"the lost session (pid {pid}) is still busy on the server")
+                stored = await self._look_up_after(sql, pid, ids, remaining)
             except _DRIVER_ERRORS as exc:
                 problem = exc
+            else:
+                if stored is not None:
+                    committed = all(event_id in stored for event_id in appended)
+                    logger.warning(
+                        "the connection was lost while an append committed; found out what became of it",
+                        store=self.where,
+                        events=len(ids),
+                        stored=committed,
+                        error=repr(lost),
+                    )
+                    if not committed:
+                        raise _NotStored(lost)
+                    return [stored[event_id] for event_id in ids]
+                problem = TimeoutError(f"the lost session (pid {pid}) is still busy on the server")
             await asyncio.sleep(min(delay, max(deadline - loop.time(), 0)))
             delay = min(delay * 2, _SETTLE_MAX_DELAY)
+
+    async def _look_up_after(
+        self, sql: Statements, pid: int, ids: list[UUID], timeout: float
+    ) -> dict[UUID, int] | None:
+        """The stored seqs of those of ``ids`` that are stored, once the server
+        is done with session ``pid``; None while it is still busy.
+
+        On a connection of its own, closed afterwards, not a pooled one: a
+        pool whose connections were just lost can hold this wait up without
+        bound, and every step here is bounded by ``timeout``.
+        """
+        conn = await self.connect(timeout)
+        try:
+            if await conn.fetchval(sql.session_busy, pid, timeout=timeout):
+                return None
+            return dict(await conn.fetch(sql.find_event_ids, list(set(ids)), timeout=timeout))
+        finally:
+            conn.terminate()
 
     async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         """Rows of ``query`` run on a pooled connection."""
@@ -754,11 +787,16 @@ class PostgresStore:
         except BaseException:
             pool.terminate()
             raise
-        return _Connections(pool, AppendListener(self._connect_one, self._sql.channel, self._sql.head), self.url)
+        listener = AppendListener(self._connect_listener, self._sql.channel, self._sql.head)
+        return _Connections(pool, listener, self._connect_aside, self.url)
 
-    async def _connect_one(self) -> asyncpg.Connection[Any]:
+    async def _connect_listener(self) -> asyncpg.Connection[Any]:
+        return await self._connect_aside(self.options.connect_timeout, LISTENER_SUFFIX)
+
+    async def _connect_aside(self, timeout: float, suffix: str = "") -> asyncpg.Connection[Any]:
+        """A connection outside the pool, within ``timeout`` (and ``connect_timeout``)."""
         return await asyncpg.connect(
             self._dsn,
-            timeout=self.options.connect_timeout,
-            server_settings={"application_name": self._application_name + LISTENER_SUFFIX},
+            timeout=min(timeout, self.options.connect_timeout),
+            server_settings={"application_name": self._application_name + suffix},
         )

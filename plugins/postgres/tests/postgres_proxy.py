@@ -41,8 +41,13 @@ class AnswerLosingProxy:
         self._to_lose = 0
 
     def lose_an_answer(self) -> None:
-        """Drop the first set-up connection on which the server answers next, and the answer with it."""
-        self._to_lose += 1
+        """Drop the first set-up connection on which the server answers next, and the answer with it.
+
+        One at a time: arming it again before the armed loss struck does
+        nothing, so faults never pile up faster than a loaded machine
+        answers (piled up, they would take every answer, settling's too).
+        """
+        self._to_lose = 1
 
     async def serve(self, listener: anyio.abc.SocketListener) -> None:
         """Forward connections until cancelled."""
