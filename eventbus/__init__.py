@@ -31,6 +31,7 @@ from .exceptions import (
 from .middleware import DeliveryContext, DeliveryCounters, Handle, Middleware, PublishMiddleware
 from .plugins import Plugin
 from .policies import Backpressure, Retry
+from .projection import rebuild_projection
 from .record import Record
 from .replay import Replay
 from .stats import BusStats, SubscriptionStats
@@ -82,5 +83,6 @@ __all__ = [
     "Transaction",
     "TransactionError",
     "UnknownEventType",
+    "rebuild_projection",
 ]
 __version__ = "0.1.0"

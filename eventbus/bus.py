@@ -291,7 +291,7 @@ class EventBus(Publisher):
 
     def _start_run(self, subscription: Subscription) -> DeliveryRun:
         terms = LeaseTerms(self._lease_holder, self.lease_ttl)
-        return subscription.start_run(self.store, self.middleware, self._head_now, self._stop_now, terms)
+        return subscription.start_run(self.store, self.middleware, self._head_now, self._stop_now, terms, self)
 
     def _current_store(self) -> Store:
         return self.store

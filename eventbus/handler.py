@@ -1,8 +1,10 @@
 """Reading a handler's signature: which events it wants and how to call it.
 
 A handler is a function (sync or async) taking ``(event)`` or
-``(event, record)``. Its event types come from the first parameter's
-annotation unless given explicitly; a ``Union`` means each member.
+``(event, record)``; a projection's takes a `Transaction` too, as a
+parameter annotated with it (`transaction_parameter`). Its event types come
+from the first parameter's annotation unless given explicitly; a ``Union``
+means each member.
 """
 
 from __future__ import annotations
@@ -18,8 +20,19 @@ import anyio.to_thread
 
 from .event import Event
 from .record import Record
+from .transaction import Transaction
 
-__all__ = ["Handle", "event_types", "handler_name", "is_async", "is_plain_async", "is_type_spec", "make_handle"]
+__all__ = [
+    "Handle",
+    "ProjectionCall",
+    "event_types",
+    "handler_name",
+    "is_async",
+    "is_plain_async",
+    "is_type_spec",
+    "make_handle",
+    "transaction_parameter",
+]
 
 Handle = Callable[[Record], Awaitable[None]]
 """A delivery step: takes the record, returns when the handler is done. The
@@ -73,6 +86,30 @@ def _first_annotation(handler: Callable[..., Any]) -> Any:
             "annotate it with an Event class or pass the type to subscribe()"
         )
     return annotation
+
+
+_TRANSACTION_ANNOTATIONS = (Transaction, "Transaction", "eventbus.Transaction")
+"""What a projection's parameter is annotated with: the class, or its name as written when unresolved."""
+
+
+def transaction_parameter(handler: Callable[..., Any]) -> int | None:
+    """The index of the positional parameter of ``handler`` annotated
+    `Transaction` (1 or 2: after the event, and after the record if it takes
+    one), or None when it has none: then it is no projection."""
+    params = _positional_parameters(handler)
+    try:
+        hints = typing.get_type_hints(_unwrap(handler))
+    except NameError:  # another parameter's annotation cannot be resolved: read this one as written
+        hints = {param.name: param.annotation for param in params}
+    found = [index for index, param in enumerate(params) if hints.get(param.name) in _TRANSACTION_ANNOTATIONS]
+    if not found:
+        return None
+    if len(found) > 1 or found[0] == 0 or len(params) > 3:
+        raise TypeError(
+            f"handler {_name(handler)} of a projection must take (event, tx: Transaction) or "
+            "(event, record, tx: Transaction)"
+        )
+    return found[0]
 
 
 def _unwrap(handler: Callable[..., Any]) -> Callable[..., Any]:
@@ -172,6 +209,34 @@ def make_handle(handler: Callable[..., Any], *, in_thread: bool = False) -> Hand
             await _finish(handler, result)
 
     return call_sync
+
+
+class ProjectionCall:
+    """Calls a projection's ``handler`` with a record's event (and the record)
+    and the delivery's `Transaction`: ``(event, tx)`` or ``(event, record, tx)``,
+    as its positional parameter ``transaction_at`` (see `transaction_parameter`)
+    says. A sync handler runs on the event loop (its writes go through a
+    driver that is the loop's, or are quick SQLite statements), and what it
+    returns is awaited when awaitable."""
+
+    __slots__ = ("_asynchronous", "_handler", "_wants_record")
+
+    def __init__(self, handler: Callable[..., Any], transaction_at: int) -> None:
+        if inspect.isasyncgenfunction(handler) or inspect.isgeneratorfunction(handler) or _has_generator_call(handler):
+            raise TypeError(f"handler {_name(handler)} is a generator function: its body would never run")
+        self._handler = handler
+        self._wants_record = transaction_at == 2
+        self._asynchronous = is_async(handler)
+
+    async def __call__(self, record: Record, tx: Transaction) -> None:
+        handler = self._handler
+        args = (record.event, record, tx) if self._wants_record else (record.event, tx)
+        if self._asynchronous:
+            await handler(*args)
+            return
+        result = handler(*args)
+        if result is not None:
+            await _finish(handler, result)
 
 
 def _boxed(handler: Callable[..., Any], *args: Any) -> tuple[object]:

@@ -37,7 +37,7 @@ that tail the store (``from_seq``, ``durable=True``) read them from there,
 like records another process appended; live subscriptions, which take only
 what this bus routes, do not see them. Such an append holds the store's
 append lock until the application's transaction ends, so the task remembers
-the connection (`_open_transaction`), and a plain publish from it, which
+the connection (`open_transaction`), and a plain publish from it, which
 would wait for that lock forever, raises `TransactionError` while the
 connection's transaction is open.
 """
@@ -48,6 +48,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
+from functools import partial
 from time import time_ns
 from types import MappingProxyType
 from uuid import UUID
@@ -66,7 +67,7 @@ from .middleware.base import Commit, PublishMiddleware
 from .record import NO_HEADERS, Record
 from .routing import Route, Router
 from .store import ImmediateAppend, Store, Transactions, immediate_append, transactions
-from .transaction import Transaction
+from .transaction import HeldTransaction, Transaction, open_transaction
 
 __all__ = ["DEFAULT_MAX_CAUSATION_DEPTH", "ORIGIN_HEADER", "Publisher"]
 
@@ -79,33 +80,6 @@ _current_record = current_record.get
 `ContextVar`'s method, and ``current_record.get()`` in `Publisher.publish`
 costs a one-handler publish-to-handled 527 instructions on 3.11 (12 968
 against 12 441) and 702 on 3.13 (14 804 against 14 102)."""
-
-
-class _Held:
-    """A connection the current task published through in a transaction: while
-    its transaction is open, it holds the store's append lock.
-
-    Attributes:
-        store: the store's `Transactions`.
-        connection: the application's connection.
-        last_seq: the greatest seq appended through it (0: none yet).
-    """
-
-    __slots__ = ("connection", "last_seq", "store")
-
-    def __init__(self, store: Transactions, connection: object) -> None:
-        self.store = store
-        self.connection = connection
-        self.last_seq = 0
-
-    def appended(self, seq: int) -> None:
-        """Records up to ``seq`` were appended through the connection."""
-        self.last_seq = max(self.last_seq, seq)
-
-
-_open_transaction: ContextVar[_Held | None] = ContextVar("eventbus_open_transaction", default=None)
-"""The connection through which the current task last published in a
-transaction (``transaction=conn``, `Publisher.transaction`)."""
 
 
 _appending_through: ContextVar[tuple[Transactions, object] | None] = ContextVar(
@@ -467,11 +441,11 @@ class Publisher:
                 "bus.publish(..., transaction=conn), or commit it before bus.transaction(conn)"
             )
         opened = await store.begin(connection)
-        held = _Held(store, connection)
-        token = _open_transaction.set(held)
+        held = HeldTransaction(store, connection)
+        token = open_transaction.set(held)
         try:
             try:
-                yield Transaction(self, connection)
+                yield Transaction(self, connection, partial(store.execute_in, connection))
             except BaseException:
                 with anyio.CancelScope(shield=True):
                     await opened.rollback()
@@ -479,7 +453,7 @@ class Publisher:
             with anyio.CancelScope(shield=True):
                 await opened.commit()
         finally:
-            _open_transaction.reset(token)
+            open_transaction.reset(token)
         # every seq up to the transaction's last is committed now (seqs go in
         # commit order): the head moves, and drain() waits for tailing
         # subscriptions to deliver them
@@ -515,10 +489,10 @@ class Publisher:
             await self._chain_in_transaction(records)
         finally:
             _appending_through.reset(through)
-        held = _open_transaction.get()
+        held = open_transaction.get()
         if held is None or held.connection is not connection:
-            held = _Held(store, connection)
-            _open_transaction.set(held)
+            held = HeldTransaction(store, connection)
+            open_transaction.set(held)
         held.appended(max(record.seq for record in records))
         if self._log_publishes:
             logger.debug("published in a transaction", seq=records[0].seq, type=records[0].type, count=len(records))
@@ -535,12 +509,12 @@ class Publisher:
     def _refuse_inside_transaction(self) -> None:
         """`TransactionError` when this task holds a transaction it published in open:
         its connection holds the store's append lock, which a plain append would wait for."""
-        held = _open_transaction.get()
+        held = open_transaction.get()
         if held is None:
             return
         connection = held.connection
         if not held.store.in_transaction(connection):
-            _open_transaction.set(None)
+            open_transaction.set(None)
             return
         raise TransactionError(
             f"a plain publish from inside an open transaction on {connection!r} would wait forever for that "

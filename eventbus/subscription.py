@@ -14,10 +14,11 @@ from .delivery.lease import LeaseTerms
 from .delivery.options import SubscribeOptions, SubscriptionOptions, compile_where
 from .delivery.workers import DeliveryRun
 from .event import Event, registry
-from .handler import event_types, handler_name, make_handle
+from .handler import Handle, ProjectionCall, event_types, handler_name, make_handle, transaction_parameter
 from .middleware.base import Middleware
 from .stats import SubscriptionStats
 from .store.base import Store
+from .transaction import Publishes
 
 __all__ = ["Subscription", "new_subscription"]
 
@@ -52,7 +53,7 @@ class Subscription:
         self.options = options
         self.name = options.name
         self._where = compile_where(options.where, types)
-        self._call = make_handle(handler, in_thread=options.in_thread)
+        self._call = _call_of(handler, options)
         self._unsubscribe = unsubscribe
         self._run: DeliveryRun | None = None
         self._closed = False
@@ -106,16 +107,50 @@ class Subscription:
         head: Callable[[], int],
         on_fatal: Callable[[BaseException], None],
         lease_terms: LeaseTerms,
+        publisher: Publishes,
     ) -> DeliveryRun:
         """A new `DeliveryRun` for a run of the bus (the bus starts its `run` task)."""
         names = registry.names_for(self.types)
         run = DeliveryRun(
-            self.handler, self._call, self.options, names, self._where, middleware, store, head, on_fatal, lease_terms
+            self.handler,
+            self._call,
+            self.options,
+            names,
+            self._where,
+            middleware,
+            store,
+            head,
+            on_fatal,
+            lease_terms,
+            publisher,
         )
         if self._closed:
             run.close()
         self._run = run
         return run
+
+
+def _call_of(handler: Callable[..., Any], options: SubscriptionOptions) -> Handle | ProjectionCall:
+    """How the workers call ``handler``: a projection's (one taking a
+    `Transaction`) through a `ProjectionCall`, after checking that its
+    options make one; any other through its `Handle`."""
+    at = transaction_parameter(handler)
+    if at is None:
+        return make_handle(handler, in_thread=options.in_thread)
+    problem = (
+        "durable=True with a name=, so that its checkpoint commits with its writes"
+        if not options.durable
+        else "concurrency=1: one transaction at a time keeps its checkpoint in order"
+        if options.concurrency != 1
+        else "in_thread=False: it runs on the event loop, where its transaction's connection is"
+        if options.in_thread
+        else None
+    )
+    if problem is not None:
+        raise ValueError(
+            f"subscription {options.name!r} is a projection (its handler takes a Transaction), which needs {problem}"
+        )
+    return ProjectionCall(handler, at)
 
 
 def new_subscription(

@@ -1,24 +1,66 @@
-"""`Transaction`: publishing inside a transaction the bus began on the
-application's own connection (`EventBus.transaction`).
+"""`Transaction`: a transaction open on a connection to the store's database,
+as `EventBus.transaction` yields it and as a projection's handler receives it
+(`eventbus.projection`).
 
-The transaction itself belongs to the application's connection and to the
-store (`eventbus.store.Transactions`); a `Transaction` only carries the
-connection and publishes through it, so a handle kept past the block refuses
-to publish (no transaction is open on its connection any more).
+The transaction itself belongs to the connection and to the store
+(`eventbus.store.Transactions`); a `Transaction` only carries the connection,
+runs statements and publishes through it, so a handle kept past the block
+refuses to publish (no transaction is open on its connection any more).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Protocol
 from uuid import UUID
 
 from .event import Event
 
-__all__ = ["Transaction"]
+
+class _InTransaction(Protocol):
+    """What a `HeldTransaction` asks of its store (`eventbus.store.Transactions` has it)."""
+
+    def in_transaction(self, connection: object) -> bool: ...
 
 
-class _Publishes(Protocol):
+__all__ = ["Execute", "HeldTransaction", "Publishes", "Transaction", "open_transaction"]
+
+Execute = Callable[[str, Sequence[object]], Awaitable[None]]
+"""Runs one statement, with its arguments, on a transaction's connection (`Transactions.execute_in`)."""
+
+
+class HeldTransaction:
+    """A connection the current task published through in a transaction, or
+    a projection's delivery runs in: while its transaction is open, it holds
+    (or may take) the store's append lock, and a plain publish from the task
+    would wait for it forever.
+
+    Attributes:
+        store: the store's `Transactions` (what tells whether the transaction is still open).
+        connection: the application's connection.
+        last_seq: the greatest seq appended through it (0: none yet).
+    """
+
+    __slots__ = ("connection", "last_seq", "store")
+
+    def __init__(self, store: _InTransaction, connection: object) -> None:
+        self.store = store
+        self.connection = connection
+        self.last_seq = 0
+
+    def appended(self, seq: int) -> None:
+        """Records up to ``seq`` were appended through the connection."""
+        self.last_seq = max(self.last_seq, seq)
+
+
+open_transaction: ContextVar[HeldTransaction | None] = ContextVar("eventbus_open_transaction", default=None)
+"""The connection through which the current task last published in a
+transaction (``transaction=conn``, `EventBus.transaction`), or whose
+transaction the projection it delivers for runs in."""
+
+
+class Publishes(Protocol):
     """What a `Transaction` needs of the bus: its two ways to publish."""
 
     async def publish(
@@ -41,28 +83,42 @@ class _Publishes(Protocol):
 
 
 class Transaction:
-    """A transaction open on the application's connection, as `EventBus.transaction` yields it.
+    """A transaction open on a connection to the store's database.
 
     ```python
     async with bus.transaction(conn) as tx:
-        ...                                   # the application's writes through tx.connection
+        await tx.execute("INSERT INTO orders (id, amount) VALUES ($1, $2)", "A1", 5)
         seq = await tx.publish(OrderPlaced(order_id="A1", amount=5))
     ```
 
+    A projection's handler takes one as a parameter annotated `Transaction`
+    (see `EventBus.subscribe`): its writes, the subscription's checkpoint and
+    what it publishes commit together.
+
     Attributes:
         connection: the driver's connection the transaction is open on (the
-            one given to `EventBus.transaction`), for the application's own
-            statements.
+            one given to `EventBus.transaction`; the store's own in a
+            projection), for the application's own statements.
     """
 
-    __slots__ = ("_bus", "connection")
+    __slots__ = ("_bus", "_execute", "connection")
 
-    def __init__(self, bus: _Publishes, connection: object) -> None:
+    def __init__(self, bus: Publishes, connection: object, execute: Execute) -> None:
         self._bus = bus
+        self._execute = execute
         self.connection = connection
 
     def __repr__(self) -> str:
         return f"<Transaction on {self.connection!r}>"
+
+    async def execute(self, sql: str, *args: object) -> None:
+        """Run one statement in this transaction, with the driver's own
+        placeholders: ``$1`` for asyncpg (PostgreSQL), ``?`` for sqlite3.
+
+        A convenience that works on asyncio and trio alike; the driver's own
+        `connection` is there for anything else (an asyncpg connection works
+        on asyncio only)."""
+        await self._execute(sql, args)
 
     async def publish(
         self, event: Event, headers: Mapping[str, str] | None = None, *, event_id: UUID | None = None

@@ -39,8 +39,8 @@ def test_declaring_transactions_without_implementing_them_is_a_type_error() -> N
     with pytest.raises(
         TypeError,
         match=r"^ClaimsTransactions declares StoreFeatures\(transactions=True\) but does not implement "
-        r"check_connection\(\) and in_transaction\(\) and begin\(\) and append_in\(\) of "
-        r"eventbus\.store\.Transactions",
+        r"check_connection\(\) and in_transaction\(\) and begin\(\) and append_in\(\) and execute_in\(\) and "
+        r"begin_projection\(\) of eventbus\.store\.Transactions",
     ):
         transactions(ClaimsTransactions())
 

@@ -16,8 +16,8 @@ Everything about dead letters is here:
 which only plugins need, from here.
 """
 
-from ._bury import bury
+from ._bury import LetterBox, bury
 from ._redrive import DeadLetters
 from .letter import DeadLetter
 
-__all__ = ["DeadLetter", "DeadLetters", "bury"]
+__all__ = ["DeadLetter", "DeadLetters", "LetterBox", "bury"]

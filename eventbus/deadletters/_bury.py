@@ -5,19 +5,28 @@ from __future__ import annotations
 import time
 import traceback
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Protocol
 
 from .._context import Attempts, current_attempts
 from .._log import logger
 from ..record import Record
-from ..store.base import Store
 from .letter import DeadLetter
 
-__all__ = ["bury"]
+__all__ = ["LetterBox", "bury"]
+
+
+class LetterBox(Protocol):
+    """Where `bury` stores a letter: a `Store`, or a projection, which stores
+    it with the checkpoint past its record (`eventbus.delivery.projection`)."""
+
+    async def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        """Store ``letters``."""
 
 
 async def bury(
-    store: Store,
+    store: LetterBox,
     subscription: str,
     record: Record,
     exc: BaseException,

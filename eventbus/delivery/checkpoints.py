@@ -81,6 +81,17 @@ class Checkpoints:
         self._retry_at = -math.inf
         self._backoff = Backoff()
 
+    @property
+    def saved(self) -> int:
+        """The position last saved (-1 before the first save)."""
+        return self._saved
+
+    def saved_in_transaction(self, position: int) -> None:
+        """A projection's delivery saved ``position`` in its own transaction
+        (`eventbus.delivery.projection`): the saves here have nothing to add."""
+        self._saved = max(self._saved, position)
+        self._backoff.reset()
+
     async def load(self, start: int) -> int:
         """Where a durable subscription resumes: after its saved position, if it
         has one; otherwise at ``start``, which is saved at once, so that a restart

@@ -28,13 +28,12 @@ from typing import Any
 
 from .._context import current_record
 from .._testmode import failure_observer
-from ..deadletters import bury
+from ..deadletters import LetterBox, bury
 from ..handler import Handle, is_plain_async
 from ..middleware.base import DeliveryCounters, Middleware, chain
 from ..middleware.retry import retry
 from ..middleware.timeout import timeout
 from ..record import Record
-from ..store.base import Store
 from .options import SubscriptionOptions
 
 __all__ = ["Guard", "Pipeline", "SubscriptionContext", "direct_handler"]
@@ -73,7 +72,8 @@ class Pipeline:
         options: the subscription's options.
         middleware: the bus's delivery middleware (plugins' included).
         context: what middleware see of the subscription.
-        store: where dead letters go.
+        store: where dead letters go (a projection's `LetterBox` stores them
+            with its checkpoint).
         guard: wraps each call of the handler, inside retry and timeout, so
             that every attempt passes it (a leased subscription's
             `Lease.guard`); it takes the direct path away.
@@ -86,7 +86,7 @@ class Pipeline:
         options: SubscriptionOptions,
         middleware: Sequence[Middleware],
         context: SubscriptionContext,
-        store: Store,
+        store: LetterBox,
         guard: Guard | None = None,
     ) -> None:
         self._context = context

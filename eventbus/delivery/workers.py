@@ -22,18 +22,21 @@ import anyio
 import anyio.abc
 
 from .._entry import EVENT, SEQ, record_of, seq_of
+from ..deadletters import LetterBox
 from ..failures import fatal_error, is_failure
-from ..handler import Handle
+from ..handler import Handle, ProjectionCall
 from ..middleware.base import Middleware
 from ..record import Record
 from ..stats import SubscriptionStats
 from ..store.base import Store
+from ..transaction import Publishes
 from .catchup import CatchUp, CatchUpState, Step
 from .checkpoints import CHECKPOINT_EVERY, Checkpoints
 from .inbox import Inbox
 from .lease import Lease, LeaseState, LeaseTerms
 from .options import Predicate, SubscriptionOptions
 from .pipeline import Pipeline, SubscriptionContext, direct_handler
+from .projection import Projection, projection_store
 
 __all__ = ["DeliveryRun"]
 
@@ -43,7 +46,9 @@ class DeliveryRun:
 
     Args:
         handler: the user's handler.
-        call: the innermost step calling it.
+        call: the innermost step calling it; a projection's handler comes as
+            a `ProjectionCall`, and each delivery is then a transaction
+            (`eventbus.delivery.projection`).
         options: the subscription's options.
         types: the type names the subscription reads from the store (None: all).
         where: the ``where=`` predicate, compiled.
@@ -54,12 +59,13 @@ class DeliveryRun:
             raised; the bus stops and re-raises it from ``async with``.
         lease_terms: how the bus leases durable subscriptions on a store
             shared between processes (see `eventbus.delivery.lease`).
+        publisher: the bus, for what a projection's handler publishes in its transaction.
     """
 
     def __init__(
         self,
         handler: Callable[..., Any],
-        call: Handle,
+        call: Handle | ProjectionCall,
         options: SubscriptionOptions,
         types: Collection[str] | None,
         where: Predicate | None,
@@ -68,6 +74,7 @@ class DeliveryRun:
         head: Callable[[], int],
         on_fatal: Callable[[BaseException], None],
         lease_terms: LeaseTerms,
+        publisher: Publishes,
     ) -> None:
         name = options.name
         self.lease = (
@@ -89,7 +96,11 @@ class DeliveryRun:
         self.catch_up = CatchUp(self.inbox, store, types, head, start, store.features.shared_between_processes)
         self.checkpoints = Checkpoints(name, store, options.durable, self.lease)
         context = SubscriptionContext(name, self.inbox)
-        self.pipeline = Pipeline(handler, call, options, middleware, context, store, guard)
+        letters: LetterBox = store
+        if isinstance(call, ProjectionCall):
+            projection = Projection(call, name, projection_store(store, name), publisher, self.checkpoints, self.lease)
+            call, letters = projection.deliver, projection
+        self.pipeline = Pipeline(handler, call, options, middleware, context, letters, guard)
         self.stopped = anyio.Event()
         self._head = head
         self._on_fatal = on_fatal

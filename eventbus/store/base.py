@@ -30,6 +30,7 @@ __all__ = [
     "ImmediateAppend",
     "LeaseFence",
     "OpenTransaction",
+    "ProjectionTransaction",
     "Store",
     "StoreFeatures",
     "Transactions",
@@ -72,8 +73,9 @@ class StoreFeatures:
             `immediate_append`) and then appends without a coroutine.
         transactions: the store appends inside a transaction the application
             has open on its own connection to the store's database (the
-            outbox), and implements `Transactions`; the bus checks that once
-            when it starts (see `transactions`).
+            outbox), runs projections' deliveries in transactions of its own
+            (`Transactions.begin_projection`), and implements `Transactions`;
+            the bus checks that once when it starts (see `transactions`).
     """
 
     persistent: bool = False
@@ -366,6 +368,53 @@ class Transactions(Protocol):
         repeated id. Nothing is visible to readers before the commit."""
         ...
 
+    async def execute_in(self, connection: object, sql: str, args: Sequence[object]) -> None:
+        """Run one statement of the application's on ``connection`` (inside
+        whatever transaction is open there), with the driver's own
+        placeholders (``$1`` for asyncpg, ``?`` for sqlite3)."""
+
+    async def begin_projection(self) -> ProjectionTransaction:
+        """Begin a transaction on a connection of the store's own, to its
+        database, for one delivery of a projection (see `ProjectionTransaction`)."""
+        ...
+
+
+class ProjectionTransaction(Protocol):
+    """A transaction on the store's database in which a projection's delivery
+    runs (`Transactions.begin_projection`): the handler's writes, the
+    checkpoint past the event (or its dead letter), and whatever it
+    publishes commit together or not at all.
+
+    Attributes:
+        connection: the driver's connection the transaction is open on.
+    """
+
+    @property
+    def connection(self) -> object:
+        """The driver's connection the transaction is open on (the store's own)."""
+        ...
+
+    async def position(self, name: str) -> int | None:
+        """``name``'s saved position (None: none), read first in the
+        transaction and locked until it ends where the database locks rows
+        (SQLite's transaction holds the whole file already): a delivery whose
+        commit was in doubt, or another replica's, is found applied."""
+        ...
+
+    async def save_checkpoint(self, name: str, position: int, fence: LeaseFence | None) -> None:
+        """Save ``name``'s position in this transaction; with a ``fence``, only
+        while its lease still carries its token (`LeaseLost` otherwise)."""
+
+    async def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
+        """`Store.add_dead_letters`, in this transaction."""
+
+    async def commit(self) -> None:
+        """Commit, and give the connection back to the store; `StoreError` when
+        the store cannot commit (the transaction is rolled back then)."""
+
+    async def rollback(self) -> None:
+        """Roll back, and give the connection back to the store."""
+
 
 def wrong_connection(store: Store, problem: str) -> TransactionError:
     """The `TransactionError` `Transactions.check_connection` raises for a
@@ -388,7 +437,7 @@ def _declared(store: Store, feature: str, protocol: str, methods: Sequence[str])
 _IMMEDIATE_APPEND_METHODS = ("append_now", "append_entry")
 """What `ImmediateAppend` asks for, in the order `immediate_append` names what is missing."""
 
-_TRANSACTIONS_METHODS = ("check_connection", "in_transaction", "begin", "append_in")
+_TRANSACTIONS_METHODS = ("check_connection", "in_transaction", "begin", "append_in", "execute_in", "begin_projection")
 """What `Transactions` asks for, in the order `transactions` names what is missing."""
 
 

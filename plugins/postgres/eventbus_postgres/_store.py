@@ -43,6 +43,7 @@ from eventbus.store.codec import MAX_SEQ, letter_values, letters_from_rows, reco
 
 from ._listener import AppendListener
 from ._options import LISTENER_SUFFIX, PostgresOptions, PostgresUrl
+from ._projections import PostgresProjection, begin_projection, lock_checkpoint
 from ._schema import migrate, quoted
 from ._statements import EVENT_ID_COLUMN, LAYOUT, Statements, columns
 from ._transactions import (
@@ -132,8 +133,13 @@ async def _borrowed(pool: asyncpg.Pool[Any]) -> AsyncIterator[Any]:
     try:
         yield conn
     finally:
-        with suppress(*_DRIVER_ERRORS):
-            await pool.release(conn, timeout=RELEASE_TIMEOUT)
+        await _give_back(pool, conn)
+
+
+async def _give_back(pool: asyncpg.Pool[Any], conn: Any) -> None:
+    """Release ``conn`` to ``pool`` within `RELEASE_TIMEOUT`, without raising (see `_borrowed`)."""
+    with suppress(*_DRIVER_ERRORS):
+        await pool.release(conn, timeout=RELEASE_TIMEOUT)
 
 
 class _Connections:
@@ -277,6 +283,14 @@ class _Connections:
             return dict(await conn.fetch(sql.find_event_ids, list(set(ids)), timeout=timeout))
         finally:
             conn.terminate()
+
+    async def begin_projection(self) -> tuple[Any, Any]:
+        """A pooled connection with a transaction begun on it, for a projection's delivery."""
+        return await begin_projection(self.pool, self.give_back)
+
+    async def give_back(self, conn: Any) -> None:
+        """Release a connection `begin_projection` lent, without raising."""
+        await _give_back(self.pool, conn)
 
     async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         """Rows of ``query`` run on a pooled connection."""
@@ -422,6 +436,7 @@ class PostgresStore:
         self._dsn = parsed.dsn
         self._application_name = parsed.application_name
         self._sql = Statements(self.options.schema)
+        self._lock_checkpoint = lock_checkpoint(quoted(self.options.schema))
         self._runner: Runner | None = None
         self._connections: _Connections | None = None
         self._first_seq = 1
@@ -521,6 +536,35 @@ class PostgresStore:
         for record, seq in zip(records, seqs, strict=True):
             record.seq = seq
         return already
+
+    async def execute_in(self, connection: object, sql: str, args: Sequence[object]) -> None:
+        """Run one of the application's statements (``$1`` placeholders) on
+        ``connection`` (an asyncpg one), on the store's runner, so that a
+        projection's ``tx.execute`` works under trio too."""
+        conn = asyncpg_connection(self, connection)
+        runner = self._runner
+        if runner is None:
+            raise StoreError(f"cannot run a statement in a transaction on {self!r}: the store is not open")
+        with self._driver_errors("run a statement in a transaction on"):
+            await runner.call(conn.execute, sql, *args)
+
+    async def begin_projection(self) -> PostgresProjection:
+        """A transaction on a pooled connection, for one delivery of a projection
+        (see `eventbus_postgres._projections`)."""
+        runner, connections = self._runner, self._connections
+        if runner is None or connections is None:
+            raise StoreError(f"cannot begin a projection's transaction on {self!r}: the store is not open")
+        conn, transaction = await self._run("begin a projection's transaction on", _Connections.begin_projection)
+        return PostgresProjection(
+            conn,
+            transaction,
+            connections.give_back,
+            runner,
+            self._sql,
+            self._lock_checkpoint,
+            self._driver_errors,
+            f"PostgreSQL at {self.url} (schema {self.options.schema!r})",
+        )
 
     @property
     def first_seq(self) -> int:

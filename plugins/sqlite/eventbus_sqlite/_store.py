@@ -43,6 +43,7 @@ from . import _reader
 from ._connection import sqlite_errors
 from ._options import SqliteOptions
 from ._pool import ReaderPool
+from ._projections import ProjectionConnections, SqliteProjection
 from ._statements import LAYOUT
 from ._transactions import SqliteTransaction, check_connection, sqlite_connection
 from ._url import parse_url
@@ -148,6 +149,7 @@ class SqliteStore:
         self._where = f"{redact_url(url)} ({self.path})" if url else str(self.path)
         self._writer: Writer | None = None
         self._readers: ReaderPool | None = None
+        self._projections: ProjectionConnections | None = None
         self._write_lock: anyio.Lock | None = None
         self._queued: list[AppendRequest] = []
         self._appended: anyio.Event | None = None
@@ -200,6 +202,9 @@ class SqliteStore:
         )
         self._writer = writer
         self._readers = ReaderPool(self.path, self.options, writer.identity, self._where)
+        self._projections = ProjectionConnections(
+            self.path, self.options, writer.identity, self._where, self._wake_tailers
+        )
         self._write_lock = anyio.Lock()
         self._appended = anyio.Event()
         self._since_step = 0
@@ -225,6 +230,9 @@ class SqliteStore:
             async with self._write_lock:
                 writer, self._writer = self._writer, None
                 readers, self._readers = self._readers, None
+                projections, self._projections = self._projections, None
+                if projections is not None:
+                    projections.close()
                 await to_thread.run_sync(_close_all, writer, readers)
 
     async def append(self, records: Sequence[Record]) -> Collection[int]:
@@ -314,6 +322,20 @@ class SqliteStore:
         for record, seq in zip(records, seqs, strict=True):
             record.seq = seq
         return sorted(repeated)
+
+    async def execute_in(self, connection: object, sql: str, args: Sequence[object]) -> None:
+        """Run one of the application's statements (``?`` placeholders) on ``connection``, on the calling thread."""
+        checked = sqlite_connection(self, connection)
+        with sqlite_errors(self._where):
+            checked.execute(sql, tuple(args))
+
+    async def begin_projection(self) -> SqliteProjection:
+        """A write transaction on a connection of this store's own, for one
+        delivery of a projection (see `ProjectionConnections`)."""
+        projections = self._projections
+        if projections is None:
+            raise self._closed_error()
+        return await projections.begin()
 
     def _compaction_due(self) -> bool:
         retention = self.options.retention

@@ -35,7 +35,7 @@ from ._statements import (
     find_event_ids,
 )
 
-__all__ = ["AppendRequest", "Writer", "insert_rows"]
+__all__ = ["AppendRequest", "Writer", "insert_rows", "letter_rows", "save_checkpoints"]
 
 _INCREMENTAL = 2
 """``PRAGMA auto_vacuum`` of a file that can give free pages back a few at a time."""
@@ -144,15 +144,7 @@ class Writer:
     def save_checkpoints(self, positions: Mapping[str, int], fence: LeaseFence | None) -> None:
         """Upsert named positions; with a ``fence``, only while its lease still carries its token."""
         with self._transaction() as connection:
-            if fence is not None:
-                row = connection.execute("SELECT token FROM eventbus_leases WHERE name = ?", (fence.name,)).fetchone()
-                if row is None or row[0] != fence.token:
-                    raise lease_lost(fence, self._where)
-            connection.executemany(
-                "INSERT INTO eventbus_checkpoints (name, position) VALUES (?, ?) "
-                "ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-                positions.items(),
-            )
+            save_checkpoints(connection, positions, fence, self._where)
 
     def acquire_lease(self, name: str, holder: str, ttl: float) -> int | None:
         """Take or renew a lease unless another holder's is unexpired; its fencing
@@ -181,10 +173,7 @@ class Writer:
 
     def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
         """Store dead letters; one with an id already stored replaces it."""
-        try:
-            rows = [letter_values(letter, LAYOUT) for letter in letters]
-        except ValueError as exc:
-            raise self._error(exc) from exc
+        rows = letter_rows(letters, self._where)
         with self._transaction() as connection:
             connection.executemany(INSERT_LETTER, rows)
 
@@ -338,6 +327,31 @@ class Writer:
         error = StoreError(f"SQLite store {self._where}: {exc}")
         error.__cause__ = exc
         return error
+
+
+def save_checkpoints(
+    connection: sqlite3.Connection, positions: Mapping[str, int], fence: LeaseFence | None, where: str
+) -> None:
+    """Upsert named positions inside the write transaction open on
+    ``connection``; with a ``fence``, only while its lease still carries its
+    token (`LeaseLost` otherwise, and nothing is saved)."""
+    if fence is not None:
+        row = connection.execute("SELECT token FROM eventbus_leases WHERE name = ?", (fence.name,)).fetchone()
+        if row is None or row[0] != fence.token:
+            raise lease_lost(fence, where)
+    connection.executemany(
+        "INSERT INTO eventbus_checkpoints (name, position) VALUES (?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+        positions.items(),
+    )
+
+
+def letter_rows(letters: Sequence[DeadLetter], where: str) -> list[Row]:
+    """The rows ``INSERT_LETTER`` stores ``letters`` as; `StoreError` for one that cannot be encoded."""
+    try:
+        return [letter_values(letter, LAYOUT) for letter in letters]
+    except ValueError as exc:
+        raise StoreError(f"SQLite store {where}: {exc}") from exc
 
 
 def insert_rows(
