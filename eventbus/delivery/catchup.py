@@ -135,6 +135,12 @@ class CatchUp:
         # Everything up to this head is committed, so a read that comes back
         # short has covered it, even where the type filter skipped the last seqs.
         covered = self._head()
+        if tailing:
+            # Other processes, and transactions, append past this bus's head: the
+            # store's, read before the page, is committed as far as it goes. Without
+            # it a subscription whose types they did not append would read the same
+            # empty page again each time the store announced their appends.
+            covered = max(covered, await retrying(self._store.head, "head read", inbox.name))
         # a page never holds more than max_pending records: memory stays bounded while behind
         limit = min(DEFAULT_PAGE_SIZE, inbox.max_pending)
         from_seq = self.next_seq

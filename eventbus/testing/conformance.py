@@ -5,8 +5,8 @@ once, each store runs them in its own test module by subclassing
 `StoreConformance` and providing a ``store`` fixture plus a few hooks. A
 store with more `StoreFeatures` also subclasses the matching mixins,
 `PersistentStoreConformance`, `SharedStoreConformance`,
-`BoundedStoreConformance`, `RetentionStoreConformance` and
-`ImmediateAppendConformance`; the base suite
+`BoundedStoreConformance`, `RetentionStoreConformance`,
+`ImmediateAppendConformance` and `TransactionsConformance`; the base suite
 fails when a store declares a feature whose tests its module left out, so no
 guarantee goes untested and no test is skipped.
 
@@ -69,6 +69,11 @@ What the suite holds a store to, beyond the `Store` docstrings:
 - A store that declares ``immediate_append`` appends through `ImmediateAppend`
   exactly as through ``append``: the same seqs, the same records read back,
   the same bound and ``first_seq``.
+- A store that declares ``transactions`` runs projections: a delivery's
+  writes, its checkpoint and what it publishes commit together; a failed
+  attempt rolls back before the retry; a dead letter commits with the
+  checkpoint past it; `rebuild_projection` resets the checkpoint with the
+  application's reset, and refuses while a bus holds the projection's lease.
 """
 
 from __future__ import annotations
@@ -89,12 +94,23 @@ import anyio.lowlevel
 import pytest
 from pydantic import Field
 
+from ..bus import EventBus
 from ..deadletters import DeadLetter
 from ..event import Event
-from ..exceptions import EventDecodeError, HistoryTruncated, LeaseLost, StoreError, UnknownEventType
+from ..exceptions import (
+    EventDecodeError,
+    HistoryTruncated,
+    LeaseLost,
+    StoreError,
+    TransactionError,
+    UnknownEventType,
+)
+from ..policies import Retry
+from ..projection import rebuild_projection
 from ..record import NO_HEADERS, Record
 from ..store import DEFAULT_PAGE_SIZE, ImmediateAppend, LeaseFence, Retention, Store, immediate_append
 from ..store.codec import storable_text
+from ..transaction import Transaction
 
 __all__ = [
     "BoundedStoreConformance",
@@ -103,6 +119,7 @@ __all__ = [
     "RetentionStoreConformance",
     "SharedStoreConformance",
     "StoreConformance",
+    "TransactionsConformance",
     "new_record",
 ]
 
@@ -302,6 +319,7 @@ class StoreConformance:
             "bounded": (store.features.bounded, BoundedStoreConformance),
             "retention": (store.features.retention, RetentionStoreConformance),
             "immediate_append": (store.features.immediate_append, ImmediateAppendConformance),
+            "transactions": (store.features.transactions, TransactionsConformance),
         }
         for feature, (has_it, suite) in declared.items():
             assert has_it == isinstance(self, suite), (
@@ -1509,3 +1527,188 @@ def _append_entry(fast: ImmediateAppend, index: int, *, sample: bool = False) ->
     event: Event = _Sample(text=str(index)) if sample else _Other(index=index)
     cls = type(event)
     return fast.append_entry(event, cls.__event_type__, cls.__event_version__, uuid4().int, time.time_ns())
+
+
+class _Projected(Event, name="eventbus.conformance.Projected"):
+    """What the projection tests project: a number."""
+
+    n: int
+
+
+class _Derived(Event, name="eventbus.conformance.Derived"):
+    """What a projection publishes through its transaction."""
+
+    n: int
+
+
+class TransactionsConformance(StoreConformance):
+    """The tests of `StoreFeatures.transactions` for projections, on top of the base suite.
+
+    A projection (a durable subscription whose handler takes a
+    `Transaction`) keeps a table of the test's in the store's database. The
+    subclass provides `fresh` (a bus needs a store it opens itself), `table`,
+    `param` and `sql` for the database's dialect.
+    """
+
+    def fresh(self, store: Store) -> Store:
+        """A new, unopened instance on ``store``'s data (a bus opens and closes it)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement fresh()")
+
+    def table(self, name: str) -> str:
+        """The name to create table ``name`` under, qualified as the database needs."""
+        raise NotImplementedError(f"{type(self).__name__} must implement table()")
+
+    def param(self, number: int) -> str:
+        """The driver's placeholder for argument ``number`` (from 1): ``?`` or ``$1``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement param()")
+
+    async def sql(self, store: Store, statement: str) -> list[tuple[Any, ...]]:
+        """Run ``statement`` on a connection of the test's own to ``store``'s database; its rows."""
+        raise NotImplementedError(f"{type(self).__name__} must implement sql()")
+
+    async def _view(self, store: Store) -> str:
+        view = self.table(f"view_{uuid4().hex[:8]}")
+        await self.sql(store, f"CREATE TABLE {view} (n BIGINT NOT NULL)")
+        return view
+
+    async def _numbers(self, store: Store, view: str) -> list[int]:
+        return sorted(row[0] for row in await self.sql(store, f"SELECT n FROM {view}"))
+
+    def _projecting_bus(
+        self, store: Store, view: str, fail: Collection[int] = (), **options: Any
+    ) -> tuple[EventBus, list[int]]:
+        """A bus projecting `_Projected` events into ``view`` (``"view"`` is
+        the subscription); the handler raises, after its write, for each
+        ``n`` in ``fail``. Also the list of the ``n`` of each call."""
+        bus = EventBus(store=self.fresh(store))
+        calls: list[int] = []
+
+        @bus.subscribe(_Projected, durable=True, name="view", **options)
+        async def project(event: _Projected, tx: Transaction) -> None:
+            calls.append(event.n)
+            await tx.execute(f"INSERT INTO {view} (n) VALUES ({self.param(1)})", event.n)
+            if event.n in fail:
+                raise RuntimeError(f"projecting {event.n} failed")
+
+        return bus, calls
+
+    async def test_a_projections_writes_and_checkpoint_commit_together(self, store: Store) -> None:
+        view = await self._view(store)
+        bus, _calls = self._projecting_bus(store, view)
+        async with bus:
+            seqs = await bus.publish_many([_Projected(n=n) for n in range(20)])
+            await bus.drain()
+        assert await self._numbers(store, view) == list(range(20))
+        assert (await store.checkpoints())["view"] == seqs[-1]
+
+    async def test_a_failed_attempt_rolls_back_before_the_retry(self, store: Store) -> None:
+        view = await self._view(store)
+        bus = EventBus(store=self.fresh(store))
+        attempts: defaultdict[int, int] = defaultdict(int)
+
+        @bus.subscribe(_Projected, durable=True, name="view", retry=Retry(attempts=3, backoff=0.001, jitter=0.0))
+        async def project(event: _Projected, tx: Transaction) -> None:
+            await tx.execute(f"INSERT INTO {view} (n) VALUES ({self.param(1)})", event.n)
+            attempts[event.n] += 1
+            if attempts[event.n] < 3:
+                raise RuntimeError("flaky")
+
+        async with bus:
+            await bus.publish_many([_Projected(n=n) for n in range(5)])
+            await bus.drain()
+        assert await self._numbers(store, view) == list(range(5))  # the first two writes of each rolled back
+        assert dict(attempts) == dict.fromkeys(range(5), 3)
+
+    async def test_a_dead_letter_and_the_checkpoint_past_it_commit_together(self, store: Store) -> None:
+        view = await self._view(store)
+        bus, _calls = self._projecting_bus(store, view, fail={2})
+        async with bus:
+            seqs = await bus.publish_many([_Projected(n=n) for n in range(4)])
+            await bus.drain()
+            letters = await bus.dead_letters.list()
+        assert await self._numbers(store, view) == [0, 1, 3]  # the failed write rolled back
+        assert [(letter.subscription, letter.record.seq) for letter in letters] == [("view", seqs[2])]
+        assert (await store.checkpoints())["view"] == seqs[-1]
+
+    async def test_a_restarted_projection_applies_each_event_once(self, store: Store) -> None:
+        view = await self._view(store)
+        bus, calls = self._projecting_bus(store, view)
+        async with bus:
+            await bus.publish_many([_Projected(n=n) for n in range(10)])
+            await bus.drain()
+        async with EventBus(store=self.fresh(store)) as publisher:  # published while the projection is down
+            await publisher.publish_many([_Projected(n=n) for n in range(10, 15)])
+        again, calls_again = self._projecting_bus(store, view)
+        async with again:
+            await again.drain()
+        assert calls == list(range(10))
+        assert calls_again == list(range(10, 15))
+        assert await self._numbers(store, view) == list(range(15))
+
+    async def test_what_a_projection_publishes_commits_with_its_writes(self, store: Store) -> None:
+        view = await self._view(store)
+        bus = EventBus(store=self.fresh(store))
+        refused: list[Exception] = []
+
+        @bus.subscribe(_Projected, durable=True, name="view")
+        async def project(event: _Projected, tx: Transaction) -> None:
+            await tx.execute(f"INSERT INTO {view} (n) VALUES ({self.param(1)})", event.n)
+            await tx.publish(_Derived(n=event.n))
+            if event.n == 1:
+                raise RuntimeError("rolled back, with what it published")
+            if event.n == 2:
+                try:
+                    await bus.publish(_Derived(n=-1))
+                except TransactionError as exc:  # only through tx: it commits with the projection
+                    refused.append(exc)
+
+        async with bus:
+            await bus.publish_many([_Projected(n=n) for n in range(3)])
+            await bus.drain()
+        derived = [record.event for record in await _read_all(store) if record.type == _Derived.__event_type__]
+        assert derived == [_Derived(n=0), _Derived(n=2)]
+        assert await self._numbers(store, view) == [0, 2]
+        assert len(refused) == 1
+
+    async def test_a_statement_the_database_refuses_is_a_store_error(self, store: Store) -> None:
+        bus = EventBus(store=self.fresh(store))
+
+        @bus.subscribe(_Projected, durable=True, name="view")
+        async def project(event: _Projected, tx: Transaction) -> None:
+            await tx.execute(f"INSERT INTO {self.table('no_such_table')} (n) VALUES ({self.param(1)})", event.n)
+
+        async with bus:
+            await bus.publish(_Projected(n=1))
+            await bus.drain()
+            [letter] = await bus.dead_letters.list()
+        assert letter.error_type == f"{StoreError.__module__}.{StoreError.__qualname__}"
+
+    async def test_rebuild_starts_a_projection_over_with_the_applications_reset(self, store: Store) -> None:
+        view = await self._view(store)
+        bus, _calls = self._projecting_bus(store, view)
+        async with bus:
+            await bus.publish_many([_Projected(n=n) for n in range(5)])
+            await bus.drain()
+            with pytest.raises(TransactionError, match="holds its lease"):
+                await rebuild_projection(store, "view")
+
+        async def failing_reset(tx: Transaction) -> None:
+            await tx.execute(f"DELETE FROM {view}")
+            raise RuntimeError("the reset failed")
+
+        with pytest.raises(RuntimeError, match="the reset failed"):
+            await rebuild_projection(store, "view", failing_reset)
+        assert await self._numbers(store, view) == list(range(5))  # rolled back with the checkpoint's reset
+        assert (await store.checkpoints())["view"] == 5
+
+        async def reset(tx: Transaction) -> None:
+            await tx.execute(f"DELETE FROM {view}")
+
+        await rebuild_projection(store, "view", reset)
+        assert await self._numbers(store, view) == []
+        assert (await store.checkpoints())["view"] == 0
+        again, calls = self._projecting_bus(store, view)
+        async with again:
+            await again.drain()
+        assert calls == list(range(5))
+        assert await self._numbers(store, view) == list(range(5))

@@ -34,14 +34,15 @@ class AppendListener:
         self._channel = channel
         self._head_query = head_query
         self._conn: asyncpg.Connection[Any] | None = None
-        self._connecting = asyncio.Lock()
+        self._connecting: asyncio.Future[None] | None = None
+        """The task connecting and listening, while there is one (see `_listen_once`)."""
         self._latest = 0
         self._changed = asyncio.Event()
 
     async def wait(self, after_seq: int) -> None:
         """Return once a seq greater than ``after_seq`` is committed, or the connection is lost."""
         if self._conn is None:
-            await self._listen()
+            await self._listen_once()
         while True:
             changed = self._changed
             if self._latest > after_seq or self._conn is None:
@@ -49,16 +50,29 @@ class AppendListener:
             await changed.wait()
 
     async def close(self) -> None:
-        """Stop listening and wake every waiter."""
+        """Stop listening and wake every waiter; a connection being made is
+        waited for (``connect_timeout`` bounds it) and closed."""
+        connecting, self._connecting = self._connecting, None
+        if connecting is not None:
+            await asyncio.gather(connecting, return_exceptions=True)
         conn, self._conn = self._conn, None
         self._wake()
         if conn is not None:
             await conn.close()
 
+    async def _listen_once(self) -> None:
+        """Connect and listen, in a task of its own that every waiter shares:
+        a waiter cancelled meanwhile (the bus stopping) leaves it be, because
+        asyncpg cancelled halfway through connecting leaves a future whose
+        error nobody retrieves."""
+        connecting = self._connecting
+        if connecting is None or connecting.done():
+            connecting = self._connecting = asyncio.ensure_future(self._listen())
+            connecting.add_done_callback(_retrieved)
+        await asyncio.shield(connecting)
+
     async def _listen(self) -> None:
-        async with self._connecting:
-            if self._conn is not None:
-                return
+        if self._conn is None:
             conn = await self._connect()
             try:
                 await conn.add_listener(self._channel, self._on_notify)
@@ -86,3 +100,9 @@ class AppendListener:
     def _wake(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
+
+
+def _retrieved(task: asyncio.Future[None]) -> None:
+    """Mark a connecting task's error as seen: the waiters that shared it got it, or are gone."""
+    if not task.cancelled():
+        task.exception()

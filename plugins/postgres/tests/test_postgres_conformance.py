@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 import pytest
@@ -10,7 +11,12 @@ from eventbus_postgres import PostgresStore
 from postgres_helpers import admin_sql, store_url
 
 from eventbus.store import Retention, Store
-from eventbus.testing.conformance import PersistentStoreConformance, RetentionStoreConformance, SharedStoreConformance
+from eventbus.testing.conformance import (
+    PersistentStoreConformance,
+    RetentionStoreConformance,
+    SharedStoreConformance,
+    TransactionsConformance,
+)
 
 
 async def _opened(schema: str, retention: Retention | None = None) -> PostgresStore:
@@ -24,9 +30,12 @@ def _schema_of(store: Store) -> str:
     return store.options.schema
 
 
-class TestPostgresStoreConformance(PersistentStoreConformance, SharedStoreConformance, RetentionStoreConformance):
+class TestPostgresStoreConformance(
+    PersistentStoreConformance, SharedStoreConformance, RetentionStoreConformance, TransactionsConformance
+):
     @pytest.fixture
     async def store(self, schema: str) -> AsyncIterator[PostgresStore]:
+        self._schema = schema
         store = await _opened(schema)
         yield store
         await store.close()
@@ -37,6 +46,19 @@ class TestPostgresStoreConformance(PersistentStoreConformance, SharedStoreConfor
 
     async def open_peer(self, store: Store) -> Store:
         return await _opened(_schema_of(store))
+
+    def fresh(self, store: Store) -> Store:
+        return PostgresStore(store_url(_schema_of(store)))
+
+    def table(self, name: str) -> str:
+        return f'"{self._schema}"."{name}"'
+
+    def param(self, number: int) -> str:
+        return f"${number}"
+
+    async def sql(self, store: Store, statement: str) -> list[tuple[Any, ...]]:
+        rows = await anyio.to_thread.run_sync(admin_sql, statement)
+        return [tuple(row) for row in rows]
 
     async def open_with_retention(self, store: Store, retention: Retention) -> Store:
         return await _opened(_schema_of(store), retention)

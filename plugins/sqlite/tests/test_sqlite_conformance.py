@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
+from typing import Any
 
+import anyio
 import pytest
 from eventbus_sqlite import SqliteStore
 
 from eventbus.store import Retention, Store
-from eventbus.testing.conformance import PersistentStoreConformance, RetentionStoreConformance, SharedStoreConformance
+from eventbus.testing.conformance import (
+    PersistentStoreConformance,
+    RetentionStoreConformance,
+    SharedStoreConformance,
+    TransactionsConformance,
+)
 
 
-class TestSqliteStore(PersistentStoreConformance, SharedStoreConformance, RetentionStoreConformance):
+class TestSqliteStore(
+    PersistentStoreConformance, SharedStoreConformance, RetentionStoreConformance, TransactionsConformance
+):
     @pytest.fixture
     async def store(self, sqlite_store: SqliteStore) -> SqliteStore:
         return sqlite_store
@@ -29,6 +39,20 @@ class TestSqliteStore(PersistentStoreConformance, SharedStoreConformance, Retent
         await peer.open()
         return peer
 
+    def fresh(self, store: Store) -> Store:
+        assert isinstance(store, SqliteStore)
+        return SqliteStore(store.path, store.options)
+
+    def table(self, name: str) -> str:
+        return f'"{name}"'
+
+    def param(self, number: int) -> str:
+        return "?"
+
+    async def sql(self, store: Store, statement: str) -> list[tuple[Any, ...]]:
+        assert isinstance(store, SqliteStore)
+        return await anyio.to_thread.run_sync(_run_sql, store.path, statement)
+
     async def open_with_retention(self, store: Store, retention: Retention) -> Store:
         assert isinstance(store, SqliteStore)
         retaining = SqliteStore(store.path, store.options, retention=retention)
@@ -43,4 +67,13 @@ class TestSqliteStore(PersistentStoreConformance, SharedStoreConformance, Retent
                 "(SELECT seq FROM eventbus_records ORDER BY seq DESC LIMIT ?)",
                 (count,),
             )
+        connection.close()
+
+
+def _run_sql(path: Path, statement: str) -> list[tuple[Any, ...]]:
+    connection = sqlite3.connect(path, timeout=10)
+    try:
+        with connection:
+            return connection.execute(statement).fetchall()
+    finally:
         connection.close()
