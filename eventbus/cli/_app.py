@@ -17,6 +17,7 @@ from .catalog import catalog_command
 from .compact import compact_command
 from .deadletters import dlq_group
 from .history import export_command, replay_command, tail_command
+from .projection import projection_group
 from .stats import stats_command
 
 __all__ = ["COMMANDS", "cli"]
@@ -85,6 +86,7 @@ COMMANDS: tuple[click.Command, ...] = (
     dlq_group,
     catalog_command,
     compact_command,
+    projection_group,
 )
 """The commands besides ``demo``, each defined in the module of its concept."""
 
