@@ -113,12 +113,17 @@ class Projection:
 
     async def add_dead_letters(self, letters: Sequence[DeadLetter]) -> None:
         """Store ``letters`` (what the dead-letter step buries) with the
-        checkpoint past their records, in one transaction."""
+        checkpoint past their records, in one transaction; none when the
+        checkpoint is past them already (the failure was a commit in doubt
+        that went through: the event was applied)."""
         position = max(letter.record.seq for letter in letters)
+        saving = position > self._checkpoints.saved
         opened = await self._store.begin_projection()
         try:
+            if saving and await self._applied(opened, position):
+                await roll_back(opened, self._name)  # it failed only to learn its commit had gone through
+                return
             await opened.add_dead_letters(letters)
-            saving = position > self._checkpoints.saved
             if saving:
                 await self._save(opened, position)
         except BaseException:
@@ -133,7 +138,7 @@ class Projection:
         stored = await opened.position(self._name)
         if stored is None or stored < seq:
             return False
-        logger.info(
+        logger.warning(
             "a projection's event was applied already (a commit in doubt went through, or another replica "
             "applied it); not applying it again",
             subscription=self._name,

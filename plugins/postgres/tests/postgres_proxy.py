@@ -1,7 +1,9 @@
 """A TCP proxy in front of PostgreSQL that can lose the server's answers.
 
 Told to `AnswerLosingProxy.lose_an_answer`, it drops the first connection
-on which the server next answers a query, without passing the answer on:
+on which the server next answers a query, without passing the answer on
+(`AnswerLosingProxy.lose_a_commit_answer`: the next connection to send a
+``COMMIT``, when the server answers it):
 the server has run (and, for an autocommit statement, committed) what the
 client sent, and the client sees its connection reset. That is the fault
 behind an ambiguous commit, made on purpose: PostgreSQL writes a
@@ -39,6 +41,7 @@ class AnswerLosingProxy:
         self.lost = 0
         self._server_port = server_port
         self._to_lose = 0
+        self._commits_to_lose = 0
 
     def lose_an_answer(self) -> None:
         """Drop the first set-up connection on which the server answers next, and the answer with it.
@@ -49,6 +52,11 @@ class AnswerLosingProxy:
         """
         self._to_lose = 1
 
+    def lose_a_commit_answer(self) -> None:
+        """Drop the next connection that sends a ``COMMIT`` when the server
+        answers it (committed), and the answer with it; one at a time."""
+        self._commits_to_lose = 1
+
     async def serve(self, listener: anyio.abc.SocketListener) -> None:
         """Forward connections until cancelled."""
         async with listener:
@@ -58,18 +66,26 @@ class AnswerLosingProxy:
         async with client:
             try:
                 server = await anyio.connect_tcp("127.0.0.1", self._server_port)
+                committing = anyio.Event()  # this link sent a COMMIT whose answer is to be lost
                 async with server, anyio.create_task_group() as pipes:
-                    pipes.start_soon(self._forward, client, server, pipes.cancel_scope, False)
-                    pipes.start_soon(self._forward, server, client, pipes.cancel_scope, True)
+                    pipes.start_soon(self._forward, client, server, pipes.cancel_scope, False, committing)
+                    pipes.start_soon(self._forward, server, client, pipes.cancel_scope, True, committing)
             except _LINK_ERRORS:
                 pass
 
-    async def _forward(self, source: SocketStream, sink: SocketStream, link: anyio.CancelScope, answers: bool) -> None:
+    async def _forward(
+        self, source: SocketStream, sink: SocketStream, link: anyio.CancelScope, answers: bool, committing: anyio.Event
+    ) -> None:
         forwarded = 0
         try:
             async for chunk in source:
-                if answers and self._to_lose and forwarded >= _SET_UP_AFTER:
-                    self._to_lose -= 1
+                if not answers and self._commits_to_lose and b"COMMIT" in chunk:
+                    self._commits_to_lose = 0
+                    committing.set()
+                lose = committing.is_set() or (self._to_lose and forwarded >= _SET_UP_AFTER)
+                if answers and lose:
+                    if not committing.is_set():
+                        self._to_lose -= 1
                     self.lost += 1
                     break  # the answer goes nowhere, and the connection with it
                 await sink.send(chunk)
