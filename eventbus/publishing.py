@@ -35,10 +35,13 @@ application's connection), outside the group commit, and nobody here routes
 them. They become visible when the application commits, and subscriptions
 that tail the store (``from_seq``, ``durable=True``) read them from there,
 like records another process appended; live subscriptions, which take only
-what this bus routes, do not see them. Such an append holds the store's
-append lock until the application's transaction ends, so the task remembers
-the connection (`open_transaction`), and a plain publish from it, which
-would wait for that lock forever, raises `TransactionError` while the
+what this bus routes, do not see them. A SQLAlchemy session or connection
+is handed over to `eventbus._sqlalchemy`, which begins and ends the
+transaction through SQLAlchemy and gives the store the driver's connection
+underneath. Such an append holds the store's append lock until the
+application's transaction ends, so the task remembers the (driver's)
+connection (`open_transaction`), and a plain publish from it, which would
+wait for that lock forever, raises `TransactionError` while the
 connection's transaction is open.
 """
 
@@ -66,8 +69,8 @@ from .exceptions import BackpressureError, BusClosed, CausationLoopError, Publis
 from .middleware.base import Commit, PublishMiddleware
 from .record import NO_HEADERS, Record
 from .routing import Route, Router
-from .store import ImmediateAppend, Store, Transactions, immediate_append, transactions
-from .transaction import HeldTransaction, Transaction, open_transaction
+from .store import ImmediateAppend, OpenTransaction, Store, Transactions, immediate_append, transactions
+from .transaction import Execute, HeldTransaction, Transaction, open_transaction
 
 __all__ = ["DEFAULT_MAX_CAUSATION_DEPTH", "ORIGIN_HEADER", "Publisher"]
 
@@ -254,15 +257,16 @@ class Publisher:
 
         ``transaction`` is the application's own connection to the store's
         database (an asyncpg connection for `PostgresStore`, a
-        `sqlite3.Connection` to the file for `SqliteStore`) with a
-        transaction open on it: the event is appended inside that
-        transaction, gets its seq now, and is stored and delivered only if
-        and when the application commits (see `transaction` and the
-        Transactions guide). Raises `TransactionError` when the store does
-        not take part in transactions, the connection is another database's
-        or has no transaction open; and, without ``transaction``, when this
-        task holds a transaction it published in open (a plain append would
-        wait for that transaction's lock forever).
+        `sqlite3.Connection` or an aiosqlite connection to the file for
+        `SqliteStore`, or a SQLAlchemy ``AsyncSession`` or
+        ``AsyncConnection`` on either) with a transaction open on it: the
+        event is appended inside that transaction, gets its seq now, and is
+        stored and delivered only if and when the application commits (see
+        `transaction` and the Transactions guide). Raises `TransactionError`
+        when the store does not take part in transactions, the connection is
+        another database's or has no transaction open; and, without
+        ``transaction``, when this task holds a transaction it published in
+        open (a plain append would wait for that transaction's lock forever).
 
         Raises `TypeError` for anything that is not an `Event` (or an
         ``event_id`` that is not a `UUID`), `BusClosed` when the bus is not
@@ -423,29 +427,43 @@ class Publisher:
         exception propagates unchanged); the events published through ``tx``
         are stored and delivered only once the commit is done, and then
         `drain` waits for them too. ``connection`` is what
-        ``publish(..., transaction=)`` takes, with no transaction open yet.
-        The transaction holds the store's append lock from its first publish
-        (SQLite: from its start) to its end: every other publisher of the
-        store waits meanwhile, so keep it short. Raises
-        `TransactionError` before beginning anything when the store does not
-        take part in transactions, or the connection is another database's
-        or already in a transaction; `BusClosed` when the bus is not running.
+        ``publish(..., transaction=)`` takes, with no transaction open yet; a
+        SQLAlchemy ``AsyncSession`` or ``AsyncConnection`` is begun,
+        committed and rolled back through SQLAlchemy (``session.begin()``),
+        and is the yielded transaction's ``connection`` (its ``execute``
+        runs on the driver's connection underneath). The transaction holds
+        the store's append lock from its first publish (SQLite: from its
+        start; through SQLAlchemy: from its first write) to its end: every
+        other publisher of the store waits meanwhile, so keep it short.
+        Raises `TransactionError` before beginning anything when the store
+        does not take part in transactions, or the connection is another
+        database's or already in a transaction; `BusClosed` when the bus is
+        not running.
         """
         if self._refusal is not None:
             raise BusClosed(f"cannot begin a transaction: the bus is {self._refusal}")
         store = self._transactional()
-        await store.check_connection(connection)
-        if store.in_transaction(connection):
-            raise TransactionError(
-                f"a transaction is already open on {connection!r}; publish in it with "
-                "bus.publish(..., transaction=conn), or commit it before bus.transaction(conn)"
-            )
-        opened = await store.begin(connection)
-        held = HeldTransaction(store, connection)
+        opened: OpenTransaction
+        execute: Execute
+        if _is_sqlalchemy(connection):
+            from ._sqlalchemy import begin_transaction, execute_in
+
+            driver, opened = await begin_transaction(store, connection)
+            execute = partial(execute_in, store, connection, driver)
+        else:
+            await store.check_connection(connection)
+            if store.in_transaction(connection):
+                raise TransactionError(
+                    f"a transaction is already open on {connection!r}; publish in it with "
+                    "bus.publish(..., transaction=conn), or commit it before bus.transaction(conn)"
+                )
+            driver, opened = connection, await store.begin(connection)
+            execute = partial(store.execute_in, connection)
+        held = _BlockHeld(store, driver)
         token = open_transaction.set(held)
         try:
             try:
-                yield Transaction(self, connection, partial(store.execute_in, connection))
+                yield Transaction(self, connection, execute)
             except BaseException:
                 with anyio.CancelScope(shield=True):
                     await opened.rollback()
@@ -478,7 +496,16 @@ class Publisher:
         """
         if not records:
             return []
-        await store.check_connection(connection)
+        # the connection of the bus.transaction block this publish is in was
+        # checked when the block began, and is the same database's still
+        held = open_transaction.get()
+        checked = held.connection if isinstance(held, _BlockHeld) and held.store is store else None
+        if _is_sqlalchemy(connection):
+            from ._sqlalchemy import driver_connection
+
+            connection = await driver_connection(store, connection, checked)
+        elif connection is not checked:
+            await store.check_connection(connection)
         if not store.in_transaction(connection):
             raise TransactionError(
                 f"no transaction is open on {connection!r}: publish(..., transaction=conn) appends inside the "
@@ -489,7 +516,6 @@ class Publisher:
             await self._chain_in_transaction(records)
         finally:
             _appending_through.reset(through)
-        held = open_transaction.get()
         if held is None or held.connection is not connection:
             held = HeldTransaction(store, connection)
             open_transaction.set(held)
@@ -514,7 +540,8 @@ class Publisher:
             return
         connection = held.connection
         if not held.store.in_transaction(connection):
-            open_transaction.set(None)
+            if not isinstance(held, _BlockHeld):  # a block keeps its own until it ends (its driver may begin lazily)
+                open_transaction.set(None)
             return
         raise TransactionError(
             f"a plain publish from inside an open transaction on {connection!r} would wait forever for that "
@@ -701,6 +728,13 @@ class Publisher:
             offer(routes[type(record.decoded)].targets, record)
 
 
+class _BlockHeld(HeldTransaction):
+    """The connection of a `Publisher.transaction` block, which the store
+    checked when the block began (the driver's, under a SQLAlchemy object)."""
+
+    __slots__ = ()
+
+
 class _Pending:
     """Records waiting for the append in flight to finish."""
 
@@ -710,6 +744,12 @@ class _Pending:
         self.records = records
         self.done = anyio.Event()
         self.error: BaseException | None = None
+
+
+def _is_sqlalchemy(connection: object) -> bool:
+    """Whether ``connection`` is a SQLAlchemy object (told by its class's module:
+    SQLAlchemy, an optional extra, is imported only to handle one, in `eventbus._sqlalchemy`)."""
+    return any(cls.__module__.startswith("sqlalchemy.") for cls in type(connection).__mro__)
 
 
 def _not_a_uuid(value: object) -> str:

@@ -38,7 +38,7 @@ LAYERS: list[list[str]] = [
     ["delivery.projection"],
     ["delivery.workers"],
     ["delivery"],
-    ["subscription", "replay", "plugins", "projection"],
+    ["subscription", "replay", "plugins", "projection", "_sqlalchemy"],
     ["routing"],
     ["publishing"],
     ["bus"],

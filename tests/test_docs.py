@@ -60,6 +60,7 @@ IMPORTABLE = (
         "httpx2",
         "pydantic",
         "pytest",
+        "sqlalchemy",
         "structlog",
         "trio",
     }

@@ -18,7 +18,7 @@ import anyio
 from anyio import to_thread
 
 from eventbus.deadletters import DeadLetter
-from eventbus.exceptions import StoreError
+from eventbus.exceptions import StoreError, TransactionError
 from eventbus.plugins import logger
 from eventbus.record import Record
 from eventbus.store import (
@@ -45,7 +45,7 @@ from ._options import SqliteOptions
 from ._pool import ReaderPool
 from ._projections import ProjectionConnections, SqliteProjection
 from ._statements import LAYOUT
-from ._transactions import SqliteTransaction, check_connection, sqlite_connection
+from ._transactions import SqliteTransaction, app_connection, begin_immediate, check_connection
 from ._url import parse_url
 from ._writer import AppendRequest, Writer, insert_rows
 
@@ -287,47 +287,49 @@ class SqliteStore:
             self._appended = anyio.Event()
 
     async def check_connection(self, connection: object) -> None:
-        """`TransactionError` unless ``connection`` is a `sqlite3.Connection` whose
-        main database is this store's file (compared by device and inode, so
-        another path to the file is fine). Writes nothing."""
-        check_connection(self, connection, self._require_writer().identity)
+        """`TransactionError` unless ``connection`` is a `sqlite3.Connection`, or an
+        aiosqlite connection (SQLAlchemy's ``sqlite+aiosqlite`` driver), whose main
+        database is this store's file (compared by device and inode, so another
+        path to the file is fine). Writes nothing."""
+        await check_connection(self, connection, self._require_writer().identity)
 
     def in_transaction(self, connection: object) -> bool:
-        """Whether ``connection`` (a `sqlite3.Connection`) has a transaction open."""
+        """Whether ``connection`` (a `sqlite3.Connection` or an aiosqlite connection) has a transaction open."""
         try:
-            return isinstance(connection, sqlite3.Connection) and connection.in_transaction
-        except sqlite3.ProgrammingError:  # closed
+            return app_connection(self, connection).in_transaction
+        except TransactionError:  # neither
             return False
 
     async def begin(self, connection: object) -> SqliteTransaction:
         """``BEGIN IMMEDIATE`` on ``connection``: it takes the file's write lock at
         once (waiting up to the connection's own timeout for another writer's
         commit), so its first append cannot fail for a lock it cannot upgrade to."""
-        checked = check_connection(self, connection, self._require_writer().identity)
+        checked = app_connection(self, connection)  # checked by check_connection before, as the protocol has it
         with sqlite_errors(self._where):
-            checked.execute("BEGIN IMMEDIATE")
+            await checked.run(begin_immediate)
         return SqliteTransaction(checked, self._wake_tailers, self._where)
 
     async def append_in(self, connection: object, records: Sequence[Record]) -> Collection[int]:
         """Insert ``records`` inside the write transaction open on ``connection``
         (its event ids looked up first, so a repeated one is left out instead of
         failing the application's transaction); sets their seqs."""
-        checked = sqlite_connection(self, connection)
+        checked = app_connection(self, connection)
         try:
             rows = [record_values(record, LAYOUT) for record in records]
         except ValueError as exc:
             raise StoreError(f"SQLite store {self._where}: {exc}") from exc
         with sqlite_errors(self._where):
-            seqs, repeated = insert_rows(checked, rows, self._where, deduplicate=True)
+            seqs, repeated = await checked.run(partial(insert_rows, rows=rows, where=self._where, deduplicate=True))
         for record, seq in zip(records, seqs, strict=True):
             record.seq = seq
         return sorted(repeated)
 
     async def execute_in(self, connection: object, sql: str, args: Sequence[object]) -> None:
-        """Run one of the application's statements (``?`` placeholders) on ``connection``, on the calling thread."""
-        checked = sqlite_connection(self, connection)
+        """Run one of the application's statements (``?`` placeholders) on
+        ``connection``, where its statements run (see `AppConnection`)."""
+        checked = app_connection(self, connection)
         with sqlite_errors(self._where):
-            checked.execute(sql, tuple(args))
+            await checked.run(lambda connection: connection.execute(sql, tuple(args)))
 
     async def begin_projection(self) -> SqliteProjection:
         """A write transaction on a connection of this store's own, for one
