@@ -131,7 +131,7 @@ def _report(label: str, rates: dict[str, float], statements: dict[str, int]) -> 
         ratio = floor / rate
         ratios.append(ratio)
         mark = "" if name == next(iter(rates)) else f"   {ratio:5.2f} x floor's cost"
-        print(f"{label:<30}{name:<62}{rate:>8,.0f} transactions/s {statements[name]:>3} statements{mark}")
+        print(f"{label:<36}{name:<62}{rate:>8,.0f} transactions/s {statements[name]:>3} statements{mark}")
     return ratios[1:]
 
 
