@@ -65,6 +65,12 @@ class Statements:
         channel: the NOTIFY channel of the schema's appends (payload: the new head).
         append: $1 batch size, $2.. one array per record column but seq;
             returns the batch's first seq.
+        append_if_unseen: `append`, in a transaction the caller has open, and
+            only when its snapshot, taken before the counter's lock was
+            granted, shows every append committed until then (the counter
+            then still holds the value that snapshot read) and none of the
+            event ids; otherwise it does nothing, returns no row and locks
+            nothing (and the caller takes the lock, then looks the ids up).
         head: the greatest seq ever assigned.
         lock_head: the same, locking the counter's row until the transaction
             ends (what an append does first, so appends take turns).
@@ -106,14 +112,18 @@ class Statements:
         batch = RECORD_FIELDS[1:]
         letters = ", ".join(DEAD_LETTER_FIELDS)
         self.channel = f"eventbus:{schema}"
-        self.append = (
-            f"WITH reserved AS ("
-            f"UPDATE {s}.seq_counter SET last_seq = last_seq + $1 RETURNING last_seq - $1 AS base"
-            f"), inserted AS ("
-            f"INSERT INTO {s}.records ({records}) "
+        bump = f"UPDATE {s}.seq_counter SET last_seq = last_seq + $1"
+        insert = (
+            f"RETURNING last_seq - $1 AS base), inserted AS (INSERT INTO {s}.records ({records}) "
             f"SELECT reserved.base + batch.position, {', '.join(f'batch.{name}' for name in batch)} "
             f"FROM reserved, unnest({_arrays(batch, 2)}) WITH ORDINALITY AS batch({', '.join(batch)}, position)"
             f") SELECT base + 1, pg_notify('{self.channel}', (base + $1)::text) FROM reserved"
+        )
+        self.append = f"WITH reserved AS ({bump} {insert}"
+        self.append_if_unseen = (
+            f"WITH seen AS MATERIALIZED (SELECT last_seq FROM {s}.seq_counter), reserved AS ({bump} "
+            f"WHERE last_seq = (SELECT last_seq FROM seen) AND NOT EXISTS (SELECT FROM {s}.records "
+            f"WHERE event_id = ANY(${EVENT_ID_COLUMN + 2}::uuid[]) AND repeat_of IS NULL) {insert}"
         )
         self.head = f"SELECT last_seq FROM {s}.seq_counter"
         self.lock_head = f"SELECT last_seq FROM {s}.seq_counter FOR UPDATE"

@@ -53,6 +53,8 @@ from ._transactions import (
     asyncpg_connection,
     check_identity,
     check_library,
+    known_identity,
+    remember_identity,
 )
 
 __all__ = ["PostgresStore"]
@@ -488,15 +490,21 @@ class PostgresStore:
     async def check_connection(self, connection: object) -> None:
         """`TransactionError` unless ``connection`` is an asyncpg connection to
         this store's database, on its server, where its schema is, and the
-        caller runs on asyncio (asyncpg's loop). Reads only."""
+        caller runs on asyncio (asyncpg's loop). Reads only, and only the first
+        time this server session is checked (see `known_identity`)."""
         conn = asyncpg_connection(self, connection)
         check_library(self)
         expected = self._identity
         if self._runner is None or expected is None:
             raise StoreError(f"cannot publish in a transaction on {self!r}: the store is not open")
-        with self._driver_errors("publish in a transaction on"):
-            row = await conn.fetchrow(IDENTITY, self._counter_table)
-        check_identity(self, self.options.schema, (row[0], row[1], row[2]), expected)
+        table = self._counter_table
+        found = known_identity(conn, table)
+        if found is None:
+            with self._driver_errors("publish in a transaction on"):
+                row = await conn.fetchrow(IDENTITY, table)
+            found = (row[0], row[1], row[2])
+        check_identity(self, self.options.schema, found, expected)
+        remember_identity(conn, table, found)
 
     def in_transaction(self, connection: object) -> bool:
         """Whether ``connection`` (an asyncpg connection) has a transaction open."""
@@ -517,7 +525,13 @@ class PostgresStore:
         """Append ``records`` inside the transaction open on ``connection``: lock
         the seq counter (held until that transaction ends), look the event ids
         up, insert the new ones; sets every record's seq. A repeated id never
-        fails the application's transaction: it is looked up, not inserted."""
+        fails the application's transaction: it is looked up, not inserted.
+
+        One statement does it all when its snapshot can tell that no id is
+        stored (the usual case); when it cannot (an id it finds, another
+        transaction's append committed while it waited for the lock, an id
+        twice in the batch), the lock is taken, the ids looked up, the new
+        records inserted, each in a statement of its own."""
         conn = asyncpg_connection(self, connection)
         try:
             rows = [record_values(record, LAYOUT) for record in records]
@@ -526,13 +540,19 @@ class PostgresStore:
         ids = _event_ids(rows)
         sql = self._sql
         with self._driver_errors("publish in a transaction on"):
-            last: int = await conn.fetchval(sql.lock_head)
-            stored = dict(await conn.fetch(sql.find_event_ids, list(set(ids))))
-            seqs = append_seqs(ids, stored, last)
-            already = already_stored(seqs, last)
-            new = [row for index, row in enumerate(rows) if index not in already] if already else rows
-            if new:
-                await conn.fetchval(sql.append, len(new), *columns(new))
+            first: int | None = None
+            if len(set(ids)) == len(ids):
+                first = await conn.fetchval(sql.append_if_unseen, len(rows), *columns(rows))
+            if first is not None:
+                seqs, already = list(range(first, first + len(rows))), []
+            else:
+                last: int = await conn.fetchval(sql.lock_head)
+                stored = dict(await conn.fetch(sql.find_event_ids, list(set(ids))))
+                seqs = append_seqs(ids, stored, last)
+                already = already_stored(seqs, last)
+                new = [row for index, row in enumerate(rows) if index not in already] if already else rows
+                if new:
+                    await conn.fetchval(sql.append, len(new), *columns(new))
         for record, seq in zip(records, seqs, strict=True):
             record.seq = seq
         return already

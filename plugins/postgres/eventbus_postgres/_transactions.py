@@ -10,14 +10,18 @@ is delivered when the transaction commits, waking every process's tail.
 A connection is accepted when it reaches the store's schema in the store's
 database on the store's server: the database's name, the ``seq_counter``
 table's oid and the server's start time, read on the store's own pool when
-it opens, must all match what the connection reads.
+it opens, must all match what the connection reads. What a connection reads
+is remembered for as long as it lives (`known_identity`): a server session
+never changes database or server, so only its first transaction pays the
+round trip that reads it.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import sniffio
@@ -33,6 +37,8 @@ __all__ = [
     "asyncpg_connection",
     "check_identity",
     "check_library",
+    "known_identity",
+    "remember_identity",
 ]
 
 IDENTITY = "SELECT current_database(), to_regclass($1)::oid, pg_postmaster_start_time()"
@@ -50,6 +56,35 @@ def asyncpg_connection(store: Store, connection: object) -> Any:
             store, f"a PostgreSQL store takes an asyncpg connection, got {type(connection).__qualname__}"
         )
     return connection
+
+
+_FOUND: weakref.WeakKeyDictionary[Any, dict[str, tuple[int, StoreIdentity]]] = weakref.WeakKeyDictionary()
+"""By asyncpg's own connection, weakly: by store table (``IDENTITY``'s $1), the
+server session's pid and the identity it read there, accepted by a store."""
+
+
+def _session(connection: Any) -> Any:
+    """asyncpg's own connection behind ``connection``: a pool lends a new proxy
+    of the same connection on each acquire. None once the proxy is released."""
+    return cast(Any, connection)._con if isinstance(connection, PoolConnectionProxy) else connection
+
+
+def known_identity(connection: Any, table: str) -> StoreIdentity | None:
+    """What ``connection`` read for ``table`` and a store accepted
+    (`remember_identity`), while it is open and the same server session;
+    None when it must be read."""
+    session = _session(connection)
+    if session is None or session.is_closed():
+        return None
+    pid, identity = _FOUND.get(session, {}).get(table, (None, None))
+    return identity if pid == session.get_server_pid() else None
+
+
+def remember_identity(connection: Any, table: str, identity: StoreIdentity) -> None:
+    """Remember that ``connection`` reads ``identity`` for ``table``, for `known_identity`."""
+    session = _session(connection)
+    if session is not None:
+        _FOUND.setdefault(session, {})[table] = (session.get_server_pid(), identity)
 
 
 def check_library(store: Store) -> None:

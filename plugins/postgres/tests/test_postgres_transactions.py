@@ -225,6 +225,66 @@ async def test_event_ids_are_idempotent_inside_transactions(schema: str) -> None
         assert await bus.publish(Tick(n=0), event_id=new_id) == 2
 
 
+async def waiting_for_a_lock(conn: Any, watcher: Any) -> None:
+    """Until the server says ``conn``'s session waits for a lock: polled, as
+    the server tells no one when a session starts waiting."""
+    query = "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1"
+    with anyio.fail_after(_DEADLINE):
+        while not await watcher.fetchval(query, conn.get_server_pid()):  # noqa: ASYNC110
+            await anyio.sleep(0.01)
+
+
+@asyncio_only
+async def test_an_id_another_transaction_commits_while_this_one_waits_for_the_lock_is_looked_up(schema: str) -> None:
+    # the waiting append's statement began before the other transaction
+    # committed, so what it saw then cannot tell whether the id is stored: it
+    # must look again once it holds the lock, and never fail the application's transaction
+    shared = uuid4()
+    answers: list[int] = []
+    async with running(schema) as (bus, seen), connected() as first, connected() as second, connected() as watcher:
+
+        async def second_transaction() -> None:
+            async with second.transaction():
+                await second.execute(f'INSERT INTO "{schema}".orders (id) VALUES ($1)', shared)
+                answers.append(await bus.publish(Tick(n=0), event_id=shared, transaction=second))
+
+        with anyio.fail_after(_DEADLINE):
+            async with anyio.create_task_group() as group, bus.transaction(first) as tx:
+                assert await tx.publish(Tick(n=1), event_id=shared) == 1
+                group.start_soon(second_transaction)
+                await waiting_for_a_lock(second, watcher)
+                assert await tx.publish(Tick(n=2)) == 2
+        assert answers == [1], "the stored seq, nothing inserted"
+        assert await orders(second, schema) == [shared], "the application's transaction committed"
+        await seen.wait_for(2)
+        assert [(r.seq, r.event.n) for r in seen.records] == [(1, 1), (2, 2)]
+        assert await bus.store.head() == 2
+
+
+@asyncio_only
+async def test_a_connection_is_checked_once_for_as_long_as_it_lives(schema: str) -> None:
+    identity_reads: list[str] = []
+
+    def log(query: Any) -> None:
+        if "current_database()" in query.query:
+            identity_reads.append(query.query)
+
+    async with running(schema) as (bus, seen), asyncpg.create_pool(POSTGRES_URL, min_size=1, max_size=1) as pool:
+        for n in (1, 2):  # a new proxy of the pool's one connection each time
+            async with pool.acquire() as conn:
+                conn.add_query_logger(log)
+                async with bus.transaction(conn) as tx:
+                    await tx.publish(Tick(n=n))
+                conn.remove_query_logger(log)
+        assert len(identity_reads) == 1
+        async with connected() as conn:
+            conn.add_query_logger(log)
+            async with conn.transaction():
+                await bus.publish(Tick(n=3), transaction=conn)
+        assert len(identity_reads) == 2, "another connection is checked again"
+        await seen.wait_for(3)
+
+
 @asyncio_only
 async def test_concurrent_transactional_and_plain_publishers_keep_one_gapless_order(schema: str) -> None:
     committed: set[UUID] = set()

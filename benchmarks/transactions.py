@@ -1,0 +1,304 @@
+"""Publishing in the application's own transaction (the outbox), against the same transaction without it.
+
+The *floor* is the application's own transaction: ``BEGIN``, one ``INSERT``
+into an ``orders`` table, ``COMMIT``, on the application's connection to the
+store's database. Each other line is the same transaction that also
+publishes one event in it, and its ratio is what it costs against the floor
+measured in the same run (cost = seconds per transaction, so 1.50 means half
+as much again; DESIGN.md's target is at most 1.5 on both stores):
+
+- by hand: the event's row written with the driver alone, in the store's
+  own statement (PostgreSQL: its one-statement append; SQLite: its
+  ``INSERT``), its values encoded beforehand: the least that storing one
+  more row in the transaction costs, whoever writes it;
+- ``bus.transaction(conn)``: the bus begins and commits the transaction,
+  ``tx.publish`` appends the event;
+- ``publish(transaction=conn)``: the application begins and commits it
+  itself (``BEGIN IMMEDIATE``/``COMMIT`` on sqlite3, ``conn.transaction()``
+  on asyncpg), and publishes with ``bus.publish(event, transaction=conn)``.
+
+The transactions run one after another on one connection, the floor and each
+way of publishing taking turns in `ROUNDS` rounds so that the machine's
+drift hits them alike; each keeps its best round. On PostgreSQL they run
+again with the connection acquired from an asyncpg pool for each
+transaction, as a web handler does. Every case runs with commits that wait
+for the disk (``synchronous=FULL``, ``synchronous_commit=on``) and with
+commits that do not (``NORMAL``, ``off``), where the rest shows. Beside
+each rate: the statements the application's connection runs per
+transaction, ``BEGIN`` and ``COMMIT`` included.
+
+SQLite: a file in a temporary directory, the store with its defaults (WAL,
+``synchronous=FULL``) and the application's own ``sqlite3`` connection.
+PostgreSQL: the server in ``EVENTBUS_POSTGRES_URL`` (default
+``postgresql://postgres@127.0.0.1:5432/test``) in a schema of its own,
+dropped afterwards; when it does not answer its lines say why they are missing.
+
+    python benchmarks/transactions.py            # 2 000 transactions per line (20 000 not synced)
+    python benchmarks/transactions.py --quick    # 200 (2 000), about 30 seconds, for CI
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import os
+import sqlite3
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import asyncpg
+from eventbus_postgres import PostgresStore
+from eventbus_postgres import _statements as postgres_sql
+from eventbus_postgres._statements import Statements
+from eventbus_sqlite import SqliteStore
+from eventbus_sqlite import _statements as sqlite_sql
+
+from eventbus import Event, EventBus, StoreError
+from eventbus.store.codec import Layout, record_values
+from eventbus.testing.conformance import new_record
+
+ROUNDS = 5
+POSTGRES_URL = os.environ.get("EVENTBUS_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+TARGET = 1.5
+"""The issue's speed target: a transaction that also publishes costs at most this much the floor's."""
+
+_SYNC = {True: "commit synced", False: "commit not synced"}
+"""How the application's connection commits: waiting for the disk (``synchronous=FULL``,
+``synchronous_commit=on``), or not (``synchronous=NORMAL``, ``synchronous_commit=off``)."""
+
+Transact = Callable[[int], Awaitable[None]]
+"""Runs transaction number ``n`` (its order id is made from it)."""
+
+
+class OrderPlaced(Event, name="bench.transactions.order_placed"):
+    order_id: str
+    amount: int
+
+
+async def _measure(cases: dict[str, Transact], n: int) -> dict[str, float]:
+    """Transactions/s of each case in its best round, the cases taking turns in
+    `ROUNDS` rounds of ``n // ROUNDS`` (the best round is the one the rest of
+    the machine disturbed least)."""
+    best = dict.fromkeys(cases, math.inf)
+    per_round = max(n // ROUNDS, 1)
+    done = 0
+    for case in cases.values():  # warm up: prepared statements, the schema's pages, the bus's code paths
+        for _ in range(20):
+            await case(done)
+            done += 1
+    for _ in range(ROUNDS):
+        for name, case in cases.items():
+            gc.collect()
+            started = time.perf_counter()
+            for _ in range(per_round):
+                await case(done)
+                done += 1
+            best[name] = min(best[name], time.perf_counter() - started)
+    return {name: per_round / seconds for name, seconds in best.items()}
+
+
+async def _statements(
+    cases: dict[str, Transact], counting: Callable[[], AbstractContextManager[list[str]]]
+) -> dict[str, int]:
+    """How many statements the application's connection runs in one transaction of each case (warmed up)."""
+    counts: dict[str, int] = {}
+    for name, case in cases.items():
+        with counting() as statements:
+            await case(-len(counts) - 1)
+            await anyio.lowlevel.checkpoint()  # asyncpg logs a statement in a callback of the loop's
+        counts[name] = len(statements)
+    return counts
+
+
+def _rows(layout: Layout, encode_id: Callable[[uuid.UUID], object]) -> Callable[[int], tuple[Any, ...]]:
+    """Makes transaction ``i``'s event row, as the store encodes it, with a new event id."""
+    template = record_values(new_record(OrderPlaced(order_id="A0", amount=0)), layout)
+    at = postgres_sql.EVENT_ID_COLUMN
+
+    def row(i: int) -> tuple[Any, ...]:
+        return (*template[:at], encode_id(uuid.uuid4()), *template[at + 1 :])
+
+    return row
+
+
+def _report(label: str, rates: dict[str, float], statements: dict[str, int]) -> list[float]:
+    """Print each case's transactions/s, statements and cost against the first (the floor); the ratios."""
+    floor = next(iter(rates.values()))
+    ratios = []
+    for name, rate in rates.items():
+        ratio = floor / rate
+        ratios.append(ratio)
+        mark = "" if name == next(iter(rates)) else f"   {ratio:5.2f} x floor's cost"
+        print(f"{label:<36}{name:<62}{rate:>8,.0f} transactions/s {statements[name]:>3} statements{mark}")
+    return ratios[1:]
+
+
+async def sqlite(n: int, synced: bool) -> list[float]:
+    """The three cases on a SQLite file; their ratios to the floor."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "app.db"
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            async with EventBus(store=SqliteStore(path)) as bus:
+                conn.execute(f"PRAGMA synchronous = {'FULL' if synced else 'NORMAL'}")
+                conn.execute("CREATE TABLE orders (id TEXT PRIMARY KEY, amount INTEGER NOT NULL)")
+                insert = "INSERT INTO orders (id, amount) VALUES (?, ?)"
+
+                async def floor(i: int) -> None:
+                    conn.execute("BEGIN IMMEDIATE")
+                    conn.execute(insert, (f"A{i}", i))
+                    conn.execute("COMMIT")
+
+                row = _rows(sqlite_sql.LAYOUT, lambda event_id: event_id.bytes)
+
+                async def by_hand(i: int) -> None:
+                    conn.execute("BEGIN IMMEDIATE")
+                    conn.execute(insert, (f"H{i}", i))
+                    conn.execute(sqlite_sql.INSERT_RECORD, row(i))
+                    conn.execute("COMMIT")
+
+                async def through_bus(i: int) -> None:
+                    async with bus.transaction(conn) as tx:
+                        conn.execute(insert, (f"B{i}", i))
+                        await tx.publish(OrderPlaced(order_id=f"B{i}", amount=i))
+
+                async def own(i: int) -> None:
+                    conn.execute("BEGIN IMMEDIATE")
+                    conn.execute(insert, (f"C{i}", i))
+                    await bus.publish(OrderPlaced(order_id=f"C{i}", amount=i), transaction=conn)
+                    conn.execute("COMMIT")
+
+                @contextmanager
+                def traced() -> Iterator[list[str]]:
+                    statements: list[str] = []
+                    conn.set_trace_callback(statements.append)
+                    try:
+                        yield statements
+                    finally:
+                        conn.set_trace_callback(None)
+
+                cases = _cases(floor, by_hand, through_bus, own)
+                rates = await _measure(cases, n)
+                statements = await _statements(cases, traced)
+                (orders,) = conn.execute("SELECT count(*) FROM orders").fetchone()
+                assert await bus.store.head() == orders * 3 // 4
+        finally:
+            conn.close()
+    return _report(f"sqlite, {_SYNC[synced]}", rates, statements)
+
+
+def _cases(floor: Transact, by_hand: Transact, through_bus: Transact, own: Transact) -> dict[str, Transact]:
+    return {
+        "floor: BEGIN, INSERT an order, COMMIT": floor,
+        "by hand: the same and the event's row": by_hand,
+        "bus.transaction(conn): the INSERT and tx.publish": through_bus,
+        "publish(transaction=conn) in the application's transaction": own,
+    }
+
+
+async def postgres(n: int, synced: bool) -> list[float]:
+    """The three cases on one connection, then on connections from a pool; their ratios to the floor."""
+    schema = f"eventbus_bench_{uuid.uuid4().hex[:12]}"
+    store = PostgresStore(POSTGRES_URL, schema=schema, connect_timeout=3)
+    try:
+        await store.open()
+    except StoreError as exc:
+        print(f"PostgreSQL skipped: {exc}")
+        return []
+    await store.close()
+    ratios = []
+    settings = {"synchronous_commit": "on" if synced else "off"}
+    pool = await asyncpg.create_pool(POSTGRES_URL, min_size=1, max_size=1, server_settings=settings)
+    try:
+        await pool.execute(f'CREATE TABLE "{schema}".orders (id text PRIMARY KEY, amount integer NOT NULL)')
+        insert = f'INSERT INTO "{schema}".orders (id, amount) VALUES ($1, $2)'
+        async with EventBus(store=PostgresStore(POSTGRES_URL, schema=schema)) as bus:
+            single = await asyncpg.connect(POSTGRES_URL, server_settings=settings)
+
+            @asynccontextmanager
+            async def one() -> AsyncIterator[Any]:
+                yield single
+
+            @contextmanager
+            def logged() -> Iterator[list[str]]:
+                statements: list[str] = []
+
+                def log(query: Any) -> None:
+                    statements.append(query.query)
+
+                single.add_query_logger(log)
+                try:
+                    yield statements
+                finally:
+                    single.remove_query_logger(log)
+
+            try:
+                for label, connection in (("", one), (", pool", pool.acquire)):
+                    cases = _postgres_cases(bus, connection, insert, Statements(schema).append, label)
+                    rates = await _measure(cases, n)
+                    if not label:  # the pool's connections run the same, and its reset when given back
+                        statements = await _statements(cases, logged)
+                    ratios += _report(f"postgres, {_SYNC[synced]}{label}", rates, statements)
+            finally:
+                await single.close()
+    finally:
+        await pool.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await pool.close()
+    return ratios
+
+
+def _postgres_cases(
+    bus: EventBus, connection: Callable[[], AbstractAsyncContextManager[Any]], insert: str, append: str, label: str
+) -> dict[str, Transact]:
+    prefix = "p" if label else "s"
+    row = _rows(postgres_sql.LAYOUT, lambda event_id: event_id)
+
+    async def by_hand(i: int) -> None:
+        async with connection() as conn, conn.transaction():
+            await conn.execute(insert, f"{prefix}H{i}", i)
+            await conn.fetchval(append, 1, *postgres_sql.columns([row(i)]))
+
+    async def floor(i: int) -> None:
+        async with connection() as conn, conn.transaction():
+            await conn.execute(insert, f"{prefix}A{i}", i)
+
+    async def through_bus(i: int) -> None:
+        async with connection() as conn, bus.transaction(conn) as tx:
+            await conn.execute(insert, f"{prefix}B{i}", i)
+            await tx.publish(OrderPlaced(order_id=f"{prefix}B{i}", amount=i))
+
+    async def own(i: int) -> None:
+        async with connection() as conn, conn.transaction():
+            await conn.execute(insert, f"{prefix}C{i}", i)
+            await bus.publish(OrderPlaced(order_id=f"{prefix}C{i}", amount=i), transaction=conn)
+
+    return _cases(floor, by_hand, through_bus, own)
+
+
+async def main(quick: bool) -> None:
+    synced_n, unsynced_n = (200, 2_000) if quick else (2_000, 20_000)
+    print(
+        f"eventbus transactional publish benchmark ({synced_n:,} transactions per line when commits wait "
+        f"for the disk, {unsynced_n:,} when not; {ROUNDS} rounds; asyncio)\n"
+    )
+    ratios: list[float] = []
+    for synced, n in ((True, synced_n), (False, unsynced_n)):
+        ratios += await sqlite(n, synced)
+        ratios += await postgres(n, synced)
+        print()
+    worst = max(ratios)
+    verdict = "within" if worst <= TARGET else "ABOVE"
+    print(f"worst cost against the floor: {worst:.2f} x, {verdict} the target of {TARGET} x")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer transactions per line (CI)")
+    anyio.run(main, parser.parse_args().quick)
