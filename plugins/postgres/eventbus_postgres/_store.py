@@ -438,6 +438,8 @@ class PostgresStore:
         self._dsn = parsed.dsn
         self._application_name = parsed.application_name
         self._sql = Statements(self.options.schema)
+        self._lent: set[Any] = set()
+        """Pooled connections lent to projections' deliveries, until their transactions end."""
         self._lock_checkpoint = lock_checkpoint(quoted(self.options.schema))
         self._runner: Runner | None = None
         self._connections: _Connections | None = None
@@ -491,8 +493,12 @@ class PostgresStore:
         """`TransactionError` unless ``connection`` is an asyncpg connection to
         this store's database, on its server, where its schema is, and the
         caller runs on asyncio (asyncpg's loop). Reads only, and only the first
-        time this server session is checked (see `known_identity`)."""
+        time this server session is checked (see `known_identity`). A
+        connection the store lent to a projection's delivery is its own: it
+        passes at once, on trio too (its statements go through the runner)."""
         conn = asyncpg_connection(self, connection)
+        if conn in self._lent:
+            return  # the store's own, lent to a projection: usable from trio too, through the runner
         check_library(self)
         expected = self._identity
         if self._runner is None or expected is None:
@@ -539,20 +545,24 @@ class PostgresStore:
             raise StoreError(f"cannot append to PostgreSQL at {self.url}: {exc}") from exc
         ids = _event_ids(rows)
         sql = self._sql
+        runner = self._runner
+        if runner is None:
+            raise StoreError(f"cannot publish in a transaction on {self!r}: the store is not open")
+        call = runner.call  # on asyncio the caller's own loop; under trio, a projection's connection's
         with self._driver_errors("publish in a transaction on"):
             first: int | None = None
             if len(set(ids)) == len(ids):
-                first = await conn.fetchval(sql.append_if_unseen, len(rows), *columns(rows))
+                first = await call(conn.fetchval, sql.append_if_unseen, len(rows), *columns(rows))
             if first is not None:
                 seqs, already = list(range(first, first + len(rows))), []
             else:
-                last: int = await conn.fetchval(sql.lock_head)
-                stored = dict(await conn.fetch(sql.find_event_ids, list(set(ids))))
+                last: int = await call(conn.fetchval, sql.lock_head)
+                stored = dict(await call(conn.fetch, sql.find_event_ids, list(set(ids))))
                 seqs = append_seqs(ids, stored, last)
                 already = already_stored(seqs, last)
                 new = [row for index, row in enumerate(rows) if index not in already] if already else rows
                 if new:
-                    await conn.fetchval(sql.append, len(new), *columns(new))
+                    await call(conn.fetchval, sql.append, len(new), *columns(new))
         for record, seq in zip(records, seqs, strict=True):
             record.seq = seq
         return already
@@ -575,10 +585,16 @@ class PostgresStore:
         if runner is None or connections is None:
             raise StoreError(f"cannot begin a projection's transaction on {self!r}: the store is not open")
         conn, transaction = await self._run("begin a projection's transaction on", _Connections.begin_projection)
+        self._lent.add(conn)
+
+        async def give_back(lent: Any) -> None:
+            self._lent.discard(lent)
+            await connections.give_back(lent)
+
         return PostgresProjection(
             conn,
             transaction,
-            connections.give_back,
+            give_back,
             runner,
             self._sql,
             self._lock_checkpoint,
