@@ -250,6 +250,8 @@ class EventBus(Publisher):
     async def _run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         """One run of the bus, from opening the store to closing it."""
         self._loop = (anyio.lowlevel.current_token(), threading.get_ident())
+        for sub in self.subscriptions.values():
+            sub.check_store(self.store)  # before anything is opened
         try:
             async with AsyncExitStack() as resources:
                 store = self.store

@@ -12,6 +12,7 @@ from typing import Any
 
 from .delivery.lease import LeaseTerms
 from .delivery.options import SubscribeOptions, SubscriptionOptions, compile_where
+from .delivery.projection import projection_store
 from .delivery.workers import DeliveryRun
 from .event import Event, registry
 from .handler import Handle, ProjectionCall, event_types, handler_name, make_handle, transaction_parameter
@@ -99,6 +100,12 @@ class Subscription:
         self.close()
         if self._run is not None:
             await self._run.stopped.wait()
+
+    def check_store(self, store: Store) -> None:
+        """`TransactionError` when this subscription is a projection and
+        ``store`` takes part in no transactions (the bus asks before it starts)."""
+        if isinstance(self._call, ProjectionCall):
+            projection_store(store, self.name)
 
     def start_run(
         self,

@@ -41,8 +41,8 @@ def projection_store(store: Store, name: str) -> Transactions:
         raise TransactionError(
             f"subscription {name!r} is a projection (its handler takes a Transaction), which runs each delivery in "
             f"a transaction on the store's database, and {store!r} takes part in no transactions: use a store in a "
-            "SQL database (eventbus-sqlite's SqliteStore, eventbus-postgres' PostgresStore; in tests, "
-            "TestBus(bus, store=SqliteStore(path)))"
+            "SQL database (eventbus-sqlite's SqliteStore, eventbus-postgres' PostgresStore). A TestBus takes part "
+            "in none either: test a projection on the bus itself, with a SqliteStore in a temporary directory"
         )
     return found
 
