@@ -42,7 +42,7 @@ LAYERS: list[list[str]] = [
     ["routing"],
     ["publishing"],
     ["bus"],
-    ["testing.conformance", "testing._recording"],
+    ["testing.conformance", "testing._recording", "testing._collector"],
     ["testing.testbus"],
     ["testing"],
     [""],

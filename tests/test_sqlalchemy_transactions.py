@@ -27,7 +27,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 
-from eventbus import Event, EventBus, Record, Store, TransactionError
+from eventbus import Event, EventBus, Store, TransactionError
+from eventbus.testing import Collector
 
 _DEADLINE = 30
 
@@ -92,35 +93,13 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
     admin_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
-class Seen:
-    """What a ``from_seq=1`` subscription delivered, and a way to wait for it."""
-
-    def __init__(self) -> None:
-        self.records: list[Record] = []
-        self._changed = anyio.Event()
-
-    async def handle(self, event: OrderPlaced, record: Record) -> None:
-        self.records.append(record)
-        self._changed.set()
-        self._changed = anyio.Event()
-
-    async def wait_for(self, count: int) -> None:
-        with anyio.fail_after(_DEADLINE):
-            while len(self.records) < count:
-                await self._changed.wait()
-
-    @property
-    def orders(self) -> list[tuple[int, str]]:
-        return [(record.seq, record.event.order_id) for record in self.records]
-
-
 @asynccontextmanager
-async def running(database: Database) -> AsyncIterator[tuple[EventBus, Seen, AsyncEngine]]:
+async def running(database: Database) -> AsyncIterator[tuple[EventBus, Collector, AsyncEngine]]:
     """The bus on the database's store, a subscriber reading it from seq 1, and
     SQLAlchemy's engine on the same database (with the orders table)."""
     bus = EventBus(store=database.store())
-    seen = Seen()
-    bus.subscribe(OrderPlaced, seen.handle, from_seq=1, name="seen")
+    seen = Collector(timeout=_DEADLINE)
+    bus.subscribe(OrderPlaced, seen, from_seq=1, name="seen")
     engine = create_async_engine(database.url)
     try:
         async with bus:
@@ -151,14 +130,14 @@ async def test_a_session_transaction_commits_the_row_and_the_event_which_is_deli
         assert not session.in_transaction()  # SQLAlchemy committed it, and knows
         assert bus.head == 2
         await bus.drain(timeout=_DEADLINE)
-        assert seen.orders == [(1, "A1"), (2, "A2")]
+        assert _orders(seen) == [(1, "A1"), (2, "A2")]
         assert await stored_orders(engine, database) == ["A1"]
         # the session is usable as before, and so is the bus
         async with bus.transaction(session) as tx:
             assert await tx.publish(OrderPlaced(order_id="A3")) == 3
         assert await bus.publish(OrderPlaced(order_id="B1")) == 4
         await seen.wait_for(4)
-        assert [seq for seq, _ in seen.orders] == [1, 2, 3, 4]
+        assert [seq for seq, _ in _orders(seen)] == [1, 2, 3, 4]
 
 
 @asyncio_only
@@ -181,7 +160,7 @@ async def test_a_session_transaction_that_raises_stores_and_delivers_neither_row
         # the rolled-back transaction's seq is the next one: no gap
         assert await bus.publish(OrderPlaced(order_id="B1")) == 1
         await seen.wait_for(1)
-        assert seen.orders == [(1, "B1")]
+        assert _orders(seen) == [(1, "B1")]
 
 
 @asyncio_only
@@ -214,7 +193,7 @@ async def test_a_commit_the_database_refuses_stores_neither_and_leaves_the_sessi
             session.add(Order(id="A2"))
             assert await tx.publish(OrderPlaced(order_id="A2")) == 2
         await bus.drain(timeout=_DEADLINE)
-        assert seen.orders == [(1, "A1"), (2, "A2")]
+        assert _orders(seen) == [(1, "A1"), (2, "A2")]
         assert await stored_orders(engine, database) == ["A1", "A2"]
 
 
@@ -234,7 +213,7 @@ async def test_tx_execute_runs_in_the_sessions_transaction(database: Database) -
         assert await stored_orders(engine, database) == []  # rolled back with the transaction
         await place_order("A2", fail=False)
         await bus.drain(timeout=_DEADLINE)
-        assert seen.orders == [(1, "A2")]
+        assert _orders(seen) == [(1, "A2")]
         assert await stored_orders(engine, database) == ["A2"]
 
 
@@ -258,7 +237,7 @@ async def test_publish_joins_the_transaction_a_session_began(database: Database)
         assert await bus.publish(OrderPlaced(order_id="A3"), transaction=session) == 2
         await session.commit()
         await seen.wait_for(2)
-        assert seen.orders == [(1, "A1"), (2, "A3")]
+        assert _orders(seen) == [(1, "A1"), (2, "A3")]
         assert await stored_orders(engine, database) == ["A1", "A3"]
         assert await bus.store.head() == 2
 
@@ -284,7 +263,7 @@ async def test_an_async_connection_commits_both_or_rolls_both_back(database: Dat
             assert await bus.publish(OrderPlaced(order_id="A3"), transaction=conn) == 2
             await conn.execute(insert(database.orders).values(id="A3"))
         await seen.wait_for(2)
-        assert seen.orders == [(1, "A1"), (2, "A3")]
+        assert _orders(seen) == [(1, "A1"), (2, "A3")]
         assert await stored_orders(engine, database) == ["A1", "A3"]
 
 
@@ -297,7 +276,7 @@ async def test_a_plain_publish_inside_an_open_transaction_is_refused_not_deadloc
                 await bus.publish(OrderPlaced(order_id="B1"))
         assert await bus.publish(OrderPlaced(order_id="B1")) == 2
         await seen.wait_for(2)
-        assert seen.orders == [(1, "A1"), (2, "B1")]
+        assert _orders(seen) == [(1, "A1"), (2, "B1")]
 
 
 @asyncio_only
@@ -314,7 +293,7 @@ async def test_a_plain_publish_before_the_transaction_wrote_goes_through(databas
                 await bus.publish(OrderPlaced(order_id="B2"))
         assert bus.head == 2  # the block's event counts: drain() waits for it
         await bus.drain(timeout=_DEADLINE)
-        assert seen.orders == [(1, "B1"), (2, "A1")]
+        assert _orders(seen) == [(1, "B1"), (2, "A1")]
 
 
 @asyncio_only
@@ -351,8 +330,8 @@ async def test_concurrent_sessions_and_plain_publishers_give_gapless_seqs_and_ev
         committed = sorted(f"T{w}-{n}" for (w, n), rolled_back in plan.items() if not rolled_back)
         expected = sorted([*committed, *(f"P{w}-{n}" for w in range(2) for n in range(10))])
         await seen.wait_for(len(expected))
-        assert [seq for seq, _ in seen.orders] == list(range(1, len(expected) + 1))  # gapless, in order
-        assert sorted(order_id for _, order_id in seen.orders) == expected  # every commit, once
+        assert [seq for seq, _ in _orders(seen)] == list(range(1, len(expected) + 1))  # gapless, in order
+        assert sorted(order_id for _, order_id in _orders(seen)) == expected  # every commit, once
         assert await stored_orders(engine, database) == committed
         assert await bus.store.head() == len(expected)
 
@@ -398,7 +377,7 @@ async def test_another_database_is_refused_before_anything_is_written(database: 
             assert await bus.store.head() == 0
             assert await bus.publish(OrderPlaced(order_id="B1")) == 1
             await seen.wait_for(1)
-            assert seen.orders == [(1, "B1")]
+            assert _orders(seen) == [(1, "B1")]
         async with other.connect() as conn:
             query = (
                 "SELECT name FROM sqlite_master"
@@ -433,3 +412,8 @@ def test_importing_eventbus_and_its_stores_does_not_import_sqlalchemy() -> None:
     )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
     assert result.stdout.strip() == "[]"
+
+
+def _orders(seen: Collector) -> list[tuple[int, str]]:
+    """The seq and order id of each delivered `OrderPlaced`."""
+    return [(record.seq, record.event.order_id) for record in seen.records]

@@ -20,7 +20,7 @@ from eventbus_sqlite import SqliteStore
 
 from eventbus import Event, EventBus, Handle, HandlerTimeout, Middleware, Plugin, Record, Retry, Subscription
 from eventbus._testmode import failure_observer, retry_sleep
-from eventbus.testing import TestBus
+from eventbus.testing import Collector, TestBus
 
 
 class OrderPlaced(Event, name="testbus.order_placed"):
@@ -452,7 +452,7 @@ def test_importing_eventbus_testing_does_not_need_pytest() -> None:
         [sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "TestBus ['RunDeadLetters', 'TestBus']"
+    assert result.stdout.strip() == "TestBus ['Collector', 'RunDeadLetters', 'TestBus']"
 
 
 # -- expecting what comes later, counting, and what must not come ----------------------
@@ -512,3 +512,17 @@ async def test_dead_letters_answer_what_the_bus_dead_letters_answer() -> None:
         assert await tb.dead_letters.purge([letter.id]) == 1
         assert tb.dead_letters == []
         assert await tb.bus.dead_letters.list() == []
+
+
+async def test_a_collector_keeps_what_it_is_given_and_waits_for_a_count() -> None:
+    seen = Collector(timeout=5)
+    bus = EventBus()
+    bus.subscribe(OrderPlaced, seen, name="seen")
+    async with bus:
+        with pytest.raises(TimeoutError):
+            await seen.wait_for(1, timeout=0.01)  # nothing published yet
+        await bus.publish(OrderPlaced(order_id="A1", amount=5))
+        await seen.wait_for(1)
+    assert [record.seq for record in seen.records] == [1]
+    assert seen.events == [OrderPlaced(order_id="A1", amount=5)]
+    assert repr(seen) == "<Collector of 1 records>"

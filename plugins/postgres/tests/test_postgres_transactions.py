@@ -25,7 +25,8 @@ from eventbus_postgres import PostgresStore
 from postgres_events import Tick
 from postgres_helpers import POSTGRES_URL, admin_sql, store_url
 
-from eventbus import EventBus, Record, StoreError, TransactionError
+from eventbus import EventBus, StoreError, TransactionError
+from eventbus.testing import Collector
 
 _CHILD = Path(postgres_tx_child.__file__)
 _DEADLINE = 30
@@ -34,29 +35,11 @@ asyncio_only = pytest.mark.parametrize("anyio_backend", ["asyncio"])
 """An application's asyncpg connection lives on an asyncio loop."""
 
 
-class Seen:
-    """What a ``from_seq=1`` subscription delivered, and a way to wait for it."""
-
-    def __init__(self) -> None:
-        self.records: list[Record] = []
-        self._changed = anyio.Event()
-
-    async def handle(self, event: Tick, record: Record) -> None:
-        self.records.append(record)
-        self._changed.set()
-        self._changed = anyio.Event()
-
-    async def wait_for(self, count: int) -> None:
-        with anyio.fail_after(_DEADLINE):
-            while len(self.records) < count:
-                await self._changed.wait()
-
-
 @asynccontextmanager
-async def running(schema: str) -> AsyncIterator[tuple[EventBus, Seen]]:
+async def running(schema: str) -> AsyncIterator[tuple[EventBus, Collector]]:
     bus = EventBus(store=PostgresStore(store_url(schema)))
-    seen = Seen()
-    bus.subscribe(Tick, seen.handle, from_seq=1, name="seen")
+    seen = Collector(timeout=_DEADLINE)
+    bus.subscribe(Tick, seen, from_seq=1, name="seen")
     async with bus:
         await bus.store.head()
         admin_sql(f'CREATE TABLE IF NOT EXISTS "{schema}".orders (id uuid PRIMARY KEY)')

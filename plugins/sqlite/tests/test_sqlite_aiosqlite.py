@@ -18,7 +18,8 @@ import pytest
 from eventbus_sqlite import SqliteStore
 from sqlite_tx_child import OrderPlaced
 
-from eventbus import EventBus, Record, TransactionError
+from eventbus import EventBus, TransactionError
+from eventbus.testing import Collector
 
 _DEADLINE = 30
 
@@ -26,29 +27,11 @@ asyncio_only = pytest.mark.parametrize("anyio_backend", ["asyncio"])
 """aiosqlite works on asyncio only."""
 
 
-class Seen:
-    """What a ``from_seq=1`` subscription delivered, and a way to wait for it."""
-
-    def __init__(self) -> None:
-        self.records: list[Record] = []
-        self._changed = anyio.Event()
-
-    async def handle(self, event: OrderPlaced, record: Record) -> None:
-        self.records.append(record)
-        self._changed.set()
-        self._changed = anyio.Event()
-
-    async def wait_for(self, count: int) -> None:
-        with anyio.fail_after(_DEADLINE):
-            while len(self.records) < count:
-                await self._changed.wait()
-
-
 @asynccontextmanager
-async def running(db_path: Path) -> AsyncIterator[tuple[EventBus, Seen, aiosqlite.Connection]]:
+async def running(db_path: Path) -> AsyncIterator[tuple[EventBus, Collector, aiosqlite.Connection]]:
     bus = EventBus(store=SqliteStore(db_path))
-    seen = Seen()
-    bus.subscribe(OrderPlaced, seen.handle, from_seq=1, name="seen")
+    seen = Collector(timeout=_DEADLINE)
+    bus.subscribe(OrderPlaced, seen, from_seq=1, name="seen")
     async with bus, aiosqlite.connect(db_path, isolation_level=None) as connection:
         await connection.execute("CREATE TABLE IF NOT EXISTS orders (id TEXT PRIMARY KEY)")
         yield bus, seen, connection

@@ -23,6 +23,7 @@ from sqlite_tx_child import OrderPlaced
 
 from eventbus import EventBus, Record, TransactionError
 from eventbus.middleware import Commit
+from eventbus.testing import Collector
 
 _CHILD = Path(sqlite_tx_child.__file__)
 _DEADLINE = 30
@@ -36,29 +37,11 @@ def connection(db_path: Path) -> Iterator[sqlite3.Connection]:
     connection.close()
 
 
-class Seen:
-    """What a ``from_seq=1`` subscription delivered, and a way to wait for it."""
-
-    def __init__(self) -> None:
-        self.records: list[Record] = []
-        self._changed = anyio.Event()
-
-    async def handle(self, event: OrderPlaced, record: Record) -> None:
-        self.records.append(record)
-        self._changed.set()
-        self._changed = anyio.Event()
-
-    async def wait_for(self, count: int) -> None:
-        with anyio.fail_after(_DEADLINE):
-            while len(self.records) < count:
-                await self._changed.wait()
-
-
 @asynccontextmanager
-async def running(db_path: Path) -> AsyncIterator[tuple[EventBus, Seen]]:
+async def running(db_path: Path) -> AsyncIterator[tuple[EventBus, Collector]]:
     bus = EventBus(store=SqliteStore(db_path))
-    seen = Seen()
-    bus.subscribe(OrderPlaced, seen.handle, from_seq=1, name="seen")
+    seen = Collector(timeout=_DEADLINE)
+    bus.subscribe(OrderPlaced, seen, from_seq=1, name="seen")
     async with bus:
         yield bus, seen
 
