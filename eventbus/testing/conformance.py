@@ -1645,6 +1645,34 @@ class TransactionsConformance(StoreConformance):
         assert calls_again == list(range(10, 15))
         assert await self._numbers(store, view) == list(range(15))
 
+    async def test_replicas_share_a_projection_and_apply_each_event_once(self, store: Store) -> None:
+        view = await self._view(store)
+        first, first_calls = self._projecting_bus(store, view)
+        second = EventBus(store=self.fresh(store), lease_ttl=0.4)
+        second_calls: list[int] = []
+        last_applied = anyio.Event()
+
+        @second.subscribe(_Projected, durable=True, name="view")
+        async def project(event: _Projected, tx: Transaction) -> None:
+            second_calls.append(event.n)
+            await tx.execute(f"INSERT INTO {view} (n) VALUES ({self.param(1)})", event.n)
+            if event.n == 59:
+                last_applied.set()
+
+        async with first:
+            await first.publish_many([_Projected(n=n) for n in range(30)])
+            await first.drain()
+            async with second:  # stands by: the first holds the projection's lease
+                await second.drain()
+                assert second_calls == []
+                await first.aclose()  # releases the lease: the second takes over from the checkpoint
+                await second.publish_many([_Projected(n=n) for n in range(30, 60)])
+                with anyio.fail_after(30):
+                    await last_applied.wait()
+        assert first_calls == list(range(30))
+        assert second_calls == list(range(30, 60))
+        assert await self._numbers(store, view) == list(range(60))
+
     async def test_what_a_projection_publishes_commits_with_its_writes(self, store: Store) -> None:
         view = await self._view(store)
         bus = EventBus(store=self.fresh(store))
