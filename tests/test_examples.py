@@ -114,6 +114,18 @@ EXPECTED: dict[str, Expected] = {
             "both services stopped; billing exited with status 0",
         ),
     ),
+    "orders_outbox.py": Expected(
+        lines=(
+            "  order 1: ada, 120.00, published as seq 1",
+            "  ada's order of 980.00 rolled back (980.00 is over the card limit): no row, no event",
+            "  the projection applied seqs [1, 2]",
+            "  the projection applied seqs [3]: it resumed after its checkpoint",
+            "    ada    2 orders    135.00",
+            "  the projection applied seqs [1, 2, 3] again, from the history",
+            "  the read model agrees with the orders table: every order counted once",
+        ),
+        store="shop.db",
+    ),
     "custom_middleware.py": Expected(
         lines=(
             "  [publish] stored 3 event(s) as seqs 2..4 ['media.image_uploaded']",
