@@ -45,7 +45,7 @@ from ._options import SqliteOptions
 from ._pool import ReaderPool
 from ._projections import ProjectionConnections, SqliteProjection
 from ._statements import LAYOUT
-from ._transactions import SqliteTransaction, app_connection, begin_immediate, check_connection
+from ._transactions import SqliteTransaction, app_connection, check_connection
 from ._url import parse_url
 from ._writer import AppendRequest, Writer, insert_rows
 
@@ -303,10 +303,11 @@ class SqliteStore:
     async def begin(self, connection: object) -> SqliteTransaction:
         """``BEGIN IMMEDIATE`` on ``connection``: it takes the file's write lock at
         once (waiting up to the connection's own timeout for another writer's
-        commit), so its first append cannot fail for a lock it cannot upgrade to."""
+        commit, without blocking the event loop: see `AppConnection.begin`), so
+        its first append cannot fail for a lock it cannot upgrade to."""
         checked = app_connection(self, connection)  # checked by check_connection before, as the protocol has it
         with sqlite_errors(self._where):
-            await checked.run(begin_immediate)
+            await checked.begin()
         return SqliteTransaction(checked, self._wake_tailers, self._where)
 
     async def append_in(self, connection: object, records: Sequence[Record]) -> Collection[int]:

@@ -34,7 +34,7 @@ from ._connection import FileIdentity, sqlite_errors
 if TYPE_CHECKING:
     import aiosqlite
 
-__all__ = ["AppConnection", "SqliteTransaction", "app_connection", "begin_immediate", "check_connection"]
+__all__ = ["AppConnection", "SqliteTransaction", "app_connection", "check_connection"]
 
 T = TypeVar("T")
 
@@ -59,6 +59,19 @@ class AppConnection:
             return self._connection.in_transaction
         except (sqlite3.ProgrammingError, ValueError):  # closed (aiosqlite says so with a ValueError)
             return False
+
+    async def begin(self) -> None:
+        """``BEGIN IMMEDIATE``. A `sqlite3.Connection` is used on the event
+        loop's thread, where waiting for another writer's lock would stop the
+        loop, and with it that writer when it is this process's own (a
+        projection's transaction, another `EventBus.transaction`): so it tries
+        without waiting and, while the file is busy, waits asynchronously and
+        tries again, up to the connection's own busy timeout."""
+        connection = self._connection
+        if isinstance(connection, sqlite3.Connection):
+            await _begin_without_blocking(connection)
+        else:
+            await self.run(_begin_immediate)
 
     async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """``work(connection)`` on the thread the connection belongs to, its result or its exception.
@@ -159,7 +172,34 @@ class SqliteTransaction:
             await self._connection.run(_rollback)
 
 
-def begin_immediate(connection: sqlite3.Connection) -> None:
+_BEGIN_FIRST_DELAY = 0.001
+_BEGIN_MAX_DELAY = 0.05
+"""Seconds between tries of a ``BEGIN IMMEDIATE`` that found the file busy."""
+
+
+async def _begin_without_blocking(connection: sqlite3.Connection) -> None:
+    """``BEGIN IMMEDIATE`` with the connection's busy timeout at 0, tried
+    again after an asynchronous wait while the file is busy, until that
+    timeout has passed (then the last busy error is raised)."""
+    (timeout_ms,) = connection.execute("PRAGMA busy_timeout").fetchone()
+    deadline = anyio.current_time() + timeout_ms / 1000
+    delay = _BEGIN_FIRST_DELAY
+    connection.execute("PRAGMA busy_timeout = 0")
+    try:
+        while True:
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or anyio.current_time() >= deadline:
+                    raise
+            await anyio.sleep(min(delay, max(deadline - anyio.current_time(), 0)))
+            delay = min(delay * 2, _BEGIN_MAX_DELAY)
+    finally:
+        connection.execute(f"PRAGMA busy_timeout = {int(timeout_ms)}")
+
+
+def _begin_immediate(connection: sqlite3.Connection) -> None:
     """``BEGIN IMMEDIATE``: a write transaction holding the file's write lock from its start."""
     connection.execute("BEGIN IMMEDIATE")
 

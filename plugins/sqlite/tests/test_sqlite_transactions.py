@@ -21,7 +21,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from eventbus_sqlite import SqliteStore
 from sqlite_tx_child import OrderPlaced
 
-from eventbus import EventBus, Record, TransactionError
+from eventbus import EventBus, Record, Transaction, TransactionError
 from eventbus.middleware import Commit
 from eventbus.testing import Collector
 
@@ -309,3 +309,34 @@ async def test_a_process_killed_around_its_commit_leaves_both_or_neither(
                 assert [(r.seq, r.event_id) for r in seen.records] == [(1, event_id)]
         finally:
             connection.close()
+
+
+async def test_a_transaction_waits_for_a_projections_lock_without_stopping_the_loop(
+    db_path: Path, connection: sqlite3.Connection
+) -> None:
+    bus = EventBus(store=SqliteStore(db_path))
+    inside = anyio.Event()
+    go_on = anyio.Event()
+
+    @bus.subscribe(OrderPlaced, durable=True, name="view", from_seq=1, where=lambda e: e.order_id == "P1")
+    async def project(event: OrderPlaced, tx: Transaction) -> None:
+        await tx.execute("INSERT INTO orders (id) VALUES (?)", event.order_id)
+        inside.set()  # the projection's transaction holds the file's write lock here
+        await go_on.wait()
+
+    async def place_order() -> None:
+        async with bus.transaction(connection) as tx:
+            connection.execute("INSERT INTO orders (id) VALUES ('A1')")
+            await tx.publish(OrderPlaced(order_id="A1"))
+
+    async with bus:
+        connection.execute("CREATE TABLE orders (id TEXT PRIMARY KEY)")
+        await bus.publish(OrderPlaced(order_id="P1"))
+        with anyio.fail_after(_DEADLINE):
+            await inside.wait()
+            async with anyio.create_task_group() as group:
+                group.start_soon(place_order)
+                await anyio.wait_all_tasks_blocked()  # the order waits for the lock, the loop runs on
+                go_on.set()
+        await bus.drain()
+    assert sorted(connection.execute("SELECT id FROM orders").fetchall()) == [("A1",), ("P1",)]
