@@ -3,10 +3,14 @@
 A projection's delivery needs a write transaction of its own, on a
 connection of the store's (not the writer's, which group-commits appends):
 `ProjectionConnections` keeps a few, opened as needed and closed with the
-store. ``BEGIN IMMEDIATE`` and ``COMMIT`` run in a worker thread (the first
-may wait for another writer's lock, the second fsyncs), the statements in
-between on the event loop, where the handler uses ``tx.connection``: they
-are quick, the transaction holding the lock already.
+store. ``BEGIN IMMEDIATE`` is tried on the event loop without waiting, and
+again after an asynchronous pause while another writer holds the lock
+(`begin_without_blocking`); ``COMMIT`` runs in a worker thread (it fsyncs);
+the statements in between run on the loop, where the handler uses
+``tx.connection``: they are quick, the transaction holding the lock
+already. Only a transaction that published wakes the process's tailing
+subscriptions when it commits: a projection's own writes are nothing they
+read.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from eventbus.store import LeaseFence
 from ._connection import FileIdentity, check_file, connect_writer, sqlite_errors
 from ._options import SqliteOptions
 from ._statements import INSERT_LETTER
+from ._transactions import begin_without_blocking
 from ._writer import letter_rows, save_checkpoints
 
 if TYPE_CHECKING:
@@ -58,6 +63,10 @@ class ProjectionConnections:
         self._where = where
         self._committed = committed
         self._idle: list[sqlite3.Connection] = []
+        self._in_transaction: set[int] = set()
+        """The ids of the connections lent to a projection's transaction."""
+        self._published: set[int] = set()
+        """Those of them whose transaction appended records."""
         self._closed = False
 
     async def begin(self) -> SqliteProjection:
@@ -69,11 +78,18 @@ class ProjectionConnections:
         connection = self._idle.pop() if self._idle else await to_thread.run_sync(self._connect)
         try:
             with sqlite_errors(self._where):
-                await to_thread.run_sync(connection.execute, "BEGIN IMMEDIATE")
+                await begin_without_blocking(connection)
         except BaseException:
             self.give_back(connection)
             raise
+        self._in_transaction.add(id(connection))
         return SqliteProjection(connection, self, self._where)
+
+    def appended_through(self, connection: object) -> None:
+        """Records were appended through ``connection``: if it is one of these,
+        in a projection's transaction, its commit wakes the tailing subscriptions."""
+        if id(connection) in self._in_transaction:
+            self._published.add(id(connection))
 
     def _connect(self) -> sqlite3.Connection:
         with sqlite_errors(self._where):
@@ -98,12 +114,16 @@ class ProjectionConnections:
                     connection.execute("ROLLBACK")
             self.give_back(connection)
             raise
+        published = id(connection) in self._published
         self.give_back(connection)
-        self._committed()
+        if published:
+            self._committed()
         check_file(self._path, self._identity, self._where)
 
     def give_back(self, connection: sqlite3.Connection) -> None:
         """A transaction on ``connection`` ended: keep it for the next one (close it once the store is closed)."""
+        self._in_transaction.discard(id(connection))
+        self._published.discard(id(connection))
         if self._closed or connection.in_transaction:
             connection.close()
         else:

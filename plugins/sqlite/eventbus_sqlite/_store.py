@@ -321,6 +321,8 @@ class SqliteStore:
             raise StoreError(f"SQLite store {self._where}: {exc}") from exc
         with sqlite_errors(self._where):
             seqs, repeated = await checked.run(partial(insert_rows, rows=rows, where=self._where, deduplicate=True))
+        if self._projections is not None:
+            self._projections.appended_through(connection)
         for record, seq in zip(records, seqs, strict=True):
             record.seq = seq
         return sorted(repeated)

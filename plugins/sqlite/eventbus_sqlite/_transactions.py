@@ -34,7 +34,7 @@ from ._connection import FileIdentity, sqlite_errors
 if TYPE_CHECKING:
     import aiosqlite
 
-__all__ = ["AppConnection", "SqliteTransaction", "app_connection", "check_connection"]
+__all__ = ["AppConnection", "SqliteTransaction", "app_connection", "begin_without_blocking", "check_connection"]
 
 T = TypeVar("T")
 
@@ -69,7 +69,7 @@ class AppConnection:
         tries again, up to the connection's own busy timeout."""
         connection = self._connection
         if isinstance(connection, sqlite3.Connection):
-            await _begin_without_blocking(connection)
+            await begin_without_blocking(connection)
         else:
             await self.run(_begin_immediate)
 
@@ -177,7 +177,7 @@ _BEGIN_MAX_DELAY = 0.05
 """Seconds between tries of a ``BEGIN IMMEDIATE`` that found the file busy."""
 
 
-async def _begin_without_blocking(connection: sqlite3.Connection) -> None:
+async def begin_without_blocking(connection: sqlite3.Connection) -> None:
     """``BEGIN IMMEDIATE`` with the connection's busy timeout at 0, tried
     again after an asynchronous wait while the file is busy, until that
     timeout has passed (then the last busy error is raised)."""
