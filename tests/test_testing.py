@@ -526,3 +526,21 @@ async def test_a_collector_keeps_what_it_is_given_and_waits_for_a_count() -> Non
     assert [record.seq for record in seen.records] == [1]
     assert seen.events == [OrderPlaced(order_id="A1", amount=5)]
     assert repr(seen) == "<Collector of 1 records>"
+
+
+async def test_calls_shows_what_each_handler_was_called_with() -> None:
+    bus = _shop_bus(decline_over=50)
+    async with TestBus(bus, raise_errors=False) as tb:
+        await tb.publish(OrderPlaced(order_id="A1", amount=5))
+        await tb.publish(OrderPlaced(order_id="A2", amount=500))  # declined, three attempts: one call
+        assert tb.calls["payments"] == [OrderPlaced(order_id="A1", amount=5), OrderPlaced(order_id="A2", amount=500)]
+        assert tb.calls["receipts"] == [PaymentCaptured(order_id="A1", amount=5)]
+        await tb.dead_letters.redrive()  # a redrive calls the handler again
+        assert tb.calls["payments"][-1] == OrderPlaced(order_id="A2", amount=500)
+        assert len(tb.calls["payments"]) == 3
+    assert bus.middleware == ()  # the run's recording step is gone with the run
+
+
+async def test_calls_lists_a_subscription_never_called() -> None:
+    async with TestBus(_shop_bus()) as tb:
+        assert dict(tb.calls) == {"payments": [], "receipts": []}

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextvars
+from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -15,6 +16,7 @@ from .._testmode import failure_observer, retry_sleep
 from ..bus import EventBus
 from ..deadletters import DeadLetter
 from ..event import Event
+from ..middleware import DeliveryContext, Handle, Middleware
 from ..record import Record
 from ..store import MemoryStore, Store, open_store
 from ._recording import RecordingStore
@@ -51,7 +53,8 @@ class TestBus:
     ``bus.store`` is given back when the run ends.
 
     Retry delays are skipped (the number of attempts is kept), so a test of
-    a handler with ``Retry(attempts=5, backoff=10)`` takes no time.
+    a handler with ``Retry(attempts=5, backoff=10)`` takes no time. `calls`
+    shows what each subscription's handler was called with.
 
     Args:
         bus: the application's bus, not running.
@@ -75,7 +78,9 @@ class TestBus:
         self.raise_errors = raise_errors
         self._store = RecordingStore(open_store(store) if store is not None else MemoryStore())
         self._errors: list[Exception] = []
+        self._calls: defaultdict[str, list[Event]] = defaultdict(list)
         self._app_store: Store | None = None
+        self._app_middleware: tuple[Middleware, ...] | None = None
         self._entered = False
         self._tokens: list[tuple[contextvars.ContextVar[Any], contextvars.Token[Any]]] = []
 
@@ -99,6 +104,8 @@ class TestBus:
             )
         self._app_store = bus.store
         bus.store = self._store
+        self._app_middleware = bus.middleware
+        bus.middleware = (self._record_call, *bus.middleware)  # outermost: once per delivery
         # Set before the bus starts: its workers inherit them (buses started from other tasks do not).
         self._set(retry_sleep, _no_delay)
         if self.raise_errors:
@@ -130,6 +137,19 @@ class TestBus:
         if self._app_store is not None:
             self.bus.store = self._app_store
             self._app_store = None
+        if self._app_middleware is not None:
+            self.bus.middleware = self._app_middleware
+            self._app_middleware = None
+
+    def _record_call(self, call_next: Handle, context: DeliveryContext) -> Handle:
+        """The run's outermost delivery middleware: notes each delivery's event under its subscription."""
+        calls = self._calls[context.name]
+
+        async def record_call(record: Record) -> None:
+            calls.append(record.event)
+            await call_next(record)
+
+        return record_call
 
     def _raise_first_error(self) -> None:
         if self._errors:
@@ -166,6 +186,20 @@ class TestBus:
     def published_events(self, event_type: type[E]) -> list[E]:
         """The events of ``event_type`` (subclasses included) published during this run, in seq order."""
         return [record.event for record in self._store.appended if isinstance(record.event, event_type)]
+
+    @property
+    def calls(self) -> Mapping[str, list[Event]]:
+        """What each subscription's handler was called with during this run,
+        by subscription name: the event of each delivery, in order (the
+        attempts of one delivery, retries included, are one call; a
+        redrive is another). A subscription never called has ``[]``.
+
+        ```python
+        assert tb.calls["ship"] == [OrderPlaced(order_id="A1", amount=5)]
+        ```
+        """
+        names = dict.fromkeys([*self.bus.subscriptions, *self._calls])
+        return MappingProxyType({name: list(self._calls.get(name, ())) for name in names})
 
     @property
     def dead_letters(self) -> RunDeadLetters:
