@@ -41,12 +41,10 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
-import os
 import pstats
 import sqlite3
 import tempfile
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
@@ -55,17 +53,17 @@ from typing import Any
 
 import anyio
 import asyncpg
+from _postgres import POSTGRES_URL, PROBE_SCHEMA, drop_schemas, postgres_schema
 from eventbus_postgres import PostgresStore
 from eventbus_sqlite import SqliteStore
 
-from eventbus import Event, EventBus, StoreError, Transaction
+from eventbus import Event, EventBus, Transaction
 from eventbus.store import Store
 
 BATCH = 1_000
 """Events per ``publish_many`` call when filling the store."""
 KEYS = 1_000
 """Read-model rows: event ``n`` updates the row of key ``n % KEYS``."""
-POSTGRES_URL = os.environ.get("EVENTBUS_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 class Scored(Event, name="bench.projections.scored"):
@@ -315,27 +313,6 @@ async def postgres_plain(schema: str, db: Database, n: int, tag: str) -> float:
     return n / elapsed
 
 
-async def postgres_schema() -> str | None:
-    """A fresh schema name on a reachable server, or None (with a note) when there is none."""
-    probe = PostgresStore(POSTGRES_URL, schema="eventbus_bench_probe", connect_timeout=3)
-    try:
-        await probe.open()
-    except StoreError as exc:
-        print(f"PostgreSQL skipped: {exc}")
-        return None
-    await probe.close()
-    return f"eventbus_bench_{uuid.uuid4().hex[:12]}"
-
-
-async def drop_schemas(*schemas: str) -> None:
-    connection = await asyncpg.connect(POSTGRES_URL)
-    try:
-        for schema in schemas:
-            await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await connection.close()
-
-
 # -- running --------------------------------------------------------------------------
 
 Result = tuple[str, float, float]
@@ -396,7 +373,7 @@ async def run_postgres(n: int, rounds: int) -> list[Result]:
             },
         )
     finally:
-        await drop_schemas(schema, "eventbus_bench_probe")
+        await drop_schemas(schema, PROBE_SCHEMA)
     return results("postgres", best)
 
 
@@ -447,7 +424,7 @@ async def profile(store: str, n: int) -> None:
             cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         finally:
             if schema is not None:
-                await drop_schemas(schema, "eventbus_bench_probe")
+                await drop_schemas(schema, PROBE_SCHEMA)
     print(f"{store}: projection, {n:,} events under cProfile: {rate:,.0f} events/s")
     print(f"this process's CPU: {cpu:.2f} s of {wall:.2f} s wall ({cpu / wall:.0%})\n")
     pstats.Stats(profiler).sort_stats("tottime").print_stats(20)

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import gc
-import os
 import pstats
 import sqlite3
 import tempfile
@@ -44,11 +43,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
+from _postgres import POSTGRES_URL, PROBE_SCHEMA, drop_schemas, postgres_schema
 from eventbus_postgres import PostgresStore
 from eventbus_postgres._statements import LAYOUT, Statements, columns
 from eventbus_sqlite import SqliteStore
 
-from eventbus import Event, EventBus, StoreError
+from eventbus import Event, EventBus
 from eventbus.store import Store
 from eventbus.store.codec import RECORD_FIELDS, record_values
 
@@ -56,7 +56,6 @@ BATCH = 1_000
 """Events per ``publish_many`` call, rows per floor transaction, records per read page."""
 PUBLISHERS = 4
 CONCURRENT = 200
-POSTGRES_URL = os.environ.get("EVENTBUS_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 Result = tuple[str, float]
 
@@ -195,32 +194,6 @@ async def run_store(label: str, make: Callable[[], Store], n: int) -> list[Resul
     return results
 
 
-async def postgres_schema() -> str | None:
-    """A fresh schema name on a reachable server, or None (with a note) when there is none."""
-    probe = PostgresStore(POSTGRES_URL, schema="eventbus_bench_probe", connect_timeout=3)
-    try:
-        await probe.open()
-    except StoreError as exc:
-        print(f"PostgreSQL skipped: {exc}")
-        return None
-    await probe.close()
-    return f"eventbus_bench_{uuid.uuid4().hex[:12]}"
-
-
-async def drop_schemas(*schemas: str) -> None:
-    import asyncpg  # only needed here; the stores themselves go through eventbus-postgres
-
-    async def drop() -> None:
-        connection = await asyncpg.connect(POSTGRES_URL)
-        try:
-            for schema in schemas:
-                await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        finally:
-            await connection.close()
-
-    await drop()
-
-
 async def postgres_floors(schema: str, target: str, n: int) -> tuple[float, float]:
     """Raw asyncpg on one connection, rows already encoded: (the store's append statement, COPY), rows/s.
 
@@ -275,7 +248,7 @@ async def profile_postgres(n: int) -> None:
         await empty.close()
         statement, copy = await postgres_floors(schema, target, n)
     finally:
-        await drop_schemas(schema, target, "eventbus_bench_probe")
+        await drop_schemas(schema, target, PROBE_SCHEMA)
     print(f"postgres: publish_many x{PUBLISHERS} publishers, {n:,} events under cProfile: {rate:,.0f} events/s")
     print(f"this process's CPU: {cpu:.2f} s of {wall:.2f} s wall ({cpu / wall:.0%}); the rest waits on the server\n")
     pstats.Stats(profile).sort_stats("tottime").print_stats(15)
@@ -296,7 +269,7 @@ async def main(quick: bool) -> None:
         try:
             results += await run_store("postgres", lambda: PostgresStore(POSTGRES_URL, schema=schema), n)
         finally:
-            await drop_schemas(schema, "eventbus_bench_probe")
+            await drop_schemas(schema, PROBE_SCHEMA)
 
     width = max(len(name) for name, _ in results) + 2
     print(f"{'floor: sqlite3 executemany, one txn per batch':<{width}}{write_floor:>12,.0f} events/s")

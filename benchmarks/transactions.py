@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import gc
 import math
-import os
 import sqlite3
 import tempfile
 import time
@@ -54,6 +53,7 @@ from typing import Any
 
 import anyio
 import asyncpg
+from _postgres import POSTGRES_URL
 from eventbus_postgres import PostgresStore
 from eventbus_postgres import _statements as postgres_sql
 from eventbus_postgres._statements import Statements
@@ -65,7 +65,6 @@ from eventbus.store.codec import Layout, record_values
 from eventbus.testing.conformance import new_record
 
 ROUNDS = 5
-POSTGRES_URL = os.environ.get("EVENTBUS_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 TARGET = 1.5
 """The issue's speed target: a transaction that also publishes costs at most this much the floor's."""
 
