@@ -26,16 +26,14 @@ reset in one transaction with the application's own reset of the read model.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable
 from functools import partial
-from uuid import UUID
 
 import anyio
 
 from ._log import logger
 from .delivery.lease import new_holder
 from .delivery.projection import commit, projection_store, roll_back
-from .event import Event
 from .exceptions import HistoryTruncated, TransactionError
 from .store.base import LeaseFence, Store
 from .transaction import Transaction
@@ -45,30 +43,6 @@ __all__ = ["REBUILD_LEASE_TTL", "rebuild_projection"]
 REBUILD_LEASE_TTL = 60.0
 """Seconds a rebuild holds the projection's lease (it releases it when done),
 so that no replica starts delivering the projection halfway through."""
-
-
-class _NoPublishing:
-    """The `Publishes` of a rebuild's `Transaction`: no bus runs there to publish through."""
-
-    async def publish(
-        self,
-        event: Event,
-        headers: Mapping[str, str] | None = None,
-        *,
-        event_id: UUID | None = None,
-        transaction: object = None,
-    ) -> int:
-        raise TransactionError("a projection's reset cannot publish: no bus runs while rebuilding")
-
-    async def publish_many(
-        self,
-        events: Iterable[Event],
-        headers: Mapping[str, str] | None = None,
-        *,
-        event_ids: Iterable[UUID] | None = None,
-        transaction: object = None,
-    ) -> list[int]:
-        raise TransactionError("a projection's reset cannot publish: no bus runs while rebuilding")
 
 
 async def rebuild_projection(
@@ -112,7 +86,7 @@ async def rebuild_projection(
         try:
             if reset is not None:
                 execute = partial(store_transactions.execute_in, opened.connection)
-                await reset(Transaction(_NoPublishing(), opened.connection, execute))
+                await reset(Transaction(None, opened.connection, execute))
             await opened.save_checkpoint(name, 0, LeaseFence(name, token))
         except BaseException:
             await roll_back(opened, name)

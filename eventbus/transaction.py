@@ -16,6 +16,7 @@ from typing import Protocol
 from uuid import UUID
 
 from .event import Event
+from .exceptions import TransactionError
 
 
 class _InTransaction(Protocol):
@@ -103,7 +104,7 @@ class Transaction:
 
     __slots__ = ("_bus", "_execute", "connection")
 
-    def __init__(self, bus: Publishes, connection: object, execute: Execute) -> None:
+    def __init__(self, bus: Publishes | None, connection: object, execute: Execute) -> None:
         self._bus = bus
         self._execute = execute
         self.connection = connection
@@ -125,7 +126,7 @@ class Transaction:
     ) -> int:
         """Append ``event`` inside this transaction and return its seq (see
         `EventBus.publish`): stored and delivered only once the transaction commits."""
-        return await self._bus.publish(event, headers, event_id=event_id, transaction=self.connection)
+        return await self._publisher().publish(event, headers, event_id=event_id, transaction=self.connection)
 
     async def publish_many(
         self,
@@ -135,4 +136,11 @@ class Transaction:
         event_ids: Iterable[UUID] | None = None,
     ) -> list[int]:
         """Append a batch inside this transaction and return its seqs in order (see `EventBus.publish_many`)."""
-        return await self._bus.publish_many(events, headers, event_ids=event_ids, transaction=self.connection)
+        return await self._publisher().publish_many(events, headers, event_ids=event_ids, transaction=self.connection)
+
+    def _publisher(self) -> Publishes:
+        """The bus to publish through; `TransactionError` for a transaction no bus
+        runs (a projection's reset, in `eventbus.projection.rebuild_projection`)."""
+        if self._bus is None:
+            raise TransactionError("this transaction cannot publish: no bus runs it (a projection's reset)")
+        return self._bus

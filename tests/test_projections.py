@@ -9,7 +9,7 @@ import anyio
 import pytest
 from eventbus_sqlite import SqliteStore
 
-from eventbus import BusState, Event, EventBus, Record, Transaction, TransactionError
+from eventbus import BusState, Event, EventBus, Record, Transaction, TransactionError, rebuild_projection
 from eventbus.testing import TestBus
 
 
@@ -106,3 +106,20 @@ async def test_sync_and_record_taking_handlers_project_too(tmp_path: Path) -> No
         await bus.publish_many([Noted(n=1), Noted(n=2)])
         await bus.drain()
     assert await anyio.to_thread.run_sync(_rows, path) == [(1, 1), (2, 2), (101, None), (102, None)]
+
+
+async def test_a_projections_reset_cannot_publish(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "events.db")
+    await store.open()
+    try:
+        await store.save_checkpoints({"view": 3})
+
+        async def reset(tx: Transaction) -> None:
+            await tx.publish(Noted(n=1))
+
+        with pytest.raises(TransactionError, match="cannot publish: no bus runs it"):
+            await rebuild_projection(store, "view", reset)
+        assert await store.checkpoints() == {"view": 3}  # nothing changed
+        assert await store.head() == 0
+    finally:
+        await store.close()
