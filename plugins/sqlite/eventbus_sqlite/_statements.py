@@ -20,6 +20,7 @@ __all__ = [
     "INSERT_LETTER",
     "INSERT_RECORD",
     "INSERT_RECORD_CHUNK",
+    "INSERT_UNSEEN_RECORD",
     "LAYOUT",
     "LETTER_COLUMNS",
     "RECORD_COLUMNS",
@@ -50,6 +51,18 @@ INSERT_RECORD = _INSERT_RECORDS + _RECORD_VALUES
 
 INSERT_RECORD_CHUNK = _INSERT_RECORDS + ", ".join([_RECORD_VALUES] * CHUNK_ROWS)
 """Takes `CHUNK_ROWS` rows flattened into one tuple (see `chunked`)."""
+
+INSERT_UNSEEN_RECORD = (
+    f"{_INSERT_RECORDS.removesuffix('VALUES ')}SELECT {_RECORD_VALUES[1:-1]} "
+    "WHERE NOT EXISTS (SELECT 1 FROM eventbus_records WHERE repeat_of IS NULL AND event_id = ?) "
+    "RETURNING seq, (SELECT seq FROM sqlite_sequence WHERE name = 'eventbus_records')"
+)
+"""Takes a ``record_values`` row and its event id once more: inserts the row
+unless a record with that event id is stored, and returns the new seq with
+the newest seq before it (SQLite runs the subquery before the statement's end
+moves ``sqlite_sequence`` on). Appending one record is then one statement
+instead of four (head, lookup, insert, ``last_insert_rowid``): what a
+transaction that publishes one event runs."""
 
 _LETTER_OWN_VALUES = "?, " * (len(DEAD_LETTER_FIELDS) - len(RECORD_FIELDS) + 1)
 

@@ -29,6 +29,7 @@ from ._statements import (
     INSERT_LETTER,
     INSERT_RECORD,
     INSERT_RECORD_CHUNK,
+    INSERT_UNSEEN_RECORD,
     LAYOUT,
     Row,
     chunked,
@@ -366,6 +367,8 @@ def insert_rows(
     a repeated one). Raises `StoreError` when ``AUTOINCREMENT`` would leave a
     gap; the caller rolls back.
     """
+    if deduplicate and len(rows) == 1:
+        return _insert_unseen(connection, rows[0], where)
     last = head(connection)
     seqs = _numbered(connection, rows, last) if deduplicate else range(last + 1, last + len(rows) + 1)
     repeated = set(already_stored(seqs, last)) if deduplicate else set()
@@ -374,12 +377,34 @@ def insert_rows(
     connection.executemany(INSERT_RECORD_CHUNK, chunks)
     connection.executemany(INSERT_RECORD, rest)
     (newest,) = connection.execute("SELECT last_insert_rowid()").fetchone()
-    if new and newest != last + len(new):
+    if new:
+        _check_gapless(last, len(new), newest, where)
+    return seqs, repeated
+
+
+def _insert_unseen(connection: sqlite3.Connection, row: Row, where: str) -> tuple[Sequence[int], set[int]]:
+    """`insert_rows` of one row, deduplicated, in one statement (`INSERT_UNSEEN_RECORD`)
+    when its event id is new: the common append of a single publish."""
+    event_id = row[EVENT_ID_COLUMN]
+    inserted = connection.execute(INSERT_UNSEEN_RECORD, (*row, event_id)).fetchone()
+    if inserted is None:  # stored already: it keeps the seq it has
+        statement, ids = next(find_event_ids([event_id]))
+        ((_, seq),) = connection.execute(statement, ids).fetchall()
+        return [seq], {0}
+    seq, last = inserted
+    _check_gapless(last or 0, 1, seq, where)
+    return [seq], set()
+
+
+def _check_gapless(last: int, count: int, newest: int, where: str) -> None:
+    """`StoreError` unless ``count`` records appended after seq ``last`` end at seq ``newest``:
+    AUTOINCREMENT skips seqs when ``sqlite_sequence`` was set below the greatest seq.
+    The caller rolls back."""
+    if newest != last + count:
         raise StoreError(
-            f"SQLite store {where}: {len(new)} records after seq {last} got seqs up to "
+            f"SQLite store {where}: {count} records after seq {last} got seqs up to "
             f"{newest}; the store would have a gap, so nothing was appended"
         )
-    return seqs, repeated
 
 
 def _numbered(connection: sqlite3.Connection, rows: Sequence[Row], last: int) -> list[int]:

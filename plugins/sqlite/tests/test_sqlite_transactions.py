@@ -21,7 +21,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from eventbus_sqlite import SqliteStore
 from sqlite_tx_child import OrderPlaced
 
-from eventbus import EventBus, Record, Transaction, TransactionError
+from eventbus import EventBus, Record, StoreError, Transaction, TransactionError
 from eventbus.middleware import Commit
 from eventbus.testing import Collector
 
@@ -230,6 +230,28 @@ async def test_event_ids_are_idempotent_inside_transactions(db_path: Path, conne
         assert await bus.publish(OrderPlaced(order_id="again"), event_id=new_id) == 2
         with pytest.raises(ValueError, match="2 event_ids for 1 events"):
             await bus.publish_many([OrderPlaced(order_id="x")], event_ids=[uuid4(), uuid4()], transaction=connection)
+
+
+@pytest.mark.parametrize("count", [1, 3])
+async def test_a_publish_that_would_leave_a_gap_in_the_seqs_rolls_the_transaction_back(
+    db_path: Path, connection: sqlite3.Connection, count: int
+) -> None:
+    async with running(db_path) as (bus, seen):
+        connection.execute("CREATE TABLE orders (id TEXT PRIMARY KEY)")
+        await bus.publish_many([OrderPlaced(order_id=f"A{n}") for n in range(3)])
+        await seen.wait_for(3)
+        # set below the greatest seq, AUTOINCREMENT's high-water mark makes the next seq skip ahead of the head
+        connection.execute("UPDATE sqlite_sequence SET seq = 1 WHERE name = 'eventbus_records'")
+
+        async def place_order() -> None:
+            async with bus.transaction(connection) as tx:
+                connection.execute("INSERT INTO orders (id) VALUES ('B1')")
+                await tx.publish_many([OrderPlaced(order_id=f"B{n}") for n in range(count)])
+
+        with pytest.raises(StoreError, match=f"{count} records after seq 1 got seqs up to {3 + count}"):
+            await place_order()
+        assert orders(connection) == []
+        assert [record.event.order_id for record in await bus.store.read(1)] == ["A0", "A1", "A2"]
 
 
 async def test_concurrent_transactional_and_plain_publishers_keep_one_gapless_order(
