@@ -271,6 +271,7 @@ def call(method: str, url: str, body: dict[str, Any] | None = None) -> tuple[int
             return error.code, json.load(error)
 
 
+# --8<-- [start:lifecycle]
 @contextmanager
 def running_service(store: str) -> Iterator[tuple[BusThread, str]]:
     """The service on ``store`` as a deployment runs it: the bus starts before the server, and stops after it."""
@@ -283,6 +284,7 @@ def running_service(store: str) -> Iterator[tuple[BusThread, str]]:
         runner.stop()
 
 
+# --8<-- [end:lifecycle]
 def place_orders(url: str) -> None:
     for order_id, customer, amount in [("A1", "ada", 25.0), ("A2", "bob", 2_500.0), ("A3", "grace", 80.0)]:
         status, _ = call("POST", f"{url}/orders", {"order_id": order_id, "customer": customer, "amount": amount})

@@ -259,7 +259,8 @@ def test_the_readme_example_runs_as_written_and_its_output_is_checked() -> None:
 
 def test_pytest_samples_are_collected() -> None:
     """The testing guides' pytest modules are run, not skipped as fragments."""
-    assert {sample.page for sample in SAMPLES if sample.is_test} >= {"docs/guide/testing.md", "docs/guide/fastapi.md"}
+    pages = {sample.page for sample in SAMPLES if sample.is_test}
+    assert pages >= {"docs/guide/testing.md", "docs/guide/fastapi.md", "docs/guide/sync-frameworks.md"}
 
 
 def test_every_python_block_runs_or_is_marked_as_a_fragment() -> None:
