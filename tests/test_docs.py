@@ -54,6 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 EXAMPLES = ROOT / "examples"
 TIMEOUT = 60.0  # seconds per sample; each one finishes in well under one
+PYTHON = ("python", "py", "python3")  # info strings of Python blocks
 RUN_MARKERS = ("anyio.run(", "asyncio.run(")
 TEST_FUNCTION = re.compile(r"^(?:async )?def test_\w+\(", re.M)
 # Modules a fragment imports that the page asks the reader to write: their imports are not resolved.
@@ -67,9 +68,6 @@ VOLATILE = re.compile(r"\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}|0x[0-9a-f]+|\b[0-9a-f
 # Durations and backoff delays (``retry_in=0.0106``, ``'seconds': 0.01``)
 # are compared as "some decimal number".
 DECIMAL = re.compile(r"\d+\.\d+(?:e-?\d+)?")
-
-
-PYTHON = ("python", "py", "python3")
 
 
 @dataclass(frozen=True)
