@@ -73,7 +73,7 @@ def test_a_view_publishes_from_its_thread_and_gets_the_stored_seq(runner: Any, c
     assert response.status_code == 202
     assert response.get_json() == {"order_id": "A1", "seq": 1}
     _drain(runner)
-    assert [record.type for record in _stored(runner)] == ["orders.placed", "orders.payment_captured"]
+    assert [record.type for record in _stored(runner)] == ["webshop.order_placed", "webshop.payment_captured"]
     order = client.get("/orders/A1")
     assert order.get_json() == {"order_id": "A1", "customer": "ada", "amount": 25.0, "status": "paid"}
 
@@ -119,7 +119,7 @@ def test_requests_on_many_server_threads_at_once_are_all_stored_and_handled(runn
 
     assert [status for status, _ in answers] == [202] * len(orders)
     seqs = sorted(body["seq"] for _, body in answers)
-    placed = {record.seq: record.event.order_id for record in _stored(runner) if record.type == "orders.placed"}
+    placed = {record.seq: record.event.order_id for record in _stored(runner) if record.type == "webshop.order_placed"}
     assert sorted(placed) == seqs  # each view got the seq its own event was stored at
     assert sorted(placed.values()) == sorted(order["order_id"] for order in orders)
     assert [(status, body["status"]) for status, body in book] == [(200, "paid")] * len(orders)
