@@ -1,23 +1,30 @@
-"""The documentation's code samples run, and its nav matches its pages.
+"""Every Python block of the documentation runs in a test or is marked as a fragment; the nav matches the pages.
 
-Collected samples: every fenced ```python block in ``README.md`` and
-``docs/**/*.md`` that is a complete program, i.e. contains ``anyio.run(`` or
-``asyncio.run(``, or a complete pytest module (it imports pytest and defines
-a ``test_`` function). Each runs as a real process (``sys.executable``, or
-``sys.executable -m pytest`` on the sample saved as a test module) with the
-test's ``tmp_path`` as its working directory, so any file a sample writes
-(a SQLite store, say) lands there and never in the repository. It must exit
-with status 0 and print no traceback; it runs with ``-W error``, so a
-warning fails it, as it would any test of the suite. ``examples/`` is on its
-``PYTHONPATH``, so a sample may import the example programs
-(``from fastapi_service import create_app``).
+Every fenced ```python block in ``README.md`` and ``docs/**/*.md`` is one of:
 
-Left out by design (never collected, so never skipped):
+- **a complete program**: it contains ``anyio.run(`` or ``asyncio.run(``,
+  or it is a complete pytest module (it imports pytest and defines a
+  ``test_`` function). Each runs as a real process (``sys.executable``, or
+  ``sys.executable -m pytest`` on the sample saved as a test module) with the
+  test's ``tmp_path`` as its working directory, so any file a sample writes
+  (a SQLite store, say) lands there and never in the repository. It must
+  exit with status 0 and print no traceback; it runs with ``-W error``, so a
+  warning fails it, as it would any test of the suite. ``examples/`` is on
+  its ``PYTHONPATH``, so a sample may import the example programs
+  (``from fastapi_service import create_app``).
+- **a fragment**, marked by the line ``<!-- fragment -->`` right before its
+  opening fence (an HTML comment: neither mkdocs nor GitHub shows it). A
+  fragment continues a program shown earlier on the page, or shows a piece
+  of one (an option, a signature). It must compile (top-level ``await``,
+  ``async with`` and ``async for`` allowed, as in a REPL), and every import
+  in it must resolve, name for name, except from `READERS_OWN` modules that
+  the page asks the reader to write.
 
-- fragments without ``anyio.run(``/``asyncio.run(`` or tests, which continue
-  a program shown earlier on the page;
-- programs that import a module of their own that the page only describes
-  (``from shop import ...`` and the like): see `IMPORTABLE`.
+A block that is neither fails, so nothing is left out silently; so does a
+marked fragment that is a complete program (the marker cannot hide a sample
+that should run), and a marker that is not right before a Python block.
+A block whose body is a ``--8<-- "path:section"`` line (pymdownx.snippets)
+is checked as the text it includes.
 
 When the block right after a sample is a ```console or ```text block, the
 sample's output must contain each line of it that `_key_lines` keeps
@@ -25,11 +32,14 @@ sample's output must contain each line of it that `_key_lines` keeps
 
 The second half checks ``mkdocs.yml``: every page in its ``nav`` exists, and
 every ``docs/**/*.md`` page is in the ``nav``. The ``test`` extra does not
-install PyYAML, so the nav entries are found with a regex.
+install PyYAML, so the nav entries are found with a regex. The last test
+checks that the API reference has a ``:::`` entry for every public name of
+the core and of each plugin.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
 import os
 import re
@@ -44,30 +54,15 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 EXAMPLES = ROOT / "examples"
 TIMEOUT = 60.0  # seconds per sample; each one finishes in well under one
+PYTHON = ("python", "py", "python3")  # info strings of Python blocks
 RUN_MARKERS = ("anyio.run(", "asyncio.run(")
 TEST_FUNCTION = re.compile(r"^(?:async )?def test_\w+\(", re.M)
-# Top-level modules a sample may import: anything else is a module of the
-# sample's own (``shop``, ``myapp``) that the page does not ship.
-IMPORTABLE = (
-    frozenset(sys.stdlib_module_names)
-    | {
-        "anyio",
-        "eventbus",
-        "eventbus_sqlite",
-        "eventbus_postgres",
-        "fastapi",
-        "opentelemetry",
-        "httpx2",
-        "pydantic",
-        "pytest",
-        "sqlalchemy",
-        "structlog",
-        "trio",
-    }
-    | {path.stem for path in EXAMPLES.glob("*.py")}
-)
+# Modules a fragment imports that the page asks the reader to write: their imports are not resolved.
+READERS_OWN = frozenset({"eventbus_mystore"})
+FRAGMENT_MARKER = "<!-- fragment -->"
 FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>```+|~~~+)\s*(?P<lang>[\w+-]*)")
 IMPORT = re.compile(r"^\s*(?:from\s+(?P<from>[\w.]+)\s+import|import\s+(?P<imports>[\w., ]+))", re.M)
+SNIPPET = re.compile(r'^--8<-- "(?P<path>[^":]+)(?::(?P<section>[\w-]+))?"$')
 # Output lines that legitimately differ from run to run.
 VOLATILE = re.compile(r"\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}|0x[0-9a-f]+|\b[0-9a-f]{32}\b")
 # Durations and backoff delays (``retry_in=0.0106``, ``'seconds': 0.01``)
@@ -83,22 +78,38 @@ class Block:
         lang: the info string's language (``python``, ``console``, ...).
         line: 1-based line of the opening fence.
         code: the block's text, dedented by the fence's indentation.
+        fragment: a Python block whose fence comes right after `FRAGMENT_MARKER`.
     """
 
     lang: str
     line: int
     code: str
+    fragment: bool = False
 
 
 @dataclass(frozen=True)
 class Sample:
-    """A complete program found in the docs, with the output the page shows."""
+    """A Python block of the docs, with its snippets included and the output the page shows after it."""
 
     page: str
     line: int
     code: str
     expected: str | None
-    is_test: bool = False
+    fragment: bool
+
+    @property
+    def is_test(self) -> bool:
+        """A complete pytest module: it imports pytest and defines a test function."""
+        return "pytest" in _imports(self.code) and TEST_FUNCTION.search(self.code) is not None
+
+    @property
+    def is_program(self) -> bool:
+        """A complete program: it runs itself, or it is a pytest module."""
+        return self.is_test or any(marker in self.code for marker in RUN_MARKERS)
+
+    @property
+    def where(self) -> str:
+        return f"{self.page}:{self.line}"
 
 
 def _blocks(text: str) -> list[Block]:
@@ -113,15 +124,46 @@ def _blocks(text: str) -> list[Block]:
             continue
         indent, fence, lang = match["indent"], match["fence"], match["lang"].lower()
         start = i
+        fragment = lang in PYTHON and i > 0 and lines[i - 1].strip() == FRAGMENT_MARKER
         body: list[str] = []
         i += 1
         while i < len(lines) and not lines[i].strip().startswith(fence):
             line = lines[i]
             body.append(line[len(indent) :] if line.startswith(indent) else line.lstrip())
             i += 1
-        blocks.append(Block(lang=lang, line=start + 1, code="\n".join(body) + "\n"))
+        blocks.append(Block(lang=lang, line=start + 1, code="\n".join(body) + "\n", fragment=fragment))
         i += 1
     return blocks
+
+
+def _stray_markers(text: str) -> list[int]:
+    """The 1-based lines of fragment markers that are not right before a Python block's fence."""
+    lines = text.splitlines()
+    stray: list[int] = []
+    for number, line in enumerate(lines, start=1):
+        if line.strip() != FRAGMENT_MARKER:
+            continue
+        fence = FENCE.match(lines[number]) if number < len(lines) else None
+        if fence is None or fence["lang"].lower() not in PYTHON:
+            stray.append(number)
+    return stray
+
+
+def _include_snippets(code: str) -> str:
+    """The code with each ``--8<-- "path:section"`` line replaced by what pymdownx.snippets includes."""
+    lines: list[str] = []
+    for line in code.splitlines():
+        match = SNIPPET.match(line.strip())
+        if match is None:
+            lines.append(line)
+            continue
+        included = (ROOT / match["path"]).read_text(encoding="utf-8").splitlines()
+        if match["section"]:
+            begin = next(i for i, text in enumerate(included) if f"--8<-- [start:{match['section']}]" in text)
+            end = next(i for i, text in enumerate(included) if f"--8<-- [end:{match['section']}]" in text)
+            included = included[begin + 1 : end]
+        lines.extend(text for text in included if "--8<-- [" not in text)
+    return "\n".join(lines) + "\n"
 
 
 def _imports(code: str) -> set[str]:
@@ -136,31 +178,48 @@ def _imports(code: str) -> set[str]:
     return names
 
 
-def _needs_own_module(code: str) -> bool:
-    """Whether a sample imports a module of its own that the docs do not ship."""
-    return not _imports(code) <= IMPORTABLE
-
-
 def _pages() -> list[Path]:
     return sorted([ROOT / "README.md", *DOCS.rglob("*.md")])
 
 
-def _samples() -> list[Sample]:
+def _python_blocks() -> list[Sample]:
     samples: list[Sample] = []
     for path in _pages():
         blocks = _blocks(path.read_text(encoding="utf-8"))
         for index, block in enumerate(blocks):
-            if block.lang not in ("python", "py", "python3"):
-                continue
-            page = path.relative_to(ROOT).as_posix()
-            code = block.code
-            is_test = "pytest" in _imports(code) and TEST_FUNCTION.search(code) is not None
-            if not (is_test or any(marker in code for marker in RUN_MARKERS)) or _needs_own_module(code):
+            if block.lang not in PYTHON:
                 continue
             following = blocks[index + 1] if index + 1 < len(blocks) else None
             expected = following.code if following and following.lang in ("console", "text") else None
-            samples.append(Sample(page, block.line, code, expected, is_test))
+            page = path.relative_to(ROOT).as_posix()
+            samples.append(Sample(page, block.line, _include_snippets(block.code), expected, block.fragment))
     return samples
+
+
+def _unresolved_imports(tree: ast.AST) -> list[str]:
+    """The imports of a fragment that name a module or a name that does not exist."""
+    missing: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            wanted = [(alias.name, None) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            wanted = [(node.module, alias.name) for alias in node.names]
+        else:
+            continue
+        for module_name, name in wanted:
+            if module_name.split(".")[0] in READERS_OWN:
+                continue
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError:
+                missing.append(module_name)
+                continue
+            if name is not None and not hasattr(module, name):
+                try:
+                    importlib.import_module(f"{module_name}.{name}")
+                except ImportError:
+                    missing.append(f"{module_name}.{name}")
+    return missing
 
 
 def _key_lines(shown: str) -> list[str]:
@@ -179,7 +238,9 @@ def _normalise(line: str) -> str:
     return DECIMAL.sub("<decimal>", " ".join(line.split()))
 
 
-SAMPLES = _samples()
+BLOCKS = _python_blocks()
+SAMPLES = [block for block in BLOCKS if block.is_program and not block.fragment]
+FRAGMENTS = [block for block in BLOCKS if block.fragment]
 
 
 def test_some_samples_are_collected() -> None:
@@ -196,10 +257,81 @@ def test_the_readme_example_runs_as_written_and_its_output_is_checked() -> None:
 
 def test_pytest_samples_are_collected() -> None:
     """The testing guides' pytest modules are run, not skipped as fragments."""
-    assert {sample.page for sample in SAMPLES if sample.is_test} >= {"docs/guide/testing.md", "docs/guide/fastapi.md"}
+    pages = {sample.page for sample in SAMPLES if sample.is_test}
+    assert pages >= {"docs/guide/testing.md", "docs/guide/fastapi.md", "docs/guide/sync-frameworks.md"}
 
 
-@pytest.mark.parametrize("sample", SAMPLES, ids=[f"{s.page}:{s.line}" for s in SAMPLES])
+def test_every_python_block_runs_or_is_marked_as_a_fragment() -> None:
+    """No block is left out silently: one that is not a complete program says it is a fragment."""
+    unmarked = [block.where for block in BLOCKS if not block.is_program and not block.fragment]
+    assert not unmarked, (
+        f"these Python blocks neither run nor are marked as fragments: {unmarked}; make each a complete program "
+        f"(with anyio.run(...), or a pytest module) or put {FRAGMENT_MARKER} on the line before its fence"
+    )
+
+
+def test_no_complete_program_is_marked_as_a_fragment() -> None:
+    """The marker cannot hide a sample that should run."""
+    hidden = [block.where for block in FRAGMENTS if block.is_program]
+    assert not hidden, f"these blocks are complete programs marked as fragments, so never run: {hidden}"
+
+
+def test_every_fragment_marker_is_right_before_a_python_block() -> None:
+    stray = [
+        f"{path.relative_to(ROOT).as_posix()}:{line}"
+        for path in _pages()
+        for line in _stray_markers(path.read_text(encoding="utf-8"))
+    ]
+    assert not stray, f"{FRAGMENT_MARKER} is not on the line right before a ```python fence at {stray}"
+
+
+def test_the_scanner_finds_marked_fragments_indented_or_not() -> None:
+    """A marker counts on the line right before the fence only, also inside an admonition or a list."""
+    text = "\n".join(
+        [
+            FRAGMENT_MARKER,
+            "```python",
+            "await bus.drain()",
+            "```",
+            "!!! note",
+            f"    {FRAGMENT_MARKER}",
+            "    ```python",
+            "    x = 1",
+            "    ```",
+            FRAGMENT_MARKER,
+            "",
+            "```python",
+            "y = 2",
+            "```",
+            FRAGMENT_MARKER,
+            "```console",
+            "$ ls",
+            "```",
+        ]
+    )
+    assert [(block.lang, block.fragment) for block in _blocks(text)] == [
+        ("python", True),
+        ("python", True),
+        ("python", False),
+        ("console", False),
+    ]
+    assert _stray_markers(text) == [10, 15]
+
+
+@pytest.mark.parametrize("fragment", FRAGMENTS, ids=[block.where for block in FRAGMENTS])
+def test_fragment_compiles_and_its_imports_exist(fragment: Sample) -> None:
+    """A fragment is valid Python (top-level ``await`` allowed), and what it imports exists."""
+    flags = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+    try:
+        compile(fragment.code, fragment.where, "exec", flags=flags, dont_inherit=True)
+    except SyntaxError as error:
+        pytest.fail(f"{fragment.where}: {error}")
+    tree = compile(fragment.code, fragment.where, "exec", flags=flags | ast.PyCF_ONLY_AST, dont_inherit=True)
+    missing = _unresolved_imports(tree)
+    assert not missing, f"{fragment.where} imports what does not exist: {missing}"
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=[s.where for s in SAMPLES])
 def test_sample_runs(sample: Sample, tmp_path: Path) -> None:
     """A documented program exits cleanly and prints what its page shows."""
     script = tmp_path / ("test_sample.py" if sample.is_test else "sample.py")
@@ -218,7 +350,7 @@ def test_sample_runs(sample: Sample, tmp_path: Path) -> None:
         timeout=TIMEOUT,
         check=False,
     )
-    where = f"{sample.page}:{sample.line}"
+    where = sample.where
     assert result.returncode == 0, f"{where} exited {result.returncode}\n{result.stderr}"
     assert "Traceback (most recent call last)" not in result.stderr, f"{where}\n{result.stderr}"
     if sample.expected is not None:

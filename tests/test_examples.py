@@ -104,6 +104,21 @@ EXPECTED: dict[str, Expected] = {
         ),
         store="orders.db",
     ),
+    "flask_service.py": Expected(
+        lines=(
+            "POST /orders A2 2500.00 -> 202",
+            "POST /orders A4 -5.00 -> 422 (Input should be greater than 0)",
+            "POST /orders B1..B8 from 8 threads at once -> 202 202 202 202 202 202 202 202; 8 distinct seqs",
+            "GET /orders/A1 -> 200 paid",
+            "GET /orders/A2 -> 200 placed",
+            "GET /orders/B8 -> 200 paid",
+            "GET /health: payments   delivered=10 retried=2 dead_lettered=1 pending=0",
+            "dead letters: ['payments: A2: 2500.00 is over the card limit of 1000.00']",
+            "bus stopped: POST /orders A5 -> 503 (cannot publish OrderPlaced: the bus is stopped)",
+            "restarted on the same store: the read model holds 11 orders, rebuilt by replay",
+        ),
+        store="orders.db",
+    ),
     "two_services.py": Expected(
         lines=(
             "shop: order A1 stored as seq 1, on its way to billing",
