@@ -149,6 +149,8 @@ async def test_an_event_in_the_middle_of_a_chain_is_the_root_of_its_own_tree(url
     stored = await _orders(url, "A")
     found = await trace(url, stored["trace.payment_captured", "A"].event_id)
     assert found.by == "event"
+    placed = stored["trace.order_placed", "A"].event_id
+    assert found.notes == (f"seq 2 was caused by event {placed}; the correlation id {placed} gives the whole chain",)
     assert [_shape(root) for root in found.roots] == [("trace.payment_captured", [("trace.order_shipped", [])])]
 
 
@@ -231,6 +233,11 @@ def _nodes(found: Trace) -> list[TraceNode]:
     return nodes
 
 
+def _letter_ids(url: str) -> list[str]:
+    done = _eventbus("dlq", "list", url, "--json")
+    return [json.loads(line)["id"] for line in done.stdout.splitlines()]
+
+
 def _ids(node: TraceNode) -> tuple[UUID, list[Any]]:
     return node.record.event_id, [_ids(child) for child in node.children]
 
@@ -260,7 +267,10 @@ def test_the_tree_is_drawn_one_event_a_line(url: str) -> None:
     assert indent["trace.stock_reserved"] == indent["trace.payment_captured"]
     assert " ms  " in by_type["trace.order_shipped"]
     [letter_line] = [line for line in lines if "dead letter" in line]
-    assert "of 'mailer' after 1 attempt: RuntimeError: mail server refused B" in letter_line
+    letter_id = _letter_ids(url)[0]
+    assert letter_line.endswith(
+        f"dead letter of 'mailer' after 1 attempt: RuntimeError: mail server refused B  id {letter_id}"
+    )
     assert lines.index(letter_line) == lines.index(by_type["trace.order_shipped"]) + 1
     assert f"{shipped.seq}  trace.order_shipped" in by_type["trace.order_shipped"]
 

@@ -134,6 +134,11 @@ class _Forest:
         if root is not None:
             roots = [self._grow(root)]
             by: Literal["event", "correlation"] = "event"
+            if root.causation_id is not None:
+                self._notes.append(
+                    f"seq {root.seq} was caused by event {root.causation_id}; "
+                    f"the correlation id {root.correlation_id} gives the whole chain"
+                )
         else:
             roots = self._chain()
             by = "correlation"
@@ -263,12 +268,14 @@ def _label(record: Record, short_id: str, started: int | None) -> Text:
 
 
 def _letter_label(letter: DeadLetter) -> Text:
+    """The failure first, for people; the letter's id last, for ``dlq redrive --id`` (whole in ``--json``)."""
     error = f"{letter.error_type.rpartition('.')[2]}: {letter.error_message}"
+    attempts = f"{letter.attempts} attempt{'' if letter.attempts == 1 else 's'}"
     label = Text.assemble(
-        ("dead letter ", "red"),
-        str(letter.id),
-        f" of {letter.subscription!r} after {letter.attempts} attempt{'' if letter.attempts == 1 else 's'}: ",
+        (f"dead letter of {letter.subscription!r}", "red"),
+        f" after {attempts}: ",
         (error, "red"),
+        f"  id {letter.id}",
     )
     label.no_wrap = True
     label.overflow = "ellipsis"
@@ -317,4 +324,4 @@ def trace_command(url: str, id: UUID, as_json: bool) -> None:
     console = people()
     console.print(_tree(found, url))
     for note in found.notes:
-        console.print(f"note: {note}")
+        console.print(f"note: {note}", soft_wrap=True)  # unbroken, so that its ids can be copied
