@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
@@ -354,6 +355,44 @@ def test_an_id_that_matches_nothing_exits_1_naming_it(url: str, retention: bool)
     assert done.stderr == (
         f"eventbus: no event id or correlation id {wanted} in {url} (read seqs {first} to 4{removed})\n"
     )
+
+
+def test_a_chain_too_deep_for_json_is_still_drawn(url: str) -> None:
+    depth = 1_200  # past Python's recursion limit; a bus allows such a chain only with a raised max_causation_depth
+    ids = [uuid4() for _ in range(depth)]
+
+    async def chain() -> None:
+        async with EventBus(store=url, max_causation_depth=depth) as bus, anyio.create_task_group() as tasks:
+            # at once, so that they share commits: stored in any order, the chain is found by its correlation id
+            for level, (event_id, cause) in enumerate(zip(ids, [None, *ids], strict=False)):
+                tasks.start_soon(
+                    partial(
+                        bus.ingest,
+                        Reserved(order_id="deep"),
+                        event_id=event_id,
+                        origin="billing",
+                        correlation_id=ids[0],
+                        causation_id=cause,
+                        depth=level,
+                    )
+                )
+
+    anyio.run(chain)
+    drawn = _eventbus("trace", url, str(ids[0]))
+    assert drawn.returncode == 0, drawn.stderr
+    assert drawn.stdout.startswith(f"event {ids[0]}: {depth} events, in ")
+    as_json = _eventbus("trace", url, str(ids[0]), "--json")
+    assert as_json.returncode == 1
+    assert as_json.stderr == (
+        f"eventbus: the trace of {ids[0]} is nested too deeply for JSON; draw it without --json\n"
+    )
+
+
+def test_an_empty_store_says_so() -> None:
+    wanted = uuid4()
+    done = _eventbus("trace", "memory://", str(wanted))
+    assert done.returncode == 1
+    assert done.stderr == f"eventbus: no event id or correlation id {wanted} in memory:// (it holds no records)\n"
 
 
 def test_an_id_that_is_not_a_uuid_exits_2(url: str) -> None:

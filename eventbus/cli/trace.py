@@ -40,6 +40,8 @@ __all__ = ["Trace", "TraceNode", "trace", "trace_command", "trace_to_json"]
 
 _SHORT_ID = 8
 """Hex digits shown of an event id, more when two ids of a trace end alike (ids differ in their last digits)."""
+_ID_LAST_GROUP = 12
+"""Hex digits in the last group of a UUID's text: past them, the whole id is shown."""
 _NS_PER_MS = 1_000_000
 
 
@@ -104,10 +106,9 @@ async def trace(url: str, wanted: UUID) -> Trace:
                 advance(page[-1].seq - page[0].seq + 1)
         letters = await store.dead_letters() if kept else ()
     if not kept:
+        read = f"read seqs {first_seq} to {head}" if head >= first_seq else "it holds no records"
         removed = f"; history before seq {first_seq} was removed by retention" if first_seq > 1 else ""
-        raise CommandError(
-            f"no event id or correlation id {wanted} in {url} (read seqs {first_seq} to {head}{removed})"
-        )
+        raise CommandError(f"no event id or correlation id {wanted} in {url} ({read}{removed})")
     return _Forest(wanted, kept, letters, first_seq).trace(head)
 
 
@@ -295,7 +296,7 @@ def _walk(roots: Sequence[TraceNode]) -> list[TraceNode]:
 def _short_ids(ids: Iterable[UUID]) -> dict[UUID, str]:
     """Each id's last hex digits, as few as keep the ids apart (at least eight), else the whole id."""
     texts = {event_id: str(event_id) for event_id in ids}
-    for width in range(_SHORT_ID, len("0123456789ab") + 1):
+    for width in range(_SHORT_ID, _ID_LAST_GROUP + 1):
         if len({text[-width:] for text in texts.values()}) == len(texts):
             return {event_id: "…" + text[-width:] for event_id, text in texts.items()}
     return texts
@@ -319,7 +320,10 @@ def trace_command(url: str, id: UUID, as_json: bool) -> None:
     """
     found = run(trace, url, id)
     if as_json:
-        click.echo(json.dumps(trace_to_json(found, url), indent=2))
+        try:
+            click.echo(json.dumps(trace_to_json(found, url), indent=2))
+        except RecursionError:  # only a chain far deeper than any max_causation_depth in use
+            raise CommandError(f"the trace of {id} is nested too deeply for JSON; draw it without --json") from None
         return
     console = people()
     console.print(_tree(found, url))
