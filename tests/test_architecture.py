@@ -49,6 +49,7 @@ LAYERS: list[list[str]] = [
     ["otel"],
     ["cli._common", "cli._loader", "cli._progress", "cli._version", "cli.asyncapi"],
     ["cli.demo", "cli.deadletters", "cli.history", "cli.stats", "cli.catalog", "cli.compact", "cli.projection"],
+    ["cli.trace"],
     ["cli._app"],
     ["cli"],
     ["cli.__main__"],

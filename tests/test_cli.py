@@ -91,7 +91,7 @@ def test_a_bare_call_prints_help_and_exits_0() -> None:
     done = _run()
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("Usage: eventbus")
-    for command in ("catalog", "compact", "demo", "dlq", "export", "replay", "stats", "tail"):
+    for command in ("catalog", "compact", "demo", "dlq", "export", "replay", "stats", "tail", "trace"):
         assert f"  {command} " in done.stdout
 
 
@@ -138,6 +138,7 @@ STORE_COMMANDS = [
     ["dlq", "purge", "--yes"],
     ["dlq", "redrive", "--app", "cli_app:create_bus"],
     ["compact", "--keep", "1"],
+    ["trace", "01a20769-56b4-7c44-98cf-87519f143136"],
 ]
 
 
@@ -600,6 +601,11 @@ def test_on_postgres_no_password_appears_in_any_output(pg_schema: str) -> None:
     assert "postgres:***@127.0.0.1:1" in outputs[6].stderr
     assert outputs[8].returncode == 0, outputs[8].stderr
     assert outputs[8].stdout.startswith("postgresql://postgres:***@")
+    first_id = _json_lines(outputs[5].stdout)[0]["event_id"]
+    traces = [_run("trace", url, first_id), _run("trace", url, first_id, "--json"), _run("trace", url, str(uuid4()))]
+    for done in traces:
+        assert PASSWORD not in done.stdout + done.stderr, done.args
+    assert [done.returncode for done in traces] == [0, 0, 1], [done.stderr for done in traces]
 
 
 # -- bad input ---------------------------------------------------------------------------

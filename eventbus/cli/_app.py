@@ -19,6 +19,7 @@ from .deadletters import dlq_group
 from .history import export_command, replay_command, tail_command
 from .projection import projection_group
 from .stats import stats_command
+from .trace import trace_command
 
 __all__ = ["COMMANDS", "cli"]
 
@@ -87,6 +88,7 @@ COMMANDS: tuple[click.Command, ...] = (
     catalog_command,
     compact_command,
     projection_group,
+    trace_command,
 )
 """The commands besides ``demo``, each defined in the module of its concept."""
 

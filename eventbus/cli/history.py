@@ -15,7 +15,7 @@ from ..store.base import DEFAULT_PAGE_SIZE, Store
 from ._common import json_line, opened_store, run, text_line, types_option, url_argument
 from ._progress import progress
 
-__all__ = ["dump", "export_command", "replay_command", "tail", "tail_command"]
+__all__ = ["dump", "export_command", "pages", "replay_command", "tail", "tail_command"]
 
 _TAIL_POLL_INTERVAL = 0.2
 _SEQ = click.IntRange(min=1)
@@ -47,7 +47,7 @@ async def dump(
         with _opened(path) as file, progress(last - from_seq + 1, label=label) as advance:
             # stdout is looked up here: while a bar is drawn on the same terminal, Rich stands in for it
             write = (sys.stdout if file is None else file).write
-            async for page in _pages(store, from_seq, to_seq, types):
+            async for page in pages(store, from_seq, to_seq, types):
                 write("".join([line(record) + "\n" for record in page]))
                 written += len(page)
                 advance(page[-1].seq - page[0].seq + 1)
@@ -95,9 +95,10 @@ async def tail(
         return shown
 
 
-async def _pages(
+async def pages(
     store: Store, from_seq: int, to_seq: int | None, types: Sequence[str]
 ) -> AsyncIterator[Sequence[Record]]:
+    """The records from ``from_seq`` to ``to_seq`` (None: the end) of the ``types`` (none: all), a page at a time."""
     next_seq = from_seq
     while True:
         page = await store.read(next_seq, to_seq=to_seq, types=types or None, limit=DEFAULT_PAGE_SIZE)
