@@ -373,9 +373,9 @@ class EventBus(Publisher):
                 read from the handler's first parameter annotation.
             handler: sync or async, taking ``(event)`` or ``(event, record)``.
                 Given an event class, its first parameter must accept that
-                class: type checkers report it otherwise (see
-                `HandlerDecorator`), and so does this call, with `TypeError`,
-                when that parameter is annotated with Event classes.
+                class: type checkers report it otherwise, and so does this
+                call, with `TypeError`, when that parameter is annotated
+                with Event classes (guide: "Types catch mistakes").
             name: unique on the bus; defaults to the handler's qualified name.
             **options: see `SubscriptionOptions` (``where``, ``retry``,
                 ``timeout``, ``max_pending``, ``backpressure``, ``concurrency``,
