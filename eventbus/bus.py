@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 from types import MappingProxyType
-from typing import Any, TypeVar, Unpack, overload
+from typing import Any, Concatenate, ParamSpec, TypeVar, Unpack, overload
 from uuid import UUID
 
 import anyio
@@ -45,7 +45,7 @@ from .delivery.workers import DeliveryRun
 from .event import Event
 from .exceptions import BusClosed
 from .failures import fatal_error
-from .handler import is_type_spec
+from .handler import HandlerDecorator, is_type_spec
 from .middleware.base import Middleware, PublishMiddleware
 from .plugins import Plugin, load_plugin, run_plugins, start_plugins
 from .publishing import DEFAULT_MAX_CAUSATION_DEPTH, ORIGIN_HEADER, Publisher
@@ -65,6 +65,8 @@ __all__ = [
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+E = TypeVar("E", bound=Event)
 E1 = TypeVar("E1", bound=Event)
 E2 = TypeVar("E2", bound=Event)
 
@@ -310,10 +312,17 @@ class EventBus(Publisher):
         """The subscriptions by name (read-only)."""
         return self._router.subscriptions
 
+    # One event class is checked: the handler must accept it, and ``where=`` and
+    # ``key=`` are functions of it. A tuple is not (see docs/guide/subscribing.md).
+    @overload
+    def subscribe(
+        self, event_type: type[E], /, *, name: str | None = ..., **options: Unpack[SubscribeOptions[E]]
+    ) -> HandlerDecorator[E]: ...
+
     @overload
     def subscribe(
         self,
-        event_type: type[Event] | types.UnionType | tuple[type[Event], ...] | None = ...,
+        event_type: types.UnionType | tuple[type[Event], ...] | None = ...,
         /,
         *,
         name: str | None = ...,
@@ -326,7 +335,18 @@ class EventBus(Publisher):
     @overload
     def subscribe(
         self,
-        event_type: type[Event] | types.UnionType | tuple[type[Event], ...] | None,
+        event_type: type[E],
+        handler: Callable[Concatenate[E, P], object],
+        /,
+        *,
+        name: str | None = ...,
+        **options: Unpack[SubscribeOptions[E]],
+    ) -> Subscription: ...
+
+    @overload
+    def subscribe(
+        self,
+        event_type: types.UnionType | tuple[type[Event], ...] | None,
         handler: Callable[..., Any],
         /,
         *,
@@ -352,6 +372,10 @@ class EventBus(Publisher):
                 ``Union`` or tuple subscribes to each member). Left out, it is
                 read from the handler's first parameter annotation.
             handler: sync or async, taking ``(event)`` or ``(event, record)``.
+                Given an event class, its first parameter must accept that
+                class: type checkers report it otherwise, and so does this
+                call, with `TypeError`, when that parameter is annotated
+                with Event classes (guide: "Types catch mistakes").
             name: unique on the bus; defaults to the handler's qualified name.
             **options: see `SubscriptionOptions` (``where``, ``retry``,
                 ``timeout``, ``max_pending``, ``backpressure``, ``concurrency``,

@@ -4,7 +4,8 @@ A handler is a function (sync or async) taking ``(event)`` or
 ``(event, record)``; a projection's takes a `Transaction` too, as a
 parameter annotated with it (`transaction_parameter`). Its event types come
 from the first parameter's annotation unless given explicitly; a ``Union``
-means each member.
+means each member. Given explicitly, they must be what that annotation
+accepts (`event_types`), as `HandlerDecorator` makes type checkers see.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import inspect
 import types
 import typing
 from collections.abc import Awaitable, Callable
-from typing import Any, Union
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, Union
 
 import anyio.to_thread
 
@@ -24,6 +25,7 @@ from .transaction import Transaction
 
 __all__ = [
     "Handle",
+    "HandlerDecorator",
     "ProjectionCall",
     "event_types",
     "handler_name",
@@ -38,6 +40,25 @@ Handle = Callable[[Record], Awaitable[None]]
 """A delivery step: takes the record, returns when the handler is done. The
 innermost one calls the user's handler; middleware wrap it."""
 
+E = TypeVar("E", bound=Event)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class HandlerDecorator(Protocol[E]):
+    """What ``bus.subscribe(OrderPlaced, **options)`` returns: a decorator
+    taking a handler whose first parameter accepts an ``OrderPlaced`` (the
+    class, a base of it, or a union holding it), so a type checker reports
+    ``@bus.subscribe(OrderPlaced)`` on ``def h(event: PaymentCaptured)``.
+
+    It returns the handler itself; type checkers see it as the handler's
+    signature with that first parameter typed ``OrderPlaced`` (and
+    positional-only): typing has no way to say "the same type, which must
+    also accept ``OrderPlaced``".
+    """
+
+    def __call__(self, handler: Callable[Concatenate[E, P], R], /) -> Callable[Concatenate[E, P], R]: ...
+
 
 def is_type_spec(target: Any) -> bool:
     """True when ``target`` names event types (a class, a tuple or a union), not a handler."""
@@ -49,7 +70,13 @@ def event_types(spec: Any, handler: Callable[..., Any] | None) -> tuple[type[Eve
 
     ``spec`` is what the user passed (a class, a Union, a tuple of classes) or
     None to read the handler's first parameter annotation.
+
+    Given both, every class of ``spec`` must be one the handler's first
+    parameter accepts when it is annotated with Event classes (`TypeError`
+    naming both otherwise): an ``OrderPlaced`` is never handed to a handler
+    declared for ``PaymentCaptured``.
     """
+    explicit = spec is not None
     if spec is None:
         if handler is None:
             raise TypeError("subscribe() needs an event type or a handler to read it from")
@@ -58,7 +85,37 @@ def event_types(spec: Any, handler: Callable[..., Any] | None) -> tuple[type[Eve
     for member in members:
         if not (isinstance(member, type) and issubclass(member, Event)):
             raise TypeError(f"can only subscribe to Event subclasses, got {member!r}")
-    return tuple(dict.fromkeys(members))
+    classes = tuple(dict.fromkeys(members))
+    if explicit and handler is not None:
+        _check_accepted(handler, classes)
+    return classes
+
+
+def _check_accepted(handler: Callable[..., Any], classes: tuple[type[Event], ...]) -> None:
+    accepted = _declared_event_types(handler)
+    if accepted is None:
+        return
+    refused = [cls.__qualname__ for cls in classes if not issubclass(cls, accepted)]
+    if refused:
+        declared = " | ".join(cls.__qualname__ for cls in accepted)
+        raise TypeError(
+            f"handler {_name(handler)} takes {declared}, so it cannot be subscribed to {', '.join(refused)}; "
+            "subscribe it to what its first parameter accepts, or widen that annotation"
+        )
+
+
+def _declared_event_types(handler: Callable[..., Any]) -> tuple[type[Event], ...] | None:
+    """The Event classes the handler's first parameter is annotated with, or
+    None when the annotation is absent, unresolvable or not only Event
+    classes (``Any``, ``object``, a protocol): then nothing is checked."""
+    try:
+        annotation = _first_hint(handler)
+    except (NameError, TypeError):
+        return None
+    members = _union_members(annotation)
+    if all(isinstance(member, type) and issubclass(member, Event) for member in members):
+        return members
+    return None
 
 
 def _union_members(spec: Any) -> tuple[Any, ...]:
@@ -70,22 +127,28 @@ def _union_members(spec: Any) -> tuple[Any, ...]:
 
 
 def _first_annotation(handler: Callable[..., Any]) -> Any:
-    params = _positional_parameters(handler)
-    if not params:
-        raise TypeError(f"handler {_name(handler)} takes no argument; it must take (event) or (event, record)")
     try:
-        hints = typing.get_type_hints(_unwrap(handler))
+        annotation = _first_hint(handler)
     except NameError as exc:
         raise TypeError(
             f"cannot resolve the annotation of {_name(handler)} ({exc}); pass the event type to subscribe()"
         ) from exc
-    annotation = hints.get(params[0].name, inspect.Parameter.empty)
     if annotation is inspect.Parameter.empty:
         raise TypeError(
             f"handler {_name(handler)} has no annotation on its first parameter; "
             "annotate it with an Event class or pass the type to subscribe()"
         )
     return annotation
+
+
+def _first_hint(handler: Callable[..., Any]) -> Any:
+    """The resolved annotation of the handler's first positional parameter
+    (``inspect.Parameter.empty`` when it has none); `TypeError` when it takes
+    no argument, `NameError` when the annotation cannot be resolved."""
+    params = _positional_parameters(handler)
+    if not params:
+        raise TypeError(f"handler {_name(handler)} takes no argument; it must take (event) or (event, record)")
+    return typing.get_type_hints(_unwrap(handler)).get(params[0].name, inspect.Parameter.empty)
 
 
 _TRANSACTION_ANNOTATIONS = (Transaction, "Transaction", "eventbus.Transaction")

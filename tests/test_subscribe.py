@@ -9,7 +9,7 @@ from typing import Any
 
 import anyio
 import pytest
-from core_events import WAIT, Animal, Dog, Order, Ping, Pong, Sink
+from core_events import WAIT, Animal, Cat, Dog, Order, Ping, Pong, Puppy, Sink
 
 from eventbus import DuplicateSubscription, EventBus, Record, Subscription
 
@@ -350,6 +350,77 @@ def test_a_handler_taking_more_than_event_and_record_is_a_type_error() -> None:
 def test_subscribing_to_something_that_is_not_an_event_class_is_a_type_error(spec: Any) -> None:
     with pytest.raises(TypeError, match="Event subclasses"):
         EventBus().subscribe(spec, Sink(), name="bad")
+
+
+def _on_pong(event: Pong) -> None:
+    pass
+
+
+def _on_dog(event: Dog, record: Record) -> None:
+    pass
+
+
+def _on_ping_or_pong(event: Ping | Pong) -> None:
+    pass
+
+
+@pytest.mark.parametrize(
+    ("spec", "handler", "message"),
+    [
+        (Ping, _on_pong, "takes Pong, so it cannot be subscribed to Ping"),
+        (Animal, _on_dog, "takes Dog, so it cannot be subscribed to Animal"),
+        ((Dog, Cat), _on_dog, "takes Dog, so it cannot be subscribed to Cat"),
+        (Ping | Pong | Dog, _on_ping_or_pong, "takes Ping | Pong, so it cannot be subscribed to Dog"),
+    ],
+)
+def test_a_handler_annotated_for_other_events_is_a_type_error_naming_both(
+    spec: Any, handler: Callable[..., None], message: str
+) -> None:
+    bus = EventBus()
+    with pytest.raises(TypeError, match=message):
+        bus.subscribe(spec, handler, name="mismatch")
+    with pytest.raises(TypeError, match=message):
+        bus.subscribe(spec, name="mismatch")(handler)
+    assert len(bus.subscriptions) == 0
+
+
+def _on_animal(event: Animal) -> None:
+    pass
+
+
+def _on_dog_or_cat(event: Dog | Cat) -> None:
+    pass
+
+
+def _on_anything(event: Any) -> None:
+    pass
+
+
+def _on_object(event: object) -> None:
+    pass
+
+
+@pytest.mark.parametrize(
+    ("spec", "handler"),
+    [
+        (Dog, _on_animal),
+        ((Dog, Cat), _on_animal),
+        (Puppy, _on_dog_or_cat),
+        (Ping | Pong, _on_ping_or_pong),
+        (Ping, Sink()),
+        (Ping, _on_anything),
+        (Ping, _on_object),
+        (Ping, _no_annotation),
+        (Ping, _unresolvable),
+        (Ping, lambda event: None),
+    ],
+)
+def test_a_handler_whose_annotation_accepts_the_events_or_says_nothing_checkable_is_taken(
+    spec: Any, handler: Callable[..., None]
+) -> None:
+    bus = EventBus()
+    bus.subscribe(spec, handler, name="fits")
+    assert bus.subscriptions["fits"].handler is handler
 
 
 def test_a_handler_that_is_not_callable_is_a_type_error() -> None:

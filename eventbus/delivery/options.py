@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, Generic, TypedDict
 
 from ..event import Event
 from ..middleware.base import Middleware
@@ -19,17 +19,32 @@ DEFAULT_MAX_PENDING = 10_000
 
 Predicate = Callable[[Any], bool]
 
+if TYPE_CHECKING:
+    from typing_extensions import TypeVar
 
-class SubscribeOptions(TypedDict, total=False):
-    """The keyword options of `EventBus.subscribe`; see `SubscriptionOptions`."""
+    SubscribedT = TypeVar("SubscribedT", bound=Event, default=Any)
+else:
+    # ``default=`` for type checkers only, as `EventT` in record.py does
+    from typing import TypeVar
 
-    where: Predicate | Mapping[str, Any] | None
+    SubscribedT = TypeVar("SubscribedT", bound=Event)
+
+
+class SubscribeOptions(TypedDict, Generic[SubscribedT], total=False):
+    """The keyword options of `EventBus.subscribe`; see `SubscriptionOptions`.
+
+    ``SubscribeOptions[OrderPlaced]`` types ``where`` and ``key`` as
+    functions of an ``OrderPlaced``, so a type checker flags
+    ``where=lambda e: e.amont > 1``; bare ``SubscribeOptions`` takes any event.
+    """
+
+    where: Callable[[SubscribedT], bool] | Mapping[str, Any] | None
     retry: Retry | None
     timeout: float | None
     max_pending: int
     backpressure: Backpressure
     concurrency: int
-    key: Callable[[Any], Hashable] | None
+    key: Callable[[SubscribedT], Hashable] | None
     from_seq: int | None
     durable: bool
     in_thread: bool

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -27,6 +28,7 @@ from eventbus import (
     PublishMiddleware,
     Record,
     Retry,
+    SubscribeOptions,
     Subscription,
     SubscriptionStats,
     Transaction,
@@ -173,3 +175,52 @@ async def outbox(bus: EventBus, connection: sqlite3.Connection) -> None:
         assert_type(await bus.publish(OrderPlaced(order_id="A3", amount=5), transaction=connection), int)
     except TransactionError as exc:
         print(exc)
+
+
+def handler_shapes(bus: EventBus, placed: Record[OrderPlaced]) -> None:
+    """What the typed ``subscribe`` accepts: a handler taking the subscribed
+    type or a base or union holding it, with or without the record (or a
+    projection's transaction); unions and tuples are taken unchecked. The
+    mistakes it rejects are in ``expected_errors.py``."""
+
+    @bus.subscribe(OrderPlaced, where=lambda e: e.amount > 1, key=lambda e: e.order_id)
+    async def exact(event: OrderPlaced) -> None: ...
+
+    @bus.subscribe(OrderPlaced, name="wider")
+    def wider(event: Event, record: Record[OrderPlaced]) -> int:
+        return record.seq
+
+    assert_type(wider(placed.event, record=placed), int)  # still its own signature after the event
+
+    @bus.subscribe(OrderPlaced, name="either")
+    def either(event: OrderPlaced | OrderShipped, *, verbose: bool = False) -> None: ...
+
+    @bus.subscribe(OrderPlaced | OrderShipped, name="union", where=lambda e: e.order_id == "A1")
+    def union(event: OrderPlaced | OrderShipped) -> None: ...
+
+    @bus.subscribe((OrderPlaced, OrderShipped), name="pair")
+    async def pair(event: OrderPlaced | OrderShipped, record: Record) -> None: ...
+
+    @bus.subscribe(name="read-from-annotation", where={"order_id": "A1"})
+    def from_annotation(event: OrderShipped) -> None: ...
+
+    @bus.subscribe(OrderPlaced, name="projection")
+    async def project(event: OrderPlaced, tx: Transaction) -> None: ...
+
+    @bus.subscribe(Event, name="everything")
+    def everything(event: Event) -> None: ...
+
+    class Counter:
+        def __call__(self, event: OrderPlaced) -> None: ...
+
+    def tagged(tag: str, event: OrderPlaced) -> None: ...
+
+    assert_type(bus.subscribe(OrderPlaced, Counter(), name="object"), Subscription)
+    assert_type(bus.subscribe(OrderPlaced, functools.partial(tagged, "t"), name="partial"), Subscription)
+    assert_type(bus.subscribe(OrderPlaced, lambda e, r: print(e.amount, r.seq), name="lambda"), Subscription)
+    assert_type(bus.subscribe(OrderPlaced | OrderShipped, either, name="plain-union"), Subscription)
+    options: SubscribeOptions[OrderPlaced] = {"where": lambda e: e.amount > 1, "timeout": 1.0}
+    loose: SubscribeOptions = {"key": lambda e: e.order_id}
+    assert_type(bus.subscribe(OrderPlaced, exact, name="typed-options", **options), Subscription)
+    assert_type(bus.subscribe(OrderPlaced, exact, name="loose-options", **loose), Subscription)
+    print(exact, union, pair, from_annotation, project, everything)
