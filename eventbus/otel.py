@@ -187,7 +187,8 @@ class OpenTelemetry(Plugin):
                 given = self._given(record)
                 span = tracer.start_span(
                     f"{_PUBLISH} {destination}",
-                    kind=SpanKind.PRODUCER,
+                    # PRODUCER when its context is the event's creation context, as the conventions say
+                    kind=SpanKind.PRODUCER if given is None else SpanKind.CLIENT,
                     attributes=_message_attributes(record, _PUBLISH, "send"),
                     links=None if given is None else (Link(given),),
                     start_time=started,
