@@ -74,6 +74,8 @@ _SEQ = "messaging.eventbus.seq"
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 """The bucket boundaries (seconds) the conventions give both duration histograms."""
 _NS_PER_S = 1e9
+_NO_PARENT = otel_context.Context()
+"""The parent of a delivery whose record carries no trace context: none (not the worker's context)."""
 
 # the attribute names, as the conventions spell them
 _SYSTEM_KEY = "messaging.system"
@@ -217,10 +219,12 @@ class OpenTelemetry(Plugin):
                     span.set_attribute(_SEQ, records[0].seq)
                 span.end(ended)
                 measured = _metric_attributes(_PUBLISH, destination, None, error)
-                measured[_OPERATION_TYPE] = "send"
-                duration.record((ended - started) / _NS_PER_S, measured)
-                for type_name, count in _count_by_type(records).items():
-                    sent.add(count, _metric_attributes(_PUBLISH, type_name, None, error))
+                if destination is not None:  # one type: one count
+                    sent.add(len(records), measured)
+                else:
+                    for type_name, count in _count_by_type(records).items():
+                        sent.add(count, _metric_attributes(_PUBLISH, type_name, None, error))
+                duration.record((ended - started) / _NS_PER_S, {**measured, _OPERATION_TYPE: "send"})
 
         return commit
 
@@ -266,7 +270,7 @@ class OpenTelemetry(Plugin):
             attributes[_SEQ] = record.seq
             span = tracer.start_span(
                 f"process {record.type}",
-                context=self._extract(record.headers),
+                context=self._extract(record.headers) if record.headers else _NO_PARENT,
                 kind=SpanKind.CONSUMER,
                 attributes=attributes,
                 start_time=started,
@@ -324,13 +328,15 @@ class _Observe(Protocol):
 
 def _message_attributes(record: Record, operation: str, kind: str) -> dict[str, AttributeValue]:
     """A span's attributes for an operation on the one event of ``record``."""
+    message_id = str(record.event_id)
+    correlation = record.ids[1]  # None: the event starts its chain, and is its own correlation id
     return {
         _SYSTEM_KEY: _SYSTEM,
         _OPERATION_NAME: operation,
         _OPERATION_TYPE: kind,
         _DESTINATION: record.type,
-        _MESSAGE_ID: str(record.event_id),
-        _CONVERSATION_ID: str(record.correlation_id),
+        _MESSAGE_ID: message_id,
+        _CONVERSATION_ID: message_id if correlation is None else str(record.correlation_id),
     }
 
 
