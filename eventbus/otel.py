@@ -18,7 +18,9 @@ messaging (https://opentelemetry.io/docs/specs/semconv/messaging/), with
   append, so it is stored with the event. A ``publish_many`` of several events
   gets a ``create <type>`` span per event (``PRODUCER``, whose context goes into
   that event's headers) and one ``publish`` span for the batch (``CLIENT``,
-  linked to them, with ``messaging.batch.message_count``). Each delivery gets a
+  linked to them, with ``messaging.batch.message_count``). An event whose
+  headers carry a trace context already (a bridge's, the caller's) keeps it,
+  and the ``publish`` span links to it instead. Each delivery gets a
   ``process <type>`` span (``CONSUMER``) whose parent is read back from the
   headers: a handler's span is the child of the publisher's, also when it runs
   in another process or replays the record days later.
