@@ -1,14 +1,22 @@
-"""The PostgreSQL server the store benchmarks use, and a schema of their own on it."""
+"""The PostgreSQL server the store benchmarks use, a schema of their own on it,
+and the raw-asyncpg floors the PostgreSQL store is measured against."""
 
 from __future__ import annotations
 
+import gc
 import os
+import time
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import astuple, dataclass
+from typing import Any
 
 import asyncpg
 from eventbus_postgres import PostgresStore
+from eventbus_postgres._statements import LAYOUT, Statements, columns
 
 from eventbus import StoreError
+from eventbus.store.codec import RECORD_FIELDS, record_values
 
 POSTGRES_URL = os.environ.get("EVENTBUS_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 """The server (``EVENTBUS_POSTGRES_URL``; trust auth, database ``test`` by default)."""
@@ -37,3 +45,98 @@ async def drop_schemas(*schemas: str) -> None:
             await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     finally:
         await connection.close()
+
+
+@dataclass(frozen=True)
+class PostgresFloors:
+    """Raw asyncpg on one connection over the rows a store's schema holds, rows/s.
+
+    Attributes:
+        copy: ``copy_records_to_table`` of the rows, already built (seq
+            included), in batches (the floor of ``publish_many``).
+        statement: the store's own append statement (``unnest`` of column
+            arrays), the values already encoded, in batches.
+        select: paged ``SELECT`` of the store's columns, rows left as asyncpg
+            returns them (the floor of ``Store.read``).
+        decoded: the same ``SELECT`` with each row's JSON validated by the
+            event class's pydantic validator (the floor of a decoded replay).
+    """
+
+    copy: float = 0.0
+    statement: float = 0.0
+    select: float = 0.0
+    decoded: float = 0.0
+
+    def best(self, other: PostgresFloors) -> PostgresFloors:
+        """The better of two rounds, figure by figure."""
+        return PostgresFloors(*(max(a, b) for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+
+async def _timed(run: Callable[[], Awaitable[object]]) -> float:
+    gc.collect()
+    started = time.perf_counter()
+    await run()
+    return time.perf_counter() - started
+
+
+async def read_floors(schema: str, n: int, batch: int, validate: Callable[[Any], object]) -> PostgresFloors:
+    """``select`` and ``decoded`` over the first ``n`` rows of ``schema``, pages of ``batch``
+    (``validate``: the event class's ``__pydantic_validator__.validate_json``)."""
+    select = f'SELECT {", ".join(RECORD_FIELDS)} FROM "{schema}".records WHERE seq >= $1 AND seq <= $2 '
+    select += "ORDER BY seq LIMIT $3"
+    connection = await asyncpg.connect(POSTGRES_URL)
+    try:
+
+        async def read(decode: Callable[[Any], object] | None) -> None:
+            count, next_seq = 0, 1
+            while next_seq <= n and (page := await connection.fetch(select, next_seq, n, batch)):
+                if decode is not None:
+                    for row in page:
+                        decode(row[3])
+                count += len(page)
+                next_seq = page[-1][0] + 1
+            assert count == n, count
+
+        # untimed: a new server session pays for first touching each shared buffer it reads
+        await read(None)
+        return PostgresFloors(
+            select=n / await _timed(lambda: read(None)), decoded=n / await _timed(lambda: read(validate))
+        )
+    finally:
+        await connection.close()
+
+
+async def write_floors(schema: str, n: int, batch: int) -> PostgresFloors:
+    """``copy`` and ``statement``: the first ``n`` rows of ``schema`` written again in
+    batches of ``batch``, into the empty tables of a schema of their own, dropped afterwards."""
+    target = f"{schema}_floor"
+    store = PostgresStore(POSTGRES_URL, schema=schema)
+    await store.open()
+    try:
+        records = [r for start in range(1, n + 1, batch) for r in await store.read(start, limit=batch)]
+    finally:
+        await store.close()
+    batches = [columns(record_values(r, LAYOUT) for r in records[i : i + batch]) for i in range(0, n, batch)]
+    rows = [(r.seq, *record_values(r, LAYOUT)) for r in records]
+    append = Statements(target).append
+    empty = PostgresStore(POSTGRES_URL, schema=target)
+    await empty.open()
+    await empty.close()
+    connection = await asyncpg.connect(POSTGRES_URL)
+    try:
+
+        async def statement() -> None:
+            for values in batches:
+                await connection.fetchval(append, len(values[0]), *values)
+
+        async def copy() -> None:
+            await connection.execute(f'TRUNCATE "{target}".records')
+            for start in range(0, n, batch):
+                await connection.copy_records_to_table(
+                    "records", schema_name=target, columns=RECORD_FIELDS, records=rows[start : start + batch]
+                )
+
+        return PostgresFloors(statement=n / await _timed(statement), copy=n / await _timed(copy))
+    finally:
+        await connection.close()
+        await drop_schemas(target)
