@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 from eventbus_postgres import PostgresStore
-from eventbus_postgres._statements import LAYOUT, Statements, columns
+from eventbus_postgres._statements import LAYOUT, Statements, record_columns
 
 from eventbus import StoreError
 from eventbus.store.codec import RECORD_FIELDS, record_values
@@ -116,7 +116,7 @@ async def write_floors(schema: str, n: int, batch: int) -> PostgresFloors:
         records = [r for start in range(1, n + 1, batch) for r in await store.read(start, limit=batch)]
     finally:
         await store.close()
-    batches = [columns(record_values(r, LAYOUT) for r in records[i : i + batch]) for i in range(0, n, batch)]
+    batches = [record_columns(record_values(r, LAYOUT) for r in records[i : i + batch]) for i in range(0, n, batch)]
     rows = [(r.seq, *record_values(r, LAYOUT)) for r in records]
     append = Statements(target).append
     empty = PostgresStore(POSTGRES_URL, schema=target)
