@@ -116,7 +116,10 @@ async def write_floors(schema: str, n: int, batch: int) -> PostgresFloors:
         records = [r for start in range(1, n + 1, batch) for r in await store.read(start, limit=batch)]
     finally:
         await store.close()
-    batches = [record_columns(record_values(r, LAYOUT) for r in records[i : i + batch]) for i in range(0, n, batch)]
+    batches = [
+        (len(chunk), record_columns(record_values(r, LAYOUT) for r in chunk))
+        for chunk in (records[i : i + batch] for i in range(0, n, batch))
+    ]
     rows = [(r.seq, *record_values(r, LAYOUT)) for r in records]
     append = Statements(target).append
     empty = PostgresStore(POSTGRES_URL, schema=target)
@@ -126,8 +129,8 @@ async def write_floors(schema: str, n: int, batch: int) -> PostgresFloors:
     try:
 
         async def statement() -> None:
-            for values in batches:
-                await connection.fetchval(append, len(values[0]), *values)
+            for size, values in batches:
+                await connection.fetchval(append, size, *values)
 
         async def copy() -> None:
             await connection.execute(f'TRUNCATE "{target}".records')
