@@ -143,3 +143,55 @@ async def write_floors(schema: str, n: int, batch: int) -> PostgresFloors:
     finally:
         await connection.close()
         await drop_schemas(target)
+
+
+CPU_APPLICATION = "eventbus-bench-cpu"
+"""The ``application_name`` of the sessions whose server CPU `cpu_seconds` counts."""
+
+
+async def cpu_seconds() -> tuple[float, float]:
+    """(CPU seconds of this process, of the server sessions named `CPU_APPLICATION`)
+    so far, from ``/proc``: the server must run on this machine."""
+    connection = await asyncpg.connect(POSTGRES_URL)
+    try:
+        rows = await connection.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE application_name LIKE $1", CPU_APPLICATION + "%"
+        )
+    finally:
+        await connection.close()
+    return time.process_time(), sum(_process_cpu(pid) for (pid,) in rows)
+
+
+def _process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid`` so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU per event of this process and of its server sessions, over an ``async with`` block.
+
+    On a busy machine the wall clock measures the other work as much as
+    this one; CPU time does not, so the ratios of these are steadier.
+    """
+
+    async def __aenter__(self) -> CpuMeter:
+        gc.collect()
+        self._start = await cpu_seconds()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        end = await cpu_seconds()
+        self.client, self.server = (after - before for after, before in zip(end, self._start, strict=True))
+
+    def per_event(self, n: int) -> float:
+        """Microseconds of CPU per event, this process and the server together."""
+        return (self.client + self.server) / n * 1e6
+
+    def line(self, name: str, n: int) -> str:
+        """``name``: CPU per event, split between this process and the server."""
+        return (
+            f"{name:<44}{self.per_event(n):6.2f} us/event   (this process {self.client / n * 1e6:5.2f}, "
+            f"server {self.server / n * 1e6:5.2f})"
+        )

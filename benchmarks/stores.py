@@ -51,9 +51,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
+import asyncpg
 from _postgres import (
+    CPU_APPLICATION,
     POSTGRES_URL,
     PROBE_SCHEMA,
+    CpuMeter,
     PostgresFloors,
     drop_schemas,
     postgres_schema,
@@ -61,10 +64,12 @@ from _postgres import (
     write_floors,
 )
 from eventbus_postgres import PostgresStore
+from eventbus_postgres._statements import LAYOUT
 from eventbus_sqlite import SqliteStore
 
 from eventbus import Event, EventBus
 from eventbus.store import Store
+from eventbus.store.codec import RECORD_FIELDS, record_values
 
 BATCH = 1_000
 """Events per ``publish_many`` call, rows per floor transaction, records per read page."""
@@ -280,6 +285,83 @@ async def run_postgres(n: int, rounds: int) -> list[tuple[str, float, float]]:
     return lines
 
 
+async def cpu_postgres(n: int) -> None:
+    """CPU per event of each PostgreSQL scenario and floor (this process plus the
+    server sessions, from ``/proc``), each floor beside its scenario as a ratio."""
+    schema = await postgres_schema()
+    if schema is None:
+        return
+    target = f"{schema}_floor"
+    url = f"{POSTGRES_URL}?application_name={CPU_APPLICATION}"
+    validate = Tick.__pydantic_validator__.validate_json
+    select = f'SELECT {", ".join(RECORD_FIELDS)} FROM "{schema}".records WHERE seq >= $1 AND seq <= $2 '
+    select += "ORDER BY seq LIMIT $3"
+    print(f"CPU per event, PostgreSQL, {n:,} events, batches and pages of {BATCH:,}\n")
+    try:
+        events = _events(n)
+        store = PostgresStore(url, schema=schema)
+        async with EventBus(store=store) as bus:
+            share = n // PUBLISHERS
+
+            async def publisher(first: int) -> None:
+                for start in range(first, first + share, BATCH):
+                    await bus.publish_many(events[start : start + BATCH])
+
+            async with CpuMeter() as publishing, anyio.create_task_group() as group:
+                for index in range(PUBLISHERS):
+                    group.start_soon(publisher, index * share)
+
+            async def read() -> None:
+                next_seq = 1
+                while next_seq <= n and (page := await store.read(next_seq, to_seq=n, limit=BATCH)):
+                    next_seq = page[-1].seq + 1
+
+            await read()  # a new session's first pass is slower
+            async with CpuMeter() as reading:
+                await read()
+            async with CpuMeter() as replaying:
+                async for _ in bus.replay(to_seq=n):
+                    pass
+            records = [r for start in range(1, n + 1, BATCH) for r in await store.read(start, limit=BATCH)]
+        empty = PostgresStore(POSTGRES_URL, schema=target)
+        await empty.open()
+        await empty.close()
+        rows = [(r.seq, *record_values(r, LAYOUT)) for r in records]
+        connection = await asyncpg.connect(url)
+        try:
+
+            async def floor_read(decode: bool) -> None:
+                next_seq = 1
+                while next_seq <= n and (page := await connection.fetch(select, next_seq, n, BATCH)):
+                    if decode:
+                        for row in page:
+                            validate(row[3])
+                    next_seq = page[-1][0] + 1
+
+            await floor_read(False)
+            async with CpuMeter() as selecting:
+                await floor_read(False)
+            async with CpuMeter() as decoding:
+                await floor_read(True)
+            async with CpuMeter() as copying:
+                for start in range(0, n, BATCH):
+                    await connection.copy_records_to_table(
+                        "records", schema_name=target, columns=RECORD_FIELDS, records=rows[start : start + BATCH]
+                    )
+        finally:
+            await connection.close()
+    finally:
+        await drop_schemas(schema, target, PROBE_SCHEMA)
+    for name, meter, floor_meter in (
+        (f"publish_many x{PUBLISHERS} publishers", publishing, copying),
+        (f"store.read pages of {BATCH}", reading, selecting),
+        ("bus.replay(), events decoded", replaying, decoding),
+    ):
+        print(floor_meter.line("  its floor", n))
+        ratio = floor_meter.per_event(n) / meter.per_event(n)
+        print(f"{meter.line(name, n)}   {ratio:5.2f} x floor")
+
+
 async def main(quick: bool, only_postgres: bool) -> None:
     n = 20_000 if quick else 200_000
     print(f"eventbus store benchmark ({n:,} events per scenario, batches of {BATCH:,}; asyncio)\n")
@@ -310,8 +392,11 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="20 000 events per scenario (CI)")
     parser.add_argument("--profile-postgres", action="store_true", help="profile PostgreSQL publish_many instead")
     parser.add_argument("--postgres", action="store_true", help="the PostgreSQL store only")
+    parser.add_argument("--postgres-cpu", action="store_true", help="PostgreSQL's CPU per event against its floors")
     args = parser.parse_args()
-    if args.profile_postgres:
+    if args.postgres_cpu:
+        anyio.run(cpu_postgres, 20_000 if args.quick else 200_000)
+    elif args.profile_postgres:
         anyio.run(profile_postgres, 20_000 if args.quick else 200_000)
     else:
         anyio.run(main, args.quick, args.postgres)
