@@ -4,9 +4,9 @@ asyncpg resets every connection given back to a pool: it rolls back a
 transaction left open and drops its listeners, on the client, then sends
 ``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`` and waits for
 the answer. The store's own statements change nothing that query undoes, so
-for them it is a second round trip per statement: on a busy machine, where
-every round trip waits for the scheduler, it doubled the time a page of
-``Store.read`` took. Only a connection lent to a projection's delivery runs
+for them it is a second round trip per statement, each of which, on a busy
+machine, waits for the scheduler to wake the server's process and this one
+again. Only a connection lent to a projection's delivery runs
 the application's statements, which may (``SET``, ``LISTEN``, advisory
 locks); `PoolResets` remembers those and resets them fully.
 """
