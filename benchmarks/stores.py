@@ -25,8 +25,16 @@ with batching, replay >= 400 000 events/s):
 - bus.replay: ``async for record in bus.replay()``, each event decoded.
 
 PostgreSQL runs when the server in ``EVENTBUS_POSTGRES_URL`` (default
-``postgresql://postgres@127.0.0.1:5432/test``) answers, in a schema of its
-own that is dropped afterwards; otherwise its lines say why they are missing.
+``postgresql://postgres@127.0.0.1:5432/test``) answers, in schemas of its
+own that are dropped afterwards; otherwise its lines say why they are missing.
+Its floors are raw asyncpg on one connection over the rows the store wrote
+(see ``_postgres.PostgresFloors``): ``COPY`` of the rows ready-built for
+publishing, paged ``SELECT`` for ``store.read``, the same ``SELECT`` with
+pydantic's validator on each row for the decoded replay. Its scenarios and
+floors run interleaved in `ROUNDS` rounds, each on a fresh schema, and each
+figure's best round is printed.
+
+    python benchmarks/stores.py --postgres   # the PostgreSQL store only
 """
 
 from __future__ import annotations
@@ -43,9 +51,20 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
-from _postgres import POSTGRES_URL, PROBE_SCHEMA, drop_schemas, postgres_schema
+import asyncpg
+from _postgres import (
+    CPU_APPLICATION,
+    POSTGRES_URL,
+    PROBE_SCHEMA,
+    CpuMeter,
+    PostgresFloors,
+    drop_schemas,
+    postgres_schema,
+    read_floors,
+    write_floors,
+)
 from eventbus_postgres import PostgresStore
-from eventbus_postgres._statements import LAYOUT, Statements, columns
+from eventbus_postgres._statements import LAYOUT
 from eventbus_sqlite import SqliteStore
 
 from eventbus import Event, EventBus
@@ -55,6 +74,8 @@ from eventbus.store.codec import RECORD_FIELDS, record_values
 BATCH = 1_000
 """Events per ``publish_many`` call, rows per floor transaction, records per read page."""
 PUBLISHERS = 4
+ROUNDS = 3
+"""PostgreSQL rounds (each scenario and floor interleaved; the best round of each is printed)."""
 CONCURRENT = 200
 
 Result = tuple[str, float]
@@ -161,8 +182,9 @@ async def publish_each(store: Store, n: int) -> float:
     return share * CONCURRENT / elapsed
 
 
-async def read_and_replay(store: Store, n: int) -> tuple[float, float]:
-    """(records/s paging with ``Store.read``, events/s through ``bus.replay()``) over the first ``n`` seqs."""
+async def read_and_replay(store: Store, n: int, *, warm: bool = False) -> tuple[float, float]:
+    """(records/s paging with ``Store.read``, events/s through ``bus.replay()``) over the first ``n`` seqs;
+    ``warm``: after one untimed pass (a new PostgreSQL session's first pass over rows is slower)."""
     async with EventBus(store=store) as bus:
 
         async def read() -> None:
@@ -178,6 +200,8 @@ async def read_and_replay(store: Store, n: int) -> tuple[float, float]:
                 count += 1
             assert count == n, count
 
+        if warm:
+            await read()
         read_rate = n / await _timed(read)
         replay_rate = n / await _timed(replay)
     return read_rate, replay_rate
@@ -194,47 +218,11 @@ async def run_store(label: str, make: Callable[[], Store], n: int) -> list[Resul
     return results
 
 
-async def postgres_floors(schema: str, target: str, n: int) -> tuple[float, float]:
-    """Raw asyncpg on one connection, rows already encoded: (the store's append statement, COPY), rows/s.
-
-    The rows are the ones ``schema`` holds; they are written again into ``target``'s empty tables.
-    """
-    import asyncpg
-
-    store = PostgresStore(POSTGRES_URL, schema=schema)
-    await store.open()
-    try:
-        records = [record for start in range(1, n + 1, BATCH) for record in await store.read(start, limit=BATCH)]
-    finally:
-        await store.close()
-    batches = [columns(record_values(r, LAYOUT) for r in records[i : i + BATCH]) for i in range(0, n, BATCH)]
-    rows = [(r.seq, *record_values(r, LAYOUT)) for r in records]
-    sql = Statements(target).append
-    connection = await asyncpg.connect(POSTGRES_URL)
-    try:
-
-        async def statement() -> None:
-            for batch in batches:
-                await connection.fetchval(sql, len(batch[0]), *batch)
-
-        async def copy() -> None:
-            await connection.execute(f'TRUNCATE "{target}".records')
-            for start in range(0, n, BATCH):
-                await connection.copy_records_to_table(
-                    "records", schema_name=target, columns=RECORD_FIELDS, records=rows[start : start + BATCH]
-                )
-
-        return n / await _timed(statement), n / await _timed(copy)
-    finally:
-        await connection.close()
-
-
 async def profile_postgres(n: int) -> None:
     """PostgreSQL ``publish_many`` under cProfile (this process's CPU against the wall clock), then raw floors."""
     schema = await postgres_schema()
     if schema is None:
         return
-    target = f"{schema}_floor"
     profile = cProfile.Profile()
     try:
         events = _events(n)
@@ -243,49 +231,172 @@ async def profile_postgres(n: int) -> None:
         rate = await publish_many(PostgresStore(POSTGRES_URL, schema=schema), n, events)
         profile.disable()
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-        empty = PostgresStore(POSTGRES_URL, schema=target)
-        await empty.open()
-        await empty.close()
-        statement, copy = await postgres_floors(schema, target, n)
+        floors = await write_floors(schema, n, BATCH)
     finally:
-        await drop_schemas(schema, target, PROBE_SCHEMA)
+        await drop_schemas(schema, PROBE_SCHEMA)
     print(f"postgres: publish_many x{PUBLISHERS} publishers, {n:,} events under cProfile: {rate:,.0f} events/s")
     print(f"this process's CPU: {cpu:.2f} s of {wall:.2f} s wall ({cpu / wall:.0%}); the rest waits on the server\n")
     pstats.Stats(profile).sort_stats("tottime").print_stats(15)
     print("floors: raw asyncpg, one connection, rows already encoded, batches of", f"{BATCH:,}")
-    print(f"  the store's append statement (unnest of column arrays): {statement:>10,.0f} rows/s")
-    print(f"  COPY (copy_records_to_table):                           {copy:>10,.0f} rows/s")
+    print(f"  the store's append statement (unnest of column arrays): {floors.statement:>10,.0f} rows/s")
+    print(f"  COPY (copy_records_to_table):                           {floors.copy:>10,.0f} rows/s")
 
 
-async def main(quick: bool) -> None:
+async def run_postgres(n: int, rounds: int) -> list[tuple[str, float, float]]:
+    """Every scenario on the PostgreSQL store, interleaved with its raw-asyncpg
+    floors over the rows it wrote, in ``rounds`` rounds (a fresh schema each);
+    each figure's best round as (name, rate, rate / its floor). Empty when
+    there is no server."""
+    base = await postgres_schema()
+    if base is None:
+        return []
+    schemas = [f"{base}_{index}" for index in range(rounds)]
+    validate = Tick.__pydantic_validator__.validate_json
+    best: dict[str, float] = {}
+    floors = PostgresFloors()
+    try:
+        for schema in schemas:
+
+            def make(schema: str = schema) -> Store:
+                return PostgresStore(POSTGRES_URL, schema=schema)
+
+            found = [(f"postgres: publish_many x{PUBLISHERS} publishers", await publish_many(make(), n))]
+            floors = floors.best(await write_floors(schema, n, BATCH))
+            floors = floors.best(await read_floors(schema, n, BATCH, validate))
+            read_rate, replay_rate = await read_and_replay(make(), n, warm=True)
+            found.append((f"postgres: store.read pages of {BATCH}", read_rate))
+            found.append(("postgres: bus.replay(), events decoded", replay_rate))
+            each = max(CONCURRENT, n // 5)
+            found.append((f"postgres: publish x{CONCURRENT} concurrent publishers", await publish_each(make(), each)))
+            for name, rate in found:
+                best[name] = max(best.get(name, 0.0), rate)
+    finally:
+        await drop_schemas(*schemas, PROBE_SCHEMA)
+    kinds = {"publish": floors.copy, "read": floors.select, "replay": floors.decoded}
+    lines = [
+        ("floor: asyncpg COPY of built rows, batches of 1 000", floors.copy, 1.0),
+        ("floor: asyncpg the store's unnest append, run bare", floors.statement, floors.statement / floors.copy),
+        ("floor: asyncpg SELECT pages", floors.select, 1.0),
+        ("floor: asyncpg SELECT pages, JSON validated", floors.decoded, 1.0),
+    ]
+    for name, rate in best.items():
+        kind_floor = next(floor for kind, floor in kinds.items() if kind in name.partition(" ")[2])
+        lines.append((name, rate, rate / kind_floor))
+    return lines
+
+
+async def cpu_postgres(n: int) -> None:
+    """CPU per event of each PostgreSQL scenario and floor (this process plus the
+    server sessions, from ``/proc``), each floor beside its scenario as a ratio."""
+    schema = await postgres_schema()
+    if schema is None:
+        return
+    target = f"{schema}_floor"
+    url = f"{POSTGRES_URL}?application_name={CPU_APPLICATION}"
+    validate = Tick.__pydantic_validator__.validate_json
+    select = f'SELECT {", ".join(RECORD_FIELDS)} FROM "{schema}".records WHERE seq >= $1 AND seq <= $2 '
+    select += "ORDER BY seq LIMIT $3"
+    print(f"CPU per event, PostgreSQL, {n:,} events, batches and pages of {BATCH:,}\n")
+    try:
+        events = _events(n)
+        store = PostgresStore(url, schema=schema)
+        async with EventBus(store=store) as bus:
+            share = n // PUBLISHERS
+
+            async def publisher(first: int) -> None:
+                for start in range(first, first + share, BATCH):
+                    await bus.publish_many(events[start : start + BATCH])
+
+            async with CpuMeter() as publishing, anyio.create_task_group() as group:
+                for index in range(PUBLISHERS):
+                    group.start_soon(publisher, index * share)
+
+            async def read() -> None:
+                next_seq = 1
+                while next_seq <= n and (page := await store.read(next_seq, to_seq=n, limit=BATCH)):
+                    next_seq = page[-1].seq + 1
+
+            await read()  # a new session's first pass is slower
+            async with CpuMeter() as reading:
+                await read()
+            async with CpuMeter() as replaying:
+                async for _ in bus.replay(to_seq=n):
+                    pass
+            records = [r for start in range(1, n + 1, BATCH) for r in await store.read(start, limit=BATCH)]
+        empty = PostgresStore(POSTGRES_URL, schema=target)
+        await empty.open()
+        await empty.close()
+        rows = [(r.seq, *record_values(r, LAYOUT)) for r in records]
+        connection = await asyncpg.connect(url)
+        try:
+
+            async def floor_read(decode: bool) -> None:
+                next_seq = 1
+                while next_seq <= n and (page := await connection.fetch(select, next_seq, n, BATCH)):
+                    if decode:
+                        for row in page:
+                            validate(row[3])
+                    next_seq = page[-1][0] + 1
+
+            await floor_read(False)
+            async with CpuMeter() as selecting:
+                await floor_read(False)
+            async with CpuMeter() as decoding:
+                await floor_read(True)
+            async with CpuMeter() as copying:
+                for start in range(0, n, BATCH):
+                    await connection.copy_records_to_table(
+                        "records", schema_name=target, columns=RECORD_FIELDS, records=rows[start : start + BATCH]
+                    )
+        finally:
+            await connection.close()
+    finally:
+        await drop_schemas(schema, target, PROBE_SCHEMA)
+    for name, meter, floor_meter in (
+        (f"publish_many x{PUBLISHERS} publishers", publishing, copying),
+        (f"store.read pages of {BATCH}", reading, selecting),
+        ("bus.replay(), events decoded", replaying, decoding),
+    ):
+        print(floor_meter.line("  its floor", n))
+        ratio = floor_meter.per_event(n) / meter.per_event(n)
+        print(f"{meter.line(name, n)}   {ratio:5.2f} x floor")
+
+
+async def main(quick: bool, only_postgres: bool) -> None:
     n = 20_000 if quick else 200_000
     print(f"eventbus store benchmark ({n:,} events per scenario, batches of {BATCH:,}; asyncio)\n")
-    with tempfile.TemporaryDirectory() as directory:
-        write_floor, read_floor, decoded_floor = floor(Path(directory) / "floor.db", n)
-        path = Path(directory) / "events.db"
-        results = await run_store("sqlite", lambda: SqliteStore(path), n)
-    schema = await postgres_schema()
-    if schema is not None:
-        try:
-            results += await run_store("postgres", lambda: PostgresStore(POSTGRES_URL, schema=schema), n)
-        finally:
-            await drop_schemas(schema, PROBE_SCHEMA)
+    results: list[Result] = []
+    if not only_postgres:
+        with tempfile.TemporaryDirectory() as directory:
+            write_floor, read_floor, decoded_floor = floor(Path(directory) / "floor.db", n)
+            path = Path(directory) / "events.db"
+            results = await run_store("sqlite", lambda: SqliteStore(path), n)
+    postgres = await run_postgres(n, 2 if quick else ROUNDS)
 
-    width = max(len(name) for name, _ in results) + 2
-    print(f"{'floor: sqlite3 executemany, one txn per batch':<{width}}{write_floor:>12,.0f} events/s")
-    print(f"{'floor: sqlite3 SELECT pages':<{width}}{read_floor:>12,.0f} events/s")
-    print(f"{'floor: sqlite3 SELECT pages, JSON validated':<{width}}{decoded_floor:>12,.0f} events/s\n")
+    width = max(len(name) for name, *_ in [*results, *postgres]) + 2
+    if results:
+        print(f"{'floor: sqlite3 executemany, one txn per batch':<{width}}{write_floor:>12,.0f} events/s")
+        print(f"{'floor: sqlite3 SELECT pages':<{width}}{read_floor:>12,.0f} events/s")
+        print(f"{'floor: sqlite3 SELECT pages, JSON validated':<{width}}{decoded_floor:>12,.0f} events/s\n")
     for name, rate in results:
         kind_floor = decoded_floor if "replay" in name else read_floor if "read" in name else write_floor
         print(f"{name:<{width}}{rate:>12,.0f} events/s   {rate / kind_floor:5.2f} x floor")
+    if postgres:
+        print("\nPostgreSQL, against raw asyncpg on one connection over the same rows:")
+    for name, rate, ratio in postgres:
+        print(f"{name:<{width}}{rate:>12,.0f} events/s   {ratio:5.2f} x floor")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="20 000 events per scenario (CI)")
     parser.add_argument("--profile-postgres", action="store_true", help="profile PostgreSQL publish_many instead")
+    parser.add_argument("--postgres", action="store_true", help="the PostgreSQL store only")
+    parser.add_argument("--postgres-cpu", action="store_true", help="PostgreSQL's CPU per event against its floors")
     args = parser.parse_args()
-    if args.profile_postgres:
+    if args.postgres_cpu:
+        anyio.run(cpu_postgres, 20_000 if args.quick else 200_000)
+    elif args.profile_postgres:
         anyio.run(profile_postgres, 20_000 if args.quick else 200_000)
     else:
-        anyio.run(main, args.quick)
+        anyio.run(main, args.quick, args.postgres)

@@ -262,7 +262,7 @@ def _postgres_cases(
     async def by_hand(i: int) -> None:
         async with connection() as conn, conn.transaction():
             await conn.execute(insert, f"{prefix}H{i}", i)
-            await conn.fetchval(append, 1, *postgres_sql.columns([row(i)]))
+            await conn.fetchval(append, 1, *postgres_sql.record_columns([row(i)]))
 
     async def floor(i: int) -> None:
         async with connection() as conn, conn.transaction():

@@ -10,16 +10,25 @@ order, and a reader can never see seq N+1 before N.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
+from uuid import UUID
 
-from eventbus.store.codec import DEAD_LETTER_FIELDS, RECORD_FIELDS, Layout, id_uuid
+from asyncpg.pgproto.pgproto import UUID as PgUUID
+
+from eventbus.store.codec import DEAD_LETTER_FIELDS, RECORD_FIELDS, Layout
 
 from ._schema import quoted
 
-__all__ = ["EVENT_ID_COLUMN", "LAYOUT", "Statements", "columns"]
+__all__ = ["EVENT_ID_COLUMN", "LAYOUT", "SAME_IN_BATCH", "Statements", "columns", "record_columns"]
 
-LAYOUT = Layout(id=id_uuid, text_data=True)
+
+def _uuid(value: UUID | int) -> UUID:
+    """An id as asyncpg's own `UUID`, which it writes without parsing or checks."""
+    return PgUUID(value.to_bytes(16)) if isinstance(value, int) else value
+
+
+LAYOUT = Layout(id=_uuid, text_data=True)
 """How `eventbus.store.codec` fills the columns: ids as ``uuid``, failure times as
 ``timestamptz``, the event's JSON as ``text``."""
 
@@ -48,9 +57,44 @@ _SQL_TYPES = {
 }
 
 
-def columns(rows: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """Rows of values turned into one sequence per column (what ``unnest`` takes)."""
-    return list(zip(*rows, strict=True))
+SAME_IN_BATCH = frozenset({"type", "version", "depth"})
+"""Columns of an appended batch that usually hold one value in every row
+(they are NOT NULL, so the append statement can tell "the same" from NULL)."""
+
+_SAME_IN_BATCH = frozenset(index for index, name in enumerate(RECORD_FIELDS[1:]) if name in SAME_IN_BATCH)
+
+
+def columns(rows: Iterable[tuple[Any, ...]], *, same: frozenset[int] = frozenset()) -> list[Sequence[Any]]:
+    """Rows of values turned into one sequence per column (what ``unnest`` takes).
+
+    asyncpg checks and encodes each element of an array on its own, so what
+    repeats goes once: a column that is NULL in every row goes as an empty
+    array, which ``unnest`` pads with NULLs (correlation, causation and
+    headers usually are); a column at a position in ``same`` that holds one
+    value in every row goes as that value alone, which the statement repeats.
+    """
+    sent: list[Sequence[Any]] = []
+    for index, column in enumerate(zip(*rows, strict=True)):
+        first = column[0]
+        if column.count(first) < len(column):
+            sent.append(column)
+        elif first is None:
+            sent.append(())
+        else:
+            sent.append((first,) if index in same else column)
+    return sent
+
+
+def record_columns(rows: Iterable[tuple[Any, ...]]) -> list[Sequence[Any]]:
+    """`columns` of ``record_values`` rows for `Statements.append` (and ``append_if_unseen``)."""
+    return columns(rows, same=_SAME_IN_BATCH)
+
+
+def _value(name: str, parameter: int) -> str:
+    """A column of the appended batch, whose array parameter is ``$parameter``; see `columns`."""
+    if name in SAME_IN_BATCH:
+        return f"coalesce(batch.{name}, ${parameter}[1])"
+    return f"batch.{name}"
 
 
 def _arrays(names: tuple[str, ...], first: int) -> str:
@@ -63,8 +107,8 @@ class Statements:
 
     Attributes:
         channel: the NOTIFY channel of the schema's appends (payload: the new head).
-        append: $1 batch size, $2.. one array per record column but seq;
-            returns the batch's first seq.
+        append: $1 batch size, $2.. one array per record column but seq
+            (`record_columns`); returns the batch's first seq.
         append_if_unseen: `append`, in a transaction the caller has open, and
             only when its snapshot, taken before the counter's lock was
             granted, shows every append committed until then (the counter
@@ -113,9 +157,10 @@ class Statements:
         letters = ", ".join(DEAD_LETTER_FIELDS)
         self.channel = f"eventbus:{schema}"
         bump = f"UPDATE {s}.seq_counter SET last_seq = last_seq + $1"
+        values = ", ".join(_value(name, parameter) for parameter, name in enumerate(batch, 2))
         insert = (
             f"RETURNING last_seq - $1 AS base), inserted AS (INSERT INTO {s}.records ({records}) "
-            f"SELECT reserved.base + batch.position, {', '.join(f'batch.{name}' for name in batch)} "
+            f"SELECT reserved.base + batch.position, {values} "
             f"FROM reserved, unnest({_arrays(batch, 2)}) WITH ORDINALITY AS batch({', '.join(batch)}, position)"
             f") SELECT base + 1, pg_notify('{self.channel}', (base + $1)::text) FROM reserved"
         )

@@ -43,9 +43,11 @@ from eventbus.store.codec import MAX_SEQ, letter_values, letters_from_rows, reco
 
 from ._listener import AppendListener
 from ._options import LISTENER_SUFFIX, PostgresOptions, PostgresUrl
+from ._pool import PoolResets
 from ._projections import PostgresProjection, begin_projection, lock_checkpoint
+from ._read_ahead import MIN_LIMIT, PageKey, ReadAhead
 from ._schema import migrate, quoted
-from ._statements import EVENT_ID_COLUMN, LAYOUT, Statements, columns
+from ._statements import EVENT_ID_COLUMN, LAYOUT, Statements, columns, record_columns
 from ._transactions import (
     IDENTITY,
     PostgresTransaction,
@@ -93,8 +95,8 @@ _ConnectAside = Callable[[float], Awaitable["asyncpg.Connection[Any]"]]
 
 
 def _event_ids(rows: list[tuple[Any, ...]]) -> list[UUID]:
-    """The event ids of ``record_values`` rows, as the `UUID` objects that lookups return."""
-    return [UUID(hex=value) if isinstance(value, str) else value for value in (row[EVENT_ID_COLUMN] for row in rows)]
+    """The event ids of ``record_values`` rows (`UUID` objects, asyncpg's or the caller's)."""
+    return [row[EVENT_ID_COLUMN] for row in rows]
 
 
 class _NotStored(Exception):
@@ -150,13 +152,23 @@ class _Connections:
     The store calls these methods through its runner.
     """
 
-    def __init__(self, pool: asyncpg.Pool[Any], listener: AppendListener, connect: _ConnectAside, where: str) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool[Any],
+        resets: PoolResets,
+        listener: AppendListener,
+        connect: _ConnectAside,
+        where: str,
+    ) -> None:
         self.pool = pool
+        self.resets = resets
+        """The pool's ``reset=``, told which connections are lent to projections."""
         self.listener = listener
         self.connect = connect
         """Opens a connection outside the pool, for settling a lost append."""
         self.where = where
         """The store's URL, password hidden, for log lines."""
+        self.read_ahead = ReadAhead()
 
     async def append(
         self, sql: Statements, rows: list[tuple[Any, ...]], outcome_timeout: float
@@ -173,7 +185,7 @@ class _Connections:
         async with _borrowed(self.pool) as conn:
             pid = conn.get_server_pid()
             try:
-                first: int = await conn.fetchval(sql.append, len(rows), *columns(rows))
+                first: int = await conn.fetchval(sql.append, len(rows), *record_columns(rows))
                 return list(range(first, first + len(rows))), []
             except asyncpg.UniqueViolationError:
                 pass  # an id is stored already, or repeated in the batch
@@ -204,7 +216,7 @@ class _Connections:
                     new = [row for index, row in enumerate(rows) if index not in already]
                     new_ids = _event_ids(new)
                     if new:
-                        await conn.fetchval(sql.append, len(new), *columns(new))
+                        await conn.fetchval(sql.append, len(new), *record_columns(new))
                 return seqs, already
             except Exception as exc:
                 if _definite(exc):
@@ -288,7 +300,9 @@ class _Connections:
 
     async def begin_projection(self) -> tuple[Any, Any]:
         """A pooled connection with a transaction begun on it, for a projection's delivery."""
-        return await begin_projection(self.pool, self.give_back)
+        conn, transaction = await begin_projection(self.pool, self.give_back)
+        self.resets.lend(conn)
+        return conn, transaction
 
     async def give_back(self, conn: Any) -> None:
         """Release a connection `begin_projection` lent, without raising."""
@@ -314,14 +328,30 @@ class _Connections:
         Compaction deletes a prefix and moves ``first_seq`` in one
         transaction, so rows that begin at ``from_seq`` are whole; otherwise a
         ``first_seq`` above ``from_seq`` means the records asked for are gone.
+        After a full page the next one is read ahead (see `ReadAhead`).
         """
-        if types is None:
-            rows = await self.pool.fetch(sql.read, from_seq, upper, limit)
-        else:
-            rows = await self.pool.fetch(sql.read_types, from_seq, upper, limit, types)
-        if rows and rows[0]["seq"] == from_seq:
+        key = (from_seq, upper, limit, None if types is None else tuple(types))
+        rows = None
+        ahead = self.read_ahead.take(key)
+        if ahead is not None:
+            with suppress(*_DRIVER_ERRORS):  # read again below, which reports its own error
+                rows = await ahead
+            if rows is not None and len(rows) < limit:
+                rows = None  # a short page may have grown since
+        if rows is None:
+            rows = await self._rows(sql, key)
+        if len(rows) == limit >= MIN_LIMIT and rows[-1][0] < upper:
+            after = (rows[-1][0] + 1, upper, limit, key[3])
+            await self.read_ahead.start(after, lambda: self._rows(sql, after))
+        if rows and rows[0][0] == from_seq:
             return rows, None
         return rows, await self.pool.fetchval(sql.first_seq)
+
+    async def _rows(self, sql: Statements, key: PageKey) -> list[asyncpg.Record]:
+        from_seq, upper, limit, types = key
+        if types is None:
+            return await self.pool.fetch(sql.read, from_seq, upper, limit)
+        return await self.pool.fetch(sql.read_types, from_seq, upper, limit, list(types))
 
     async def compact(self, sql: Statements, step: CompactionStep) -> tuple[CompactResult, bool]:
         """One compaction step in one transaction; also whether ``max_rows`` left more to remove."""
@@ -352,6 +382,7 @@ class _Connections:
         within `CLOSE_TIMEOUT` (one asyncpg still counts as lent after a
         connection was lost) are terminated, so closing never hangs."""
         await self.listener.close()
+        await self.read_ahead.close()
         try:
             await asyncio.wait_for(self.pool.close(), CLOSE_TIMEOUT)
         except TimeoutError:
@@ -552,7 +583,7 @@ class PostgresStore:
         with self._driver_errors("publish in a transaction on"):
             first: int | None = None
             if len(set(ids)) == len(ids):
-                first = await call(conn.fetchval, sql.append_if_unseen, len(rows), *columns(rows))
+                first = await call(conn.fetchval, sql.append_if_unseen, len(rows), *record_columns(rows))
             if first is not None:
                 seqs, already = list(range(first, first + len(rows))), []
             else:
@@ -562,7 +593,7 @@ class PostgresStore:
                 already = already_stored(seqs, last)
                 new = [row for index, row in enumerate(rows) if index not in already] if already else rows
                 if new:
-                    await call(conn.fetchval, sql.append, len(new), *columns(new))
+                    await call(conn.fetchval, sql.append, len(new), *record_columns(new))
         for record, seq in zip(records, seqs, strict=True):
             record.seq = seq
         return already
@@ -851,8 +882,10 @@ class PostgresStore:
     async def _connect(self) -> _Connections:
         """Runs on the runner's loop: the pool, the schema, the listener."""
         options = self.options
+        resets = PoolResets()
         pool = await asyncpg.create_pool(
             self._dsn,
+            reset=resets.reset,
             min_size=options.min_pool_size,
             max_size=options.max_pool_size,
             timeout=options.connect_timeout,
@@ -868,7 +901,7 @@ class PostgresStore:
             pool.terminate()
             raise
         listener = AppendListener(self._connect_listener, self._sql.channel, self._sql.head)
-        return _Connections(pool, listener, self._connect_aside, self.url)
+        return _Connections(pool, resets, listener, self._connect_aside, self.url)
 
     async def _connect_listener(self) -> asyncpg.Connection[Any]:
         return await self._connect_aside(self.options.connect_timeout, LISTENER_SUFFIX)

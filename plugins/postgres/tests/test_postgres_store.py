@@ -316,3 +316,59 @@ async def test_a_failed_append_leaves_no_gap(store: PostgresStore) -> None:
     await store.append(later)
     assert [record.seq for record in later] == [3, 4]
     assert [record.event for record in await store.read()] == [Tick(n=n) for n in range(4)]
+
+
+async def test_values_a_batch_shares_go_once_and_read_back_in_every_row(store: PostgresStore, schema: str) -> None:
+    same = tick_records(1, 0, 3)  # one type, version and depth, no headers or causes: each goes once
+    cause = same[0]
+    mixed = [
+        *tick_records(2, 0, 2),
+        Record(0, Tick(n=9), "eventbus_postgres.tests.Tock", 2, 1 << 100, 5, cause.event_id, cause.event_id, depth=3),
+        Record(0, Tick(n=10), Tick.__event_type__, 1, (1 << 100) + 1, 6, headers={"k": "v"}),
+    ]
+    await store.append(same)
+    await store.append(mixed)
+    rows = await sql(
+        f"SELECT type, version, depth, headers ->> 'k', causation_id FROM \"{schema}\".records ORDER BY seq"
+    )
+    tick = (Tick.__event_type__, 1, 0, None, None)
+    assert rows == [tick] * 5 + [("eventbus_postgres.tests.Tock", 2, 3, None, cause.event_id), (*tick[:3], "v", None)]
+    read = await store.read()
+    assert [(r.seq, r.event_id, r.depth, dict(r.headers)) for r in read] == [
+        (seq, record.event_id, record.depth, dict(record.headers)) for seq, record in enumerate(same + mixed, 1)
+    ]
+
+
+# -- reading ---------------------------------------------------------------------
+
+
+async def test_paging_through_reads_every_record_once_in_order(store: PostgresStore) -> None:
+    await store.append(tick_records(0, 0, 450))
+    seqs: list[int] = []
+    while page := await store.read(len(seqs) + 1, limit=100):  # each full page reads the next one ahead
+        seqs += [record.seq for record in page]
+    assert seqs == list(range(1, 451))
+    assert [record.seq for record in await store.read(101, to_seq=250, limit=100)] == list(range(101, 201))
+
+
+async def test_a_page_read_ahead_while_short_is_read_again_once_it_has_grown(store: PostgresStore) -> None:
+    await store.append(tick_records(0, 0, 150))
+    assert len(await store.read(1, limit=100)) == 100  # full: the page from 101 is read ahead, 50 records then
+    await store.append(tick_records(0, 150, 100))
+    assert [record.seq for record in await store.read(101, limit=100)] == list(range(101, 201))
+
+
+async def test_a_projections_connection_is_reset_before_the_store_uses_it_again(schema: str) -> None:
+    store = PostgresStore(store_url(schema), max_pool_size=1)  # one connection: the projection's is the store's
+    await store.open()
+    try:
+        projection = await store.begin_projection()
+        await store.execute_in(
+            projection.connection, "SELECT set_config('application_name', 'changed by a projection', false)", ()
+        )
+        await projection.commit()
+        assert await store.checkpoints() == {}  # a statement of the store's own on that connection
+        rows = await sql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'changed by a projection'")
+        assert rows == [(0,)]
+    finally:
+        await store.close()
