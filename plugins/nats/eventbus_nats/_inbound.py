@@ -31,13 +31,13 @@ to another replica if one is running.
 
 from __future__ import annotations
 
-from collections.abc import Set
+from collections.abc import Mapping
 from typing import Any
 
 import anyio
 from nats.aio.msg import Msg
 
-from eventbus import BusClosed, CausationLoopError, EventBus
+from eventbus import BusClosed, CausationLoopError, Event, EventBus
 from eventbus.asyncio_runner import Runner
 from eventbus.deadletters import bury
 from eventbus.plugins import logger
@@ -85,8 +85,7 @@ class Receiver:
         bus: the bus events are ingested into.
         runner: where nats-py runs.
         jetstream: the connection, bound to the consumer.
-        subjects: the subjects of the types this service takes in.
-        origin: the origin given to ``ingest`` for a message that names none.
+        subjects: the subjects of the types this service takes in, and their types.
         max_payload: the largest message body, in bytes, it ingests.
         max_deliver: the delivery on which it gives up on a message it cannot store.
         letters: the subscription name of its dead letters.
@@ -97,9 +96,8 @@ class Receiver:
         bus: EventBus,
         runner: Runner,
         jetstream: JetStream,
-        subjects: Set[str],
+        subjects: Mapping[str, type[Event]],
         *,
-        origin: str,
         max_payload: int,
         max_deliver: int,
         letters: str,
@@ -108,7 +106,6 @@ class Receiver:
         self._runner = runner
         self._jetstream = jetstream
         self._subjects = subjects
-        self._origin = origin
         self._max_payload = max_payload
         self._max_deliver = max_deliver
         self.letters = letters
@@ -185,7 +182,8 @@ class Receiver:
         stored, else what kept it from being stored. A failure to ingest it
         is worth another delivery, unless this is its ``last``: then it
         becomes a dead letter."""
-        if message.subject not in self._subjects:
+        of = self._subjects.get(message.subject)
+        if of is None:
             return None
         data = message.data
         if len(data) > self._max_payload:
@@ -199,7 +197,7 @@ class Receiver:
                 ),
             )
         try:
-            carried = incoming(message.headers or {}, data)
+            carried = incoming(message.headers or {}, data, of)
             event = carried.record.event
         except Exception as exc:  # whatever reading it raises (BadHeader, EventDecodeError, ...) is the message's own
             return await self._bury(message, exc)
@@ -208,7 +206,7 @@ class Receiver:
             await self._bus.ingest(
                 event,
                 event_id=record.event_id,
-                origin=carried.origin or self._origin,
+                origin=carried.origin,
                 correlation_id=record.correlation_id,
                 causation_id=record.causation_id,
                 headers=record.headers,

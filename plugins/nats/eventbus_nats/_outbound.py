@@ -57,7 +57,7 @@ class Forwarder:
         runner: where nats-py runs.
         jetstream: the bridge's connection.
         stream: the stream (and subject prefix) events go to.
-        service: sent as each message's origin.
+        source: sent as each message's ``ce-source``.
         max_payload: the largest event JSON, in bytes, it publishes.
         publish_timeout: seconds one publish waits for JetStream's
             acknowledgement before it is tried again.
@@ -71,7 +71,7 @@ class Forwarder:
         jetstream: JetStream,
         stream: str,
         *,
-        service: str,
+        source: str,
         max_payload: int,
         publish_timeout: float,
         give_up: Callable[[], None],
@@ -79,7 +79,7 @@ class Forwarder:
         self._runner = runner
         self._jetstream = jetstream
         self._stream = stream
-        self._service = service
+        self._source = source
         self._max_payload = max_payload
         self._publish_timeout = publish_timeout
         self._give_up = give_up
@@ -108,7 +108,7 @@ class Forwarder:
         """
         if ORIGIN_HEADER in record.headers:
             return
-        message = outgoing(record, subject_of(self._stream, record.type), self._service)
+        message = outgoing(record, subject_of(self._stream, record.type), self._source)
         size = len(message.payload)
         if size > self._max_payload:
             raise PayloadTooLarge(
