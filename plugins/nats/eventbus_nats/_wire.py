@@ -57,6 +57,7 @@ from dataclasses import dataclass
 from uuid import UUID, uuid5
 
 from eventbus import Event, Record
+from eventbus.bus import ORIGIN_HEADER
 from eventbus.store.codec import storable_text
 
 from ._errors import BadHeader
@@ -70,7 +71,6 @@ __all__ = [
     "HEADERS",
     "ID",
     "INT_HEADER_MAX",
-    "Incoming",
     "MSG_ID",
     "NATS_STREAM_SEQ",
     "NATS_SUBJECT",
@@ -132,14 +132,6 @@ class Outgoing:
     headers: Mapping[str, str]
 
 
-@dataclass(frozen=True)
-class Incoming:
-    """An inbound message read back: the record to ingest and where it came from (its ``ce-source``)."""
-
-    record: Record
-    origin: str
-
-
 def outgoing(record: Record, subject: str, source: str) -> Outgoing:
     """The message that carries ``record`` to ``subject``, from ``source``."""
     data = record.data
@@ -164,11 +156,11 @@ def outgoing(record: Record, subject: str, source: str) -> Outgoing:
     return Outgoing(subject, data if isinstance(data, bytes) else data.encode(), headers)
 
 
-def incoming(headers: Mapping[str, str], data: bytes, of: type[Event]) -> Incoming:
+def incoming(headers: Mapping[str, str], data: bytes, of: type[Event]) -> Record:
     """The record an inbound message of type ``of`` carries, its event still
-    undecoded (reading ``record.event`` decodes it); `BadHeader` naming the
-    attribute that is missing, does not parse, is out of range or names
-    another type."""
+    undecoded (reading ``record.event`` decodes it), with its ``ce-source``
+    as its ``origin`` header; `BadHeader` naming the attribute that is
+    missing, does not parse, is out of range or names another type."""
     attributes, data = _attributes(headers, data)
     _expect(attributes, SPECVERSION, SPEC_VERSION, "the CloudEvents version 1.0")
     _expect(attributes, TYPE, of.__event_type__, f"{of.__event_type__!r}, the type of the subject it came on")
@@ -178,20 +170,18 @@ def incoming(headers: Mapping[str, str], data: bytes, of: type[Event]) -> Incomi
     for name, value in attributes.items():
         if name.startswith(_CE) and name not in _MAPPED:
             kept[name] = _storable(name, value)
-    return Incoming(
-        Record.from_stored(
-            seq=0,
-            type=of.__event_type__,
-            version=_int(attributes, VERSION, minimum=1, default=of.__event_version__),
-            data=data,
-            event_id=event_id,
-            recorded_at=time.time_ns(),
-            correlation_id=_uuid(attributes, CORRELATION_ID),
-            causation_id=_uuid(attributes, CAUSATION_ID),
-            headers=kept,
-            depth=_int(attributes, DEPTH, minimum=0, default=0),
-        ),
-        source,
+    kept[ORIGIN_HEADER] = source
+    return Record.from_stored(
+        seq=0,
+        type=of.__event_type__,
+        version=_int(attributes, VERSION, minimum=1, default=of.__event_version__),
+        data=data,
+        event_id=event_id,
+        recorded_at=time.time_ns(),
+        correlation_id=_uuid(attributes, CORRELATION_ID),
+        causation_id=_uuid(attributes, CAUSATION_ID),
+        headers=kept,
+        depth=_int(attributes, DEPTH, minimum=0, default=0),
     )
 
 
