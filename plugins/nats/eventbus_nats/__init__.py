@@ -16,6 +16,7 @@ from ._bridge import (
 )
 from ._errors import BadHeader, BadMessage, PayloadTooLarge
 from ._inbound import DEFAULT_MAX_DELIVER, FETCH_BATCH, MAX_REDELIVERY_DELAY, REDELIVERY_DELAY
+from ._outbound import PUBLISH_WINDOW
 from ._subjects import subject_of
 from ._wire import CE_ID_NAMESPACE, INT_HEADER_MAX
 
@@ -31,6 +32,7 @@ __all__ = [
     "INT_HEADER_MAX",
     "MAX_REDELIVERY_DELAY",
     "NatsBridge",
+    "PUBLISH_WINDOW",
     "PayloadTooLarge",
     "REDELIVERY_DELAY",
     "START_TIMEOUT",

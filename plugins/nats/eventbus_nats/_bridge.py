@@ -14,7 +14,7 @@ from eventbus.store.codec import storable_text
 
 from ._inbound import DEFAULT_MAX_DELIVER, Receiver
 from ._jetstream import JetStream
-from ._outbound import Forwarder
+from ._outbound import PUBLISH_WINDOW, Forwarder
 from ._subjects import check_name, stream_subjects, subject_of
 
 __all__ = [
@@ -57,12 +57,13 @@ class NatsBridge(Plugin):
     and consumers can take part (see the guide's *CloudEvents* section).
     Outbound events (published on this bus, subclasses included) go to the
     stream under a subject derived from their type name, with their event
-    id as ``Nats-Msg-Id`` and ``ce-id``; they stay in the local store until JetStream has
-    acknowledged them, forwarded in seq order by a durable subscription.
-    Inbound events come from the service's durable consumer, are appended to
-    the local store with `EventBus.ingest` (keeping their ids, headers and
-    causation depth, plus an ``origin`` header: the sender's ``ce-source``),
-    then acknowledged. Replicas with the same ``service`` share the consumer.
+    id as ``Nats-Msg-Id`` and ``ce-id``; they stay in the local store until
+    JetStream has acknowledged them, forwarded in seq order by a durable
+    subscription, up to `PUBLISH_WINDOW` in flight at once. Inbound events
+    come from the service's durable consumer, are appended to the local
+    store with `EventBus.ingest_many`, one append per fetched batch (keeping
+    their ids, headers and causation depth, plus an ``origin`` header: the
+    sender's ``ce-source``), then acknowledged. Replicas with the same ``service`` share the consumer.
     No inbound message is redelivered without bound: each is ingested,
     becomes a dead letter (``inbound_letters_name``), or, when not even its
     dead letter can be stored by its ``max_deliver``-th delivery, is
@@ -183,7 +184,12 @@ class NatsBridge(Plugin):
                 give_up=self._end_forwarding,
             )
             self._forwarding = bus.subscribe(
-                self.outbound, forwarder.forward, name=self.forwarding_name, durable=True, backpressure="spill"
+                self.outbound,
+                forwarder.forward,
+                name=self.forwarding_name,
+                durable=True,
+                backpressure="spill",
+                concurrency=PUBLISH_WINDOW,
             )
         if self.inbound:
             self._receiver = Receiver(

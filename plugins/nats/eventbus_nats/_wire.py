@@ -18,7 +18,7 @@ and any CloudEvents producer can feed a bridge:
 | ``ce-type`` | the registered type name |
 | ``ce-time`` | when the event was recorded (RFC 3339) |
 | ``content-type`` | ``application/json`` |
-| ``ce-correlationid`` | the correlation id |
+| ``ce-correlationid`` | the correlation id, when it is not the event's own id |
 | ``ce-causationid`` | the causation id, when there is one |
 | ``ce-eventbusversion`` | the version the body was written with |
 | ``ce-eventbusdepth`` | the causation depth, when above 0 |
@@ -144,9 +144,10 @@ def outgoing(record: Record, subject: str, source: str) -> Outgoing:
         TYPE: record.type,
         TIME: record.recorded_at.isoformat().replace("+00:00", "Z"),
         CONTENT_TYPE: JSON,
-        CORRELATION_ID: str(record.correlation_id),
         VERSION: str(record.version),
     }
+    if record.correlation_id != record.event_id:
+        headers[CORRELATION_ID] = str(record.correlation_id)
     if record.causation_id is not None:
         headers[CAUSATION_ID] = str(record.causation_id)
     if record.depth:
