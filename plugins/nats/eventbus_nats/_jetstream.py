@@ -226,15 +226,21 @@ class JetStream:
         """Up to ``batch`` messages of the consumer, waiting up to ``wait`` seconds for the first.
 
         A pull for several messages lingers until it has them all or it
-        expires, so the first message is pulled alone, and the rest of the
-        batch with a short expiry: what is there already comes at once. A
-        pull that finds nothing checks that the consumer still exists (a
-        deleted consumer looks just like an idle one).
+        expires, so the batch is first pulled with a short expiry (what is
+        there already comes at once, in one request while messages wait);
+        when that finds nothing, the first message is pulled alone, waiting,
+        and the rest of the batch with the short expiry again. A pull that
+        finds nothing checks that the consumer still exists (a deleted
+        consumer looks just like an idle one).
         """
         assert self._subscription is not None
         try:
+            return await self._subscription.fetch(batch, timeout=_TOP_UP_WAIT)
+        except TimeoutError:  # nothing there now (nats-py raises its own subclass, or the builtin itself)
+            pass
+        try:
             first = await self._subscription.fetch(1, timeout=wait)
-        except TimeoutError:  # nats-py raises its own subclass, or on some paths the builtin itself
+        except TimeoutError:
             await self._check_consumer()
             return ()
         try:
