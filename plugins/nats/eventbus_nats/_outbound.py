@@ -95,9 +95,20 @@ class _Pending:
         self.woken = anyio.Event()
 
     def settle(self, error: Exception | None = None) -> None:
+        """Acknowledged (``error`` None) or given up on: its delivery returns, or raises ``error``."""
         self.settled = True
         self.error = error
         self.woken.set()
+
+    def wake(self) -> None:
+        """Ask its delivery to lead the next round."""
+        self.woken.set()
+
+    async def wait(self) -> None:
+        """Until it is settled or its delivery is asked to lead."""
+        if self.woken.is_set():  # woken to lead before, and another delivery led first
+            self.woken = anyio.Event()
+        await self.woken.wait()
 
 
 class Forwarder:
@@ -180,12 +191,10 @@ class Forwarder:
         self._queue.append(pending)
         try:
             while not pending.settled:
-                if not self._leading:
+                if self._leading:
+                    await pending.wait()
+                else:
                     await self._lead()
-                    continue
-                if pending.woken.is_set():  # woken to lead, and another delivery led first
-                    pending.woken = anyio.Event()
-                await pending.woken.wait()
         finally:
             if not pending.settled:  # cancelled: the delivery is made again after a restart
                 with contextlib.suppress(ValueError):  # unless it is in the round under way
@@ -221,7 +230,7 @@ class Forwarder:
         finally:
             self._leading = False
             if self._queue:
-                self._queue[0].woken.set()
+                self._queue[0].wake()
 
     def _settle(self, batch: list[_Pending], outcomes: list[Exception | None]) -> tuple[_Pending, Exception] | None:
         """Settle the messages of a round by their outcomes; put back, in order,
