@@ -1,7 +1,7 @@
 """Publishing: how an event gets into the store and to its subscriptions.
 
 Every way in (`Publisher.publish`, `~Publisher.publish_many`,
-`~Publisher.ingest`) builds what the store keeps, waits for room in full
+`~Publisher.ingest`, `~Publisher.ingest_many`) builds what the store keeps, waits for room in full
 ``"block"`` subscriptions, appends, and ends in one *accepted* step: the
 head moves, the append is counted and logged, and each record is offered to
 the inboxes its class routes to (`eventbus.delivery.inbox.offer`).
@@ -388,6 +388,73 @@ class Publisher:
         """
         if self._refusal is not None:
             raise BusClosed(f"cannot ingest {type(event).__qualname__}: the bus is {self._refusal}")
+        record = self._ingested(event, event_id, origin, correlation_id, causation_id, headers, depth)
+        blocking = self._routes[type(event)].blocking
+        await self._wait_if_full(blocking, None)
+        await self._commit_reserving((record,), dict.fromkeys(blocking, 1))
+        return record.seq
+
+    async def ingest_many(self, records: Iterable[Record], *, origin: str | None = None) -> list[int]:
+        """`ingest` a batch in one atomic append; returns the local seqs in order.
+
+        For bridges that take events in by the batch (the NATS bridge ingests
+        what one fetch brought). Each record gives the event
+        (``record.event``), its ``event_id``, ``correlation_id``,
+        ``causation_id``, ``headers`` and ``depth``, all kept as `ingest`
+        keeps them; its seq, type, version and time are not used (the event
+        is stored as its class's current version, under a new local seq).
+        Where a record came from is its ``origin`` header, or ``origin``
+        for a record without one. Idempotent on event ids like `ingest`: a
+        record whose id the store holds, or that repeats an earlier one of the
+        batch, is not appended or routed again and gets the stored seq.
+
+        Raises what `ingest` raises, naming the record's index (``records[3]:
+        ...``), and `ValueError` for a record with no origin; when it raises,
+        nothing of the batch is stored.
+        """
+        if self._refusal is not None:
+            raise BusClosed(f"cannot ingest: the bus is {self._refusal}")
+        built: list[Record] = []
+        for index, given in enumerate(records):
+            try:
+                if not isinstance(given, Record):
+                    raise TypeError(f"ingest_many takes Records, got {given!r}")
+                headers = dict(given.headers)
+                built.append(
+                    self._ingested(
+                        given.event,
+                        given.event_id,
+                        headers.pop(ORIGIN_HEADER, origin),
+                        given.correlation_id,
+                        given.causation_id,
+                        headers,
+                        given.depth,
+                    )
+                )
+            except (TypeError, ValueError, CausationLoopError) as exc:
+                raise type(exc)(f"records[{index}]: {exc}") from None
+        if not built:
+            return []
+        routes = self._routes
+        blocking: dict[Inbox, int] = {}
+        for record in built:
+            for inbox in routes[type(record.decoded)].blocking:
+                blocking[inbox] = blocking.get(inbox, 0) + 1
+        await self._wait_if_full(tuple(blocking), None)
+        await self._commit_reserving(built, blocking)
+        return [record.seq for record in built]
+
+    def _ingested(
+        self,
+        event: Event,
+        event_id: UUID,
+        origin: str | None,
+        correlation_id: UUID | None,
+        causation_id: UUID | None,
+        headers: Mapping[str, str] | None,
+        depth: int,
+    ) -> Record:
+        """The record `ingest` appends, its arguments checked."""
         for name, value in (("event_id", event_id), ("correlation_id", correlation_id), ("causation_id", causation_id)):
             if value is not None and not isinstance(value, UUID):
                 raise TypeError(f"ingest({name}=...) takes a UUID, got {value!r}")
@@ -404,12 +471,9 @@ class Publisher:
         if route.round_trip:
             check_round_trip(event)
         stamped = _checked_headers({**(headers or {}), ORIGIN_HEADER: origin})
-        record = Record(
+        return Record(
             0, event, route.name, route.version, event_id, time_ns(), correlation_id, causation_id, stamped, depth
         )
-        await self._wait_if_full(route.blocking, None)
-        await self._commit_reserving((record,), dict.fromkeys(route.blocking, 1))
-        return record.seq
 
     # -- in the application's transaction ------------------------------------------
 

@@ -1,10 +1,12 @@
 """`EventBus.ingest`: events that originated elsewhere (another process, a
 broker) are appended under a new local seq, keeping their ids, headers and
 causation depth plus an ``origin`` header, routed like local events, and
-appended once per event id within the documented window."""
+appended once per event id within the documented window; `EventBus.ingest_many`
+does the same for a batch, in one append."""
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from uuid import UUID, uuid4
 
@@ -12,7 +14,7 @@ import anyio
 import pytest
 from eventbus_sqlite import SqliteStore
 
-from eventbus import BusClosed, CausationLoopError, EventBus, Record
+from eventbus import BusClosed, CausationLoopError, EventBus, MemoryStore, Record
 from eventbus.bus import ORIGIN_HEADER
 from tests.policy_events import WAIT, Tick
 
@@ -106,3 +108,120 @@ async def test_bad_arguments_are_typed_errors_naming_them(options: dict[str, obj
 async def test_ingesting_on_a_bus_that_is_not_running_is_bus_closed() -> None:
     with pytest.raises(BusClosed, match="ingest"):
         await EventBus().ingest(Tick(n=1), event_id=uuid4(), origin="billing")
+
+
+# -- ingest_many -----------------------------------------------------------------
+
+
+def arriving(
+    n: int,
+    event_id: UUID | None = None,
+    *,
+    headers: dict[str, str] | None = None,
+    depth: int = 0,
+    correlation_id: UUID | None = None,
+    causation_id: UUID | None = None,
+) -> Record:
+    """A `Tick` as a bridge reads it off the wire: a record whose event is still JSON."""
+    return Record.from_stored(
+        seq=0,
+        type=Tick.__event_type__,
+        version=1,
+        data=Tick(n=n).model_dump_json(),
+        event_id=event_id or uuid4(),
+        recorded_at=0,
+        correlation_id=correlation_id,
+        causation_id=causation_id,
+        headers=headers,
+        depth=depth,
+    )
+
+
+class CountingAppends(MemoryStore):
+    """A real `MemoryStore` that counts its appends."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.appends = 0
+
+    async def append(self, records: Sequence[Record]) -> Collection[int]:
+        self.appends += 1
+        return await super().append(records)
+
+
+async def test_a_batch_is_ingested_in_one_append_keeping_ids_headers_and_depth_and_routed_in_order(
+    tmp_path: Path,
+) -> None:
+    seen: list[Record] = []
+    correlation, cause = uuid4(), uuid4()
+    batch = [
+        arriving(1, headers={"tenant": "t1"}, depth=3, correlation_id=correlation, causation_id=cause),
+        arriving(2, headers={ORIGIN_HEADER: "shop"}),  # its own origin wins over origin=
+        arriving(3),
+    ]
+    async with EventBus(SqliteStore(tmp_path / "events.db")) as bus:
+        bus.subscribe(Tick, lambda event, record: seen.append(record), name="local")
+        await bus.publish(Tick(n=0))
+        with anyio.fail_after(WAIT):
+            seqs = await bus.ingest_many(batch, origin="billing")
+            await bus.drain()
+        stored = await bus.store.read(2)
+    assert seqs == [2, 3, 4]
+    for records in (seen[1:], stored):
+        assert [record.seq for record in records] == [2, 3, 4]
+        assert [record.event for record in records] == [Tick(n=1), Tick(n=2), Tick(n=3)]
+        assert [record.event_id for record in records] == [given.event_id for given in batch]
+        assert [dict(record.headers) for record in records] == [
+            {"tenant": "t1", ORIGIN_HEADER: "billing"},
+            {ORIGIN_HEADER: "shop"},
+            {ORIGIN_HEADER: "billing"},
+        ]
+        first = records[0]
+        assert (first.correlation_id, first.causation_id, first.depth) == (correlation, cause, 3)
+
+
+async def test_ingest_many_appends_once_and_skips_ids_already_stored_or_repeated() -> None:
+    store = CountingAppends()
+    seen: list[int] = []
+    known, repeated = uuid4(), uuid4()
+    async with EventBus(store) as bus:
+        bus.subscribe(Tick, lambda event: seen.append(event.n), name="local")
+        await bus.ingest(Tick(n=1), event_id=known, origin="billing")
+        appends = store.appends
+        seqs = await bus.ingest_many(
+            [arriving(1, known), arriving(2, repeated), arriving(2, repeated), arriving(3)], origin="billing"
+        )
+        await bus.drain(WAIT)
+        assert store.appends == appends + 1
+        assert await bus.store.head() == 3
+    assert seqs == [1, 2, 2, 3]
+    assert seen == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("batch", "error", "named"),
+    [
+        ([arriving(1), arriving(2, depth=5)], CausationLoopError, r"records\[1\]: .*5 events deep"),
+        ([arriving(1), "not a record"], TypeError, r"records\[1\]: ingest_many takes Records"),
+    ],
+)
+async def test_a_bad_record_is_a_typed_error_naming_its_index_and_nothing_is_stored(
+    batch: list[Record], error: type, named: str
+) -> None:
+    async with EventBus(max_causation_depth=4) as bus:
+        with pytest.raises(error, match=named):
+            await bus.ingest_many(batch, origin="billing")
+        assert await bus.store.head() == 0
+
+
+async def test_a_record_without_an_origin_is_refused_naming_it() -> None:
+    async with EventBus() as bus:
+        with pytest.raises(ValueError, match=r"records\[0\]: .*origin"):
+            await bus.ingest_many([arriving(1)])
+        assert await bus.ingest_many([]) == []
+        assert await bus.store.head() == 0
+
+
+async def test_ingesting_a_batch_on_a_bus_that_is_not_running_is_bus_closed() -> None:
+    with pytest.raises(BusClosed, match="ingest"):
+        await EventBus().ingest_many([arriving(1)], origin="billing")

@@ -10,10 +10,11 @@ import anyio
 
 from eventbus import Event, EventBus, Plugin, PluginError, Subscription
 from eventbus.asyncio_runner import Runner, start_runner
+from eventbus.store.codec import storable_text
 
 from ._inbound import DEFAULT_MAX_DELIVER, Receiver
 from ._jetstream import JetStream
-from ._outbound import Forwarder
+from ._outbound import PUBLISH_WINDOW, Forwarder
 from ._subjects import check_name, stream_subjects, subject_of
 
 __all__ = [
@@ -51,14 +52,18 @@ class NatsBridge(Plugin):
     )
     ```
 
+    Messages are CloudEvents 1.0 in the binary content mode (``ce-*``
+    headers, the event's JSON as the body), so other CloudEvents producers
+    and consumers can take part (see the guide's *CloudEvents* section).
     Outbound events (published on this bus, subclasses included) go to the
     stream under a subject derived from their type name, with their event
-    id as ``Nats-Msg-Id``; they stay in the local store until JetStream has
-    acknowledged them, forwarded in seq order by a durable subscription.
-    Inbound events come from the service's durable consumer, are appended to
-    the local store with `EventBus.ingest` (keeping their ids, headers and
-    causation depth, plus an ``origin`` header naming the sending service),
-    then acknowledged. Replicas with the same ``service`` share the consumer.
+    id as ``Nats-Msg-Id`` and ``ce-id``; they stay in the local store until
+    JetStream has acknowledged them, forwarded in seq order by a durable
+    subscription, up to `PUBLISH_WINDOW` in flight at once. Inbound events
+    come from the service's durable consumer, are appended to the local
+    store with `EventBus.ingest_many`, one append per fetched batch (keeping
+    their ids, headers and causation depth, plus an ``origin`` header: the
+    sender's ``ce-source``), then acknowledged. Replicas with the same ``service`` share the consumer.
     No inbound message is redelivered without bound: each is ingested,
     becomes a dead letter (``inbound_letters_name``), or, when not even its
     dead letter can be stored by its ``max_deliver``-th delivery, is
@@ -71,7 +76,10 @@ class NatsBridge(Plugin):
         stream: the JetStream stream, created if missing; its subjects are
             ``<stream>.>``. Letters, digits, ``-`` and ``_``.
         service: this service's name: its durable consumer's name, and the
-            origin of what it sends. Letters, digits, ``-`` and ``_``.
+            default ``source``. Letters, digits, ``-`` and ``_``.
+        source: the ``ce-source`` of what it sends (a URI-reference, such as
+            ``https://shop.example.com/billing``; ``service`` when None); the
+            receiving services keep it as the event's ``origin`` header.
         outbound: the event classes this service sends.
         inbound: the event classes this service takes in.
         max_payload: the largest event JSON, in bytes, sent or taken in;
@@ -98,6 +106,7 @@ class NatsBridge(Plugin):
         *,
         stream: str = "eventbus",
         service: str,
+        source: str | None = None,
         outbound: Iterable[type[Event]] = (),
         inbound: Iterable[type[Event]] = (),
         max_payload: int = DEFAULT_MAX_PAYLOAD,
@@ -109,6 +118,9 @@ class NatsBridge(Plugin):
         self.servers = servers
         self.stream = check_name("stream", stream)
         self.service = check_name("service", service)
+        if source is not None and not (isinstance(source, str) and source and storable_text(source) == source):
+            raise ValueError(f"source must be a non-empty string (a URI-reference) or None, got {source!r}")
+        self.source = self.service if source is None else source
         self.outbound: tuple[type[Event], ...] = _event_classes("outbound", outbound)
         self.inbound: tuple[type[Event], ...] = _event_classes("inbound", inbound)
         if Event in self.inbound:
@@ -152,8 +164,8 @@ class NatsBridge(Plugin):
                 await runner.call(jetstream.connect, self.servers, f"eventbus:{self.service}", self.connect_options)
                 await runner.call(jetstream.ensure_stream, self.stream, stream_subjects(self.stream))
                 if self.inbound:
-                    subjects = [subject_of(self.stream, cls.__event_type__) for cls in self.inbound]
-                    await runner.call(jetstream.bind_consumer, self.service, subjects, self.ack_wait)
+                    subjects = {subject_of(self.stream, cls.__event_type__): cls for cls in self.inbound}
+                    await runner.call(jetstream.bind_consumer, self.service, list(subjects), self.ack_wait)
         except Exception as exc:
             await self._close()
             problem = f"no answer within {START_TIMEOUT} s" if isinstance(exc, TimeoutError) else repr(exc)
@@ -166,21 +178,25 @@ class NatsBridge(Plugin):
                 runner,
                 jetstream,
                 self.stream,
-                service=self.service,
+                source=self.source,
                 max_payload=self.max_payload,
                 publish_timeout=self.publish_timeout,
                 give_up=self._end_forwarding,
             )
             self._forwarding = bus.subscribe(
-                self.outbound, forwarder.forward, name=self.forwarding_name, durable=True, backpressure="spill"
+                self.outbound,
+                forwarder.forward,
+                name=self.forwarding_name,
+                durable=True,
+                backpressure="spill",
+                concurrency=PUBLISH_WINDOW,
             )
         if self.inbound:
             self._receiver = Receiver(
                 bus,
                 runner,
                 jetstream,
-                frozenset(subjects),
-                origin=f"nats:{self.stream}",
+                subjects,
                 max_payload=self.max_payload,
                 max_deliver=self.max_deliver,
                 letters=self.inbound_letters_name,

@@ -3,7 +3,7 @@
 EventBusError
 ├── PayloadTooLarge     an event's JSON over max_payload (either way)
 └── BadMessage          an inbound message that is not an eventbus event
-    └── BadHeader       ... because one of its headers is missing, malformed or out of range
+    └── BadHeader       ... because one of its headers (CloudEvents attributes) is missing, malformed or out of range
 """
 
 from __future__ import annotations
@@ -34,18 +34,20 @@ class PayloadTooLarge(EventBusError):
 
 
 class BadMessage(EventBusError):
-    """An inbound message that is not an eventbus event as a bridge sends it.
+    """An inbound message that is not a CloudEvent of a type the service takes in.
     The message becomes a dead letter of the bridge's inbound side (see
     `BadHeader` for what is wrong with it)."""
 
 
 class BadHeader(BadMessage):
-    """One of an inbound message's headers is missing (its event id, type or
-    version), does not parse, or holds a number out of range. The message is
-    never retried: it becomes a dead letter of the bridge's inbound side.
+    """One of an inbound message's headers is missing (a CloudEvents required
+    attribute: ``ce-specversion``, ``ce-id``, ``ce-source``, ``ce-type``),
+    does not parse, holds a number out of range, or names another type than
+    the subject's. The message is never retried: it becomes a dead letter of
+    the bridge's inbound side.
 
     Attributes:
-        header: the header's name (``Eventbus-Version``, ``Nats-Msg-Id``, ...).
+        header: the header's name (``ce-type``, ``ce-eventbusversion``, ...).
         value: its value, cut to its first 64 characters; None when it is missing.
     """
 

@@ -1,11 +1,13 @@
 """The inbound side: the service's durable pull consumer, drained into the local store.
 
 The bridge's `run` task (`Plugin.run`: it lives while the bus runs) fetches
-up to `FETCH_BATCH` messages at a time and, for each in turn, decodes it and
-hands it to `EventBus.ingest`, which stores it under a new local seq and
-routes it to the subscriptions of its type. The messages of a batch are
-answered once all of them are settled, and every message ends one of three
-ways, so none can come back without bound:
+up to `FETCH_BATCH` messages at a time, decodes them, and hands the batch to
+`EventBus.ingest_many`, which stores them in one append under new local seqs
+and routes them to the subscriptions of their types. A batch holding a
+message that cannot be ingested is taken one message at a time with
+`EventBus.ingest` instead, so that the message at fault alone ends as below.
+The messages of a batch are answered once all of them are settled, and
+every message ends one of three ways, so none can come back without bound:
 
 - **stored, then acknowledged**: as an event, or, if it does not decode,
   has a bad header (`BadHeader`), is over ``max_payload`` or is refused by
@@ -31,14 +33,15 @@ to another replica if one is running.
 
 from __future__ import annotations
 
-from collections.abc import Set
+from collections.abc import Mapping
 from typing import Any
 
 import anyio
 from nats.aio.msg import Msg
 
-from eventbus import BusClosed, CausationLoopError, EventBus
+from eventbus import BusClosed, CausationLoopError, Event, EventBus, Record
 from eventbus.asyncio_runner import Runner
+from eventbus.bus import ORIGIN_HEADER
 from eventbus.deadletters import bury
 from eventbus.plugins import logger
 
@@ -79,14 +82,13 @@ def redelivery_delay(deliveries: int) -> float:
 
 
 class Receiver:
-    """Feeds the messages of the service's consumer to ``bus.ingest``.
+    """Feeds the messages of the service's consumer to ``bus.ingest_many`` (or ``bus.ingest``).
 
     Args:
         bus: the bus events are ingested into.
         runner: where nats-py runs.
         jetstream: the connection, bound to the consumer.
-        subjects: the subjects of the types this service takes in.
-        origin: the origin given to ``ingest`` for a message that names none.
+        subjects: the subjects of the types this service takes in, and their types.
         max_payload: the largest message body, in bytes, it ingests.
         max_deliver: the delivery on which it gives up on a message it cannot store.
         letters: the subscription name of its dead letters.
@@ -97,9 +99,8 @@ class Receiver:
         bus: EventBus,
         runner: Runner,
         jetstream: JetStream,
-        subjects: Set[str],
+        subjects: Mapping[str, type[Event]],
         *,
-        origin: str,
         max_payload: int,
         max_deliver: int,
         letters: str,
@@ -108,7 +109,6 @@ class Receiver:
         self._runner = runner
         self._jetstream = jetstream
         self._subjects = subjects
-        self._origin = origin
         self._max_payload = max_payload
         self._max_deliver = max_deliver
         self.letters = letters
@@ -140,6 +140,51 @@ class Receiver:
         return stored
 
     async def _take(self, messages: Messages) -> bool:
+        """Store the messages, then settle them all; False if one could not be stored.
+
+        When every message reads as an event of this service and none is on
+        its last delivery, the batch is stored in one append
+        (`EventBus.ingest_many`). Otherwise, or when that append is refused
+        for one record's sake (too deep a chain), they are taken one at a
+        time (`_take_each`), which dead-letters the ones at fault.
+        """
+        records = self._read_all(messages)
+        if records is not None:
+            try:
+                await self._bus.ingest_many(records)
+            except BusClosed:
+                return await self._settle(Settlement(naks=[(message, None) for message in messages]), stored=True)
+            except (CausationLoopError, TypeError, ValueError):
+                pass
+            except Exception as exc:  # the store, or room in a subscription: it may work on a later delivery
+                settlement = Settlement()
+                self._hand_back(settlement, messages, f"ingesting it failed: {exc!r}")
+                return await self._settle(settlement, stored=False)
+            else:
+                return await self._settle(Settlement(acks=list(messages)), stored=True)
+        return await self._take_each(messages)
+
+    def _read_all(self, messages: Messages) -> list[Record] | None:
+        """The records of ``messages``, their events decoded, if every one is
+        an event of this service within ``max_payload``, before its last delivery; else None."""
+        records: list[Record] = []
+        for message in messages:
+            of = self._subjects.get(message.subject)
+            if (
+                of is None
+                or len(message.data) > self._max_payload
+                or message.metadata.num_delivered >= self._max_deliver
+            ):
+                return None
+            try:
+                record = incoming(message.headers or {}, message.data, of)
+                record.event  # noqa: B018  # decoded here, so that a bad one is found before the append
+            except Exception:
+                return None
+            records.append(record)
+        return records
+
+    async def _take_each(self, messages: Messages) -> bool:
         """Store each message, in order, then settle them all; False if one could not be stored."""
         settlement = Settlement()
         stored_all = True
@@ -165,27 +210,39 @@ class Receiver:
                     **_naming(message),
                 )
                 continue
-            delay = redelivery_delay(deliveries)
-            settlement.naks.extend((rest, delay) for rest in messages[index:])
-            logger.warning(
-                "a NATS message could not be stored; it and the rest of its batch come again",
-                delay=delay,
-                delivery=deliveries,
-                max_deliver=self._max_deliver,
-                problem=problem,
-                **_naming(message),
-            )
+            self._hand_back(settlement, messages[index:], problem)
             break
+        return await self._settle(settlement, stored=stored_all)
+
+    def _hand_back(self, settlement: Settlement, messages: Messages, problem: str) -> None:
+        """Hand ``messages`` back for redelivery: the first could not be stored
+        (``problem``), and the rest of its batch comes again with it."""
+        first = messages[0]
+        deliveries = first.metadata.num_delivered
+        delay = redelivery_delay(deliveries)
+        settlement.naks.extend((message, delay) for message in messages)
+        logger.warning(
+            "a NATS message could not be stored; it and the rest of its batch come again",
+            delay=delay,
+            delivery=deliveries,
+            max_deliver=self._max_deliver,
+            problem=problem,
+            **_naming(first),
+        )
+
+    async def _settle(self, settlement: Settlement, *, stored: bool) -> bool:
+        """Send ``settlement``'s answers (a stopping bridge waits for them a bounded time); returns ``stored``."""
         with anyio.move_on_after(_SETTLE_WAIT):
             await self._runner.call(self._jetstream.settle, settlement)
-        return stored_all
+        return stored
 
     async def _take_one(self, message: Msg, *, last: bool) -> str | None:
         """Store ``message`` as an event or a dead letter; None once it is
         stored, else what kept it from being stored. A failure to ingest it
         is worth another delivery, unless this is its ``last``: then it
         becomes a dead letter."""
-        if message.subject not in self._subjects:
+        of = self._subjects.get(message.subject)
+        if of is None:
             return None
         data = message.data
         if len(data) > self._max_payload:
@@ -199,16 +256,15 @@ class Receiver:
                 ),
             )
         try:
-            carried = incoming(message.headers or {}, data)
-            event = carried.record.event
+            record = incoming(message.headers or {}, data, of)
+            event = record.event
         except Exception as exc:  # whatever reading it raises (BadHeader, EventDecodeError, ...) is the message's own
             return await self._bury(message, exc)
-        record = carried.record
         try:
             await self._bus.ingest(
                 event,
                 event_id=record.event_id,
-                origin=carried.origin or self._origin,
+                origin=record.headers[ORIGIN_HEADER],
                 correlation_id=record.correlation_id,
                 causation_id=record.causation_id,
                 headers=record.headers,

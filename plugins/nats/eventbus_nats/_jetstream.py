@@ -22,7 +22,7 @@ from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, PubAck, StreamConfig
 from nats.js.client import JetStreamContext
 from nats.js.errors import NoStreamResponseError, NotFoundError
 
@@ -178,36 +178,69 @@ class JetStream:
         else:
             self._ack_floor = info.ack_floor.stream_seq if info.ack_floor is not None else 0
 
-    async def publish(self, message: Outgoing, timeout: float) -> None:
-        """Publish ``message`` and return once JetStream has acknowledged it (or it was a duplicate).
+    async def publish_all(self, messages: Sequence[Outgoing], timeout: float) -> list[Exception | None]:
+        """Publish ``messages`` in order, all in flight at once, and gather
+        JetStream's acknowledgements for up to ``timeout`` seconds.
 
-        When no stream answers (it was deleted, or lost the bridge's
-        subjects), the stream is set up again and the message published once more.
+        One outcome per message sent, in order: None once acknowledged (or
+        dropped as a duplicate), else what went wrong (a `TimeoutError` for
+        an acknowledgement that did not come). Sending stops at the first
+        message that cannot be sent, whose error is the last outcome: the
+        messages after it were not sent. No acknowledgement is left waiting
+        (that would hold one of nats-py's places for pending publishes).
+        When no stream answered (it was deleted, or lost the bridge's
+        subjects), the stream is set up again before this returns.
         """
+        context = self._context
+        acks: list[asyncio.Future[PubAck]] = []
+        unsent: Exception | None = None
         try:
-            await self._publish(message, timeout)
-        except NoStreamResponseError:
-            await self._ensure_stream()
-            await self._publish(message, timeout)
-
-    async def _publish(self, message: Outgoing, timeout: float) -> None:
-        await self._context.publish(
-            message.subject, message.payload, timeout=timeout, stream=self._stream_name, headers=dict(message.headers)
-        )
+            for message in messages:
+                try:
+                    ack = await context.publish_async(
+                        message.subject, message.payload, stream=self._stream_name, headers=dict(message.headers)
+                    )
+                except Exception as exc:
+                    unsent = exc
+                    break
+                acks.append(ack)
+            if acks:
+                await asyncio.wait(acks, timeout=timeout)
+        finally:
+            for ack in acks:
+                ack.cancel()  # nothing, once it is done
+        outcomes: list[Exception | None] = []
+        for ack in acks:
+            if ack.cancelled():
+                outcomes.append(TimeoutError(f"JetStream did not acknowledge within {timeout} s"))
+            else:
+                error = ack.exception()
+                outcomes.append(error if error is None or isinstance(error, Exception) else RuntimeError(error))
+        if unsent is not None:
+            outcomes.append(unsent)
+        if any(isinstance(outcome, NoStreamResponseError) for outcome in outcomes):
+            await self._ensure_stream()  # for the messages' next round
+        return outcomes
 
     async def fetch(self, batch: int, wait: float) -> Messages:
         """Up to ``batch`` messages of the consumer, waiting up to ``wait`` seconds for the first.
 
         A pull for several messages lingers until it has them all or it
-        expires, so the first message is pulled alone, and the rest of the
-        batch with a short expiry: what is there already comes at once. A
-        pull that finds nothing checks that the consumer still exists (a
-        deleted consumer looks just like an idle one).
+        expires, so the batch is first pulled with a short expiry (what is
+        there already comes at once, in one request while messages wait);
+        when that finds nothing, the first message is pulled alone, waiting,
+        and the rest of the batch with the short expiry again. A pull that
+        finds nothing checks that the consumer still exists (a deleted
+        consumer looks just like an idle one).
         """
         assert self._subscription is not None
         try:
+            return await self._subscription.fetch(batch, timeout=_TOP_UP_WAIT)
+        except TimeoutError:  # nothing there now (nats-py raises its own subclass, or the builtin itself)
+            pass
+        try:
             first = await self._subscription.fetch(1, timeout=wait)
-        except TimeoutError:  # nats-py raises its own subclass, or on some paths the builtin itself
+        except TimeoutError:
             await self._check_consumer()
             return ()
         try:

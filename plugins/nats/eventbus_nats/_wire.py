@@ -1,56 +1,84 @@
-"""An event as a NATS message and back.
+"""An event as a NATS message and back: CloudEvents 1.0, binary content mode.
 
 The body is the event's JSON exactly as the store keeps it (`Record.data`,
 pydantic's serializer through `eventbus.event.encode`), and it is decoded on
 the way in the way a store's rows are (`Record.from_stored`, then
 ``record.event``), so an event crosses the bridge in the one encoding every
-store shares. The metadata travels in headers:
+store shares. The metadata travels in headers, as the CloudEvents NATS
+protocol binding has it (attributes as ``ce-<name>``, ``datacontenttype`` as
+``content-type``), so any CloudEvents consumer can read what a bridge sends,
+and any CloudEvents producer can feed a bridge:
 
 | header | value |
 | --- | --- |
 | ``Nats-Msg-Id`` | the event id (JetStream drops a second message with the same id within its duplicate window) |
-| ``Eventbus-Type`` | the registered type name |
-| ``Eventbus-Version`` | the version the body was written with |
-| ``Eventbus-Correlation-Id`` | the correlation id |
-| ``Eventbus-Causation-Id`` | the causation id, when there is one |
-| ``Eventbus-Depth`` | the causation depth, when above 0 |
-| ``Eventbus-Headers`` | the record's headers as a JSON object (ASCII), when there are any |
-| ``Eventbus-Origin`` | the ``service`` of the bridge that published it |
+| ``ce-specversion`` | ``1.0`` |
+| ``ce-id`` | the event id |
+| ``ce-source`` | the bridge's ``source`` (its service name unless set) |
+| ``ce-type`` | the registered type name |
+| ``ce-time`` | when the event was recorded (RFC 3339) |
+| ``content-type`` | ``application/json`` |
+| ``ce-correlationid`` | the correlation id, when it is not the event's own id |
+| ``ce-causationid`` | the causation id, when there is one |
+| ``ce-eventbusversion`` | the version the body was written with |
+| ``ce-eventbusdepth`` | the causation depth, when above 0 |
+| ``ce-eventbusheaders`` | the record's headers as a JSON object (ASCII), when there are any |
 
-On the way in each header is checked before it is used, so no value can
-make a message that neither ingests nor becomes a dead letter: numbers are
-at most `INT_HEADER_MAX` (their length is checked before ``int()``), ids
-are UUIDs, ``Eventbus-Headers`` holds only strings every store can keep, the
-origin is a service name. A header that fails raises `BadHeader` naming it
-and quoting the start of its value.
+On the way in, header names are compared without regard to case, and a
+message in the structured content mode (``content-type:
+application/cloudevents+json``, the attributes and ``data`` in one JSON
+object) is read as if its attributes were headers. ``ce-specversion``,
+``ce-id``, ``ce-source`` and ``ce-type`` are required; ``ce-type`` must be
+the type of the subject the message came on. A ``ce-id`` that is not a UUID
+(other producers' ids are any string) becomes the event id
+``uuid5(CE_ID_NAMESPACE, source + "\\n" + id)``, the same each time the
+message comes, and is kept as the record's ``ce-id`` header. The version is
+the type's current one when ``ce-eventbusversion`` is absent. The source
+becomes the record's ``origin`` header. Other attributes (``ce-subject``,
+a producer's own extensions) are kept as ``ce-<name>`` headers of the
+record; ``ce-time`` is not (the local record has its own ``recorded_at``).
+
+Each header is checked before it is used, so no value can make a message
+that neither ingests nor becomes a dead letter: numbers are at most
+`INT_HEADER_MAX` (their length is checked before ``int()``), ids are UUIDs,
+``ce-eventbusheaders`` and what is kept hold only strings every store can
+keep. A header that fails raises `BadHeader` naming it and quoting the start
+of its value.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from uuid import UUID
+from uuid import UUID, uuid5
 
-from eventbus import Record
+from eventbus import Event, Record
+from eventbus.bus import ORIGIN_HEADER
 from eventbus.store.codec import storable_text
 
 from ._errors import BadHeader
-from ._subjects import is_name
 
 __all__ = [
     "CAUSATION_ID",
+    "CE_ID_NAMESPACE",
+    "CONTENT_TYPE",
     "CORRELATION_ID",
     "DEPTH",
-    "EVENT_ID",
     "HEADERS",
+    "ID",
     "INT_HEADER_MAX",
-    "Incoming",
+    "MSG_ID",
     "NATS_STREAM_SEQ",
     "NATS_SUBJECT",
-    "ORIGIN",
     "Outgoing",
+    "SOURCE",
+    "SPECVERSION",
+    "STRUCTURED",
+    "TIME",
     "TYPE",
     "VERSION",
     "event_id_of",
@@ -59,14 +87,20 @@ __all__ = [
     "outgoing",
 ]
 
-EVENT_ID = "Nats-Msg-Id"
-TYPE = "Eventbus-Type"
-VERSION = "Eventbus-Version"
-CORRELATION_ID = "Eventbus-Correlation-Id"
-CAUSATION_ID = "Eventbus-Causation-Id"
-DEPTH = "Eventbus-Depth"
-HEADERS = "Eventbus-Headers"
-ORIGIN = "Eventbus-Origin"
+MSG_ID = "Nats-Msg-Id"
+SPECVERSION = "ce-specversion"
+ID = "ce-id"
+SOURCE = "ce-source"
+TYPE = "ce-type"
+TIME = "ce-time"
+CONTENT_TYPE = "content-type"
+CORRELATION_ID = "ce-correlationid"
+CAUSATION_ID = "ce-causationid"
+VERSION = "ce-eventbusversion"
+DEPTH = "ce-eventbusdepth"
+HEADERS = "ce-eventbusheaders"
+STRUCTURED = "application/cloudevents+json"
+"""The ``content-type`` of a message in the structured content mode."""
 NATS_SUBJECT = "Nats-Subject"
 """Added to the headers of an inbound dead letter's record: the subject the message came on."""
 NATS_STREAM_SEQ = "Nats-Stream-Seq"
@@ -74,7 +108,14 @@ NATS_STREAM_SEQ = "Nats-Stream-Seq"
 INT_HEADER_MAX = 2**31 - 1
 """The largest version or causation depth a message may carry: what PostgreSQL's
 ``integer`` column holds, the narrowest column a store keeps them in."""
+CE_ID_NAMESPACE = UUID("5d3f7a52-0c8e-4b8e-9a57-4c7e0e9b1f20")
+"""The namespace of the event ids made from a ``ce-id`` that is not a UUID."""
 
+SPEC_VERSION = "1.0"
+JSON = "application/json"
+_CE = "ce-"
+_MAPPED = frozenset({SPECVERSION, ID, SOURCE, TYPE, TIME, CORRELATION_ID, CAUSATION_ID, VERSION, DEPTH, HEADERS})
+"""The attributes that become the record's own fields (or are dropped: ``ce-time``), not its headers."""
 _INT_DIGITS = len(str(INT_HEADER_MAX))
 _UUID_CHARS = len("urn:uuid:") + 36  # the longest form UUID() takes
 
@@ -91,24 +132,22 @@ class Outgoing:
     headers: Mapping[str, str]
 
 
-@dataclass(frozen=True)
-class Incoming:
-    """An inbound message read back: the record to ingest and the service it came from."""
-
-    record: Record
-    origin: str | None
-
-
-def outgoing(record: Record, subject: str, service: str) -> Outgoing:
-    """The message that carries ``record`` to ``subject``."""
+def outgoing(record: Record, subject: str, source: str) -> Outgoing:
+    """The message that carries ``record`` to ``subject``, from ``source``."""
     data = record.data
+    event_id = str(record.event_id)
     headers = {
-        EVENT_ID: str(record.event_id),
+        MSG_ID: event_id,
+        SPECVERSION: SPEC_VERSION,
+        ID: event_id,
+        SOURCE: source,
         TYPE: record.type,
+        TIME: record.recorded_at.isoformat().replace("+00:00", "Z"),
+        CONTENT_TYPE: JSON,
         VERSION: str(record.version),
-        CORRELATION_ID: str(record.correlation_id),
-        ORIGIN: service,
     }
+    if record.correlation_id != record.event_id:
+        headers[CORRELATION_ID] = str(record.correlation_id)
     if record.causation_id is not None:
         headers[CAUSATION_ID] = str(record.causation_id)
     if record.depth:
@@ -118,24 +157,32 @@ def outgoing(record: Record, subject: str, service: str) -> Outgoing:
     return Outgoing(subject, data if isinstance(data, bytes) else data.encode(), headers)
 
 
-def incoming(headers: Mapping[str, str], data: bytes) -> Incoming:
-    """The record an inbound message carries, its event still undecoded
-    (reading ``record.event`` decodes it); `BadHeader` naming the header
-    that is missing, does not parse or is out of range."""
-    return Incoming(
-        Record.from_stored(
-            seq=0,
-            type=_type(headers),
-            version=_int(headers, VERSION, minimum=1),
-            data=data,
-            event_id=_event_id(headers),
-            recorded_at=time.time_ns(),
-            correlation_id=_uuid(headers, CORRELATION_ID),
-            causation_id=_uuid(headers, CAUSATION_ID),
-            headers=_headers(headers),
-            depth=_int(headers, DEPTH, minimum=0, default=0),
-        ),
-        _origin(headers),
+def incoming(headers: Mapping[str, str], data: bytes, of: type[Event]) -> Record:
+    """The record an inbound message of type ``of`` carries, its event still
+    undecoded (reading ``record.event`` decodes it), with its ``ce-source``
+    as its ``origin`` header; `BadHeader` naming the attribute that is
+    missing, does not parse, is out of range or names another type."""
+    attributes, data = _attributes(headers, data)
+    _expect(attributes, SPECVERSION, SPEC_VERSION, "the CloudEvents version 1.0")
+    _expect(attributes, TYPE, of.__event_type__, f"{of.__event_type__!r}, the type of the subject it came on")
+    source = _text(attributes, SOURCE)
+    event_id, kept = _event_id(attributes, source)
+    kept.update(_headers(attributes))
+    for name, value in attributes.items():
+        if name.startswith(_CE) and name not in _MAPPED:
+            kept[name] = _storable(name, value)
+    kept[ORIGIN_HEADER] = source
+    return Record.from_stored(
+        seq=0,
+        type=of.__event_type__,
+        version=_int(attributes, VERSION, minimum=1, default=of.__event_version__),
+        data=data,
+        event_id=event_id,
+        recorded_at=time.time_ns(),
+        correlation_id=_uuid(attributes, CORRELATION_ID),
+        causation_id=_uuid(attributes, CAUSATION_ID),
+        headers=kept,
+        depth=_int(attributes, DEPTH, minimum=0, default=0),
     )
 
 
@@ -144,15 +191,16 @@ def letter_record(subject: str, headers: Mapping[str, str], data: bytes, stream_
     what of its metadata parses, its NATS headers (plus `NATS_SUBJECT` and
     `NATS_STREAM_SEQ`) as the record's headers, its body as text; every
     string in a form any store can hold."""
+    attributes = _lowered(headers)
     try:
-        version = _int(headers, VERSION, minimum=1, default=0)
+        version = _int(attributes, VERSION, minimum=1, default=0)
     except BadHeader:
         version = 0
     event_id = event_id_of(headers)
     kept = {**headers, NATS_SUBJECT: subject, NATS_STREAM_SEQ: str(stream_seq)}
     return Record.from_stored(
         seq=0,
-        type=storable_text(headers.get(TYPE) or _UNKNOWN_TYPE),
+        type=storable_text(attributes.get(TYPE) or _UNKNOWN_TYPE),
         version=version,
         data=storable_text(data.decode("utf-8", "backslashreplace")),
         event_id=_NO_ID if event_id is None else event_id,
@@ -162,33 +210,91 @@ def letter_record(subject: str, headers: Mapping[str, str], data: bytes, stream_
 
 
 def event_id_of(headers: Mapping[str, str]) -> UUID | None:
-    """The event id a message's headers carry, or None if they carry none that parses."""
+    """The event id a message's headers carry (binary mode), or None if they carry none that parses."""
+    attributes = _lowered(headers)
     try:
-        return _event_id(headers)
+        return _event_id(attributes, attributes.get(SOURCE) or "")[0]
     except BadHeader:
         return None
 
 
-def _type(headers: Mapping[str, str]) -> str:
-    value = headers.get(TYPE)
+def _lowered(headers: Mapping[str, str]) -> dict[str, str]:
+    return {name.lower(): value for name, value in headers.items()}
+
+
+def _attributes(headers: Mapping[str, str], data: bytes) -> tuple[dict[str, str], bytes]:
+    """The attributes as lower-case header names, and the event's JSON; a
+    structured message's envelope is unpacked into both."""
+    attributes = _lowered(headers)
+    content_type = attributes.get(CONTENT_TYPE)
+    media = None if content_type is None else content_type.partition(";")[0].strip().lower()
+    if media == STRUCTURED:
+        return _structured(data)
+    if media is not None and media != JSON and not media.endswith("+json"):
+        raise BadHeader(CONTENT_TYPE, content_type, f"{JSON!r} (or {STRUCTURED!r} in the structured mode)")
+    return attributes, data
+
+
+def _structured(data: bytes) -> tuple[dict[str, str], bytes]:
+    expected = "a JSON object of CloudEvents attributes (the structured mode)"
+    try:
+        envelope = json.loads(data)
+    except (ValueError, RecursionError):
+        raise BadHeader(CONTENT_TYPE, STRUCTURED, f"{expected}; the body is not JSON") from None
+    if not isinstance(envelope, dict):
+        raise BadHeader(CONTENT_TYPE, STRUCTURED, f"{expected}; the body is no object")
+    attributes: dict[str, str] = {}
+    for name, value in envelope.items():
+        if name in ("data", "data_base64"):
+            continue
+        key = CONTENT_TYPE if name == "datacontenttype" else _CE + name.lower()
+        attributes[key] = value if isinstance(value, str) else json.dumps(value)
+    if "data_base64" in envelope:
+        try:
+            return attributes, base64.b64decode(str(envelope["data_base64"]), validate=True)
+        except (binascii.Error, ValueError):
+            raise BadHeader("data_base64", str(envelope["data_base64"]), "base64") from None
+    body = json.dumps(envelope.get("data"), separators=(",", ":"), ensure_ascii=False).encode()
+    media = attributes.get(CONTENT_TYPE, JSON).partition(";")[0].strip().lower()
+    if media != JSON and not media.endswith("+json"):
+        raise BadHeader("datacontenttype", attributes[CONTENT_TYPE], repr(JSON))
+    return attributes, body
+
+
+def _expect(attributes: Mapping[str, str], name: str, value: str, expected: str) -> None:
+    found = attributes.get(name)
+    if found != value:
+        raise BadHeader(name, found, expected)
+
+
+def _text(attributes: Mapping[str, str], name: str) -> str:
+    value = attributes.get(name)
     if not value:
-        raise BadHeader(TYPE, value, "the event's type name (the message was not sent by an eventbus bridge)")
+        raise BadHeader(name, value, "a non-empty string (a CloudEvents required attribute)")
+    return _storable(name, value)
+
+
+def _storable(name: str, value: str) -> str:
+    if storable_text(value) != value:
+        raise BadHeader(name, value, "text that every store can hold (no NUL, no lone surrogates)")
     return value
 
 
-def _event_id(headers: Mapping[str, str]) -> UUID:
-    value = headers.get(EVENT_ID)
+def _event_id(attributes: Mapping[str, str], source: str) -> tuple[UUID, dict[str, str]]:
+    """The event id ``ce-id`` gives, and the headers that keep an id that was no UUID."""
+    value = _text(attributes, ID)
+    if len(value) <= _UUID_CHARS:
+        try:
+            return UUID(value), {}
+        except ValueError:
+            pass
+    return uuid5(CE_ID_NAMESPACE, f"{source}\n{value}"), {ID: value}
+
+
+def _uuid(attributes: Mapping[str, str], name: str) -> UUID | None:
+    value = attributes.get(name)
     if value is None:
-        raise BadHeader(EVENT_ID, None, "the event id, a UUID (the message was not sent by an eventbus bridge)")
-    return _parse_uuid(EVENT_ID, value)
-
-
-def _uuid(headers: Mapping[str, str], name: str) -> UUID | None:
-    value = headers.get(name)
-    return None if value is None else _parse_uuid(name, value)
-
-
-def _parse_uuid(name: str, value: str) -> UUID:
+        return None
     if len(value) > _UUID_CHARS:
         raise BadHeader(name, value, "a UUID")
     try:
@@ -197,8 +303,8 @@ def _parse_uuid(name: str, value: str) -> UUID:
         raise BadHeader(name, value, "a UUID") from None
 
 
-def _int(headers: Mapping[str, str], name: str, *, minimum: int, default: int | None = None) -> int:
-    value = headers.get(name)
+def _int(attributes: Mapping[str, str], name: str, *, minimum: int, default: int | None = None) -> int:
+    value = attributes.get(name)
     if value is None and default is not None:
         return default
     expected = f"an integer from {minimum} to {INT_HEADER_MAX}"
@@ -211,10 +317,10 @@ def _int(headers: Mapping[str, str], name: str, *, minimum: int, default: int | 
     return number
 
 
-def _headers(headers: Mapping[str, str]) -> dict[str, str] | None:
-    value = headers.get(HEADERS)
+def _headers(attributes: Mapping[str, str]) -> dict[str, str]:
+    value = attributes.get(HEADERS)
     if value is None:
-        return None
+        return {}
     expected = "a JSON object of strings that every store can hold (no NUL, no lone surrogates)"
     try:
         parsed = json.loads(value)
@@ -225,12 +331,3 @@ def _headers(headers: Mapping[str, str]) -> dict[str, str] | None:
     ):
         raise BadHeader(HEADERS, value, expected)
     return parsed
-
-
-def _origin(headers: Mapping[str, str]) -> str | None:
-    value = headers.get(ORIGIN)
-    if not value:
-        return None
-    if not is_name(value):
-        raise BadHeader(ORIGIN, value, "a service name: ASCII letters, digits, '-' and '_'")
-    return value

@@ -83,6 +83,35 @@ async def test_events_published_while_nats_is_unreachable_are_forwarded_in_order
     assert forwarded == published  # every event once, in the order it was published
 
 
+async def test_a_cut_while_many_events_are_in_flight_leaves_the_stream_in_order_with_each_once(stream: str) -> None:
+    streamed, after = 3_000, 100
+    with anyio.fail_after(60), watching_logs() as logs:
+        retried = logs.seen("forwarding to NATS failed, retrying")
+        async with proxy(SERVER_PORT) as cuttable:
+            bridge = NatsBridge(
+                f"nats://127.0.0.1:{cuttable.port}",
+                stream=stream,
+                service="notes",
+                outbound=[Note],
+                publish_timeout=0.5,
+                reconnect_time_wait=0.1,
+            )
+            bus = EventBus(plugins=[bridge])
+            async with bus:
+                await bus.publish_many(Note(text=str(n)) for n in range(streamed))
+                await cuttable.cut()  # wherever the forwarding is: rounds in flight, acknowledgements on their way
+                await bus.publish_many(Note(text=str(n)) for n in range(streamed, streamed + after))
+                await retried.wait()
+                await cuttable.restore()
+                await bus.drain()
+                published = [str(record.event_id) async for record in bus.replay(Note)]
+                position = bus.subscriptions[bridge.forwarding_name].stats().position
+
+    assert position == streamed + after
+    forwarded = [headers["Nats-Msg-Id"] for _, headers in await stream_messages(stream)]
+    assert forwarded == published  # every event once, in the order it was published
+
+
 async def test_a_bus_stopped_while_nats_is_unreachable_waits_for_the_bridge_not_for_shutdown_timeout(
     stream: str,
 ) -> None:

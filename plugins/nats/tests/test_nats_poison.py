@@ -12,7 +12,7 @@ from pathlib import Path
 import anyio
 from eventbus_nats import INT_HEADER_MAX, REDELIVERY_DELAY, BadHeader, NatsBridge, subject_of
 from eventbus_sqlite import SqliteStore
-from nats_events import OrderPlaced
+from nats_events import OrderPlaced, PaymentCaptured
 from nats_helpers import NATS_URL, consumer_state, publish_raw, watching_logs
 
 from eventbus import DeadLetter, EventBus, MemoryStore, Record, StoreError
@@ -26,28 +26,36 @@ TERMINATED = (
 REDELIVERED = "a NATS message could not be stored; it and the rest of its batch come again"
 
 MALFORMED: dict[str, tuple[str, str]] = {
-    "a version of 5000 digits": ("Eventbus-Version", "9" * 5000),
-    "a depth of 5000 digits": ("Eventbus-Depth", "9" * 5000),
-    "a version past 63 bits": ("Eventbus-Version", str(2**70)),
-    "a version past the stores' integer columns": ("Eventbus-Version", str(INT_HEADER_MAX + 1)),
-    "a depth past 63 bits": ("Eventbus-Depth", str(2**70)),
-    "a version of 0": ("Eventbus-Version", "0"),
-    "a negative depth": ("Eventbus-Depth", "-1"),
-    "digits that are not ASCII": ("Eventbus-Version", "\u0661"),
-    "an event id of 5000 characters": ("Nats-Msg-Id", "7" * 5000),
-    "a correlation id that is not a UUID": ("Eventbus-Correlation-Id", "x" * 5000),
-    "a causation id that is not a UUID": ("Eventbus-Causation-Id", "not-a-uuid"),
-    "headers nested 20 000 deep": ("Eventbus-Headers", "[" * 20_000),
-    "headers holding NUL": ("Eventbus-Headers", '{"tenant": "a\\u0000b"}'),
-    "headers that are not strings": ("Eventbus-Headers", '{"n": 1}'),
-    "an origin that is no service name": ("Eventbus-Origin", "shop/billing"),
+    "a version of 5000 digits": ("ce-eventbusversion", "9" * 5000),
+    "a depth of 5000 digits": ("ce-eventbusdepth", "9" * 5000),
+    "a version past 63 bits": ("ce-eventbusversion", str(2**70)),
+    "a version past the stores' integer columns": ("ce-eventbusversion", str(INT_HEADER_MAX + 1)),
+    "a depth past 63 bits": ("ce-eventbusdepth", str(2**70)),
+    "a version of 0": ("ce-eventbusversion", "0"),
+    "a negative depth": ("ce-eventbusdepth", "-1"),
+    "digits that are not ASCII": ("ce-eventbusversion", "\u0661"),
+    "another CloudEvents version": ("ce-specversion", "0.3"),
+    "a correlation id that is not a UUID": ("ce-correlationid", "x" * 5000),
+    "a causation id that is not a UUID": ("ce-causationid", "not-a-uuid"),
+    "headers nested 20 000 deep": ("ce-eventbusheaders", "[" * 20_000),
+    "headers holding NUL": ("ce-eventbusheaders", '{"tenant": "a\\u0000b"}'),
+    "headers that are not strings": ("ce-eventbusheaders", '{"n": 1}'),
+    "the type of another subject": ("ce-type", PaymentCaptured.__event_type__),
+    "a body that is not JSON": ("content-type", "text/plain"),
 }
 """Each bad header and value, by what is wrong with it."""
 
 
 def order_headers(event_id: str, **more: str) -> dict[str, str]:
     """The headers a bridge sends with an `OrderPlaced`, with ``more`` on top."""
-    return {"Nats-Msg-Id": event_id, "Eventbus-Type": OrderPlaced.__event_type__, "Eventbus-Version": "1", **more}
+    return {
+        "Nats-Msg-Id": event_id,
+        "ce-specversion": "1.0",
+        "ce-id": event_id,
+        "ce-source": "shop",
+        "ce-type": OrderPlaced.__event_type__,
+        **more,
+    }
 
 
 def taking_orders(bus: EventBus) -> anyio.Event:
@@ -112,7 +120,8 @@ async def test_a_message_with_a_malformed_header_becomes_a_dead_letter_on_its_fi
         assert letter.attempts == 1
     assert str(by_seq[1].record.event_id) == "00000000-0000-0000-0000-000000000001"
     assert by_seq[1].record.version == 0  # what did not parse is not kept in the record's own fields
-    assert by_seq[12].record.headers["Eventbus-Headers"] == "[" * 20_000  # the header is kept whole
+    deep = list(MALFORMED).index("headers nested 20 000 deep") + 1
+    assert by_seq[deep].record.headers["ce-eventbusheaders"] == "[" * 20_000  # the header is kept whole
     # each was delivered once and settled: nothing comes back, and nothing is left to come
     state = await consumer_state(stream, "billing")
     assert (state.deliveries, state.ack_pending, state.pending) == (len(MALFORMED) + 1, 0, 0)
@@ -128,7 +137,9 @@ async def test_a_message_whose_dead_letter_cannot_be_stored_is_terminated_on_its
     with watching_logs() as logs:
         terminated = logs.seen(TERMINATED)
         async with bus:
-            await publish_raw(subject, b'{"order_id": "X"}', order_headers(BAD_ID, **{"Eventbus-Version": "9" * 5000}))
+            await publish_raw(
+                subject, b'{"order_id": "X"}', order_headers(BAD_ID, **{"ce-eventbusversion": "9" * 5000})
+            )
             with anyio.fail_after(WAIT):
                 await terminated.wait()
             await publish_raw(subject, b'{"order_id": "A1"}', order_headers(GOOD_ID))
