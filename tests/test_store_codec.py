@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from uuid import uuid4
 
 import pytest
 from core_events import Ping
 
-from eventbus import DeadLetter, EventDecodeError
+from eventbus import DeadLetter, EventDecodeError, Record
 from eventbus.store.codec import (
     DEAD_LETTER_FIELDS,
+    PLAIN_FIELDS,
     RECORD_FIELDS,
     Layout,
     UnreadableRecord,
@@ -23,6 +25,7 @@ from eventbus.store.codec import (
     ns_of,
     record_values,
     records_from_rows,
+    records_from_split_rows,
     storable_text,
 )
 from eventbus.testing.conformance import new_record
@@ -30,6 +33,17 @@ from eventbus.testing.conformance import new_record
 SQLITE_LIKE = Layout(id=id_bytes, failed_at=ns_of)
 POSTGRES_LIKE = Layout(id=id_uuid, text_data=True)
 AT = datetime(2025, 5, 17, 8, 30, 1, 123_456, tzinfo=UTC)
+
+
+def _read_split(rows: Sequence[tuple[object, ...]]) -> list[Record]:
+    """`records_from_split_rows` of whole rows, their extra fields taken apart as a store would."""
+    plain = len(PLAIN_FIELDS)
+    extras = {row[0]: row[plain:] for row in rows if row[plain:] != (None, None, None, 0)}
+    return records_from_split_rows([row[:plain] for row in rows], extras)
+
+
+READERS: list[Callable[[Sequence[tuple[object, ...]]], list[Record]]] = [records_from_rows, _read_split]
+READER_IDS = ["whole-rows", "split-rows"]
 
 
 def _stored(layout: Layout, seq: int = 1, **changes: object) -> tuple[object, ...]:
@@ -40,13 +54,17 @@ def _stored(layout: Layout, seq: int = 1, **changes: object) -> tuple[object, ..
     return tuple(row[name] for name in RECORD_FIELDS)
 
 
+@pytest.mark.parametrize("read_rows", READERS, ids=READER_IDS)
 @pytest.mark.parametrize("layout", [SQLITE_LIKE, POSTGRES_LIKE], ids=["bytes-ids", "uuid-ids"])
-def test_a_record_round_trips_through_its_values(layout: Layout) -> None:
+def test_a_record_round_trips_through_its_values(
+    layout: Layout, read_rows: Callable[[Sequence[tuple[object, ...]]], list[Record]]
+) -> None:
     original = new_record(Ping(n=5), correlation_id=uuid4(), causation_id=uuid4(), headers={"ünï": "çødé"})
     original.depth = 9
     values = record_values(original, layout)
     assert len(values) == len(RECORD_FIELDS) - 1
-    [read] = records_from_rows([(4, *values)])
+    [read, plain] = read_rows([(4, *values), (5, *record_values(new_record(Ping(n=6)), layout))])
+    assert (plain.seq, plain.depth, plain.causation_id, dict(plain.headers), plain.event) == (5, 0, None, {}, Ping(n=6))
     assert (read.seq, read.type, read.version, read.depth) == (4, "core.ping", 1, 9)
     assert (read.event_id, read.correlation_id, read.causation_id) == (
         original.event_id,
@@ -65,6 +83,7 @@ def test_ids_are_read_in_every_form_a_driver_may_give() -> None:
         assert read.event_id == event_id
 
 
+@pytest.mark.parametrize("read_rows", READERS, ids=READER_IDS)
 @pytest.mark.parametrize(
     ("column", "value", "problem"),
     [
@@ -81,10 +100,10 @@ def test_ids_are_read_in_every_form_a_driver_may_give() -> None:
     ],
 )
 def test_a_row_that_does_not_fit_is_an_unreadable_record_naming_seq_and_column(
-    column: str, value: object, problem: str
+    column: str, value: object, problem: str, read_rows: Callable[[Sequence[tuple[object, ...]]], list[Record]]
 ) -> None:
     rows = [_stored(SQLITE_LIKE, 1), _stored(SQLITE_LIKE, 2, **{column: value}), _stored(SQLITE_LIKE, 3)]
-    good, bad, after = records_from_rows(rows)
+    good, bad, after = read_rows(rows)
     assert good.event == Ping(n=1)
     assert after.event == Ping(n=3)
     assert isinstance(bad, UnreadableRecord)

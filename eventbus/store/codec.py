@@ -38,9 +38,11 @@ from ..record import NO_HEADERS, Record
 
 __all__ = [
     "DEAD_LETTER_FIELDS",
+    "EXTRA_FIELDS",
     "LETTER_FIELDS",
     "Layout",
     "MAX_SEQ",
+    "PLAIN_FIELDS",
     "RECORD_FIELDS",
     "Row",
     "UnreadableRecord",
@@ -53,6 +55,7 @@ __all__ = [
     "record_from_row",
     "record_values",
     "records_from_rows",
+    "records_from_split_rows",
     "storable_text",
 ]
 
@@ -73,6 +76,13 @@ RECORD_FIELDS: tuple[str, ...] = (
 )
 """A stored record's fields, in the order `record_values` writes (from ``type`` on) and
 `records_from_rows` reads them. ``correlation_id`` is NULL when it is the event's own id."""
+
+PLAIN_FIELDS: tuple[str, ...] = RECORD_FIELDS[:6]
+"""The fields `records_from_split_rows` reads from every row: ``seq`` to ``recorded_at``."""
+
+EXTRA_FIELDS: tuple[str, ...] = RECORD_FIELDS[6:]
+"""The fields that are NULL (``depth`` 0) for an event published outside a handler
+without headers, which most events are: `records_from_split_rows` takes them apart."""
 
 LETTER_FIELDS: tuple[str, ...] = (
     "id",
@@ -105,6 +115,7 @@ _MICROSECOND = timedelta(microseconds=1)
 _NS_PER_MICROSECOND = 1_000
 _ID_BYTES = 16
 _UNREADABLE_TYPE = "<unreadable>"
+_NO_EXTRAS = (None, None, None, 0)
 
 
 def id_bytes(value: UUID | int) -> bytes:
@@ -253,6 +264,42 @@ def records_from_rows(rows: Iterable[Row]) -> list[Record]:
             (seq, type_, version, data, event_id, recorded_at, correlation_id, causation_id, headers, depth)
         )
         for seq, type_, version, data, event_id, recorded_at, correlation_id, causation_id, headers, depth in rows
+    ]
+
+
+def records_from_split_rows(rows: Iterable[Row], extras: Mapping[Any, Row]) -> list[Record]:
+    """Records from rows of `PLAIN_FIELDS`, events still undecoded; ``extras``
+    maps the seq of each row that has any of `EXTRA_FIELDS` to their values.
+
+    For a store that reads the extra fields apart, from the few rows that hold
+    them: each column a driver fetches costs, and most rows hold none of them.
+    A row that cannot be read becomes an `UnreadableRecord`, as in `records_from_rows`.
+    """
+    new = Record
+    to_int = int.from_bytes
+    is_uuid = _is_uuid
+    return [
+        new(
+            seq,
+            None,
+            type_,
+            version,
+            to_int(event_id) if type(event_id) is bytes else event_id,
+            recorded_at,
+            None,
+            None,
+            NO_HEADERS,
+            0,
+            data,
+        )
+        if seq not in extras
+        and type(version) is int
+        and type(recorded_at) is int
+        and type(type_) is str
+        and type(data) is str
+        and ((type(event_id) is bytes and len(event_id) == _ID_BYTES) or is_uuid(event_id))
+        else record_from_row((seq, type_, version, data, event_id, recorded_at, *extras.get(seq, _NO_EXTRAS)))
+        for seq, type_, version, data, event_id, recorded_at in rows
     ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 from pathlib import Path
 
@@ -100,6 +101,17 @@ async def test_one_callers_bad_batch_does_not_fail_the_others_in_its_group_commi
     stored = await sqlite_store.read()
     assert sorted(record.event_id for record in stored) == sorted(record.event_id for batch in good for record in batch)
     assert [record.seq for record in stored] == list(range(1, 16))
+
+
+async def test_a_page_read_is_held_by_its_caller_alone(sqlite_store: SqliteStore) -> None:
+    """A worker thread keeps its last result until its next job; the page must not be
+    that result, or its records (and the events decoded from them) outlive the caller's
+    use of them, and the garbage collector walks them."""
+    await sqlite_store.append(_counted(3))
+    page = await sqlite_store.read(1)
+    record = page[0]
+    del page
+    assert not [referrer for referrer in gc.get_referrers(record) if isinstance(referrer, (list, tuple))]
 
 
 async def test_wait_for_append_wakes_at_once_for_this_processs_appends(db_path: Path) -> None:
