@@ -12,7 +12,7 @@ strips the comments from a copy and compares what each checker reports
 there, line by line.
 
 Checked with ``api.py`` (``[tool.mypy]``), and by CI on the installed wheels
-with ``user_app.py``. Nothing here runs in the test suite.
+with ``user_app.py``. The code itself is never run.
 """
 
 from __future__ import annotations
@@ -56,7 +56,8 @@ async def audit(event: OrderPlaced) -> None: ...
 async def ship(event: OrderPlaced) -> None: ...
 
 
-# the same checks for the plain call
+# the same checks for the plain call (mypy says it "cannot infer" the event type
+# that both the class and the handler would have to be)
 bus.subscribe(PaymentCaptured, audit)  # type: ignore[misc]  # pyright reports reportCallIssue
 bus.subscribe(OrderPlaced, print, where=lambda e: e.ammount > 1)  # type: ignore[attr-defined]  # pyright reports reportAttributeAccessIssue
 
