@@ -251,6 +251,21 @@ async def test_a_durable_subscription_out_of_work_saves_its_position_once_idle(
     assert [positions["ledger"] for positions in store.watch.writes if positions["ledger"]][:2] == [3, 4]
 
 
+async def test_the_idle_workers_of_a_concurrent_subscription_save_its_position_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(checkpoints, "CHECKPOINT_IDLE", 0.05)
+    store = WatchedSqliteStore(tmp_path / "events.db")  # its saves yield to the loop, as every durable store's do
+    async with EventBus(store) as bus:
+        bus.subscribe(Tick, Recorder(), name="ledger", durable=True, concurrency=8)
+        await bus.publish_many(Tick(n=n) for n in range(20))
+        with anyio.fail_after(WAIT):
+            await store.watch.saved("ledger", 20)
+
+    # (a first write of 0 saves where the subscription started; closing has nothing new to save)
+    assert [positions["ledger"] for positions in store.watch.writes if positions["ledger"]] == [20]
+
+
 async def test_a_long_catch_up_writes_a_checkpoint_every_checkpoint_every_deliveries() -> None:
     total = 2 * CHECKPOINT_EVERY + 500
     store = CheckpointCountingStore()

@@ -76,6 +76,7 @@ class Checkpoints:
         self._store = store
         self._lease = lease
         self._saved = 0
+        self._saving: int | None = None  # the position a save in flight writes
         self._idle_at = -1  # the position when the subscription last ran out of work
         self._idle_deadline = math.inf
         self._retry_at = -math.inf
@@ -108,14 +109,18 @@ class Checkpoints:
         """``await wait()``; a durable subscription whose ``position()`` moved
         saves it once it has stood still for `CHECKPOINT_IDLE` seconds (across
         waits that return early, such as tailing a store's appends)."""
-        while self.durable and (now := position()) != self._saved:
+        # A position another idle worker is saving counts as saved here: the
+        # concurrent workers of one subscription stand still together, and
+        # would otherwise all write the same position at the same moment.
+        while self.durable and (now := position()) != self._saved and now != self._saving:
             if self._idle_at != now:
                 self._idle_at = now
                 self._idle_deadline = anyio.current_time() + CHECKPOINT_IDLE
             with anyio.CancelScope(deadline=max(self._idle_deadline, self._retry_at)):
                 await wait()
                 return
-            await self.save(position())
+            if position() != self._saving:  # else another worker's deadline came first
+                await self.save(position())
         await wait()
 
     async def save(self, position: int) -> bool:
@@ -130,6 +135,7 @@ class Checkpoints:
         if position == self._saved:
             return True
         lease = self._lease
+        self._saving = position
         try:
             if lease is None:
                 await self._store.save_checkpoints({self.name: position})
@@ -149,6 +155,9 @@ class Checkpoints:
                 retry_in=delay,
             )
             return False
+        finally:
+            if self._saving == position:
+                self._saving = None
         self._saved = position
         self._backoff.reset()
         return True
