@@ -240,7 +240,7 @@ async def postgres(n: int, synced: bool) -> list[float]:
 
             try:
                 for label, connection in (("", one), (", pool", pool.acquire)):
-                    cases = _postgres_cases(bus, connection, insert, Statements(schema).append, label)
+                    cases = _postgres_cases(bus, connection, insert, Statements(schema), label)
                     rates = await _measure(cases, n)
                     if not label:  # the pool's connections run the same, and its reset when given back
                         statements = await _statements(cases, logged)
@@ -254,7 +254,7 @@ async def postgres(n: int, synced: bool) -> list[float]:
 
 
 def _postgres_cases(
-    bus: EventBus, connection: Callable[[], AbstractAsyncContextManager[Any]], insert: str, append: str, label: str
+    bus: EventBus, connection: Callable[[], AbstractAsyncContextManager[Any]], insert: str, sql: Statements, label: str
 ) -> dict[str, Transact]:
     prefix = "p" if label else "s"
     row = _rows(postgres_sql.LAYOUT, lambda event_id: event_id)
@@ -262,7 +262,8 @@ def _postgres_cases(
     async def by_hand(i: int) -> None:
         async with connection() as conn, conn.transaction():
             await conn.execute(insert, f"{prefix}H{i}", i)
-            await conn.fetchval(append, 1, *postgres_sql.record_columns([row(i)]))
+            statement, args = sql.appending([row(i)])
+            await conn.fetchval(statement, *args)
 
     async def floor(i: int) -> None:
         async with connection() as conn, conn.transaction():

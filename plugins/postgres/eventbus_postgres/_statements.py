@@ -102,6 +102,45 @@ def _arrays(names: tuple[str, ...], first: int) -> str:
     return ", ".join(f"${index}::{_SQL_TYPES[name]}[]" for index, name in enumerate(names, start=first))
 
 
+def _appends(schema: str, channel: str, *, one: bool) -> tuple[str, str]:
+    """The append statement and its ``if_unseen`` form (see `Statements`), for
+    a batch (``$1`` its size, then one array per column, for ``unnest``) or,
+    with ``one``, for a single record (one scalar per column from ``$1``).
+
+    The single-record form is what a transaction publishing one event runs:
+    asyncpg encodes nine scalars instead of nine one-element arrays, and the
+    server plans no ``unnest``. Measured in one transaction that also inserts
+    one application row, commits synced: 810 µs with the batch form, 655 µs
+    with this one, against 475 µs for the transaction without the event.
+    """
+    names = RECORD_FIELDS[1:]
+    if one:
+        size, event_ids = "1", f"${EVENT_ID_COLUMN + 1}::uuid"
+        values = ", ".join(f"${index}::{_SQL_TYPES[name]}" for index, name in enumerate(names, start=1))
+        source = "reserved.base + 1"
+        batch = "reserved"
+        match = "event_id = "
+    else:
+        size, event_ids = "$1", f"${EVENT_ID_COLUMN + 2}::uuid[]"
+        values = ", ".join(_value(name, parameter) for parameter, name in enumerate(names, 2))
+        source = "reserved.base + batch.position"
+        batch = f"reserved, unnest({_arrays(names, 2)}) WITH ORDINALITY AS batch({', '.join(names)}, position)"
+        match = "event_id = ANY"
+    bump = f"UPDATE {schema}.seq_counter SET last_seq = last_seq + {size}"
+    insert = (
+        f"RETURNING last_seq - {size} AS base), inserted AS (INSERT INTO {schema}.records ({', '.join(RECORD_FIELDS)}) "
+        f"SELECT {source}, {values} FROM {batch}"
+        f") SELECT base + 1, pg_notify('{channel}', (base + {size})::text) FROM reserved"
+    )
+    append = f"WITH reserved AS ({bump} {insert}"
+    append_if_unseen = (
+        f"WITH seen AS MATERIALIZED (SELECT last_seq FROM {schema}.seq_counter), reserved AS ({bump} "
+        f"WHERE last_seq = (SELECT last_seq FROM seen) AND NOT EXISTS (SELECT FROM {schema}.records "
+        f"WHERE {match}({event_ids}) AND repeat_of IS NULL) {insert}"
+    )
+    return append, append_if_unseen
+
+
 class Statements:
     """Every statement of a store whose tables live in one schema, built once.
 
@@ -115,6 +154,8 @@ class Statements:
             then still holds the value that snapshot read) and none of the
             event ids; otherwise it does nothing, returns no row and locks
             nothing (and the caller takes the lock, then looks the ids up).
+        append_one, append_one_if_unseen: the same for one record, $1.. its
+            ``record_values`` (see `appending`).
         head: the greatest seq ever assigned.
         lock_head: the same, locking the counter's row until the transaction
             ends (what an append does first, so appends take turns).
@@ -153,23 +194,10 @@ class Statements:
     def __init__(self, schema: str) -> None:
         s = quoted(schema)
         records = ", ".join(RECORD_FIELDS)
-        batch = RECORD_FIELDS[1:]
         letters = ", ".join(DEAD_LETTER_FIELDS)
         self.channel = f"eventbus:{schema}"
-        bump = f"UPDATE {s}.seq_counter SET last_seq = last_seq + $1"
-        values = ", ".join(_value(name, parameter) for parameter, name in enumerate(batch, 2))
-        insert = (
-            f"RETURNING last_seq - $1 AS base), inserted AS (INSERT INTO {s}.records ({records}) "
-            f"SELECT reserved.base + batch.position, {values} "
-            f"FROM reserved, unnest({_arrays(batch, 2)}) WITH ORDINALITY AS batch({', '.join(batch)}, position)"
-            f") SELECT base + 1, pg_notify('{self.channel}', (base + $1)::text) FROM reserved"
-        )
-        self.append = f"WITH reserved AS ({bump} {insert}"
-        self.append_if_unseen = (
-            f"WITH seen AS MATERIALIZED (SELECT last_seq FROM {s}.seq_counter), reserved AS ({bump} "
-            f"WHERE last_seq = (SELECT last_seq FROM seen) AND NOT EXISTS (SELECT FROM {s}.records "
-            f"WHERE event_id = ANY(${EVENT_ID_COLUMN + 2}::uuid[]) AND repeat_of IS NULL) {insert}"
-        )
+        self.append, self.append_if_unseen = _appends(s, self.channel, one=False)
+        self.append_one, self.append_one_if_unseen = _appends(s, self.channel, one=True)
         self.head = f"SELECT last_seq FROM {s}.seq_counter"
         self.lock_head = f"SELECT last_seq FROM {s}.seq_counter FOR UPDATE"
         self.find_event_ids = (
@@ -228,3 +256,10 @@ class Statements:
             f"moved AS (UPDATE {s}.history SET first_seq = $1) "
             "SELECT count(*) FROM deleted"
         )
+
+    def appending(self, rows: Sequence[tuple[Any, ...]], *, if_unseen: bool = False) -> tuple[str, Sequence[Any]]:
+        """The statement that appends ``rows`` (``record_values``), ``append``
+        or ``append_if_unseen``, and its arguments: the single-record form for one row."""
+        if len(rows) == 1:
+            return (self.append_one_if_unseen if if_unseen else self.append_one), rows[0]
+        return (self.append_if_unseen if if_unseen else self.append), (len(rows), *record_columns(rows))

@@ -47,7 +47,7 @@ from ._pool import PoolResets
 from ._projections import PostgresProjection, begin_projection, lock_checkpoint
 from ._read_ahead import MIN_LIMIT, PageKey, ReadAhead
 from ._schema import migrate, quoted
-from ._statements import EVENT_ID_COLUMN, LAYOUT, Statements, columns, record_columns
+from ._statements import EVENT_ID_COLUMN, LAYOUT, Statements, columns
 from ._transactions import (
     IDENTITY,
     PostgresTransaction,
@@ -185,7 +185,8 @@ class _Connections:
         async with _borrowed(self.pool) as conn:
             pid = conn.get_server_pid()
             try:
-                first: int = await conn.fetchval(sql.append, len(rows), *record_columns(rows))
+                statement, args = sql.appending(rows)
+                first: int = await conn.fetchval(statement, *args)
                 return list(range(first, first + len(rows))), []
             except asyncpg.UniqueViolationError:
                 pass  # an id is stored already, or repeated in the batch
@@ -216,7 +217,8 @@ class _Connections:
                     new = [row for index, row in enumerate(rows) if index not in already]
                     new_ids = _event_ids(new)
                     if new:
-                        await conn.fetchval(sql.append, len(new), *record_columns(new))
+                        statement, args = sql.appending(new)
+                        await conn.fetchval(statement, *args)
                 return seqs, already
             except Exception as exc:
                 if _definite(exc):
@@ -583,7 +585,8 @@ class PostgresStore:
         with self._driver_errors("publish in a transaction on"):
             first: int | None = None
             if len(set(ids)) == len(ids):
-                first = await call(conn.fetchval, sql.append_if_unseen, len(rows), *record_columns(rows))
+                statement, args = sql.appending(rows, if_unseen=True)
+                first = await call(conn.fetchval, statement, *args)
             if first is not None:
                 seqs, already = list(range(first, first + len(rows))), []
             else:
@@ -593,7 +596,8 @@ class PostgresStore:
                 already = already_stored(seqs, last)
                 new = [row for index, row in enumerate(rows) if index not in already] if already else rows
                 if new:
-                    await call(conn.fetchval, sql.append, len(new), *record_columns(new))
+                    statement, args = sql.appending(new)
+                    await call(conn.fetchval, statement, *args)
         for record, seq in zip(records, seqs, strict=True):
             record.seq = seq
         return already
