@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from uuid import UUID, uuid5
+from uuid import UUID, uuid4, uuid5
 
 import anyio
 from eventbus_nats import CE_ID_NAMESPACE, BadHeader, NatsBridge, subject_of
+from eventbus_nats._wire import outgoing
 from nats_events import OrderPlaced, PaymentCaptured
 from nats_helpers import NATS_URL, consumer_state, publish_raw, stream_messages
 
 from eventbus import EventBus, Record
 from eventbus.bus import ORIGIN_HEADER
+from eventbus.testing.conformance import new_record
 
 WAIT = 15.0  # seconds any one wait for the other side may take before the test fails
 
@@ -172,3 +174,23 @@ async def test_cloudevents_without_their_required_attributes_become_dead_letters
     assert messages[6].startswith("the message has no ce-specversion header")  # an empty structured envelope
     state = await consumer_state(stream, "billing")
     assert (state.pending, state.ack_pending) == (0, 0)
+
+
+def test_the_ids_go_out_as_their_text_whether_the_record_holds_ints_or_uuids() -> None:
+    event_id, cause, other = uuid4(), uuid4(), uuid4()
+    for held_id in (event_id, event_id.int):  # a record this process made holds ints, one read back UUIDs
+        root = new_record(OrderPlaced(order_id="A1"), event_id=held_id)
+        headers = outgoing(root, "s.orders", "shop").headers
+        assert headers["ce-id"] == headers["Nats-Msg-Id"] == str(event_id)
+        assert "ce-correlationid" not in headers
+        assert "ce-causationid" not in headers
+        # a correlation id stored although it is the event's own goes out as the root's does: not at all
+        same = new_record(OrderPlaced(order_id="A1"), event_id=held_id, correlation_id=event_id)
+        assert "ce-correlationid" not in outgoing(same, "s.orders", "shop").headers
+        child = new_record(OrderPlaced(order_id="A1"), event_id=held_id, correlation_id=other, causation_id=cause)
+        headers = outgoing(child, "s.orders", "shop").headers
+        assert (headers["ce-correlationid"], headers["ce-causationid"]) == (str(other), str(cause))
+    for edge in (UUID(int=0), UUID(int=2**128 - 1)):
+        assert outgoing(new_record(OrderPlaced(order_id="A1"), event_id=edge.int), "s", "shop").headers["ce-id"] == str(
+            edge
+        )
