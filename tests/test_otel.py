@@ -419,15 +419,22 @@ async def test_a_failed_publish_is_marked_as_an_error(telemetry: Telemetry) -> N
     }
 
 
-async def test_a_creation_context_in_the_headers_is_kept(telemetry: Telemetry) -> None:
-    """An event that comes with a trace context (from another process, through a bridge,
-    or passed by the caller) keeps it: its deliveries are children of that context."""
-    bus = EventBus(plugins=[telemetry.plugin()])
+def _kept(bus: EventBus) -> list[Record]:
+    """The records of the `Ordered` events ``bus`` delivers, as a subscription receives them."""
     seen: list[Record] = []
 
     @bus.subscribe
     def keep(event: Ordered, record: Record) -> None:
         seen.append(record)
+
+    return seen
+
+
+async def test_a_creation_context_in_the_headers_is_kept(telemetry: Telemetry) -> None:
+    """An event that comes with a trace context (from another process, through a bridge,
+    or passed by the caller) keeps it: its deliveries are children of that context."""
+    bus = EventBus(plugins=[telemetry.plugin()])
+    seen = _kept(bus)
 
     remote = telemetry.tracer_provider.get_tracer("elsewhere").start_span("publish in another process")
     carried: dict[str, str] = {}
@@ -456,11 +463,7 @@ async def test_the_applications_propagator_writes_and_reads_the_headers(telemetr
         tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider, propagator=only_traces
     )
     bus = EventBus(plugins=[plugin])
-    seen: list[Record] = []
-
-    @bus.subscribe
-    def keep(event: Ordered, record: Record) -> None:
-        seen.append(record)
+    seen = _kept(bus)
 
     async with bus:
         token = attach(set_baggage("tenant", "acme"))
@@ -540,11 +543,7 @@ async def test_one_plugin_serves_one_bus_at_a_time(telemetry: Telemetry) -> None
 async def test_without_an_sdk_the_headers_stay_as_published() -> None:
     plugin = OpenTelemetry(tracer_provider=NoOpTracerProvider(), meter_provider=NoOpMeterProvider())
     bus = EventBus(plugins=[plugin])
-    seen: list[Record] = []
-
-    @bus.subscribe
-    def keep(event: Ordered, record: Record) -> None:
-        seen.append(record)
+    seen = _kept(bus)
 
     async with bus:
         await bus.publish(Ordered(order_id="A1"))

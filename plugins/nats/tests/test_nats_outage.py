@@ -6,6 +6,7 @@ published meanwhile arrive."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 import anyio
@@ -13,9 +14,9 @@ from eventbus_nats import STOP_TIMEOUT, NatsBridge, subject_of
 from nats.js.client import JetStreamContext
 from nats_events import Note, OrderPlaced
 from nats_helpers import NATS_URL, jetstream, stream_messages, watching_logs
-from nats_proxy import proxy
+from nats_proxy import Proxy, proxy
 
-from eventbus import EventBus, Record
+from eventbus import Event, EventBus, Record
 
 BEFORE, DURING, AFTER = 100, 300, 100
 """Events published before the cut, during it, and after the connection is back."""
@@ -45,20 +46,27 @@ class Arrivals:
             await self._waits.setdefault(text, anyio.Event()).wait()
 
 
+def _through(cuttable: Proxy, stream: str, publish_timeout: float, inbound: Sequence[type[Event]] = ()) -> NatsBridge:
+    """A bridge forwarding `Note` events to ``stream`` through the ``cuttable``
+    proxy, reconnecting soon after the proxy is restored."""
+    return NatsBridge(
+        f"nats://127.0.0.1:{cuttable.port}",
+        stream=stream,
+        service="notes",
+        outbound=[Note],
+        inbound=inbound,
+        publish_timeout=publish_timeout,
+        reconnect_time_wait=0.1,
+    )
+
+
 async def test_events_published_while_nats_is_unreachable_are_forwarded_in_order_once_it_is_back(
     stream: str,
 ) -> None:
     with anyio.fail_after(20), watching_logs() as logs:
         retried = logs.seen("forwarding to NATS failed, retrying")
         async with proxy(SERVER_PORT) as cuttable:
-            bridge = NatsBridge(
-                f"nats://127.0.0.1:{cuttable.port}",
-                stream=stream,
-                service="notes",
-                outbound=[Note],
-                publish_timeout=0.2,
-                reconnect_time_wait=0.1,
-            )
+            bridge = _through(cuttable, stream, publish_timeout=0.2)
             bus = EventBus(plugins=[bridge])
             async with bus:
                 for n in range(BEFORE):
@@ -88,14 +96,7 @@ async def test_a_cut_while_many_events_are_in_flight_leaves_the_stream_in_order_
     with anyio.fail_after(60), watching_logs() as logs:
         retried = logs.seen("forwarding to NATS failed, retrying")
         async with proxy(SERVER_PORT) as cuttable:
-            bridge = NatsBridge(
-                f"nats://127.0.0.1:{cuttable.port}",
-                stream=stream,
-                service="notes",
-                outbound=[Note],
-                publish_timeout=0.5,
-                reconnect_time_wait=0.1,
-            )
+            bridge = _through(cuttable, stream, publish_timeout=0.5)
             bus = EventBus(plugins=[bridge])
             async with bus:
                 await bus.publish_many(Note(text=str(n)) for n in range(streamed))
@@ -119,15 +120,7 @@ async def test_a_bus_stopped_while_nats_is_unreachable_waits_for_the_bridge_not_
     with anyio.fail_after(30), watching_logs() as logs:
         retried = logs.seen("forwarding to NATS failed, retrying")
         async with proxy(SERVER_PORT) as cuttable:
-            bridge = NatsBridge(
-                f"nats://127.0.0.1:{cuttable.port}",
-                stream=stream,
-                service="notes",
-                outbound=[Note],
-                inbound=[OrderPlaced],  # the inbound side runs too
-                publish_timeout=publish_timeout,
-                reconnect_time_wait=0.1,
-            )
+            bridge = _through(cuttable, stream, publish_timeout, inbound=[OrderPlaced])  # the inbound side runs too
             bus = EventBus(plugins=[bridge], shutdown_timeout=60)
             async with bus:
                 await bus.publish(Note(text="sent"))
