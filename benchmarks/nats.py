@@ -114,33 +114,38 @@ async def ordered_producer(stream: str, count: int) -> None:
     await client.close()
 
 
-async def pipelined_producer(stream: str, count: int) -> None:
+async def _pipelined(stream: str, count: int, headers: Callable[[], dict[str, str]], expected: str | None) -> None:
+    """``js.publish_async`` of ``count`` messages, each with ``headers()`` (and
+    the expected-stream header when ``expected`` names one), acknowledgements gathered."""
     client = await nats.connect(NATS_URL)
     js = client.jetstream(publish_async_max_pending=WINDOW)
     for n in range(count):
-        await js.publish_async(f"{stream}.bench.tick", b'{"n":%d}' % n, headers={"Nats-Msg-Id": str(uuid.uuid4())})
+        await js.publish_async(f"{stream}.bench.tick", b'{"n":%d}' % n, stream=expected, headers=headers())
     await js.publish_async_completed()
     await client.close()
+
+
+async def pipelined_producer(stream: str, count: int) -> None:
+    await _pipelined(stream, count, lambda: {"Nats-Msg-Id": str(uuid.uuid4())}, None)
+
+
+def _cloudevents_headers() -> dict[str, str]:
+    """The headers a bridge sends with an event (see eventbus_nats._wire), for a new event id."""
+    event_id = str(uuid.uuid4())
+    return {
+        "Nats-Msg-Id": event_id,
+        "ce-specversion": "1.0",
+        "ce-id": event_id,
+        "ce-source": "producer",
+        "ce-type": Tick.__event_type__,
+        "ce-time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        "content-type": "application/json",
+        "ce-eventbusversion": "1",
+    }
 
 
 async def cloudevents_producer(stream: str, count: int) -> None:
-    client = await nats.connect(NATS_URL)
-    js = client.jetstream(publish_async_max_pending=WINDOW)
-    for n in range(count):
-        event_id = str(uuid.uuid4())
-        headers = {
-            "Nats-Msg-Id": event_id,
-            "ce-specversion": "1.0",
-            "ce-id": event_id,
-            "ce-source": "producer",
-            "ce-type": Tick.__event_type__,
-            "ce-time": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-            "content-type": "application/json",
-            "ce-eventbusversion": "1",
-        }
-        await js.publish_async(f"{stream}.bench.tick", b'{"n":%d}' % n, stream=stream, headers=headers)
-    await js.publish_async_completed()
-    await client.close()
+    await _pipelined(stream, count, _cloudevents_headers, stream)
 
 
 async def create_stream(stream: str) -> None:
