@@ -25,6 +25,7 @@ from eventbus.asyncio_runner import Runner
 from eventbus.store import LeaseFence, lease_lost
 from eventbus.store.codec import letter_values
 
+from ._pool import retried_unsent
 from ._statements import LAYOUT, Statements, columns
 
 if TYPE_CHECKING:
@@ -44,15 +45,20 @@ def lock_checkpoint(schema: str) -> str:
 async def begin_projection(
     pool: asyncpg.Pool[Any], give_back: Callable[[Any], Coroutine[Any, Any, None]]
 ) -> tuple[Any, Any]:
-    """On the runner's loop: a connection of ``pool`` with a transaction begun on it."""
-    conn = await pool.acquire()
-    try:
-        transaction = conn.transaction()
-        await transaction.start()
-    except BaseException:
-        await give_back(conn)
-        raise
-    return conn, transaction
+    """On the runner's loop: a connection of ``pool`` with a transaction begun on it
+    (on another connection when asyncpg refuses the first, see `retried_unsent`)."""
+
+    async def attempt() -> tuple[Any, Any]:
+        conn = await pool.acquire()
+        try:
+            transaction = conn.transaction()
+            await transaction.start()
+        except BaseException:
+            await give_back(conn)
+            raise
+        return conn, transaction
+
+    return await retried_unsent(pool, attempt)
 
 
 class PostgresProjection:

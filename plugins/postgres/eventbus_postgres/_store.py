@@ -6,8 +6,8 @@ import asyncio
 import dataclasses
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coroutine, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager, suppress
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from datetime import timedelta
 from typing import Any, Concatenate, ParamSpec, TypeVar
 from uuid import UUID
@@ -43,7 +43,7 @@ from eventbus.store.codec import MAX_SEQ, letter_values, letters_from_rows, reco
 
 from ._listener import AppendListener
 from ._options import LISTENER_SUFFIX, PostgresOptions, PostgresUrl
-from ._pool import PoolResets
+from ._pool import DRIVER_ERRORS, PoolResets, definite, give_back, pooled, unsent
 from ._projections import PostgresProjection, begin_projection, lock_checkpoint
 from ._read_ahead import MIN_LIMIT, PageKey, ReadAhead
 from ._schema import migrate, quoted
@@ -68,10 +68,6 @@ T = TypeVar("T")
 CLOSE_TIMEOUT = 10.0
 """Seconds closing the store waits for its pool to close gracefully."""
 
-RELEASE_TIMEOUT = 10.0
-"""Seconds giving a connection back to the pool may take (its reset); past
-that the pool closes the connection."""
-
 STEP_RECORDS = 10_000
 """A background compaction step runs after this many records appended by this
 store, even before ``compact_interval`` has passed, so each step is small."""
@@ -79,11 +75,6 @@ STEP_ROWS = 50_000
 """The most seqs one background step removes; a backlog goes over several steps."""
 HAND_ROWS = 100_000
 """Seqs per transaction when compacting by hand."""
-
-_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
-"""What asyncpg raises for server errors, broken connections, its own confusion
-after one (``InternalClientError``) and network failures (``TimeoutError`` is
-an ``OSError``); the store reports them as `StoreError`, the driver's chained."""
 
 _SETTLE_FIRST_DELAY = 0.05
 _SETTLE_MAX_DELAY = 1.0
@@ -111,39 +102,35 @@ class _NotStored(Exception):
         self.lost = lost
 
 
-def _definite(exc: BaseException) -> bool:
-    """Whether ``exc`` from a statement says for sure that it committed nothing:
-    the server refused it with an error of severity ``ERROR``, after which
-    the session goes on. Anything else (the connection lost, a ``FATAL``
-    ending the session, which may come after a commit, the client confused)
-    leaves the outcome to be found out."""
-    if not isinstance(exc, asyncpg.PostgresError):
-        return False
-    severity = exc.severity_en or exc.severity
-    return isinstance(severity, str) and severity.upper() == "ERROR"
+class _Lost(Exception):
+    """A statement failed on the connection of server session ``pid`` other than
+    by the server refusing it (see `definite`): what became of it is to be
+    found out (`_Connections._settle`).
+
+    Attributes:
+        pid: the lost connection's server session.
+        error: the driver's error.
+    """
+
+    def __init__(self, pid: int, error: Exception) -> None:
+        super().__init__(repr(error))
+        self.pid = pid
+        self.error = error
 
 
-@asynccontextmanager
-async def _borrowed(pool: asyncpg.Pool[Any]) -> AsyncIterator[Any]:
-    """A connection of ``pool``, given back without raising: what ran on it
-    stands, whether or not the pool can reset it afterwards (it closes one it
-    cannot), so a failed give-back never turns a commit into an error.
+def _losing(work: Callable[[Any], Awaitable[T]]) -> Callable[[Any], Awaitable[T]]:
+    """``work`` with a failure whose outcome is unknown raised as `_Lost`."""
 
-    Giving back is bounded by `RELEASE_TIMEOUT`: asyncpg waits, with no
-    limit of its own, for a cancelled statement's cancel request, which
-    goes over a new connection that may never be answered when the network
-    is what failed."""
-    conn = await pool.acquire()
-    try:
-        yield conn
-    finally:
-        await _give_back(pool, conn)
+    async def attempt(conn: Any) -> T:
+        pid: int = conn.get_server_pid()
+        try:
+            return await work(conn)
+        except Exception as exc:
+            if definite(exc) or unsent(exc):
+                raise
+            raise _Lost(pid, exc) from exc
 
-
-async def _give_back(pool: asyncpg.Pool[Any], conn: Any) -> None:
-    """Release ``conn`` to ``pool`` within `RELEASE_TIMEOUT`, without raising (see `_borrowed`)."""
-    with suppress(*_DRIVER_ERRORS):
-        await pool.release(conn, timeout=RELEASE_TIMEOUT)
+    return attempt
 
 
 class _Connections:
@@ -181,23 +168,24 @@ class _Connections:
         looks the ids up first. When the connection is lost on the way, the
         outcome is settled (`_settle`) before this answers.
         """
-        lost: Exception | None = None
-        async with _borrowed(self.pool) as conn:
-            pid = conn.get_server_pid()
+        statement, args = sql.appending(rows)
+
+        async def attempt(conn: Any) -> int | None:
+            """The first seq; None when an id is stored already, or repeated in the batch."""
             try:
-                statement, args = sql.appending(rows)
                 first: int = await conn.fetchval(statement, *args)
-                return list(range(first, first + len(rows))), []
             except asyncpg.UniqueViolationError:
-                pass  # an id is stored already, or repeated in the batch
-            except Exception as exc:
-                if _definite(exc):
-                    raise
-                lost = exc
-        if lost is None:
+                return None
+            return first
+
+        try:
+            first = await pooled(self.pool, _losing(attempt))
+        except _Lost as lost:
+            ids = _event_ids(rows)
+            return await self._settle(sql, lost.pid, ids, ids, outcome_timeout, lost.error), []
+        if first is None:
             return await self._append_looked_up(sql, rows, outcome_timeout)
-        ids = _event_ids(rows)
-        return await self._settle(sql, pid, ids, ids, outcome_timeout, lost), []
+        return list(range(first, first + len(rows))), []
 
     async def _append_looked_up(
         self, sql: Statements, rows: list[tuple[Any, ...]], outcome_timeout: float
@@ -206,25 +194,25 @@ class _Connections:
         ids = _event_ids(rows)
         new_ids = ids  # until the lookup says which are new
         already: list[int] | None = None
-        async with _borrowed(self.pool) as conn:
-            pid = conn.get_server_pid()
-            try:
-                async with conn.transaction():
-                    last: int = await conn.fetchval(sql.lock_head)
-                    stored = dict(await conn.fetch(sql.find_event_ids, list(set(ids))))
-                    seqs = append_seqs(ids, stored, last)
-                    already = already_stored(seqs, last)
-                    new = [row for index, row in enumerate(rows) if index not in already]
-                    new_ids = _event_ids(new)
-                    if new:
-                        statement, args = sql.appending(new)
-                        await conn.fetchval(statement, *args)
-                return seqs, already
-            except Exception as exc:
-                if _definite(exc):
-                    raise
-                lost = exc
-        seqs = await self._settle(sql, pid, ids, new_ids, outcome_timeout, lost)
+
+        async def attempt(conn: Any) -> tuple[list[int], list[int]]:
+            nonlocal new_ids, already
+            async with conn.transaction():
+                last: int = await conn.fetchval(sql.lock_head)
+                stored = dict(await conn.fetch(sql.find_event_ids, list(set(ids))))
+                seqs = append_seqs(ids, stored, last)
+                already = already_stored(seqs, last)
+                new = [row for index, row in enumerate(rows) if index not in already]
+                new_ids = _event_ids(new)
+                if new:
+                    statement, args = sql.appending(new)
+                    await conn.fetchval(statement, *args)
+            return seqs, already
+
+        try:
+            return await pooled(self.pool, _losing(attempt))
+        except _Lost as lost:
+            seqs = await self._settle(sql, lost.pid, ids, new_ids, outcome_timeout, lost.error)
         # lost before the lookup, nothing was appended: what is stored was stored before
         return seqs, list(range(len(ids))) if already is None else already
 
@@ -263,7 +251,7 @@ class _Connections:
                 ) from lost
             try:
                 stored = await self._look_up_after(sql, pid, ids, remaining)
-            except _DRIVER_ERRORS as exc:
+            except DRIVER_ERRORS as exc:
                 problem = exc
             else:
                 if stored is not None:
@@ -307,20 +295,21 @@ class _Connections:
         return conn, transaction
 
     async def give_back(self, conn: Any) -> None:
-        """Release a connection `begin_projection` lent, without raising."""
-        await _give_back(self.pool, conn)
+        """Release a connection `begin_projection` lent, without raising (see `give_back`)."""
+        await give_back(self.pool, conn)
 
     async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         """Rows of ``query`` run on a pooled connection."""
-        return await self.pool.fetch(query, *args)
+        rows: list[asyncpg.Record] = await pooled(self.pool, lambda conn: conn.fetch(query, *args))
+        return rows
 
     async def fetchval(self, query: str, *args: Any) -> Any:
         """The first value of ``query`` run on a pooled connection."""
-        return await self.pool.fetchval(query, *args)
+        return await pooled(self.pool, lambda conn: conn.fetchval(query, *args))
 
     async def execute(self, query: str, *args: Any) -> None:
         """Run ``query`` on a pooled connection."""
-        await self.pool.execute(query, *args)
+        await pooled(self.pool, lambda conn: conn.execute(query, *args))
 
     async def read_page(
         self, sql: Statements, from_seq: int, upper: int, limit: int, types: list[str] | None
@@ -336,7 +325,7 @@ class _Connections:
         rows = None
         ahead = self.read_ahead.take(key)
         if ahead is not None:
-            with suppress(*_DRIVER_ERRORS):  # read again below, which reports its own error
+            with suppress(*DRIVER_ERRORS):  # read again below, which reports its own error
                 rows = await ahead
             if rows is not None and len(rows) < limit:
                 rows = None  # a short page may have grown since
@@ -347,17 +336,21 @@ class _Connections:
             await self.read_ahead.start(after, lambda: self._rows(sql, after))
         if rows and rows[0][0] == from_seq:
             return rows, None
-        return rows, await self.pool.fetchval(sql.first_seq)
+        return rows, await self.fetchval(sql.first_seq)
 
     async def _rows(self, sql: Statements, key: PageKey) -> list[asyncpg.Record]:
         from_seq, upper, limit, types = key
         if types is None:
-            return await self.pool.fetch(sql.read, from_seq, upper, limit)
-        return await self.pool.fetch(sql.read_types, from_seq, upper, limit, list(types))
+            return await self.fetch(sql.read, from_seq, upper, limit)
+        return await self.fetch(sql.read_types, from_seq, upper, limit, list(types))
 
     async def compact(self, sql: Statements, step: CompactionStep) -> tuple[CompactResult, bool]:
         """One compaction step in one transaction; also whether ``max_rows`` left more to remove."""
-        async with self.pool.acquire() as conn, conn.transaction():
+        return await pooled(self.pool, lambda conn: self._compact_on(conn, sql, step))
+
+    @staticmethod
+    async def _compact_on(conn: Any, sql: Statements, step: CompactionStep) -> tuple[CompactResult, bool]:
+        async with conn.transaction():
             first: int = await conn.fetchval(sql.lock_first_seq)
             last: int = await conn.fetchval(sql.head)
             first_young: int | None = None
@@ -878,7 +871,7 @@ class PostgresStore:
     def _driver_errors(self, action: str) -> Iterator[None]:
         try:
             yield
-        except _DRIVER_ERRORS as exc:
+        except DRIVER_ERRORS as exc:
             raise StoreError(
                 f"cannot {action} PostgreSQL at {self.url} (schema {self.options.schema!r}): {exc}"
             ) from exc

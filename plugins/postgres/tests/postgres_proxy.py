@@ -11,6 +11,12 @@ statement's results and its ``ReadyForQuery`` only once the statement's
 implicit transaction has committed. Connections still being set up (TLS
 negotiation, start-up, authentication) keep their answers, so a client
 always gets connected again.
+
+Told to `AnswerLosingProxy.hold_server_closes`, it keeps a connection open
+to the client after the server closed it, until
+`AnswerLosingProxy.let_closes_through` (or the client sends anything more):
+what a client sees when the server ends an idle session and the end of the
+stream reaches it late, after the server's last message.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ class AnswerLosingProxy:
     Attributes:
         port: where it listens, on 127.0.0.1.
         lost: answers lost so far.
+        server_closes: connections the server has closed so far.
     """
 
     def __init__(self, server_port: int, port: int) -> None:
@@ -42,6 +49,10 @@ class AnswerLosingProxy:
         self._server_port = server_port
         self._to_lose = 0
         self._commits_to_lose = 0
+        self._holding = False
+        self._let_through = anyio.Event()
+        self.server_closes = 0
+        self._closed = anyio.Event()
 
     def lose_an_answer(self) -> None:
         """Drop the first set-up connection on which the server answers next, and the answer with it.
@@ -57,6 +68,25 @@ class AnswerLosingProxy:
         answers it (committed), and the answer with it; one at a time."""
         self._commits_to_lose = 1
 
+    def hold_server_closes(self) -> None:
+        """From now on, keep each connection the server closes open to the client, until `let_closes_through`."""
+        self._holding = True
+
+    def let_closes_through(self) -> None:
+        """Close to the client every connection held open, and hold no more."""
+        self._holding = False
+        self._let_through.set()
+
+    async def wait_server_closes(self, count: int) -> None:
+        """Wait until the server has closed ``count`` connections since this proxy started."""
+        while self.server_closes < count:
+            await self._closed.wait()
+
+    def _server_closed(self) -> None:
+        self.server_closes += 1
+        self._closed.set()
+        self._closed = anyio.Event()
+
     async def serve(self, listener: anyio.abc.SocketListener) -> None:
         """Forward connections until cancelled."""
         async with listener:
@@ -67,18 +97,27 @@ class AnswerLosingProxy:
             try:
                 server = await anyio.connect_tcp("127.0.0.1", self._server_port)
                 committing = anyio.Event()  # this link sent a COMMIT whose answer is to be lost
+                server_gone = anyio.Event()  # the server closed this link, which is held open
                 async with server, anyio.create_task_group() as pipes:
-                    pipes.start_soon(self._forward, client, server, pipes.cancel_scope, False, committing)
-                    pipes.start_soon(self._forward, server, client, pipes.cancel_scope, True, committing)
+                    pipes.start_soon(self._forward, client, server, pipes.cancel_scope, False, committing, server_gone)
+                    pipes.start_soon(self._forward, server, client, pipes.cancel_scope, True, committing, server_gone)
             except _LINK_ERRORS:
                 pass
 
     async def _forward(
-        self, source: SocketStream, sink: SocketStream, link: anyio.CancelScope, answers: bool, committing: anyio.Event
+        self,
+        source: SocketStream,
+        sink: SocketStream,
+        link: anyio.CancelScope,
+        answers: bool,
+        committing: anyio.Event,
+        server_gone: anyio.Event,
     ) -> None:
         forwarded = 0
         try:
             async for chunk in source:
+                if server_gone.is_set():
+                    break  # the client sent more to a server that has gone: it learns now
                 if not answers and self._commits_to_lose and b"COMMIT" in chunk:
                     self._commits_to_lose = 0
                     committing.set()
@@ -90,6 +129,12 @@ class AnswerLosingProxy:
                     break  # the answer goes nowhere, and the connection with it
                 await sink.send(chunk)
                 forwarded += 1
+            else:
+                if answers:  # the server closed the link
+                    self._server_closed()
+                    if self._holding:
+                        server_gone.set()
+                        await self._let_through.wait()
         except _LINK_ERRORS:
             pass
         link.cancel()  # one side closed or lost: close both
