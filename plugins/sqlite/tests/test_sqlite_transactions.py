@@ -129,6 +129,51 @@ async def test_publish_with_a_connection_not_in_a_transaction_is_refused(
         assert await bus.store.head() == 0
 
 
+async def test_the_connection_checked_last_is_not_checked_again_and_another_still_is(
+    db_path: Path, connection: sqlite3.Connection, tmp_path: Path
+) -> None:
+    statements: list[str] = []
+
+    def checks() -> int:
+        return sum("database_list" in statement for statement in statements)
+
+    async def publish_on(bus: EventBus, conn: sqlite3.Connection, order_id: str) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        await bus.publish(OrderPlaced(order_id=order_id), transaction=conn)
+        conn.execute("COMMIT")
+
+    other = sqlite3.connect(tmp_path / "other.db", isolation_level=None)
+    second = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        async with running(db_path) as (bus, seen):
+            for conn in (connection, second):
+                conn.set_trace_callback(statements.append)
+            for n in range(3):
+                async with bus.transaction(connection) as tx:
+                    await tx.publish(OrderPlaced(order_id=f"B{n}"))
+                await publish_on(bus, connection, f"C{n}")
+            assert checks() == 1
+            other.execute("BEGIN")
+            with pytest.raises(TransactionError, match="another file"):  # refused, and remembers nothing
+                await bus.publish(OrderPlaced(order_id="X"), transaction=other)
+            other.execute("ROLLBACK")
+            await publish_on(bus, connection, "D")
+            assert checks() == 1
+            await publish_on(bus, second, "E")  # another connection to the file: checked, and remembered instead
+            await publish_on(bus, connection, "F")
+            assert checks() == 3
+            await seen.wait_for(9)
+            order_ids = [record.event.order_id for record in seen.records]
+            assert order_ids == ["B0", "C0", "B1", "C1", "B2", "C2", "D", "E", "F"]
+        async with running(db_path) as (bus, _):  # a store opened again checks again
+            await publish_on(bus, connection, "G")
+            assert checks() == 4
+    finally:
+        connection.set_trace_callback(None)
+        other.close()
+        second.close()
+
+
 async def test_a_connection_to_another_database_is_refused_before_anything_is_written(
     db_path: Path, tmp_path: Path
 ) -> None:
