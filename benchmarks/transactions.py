@@ -11,6 +11,11 @@ as much again; DESIGN.md's target is at most 1.5 on both stores):
   own statement (PostgreSQL: its one-statement append; SQLite: its
   ``INSERT``), its values encoded beforehand: the least that storing one
   more row in the transaction costs, whoever writes it;
+- by hand, the event built: the same with what a publish cannot leave out,
+  still without eventbus's code: the event validated by pydantic, its record
+  and JSON made, and the row inserted by the statement that leaves out an
+  event id stored already (PostgreSQL: ``append_one_if_unseen``; SQLite:
+  ``INSERT_UNSEEN_RECORD``), the statement a publish in a transaction runs;
 - ``bus.transaction(conn)``: the bus begins and commits the transaction,
   ``tx.publish`` appends the event;
 - ``publish(transaction=conn)``: the application begins and commits it
@@ -18,8 +23,11 @@ as much again; DESIGN.md's target is at most 1.5 on both stores):
   on asyncpg), and publishes with ``bus.publish(event, transaction=conn)``.
 
 The transactions run one after another on one connection, the floor and each
-way of publishing taking turns in `ROUNDS` rounds so that the machine's
-drift hits them alike; each keeps its best round. On PostgreSQL they run
+way of publishing taking turns transaction by transaction, so that the
+disk's and the machine's drift hits them alike; each case's rate is one over
+its median transaction (a commit that waits for the disk varies from one to
+the next by more than what the event adds, and a median ignores the
+outliers a best round keeps or loses by chance). On PostgreSQL they run
 again with the connection acquired from an asyncpg pool for each
 transaction, as a web handler does. Every case runs with commits that wait
 for the disk (``synchronous=FULL``, ``synchronous_commit=on``) and with
@@ -41,8 +49,8 @@ from __future__ import annotations
 
 import argparse
 import gc
-import math
 import sqlite3
+import statistics
 import tempfile
 import time
 import uuid
@@ -64,7 +72,6 @@ from eventbus import Event, EventBus, StoreError
 from eventbus.store.codec import Layout, record_values
 from eventbus.testing.conformance import new_record
 
-ROUNDS = 5
 TARGET = 1.5
 """The issue's speed target: a transaction that also publishes costs at most this much the floor's."""
 
@@ -82,25 +89,23 @@ class OrderPlaced(Event, name="bench.transactions.order_placed"):
 
 
 async def _measure(cases: dict[str, Transact], n: int) -> dict[str, float]:
-    """Transactions/s of each case in its best round, the cases taking turns in
-    `ROUNDS` rounds of ``n // ROUNDS`` (the best round is the one the rest of
-    the machine disturbed least)."""
-    best = dict.fromkeys(cases, math.inf)
-    per_round = max(n // ROUNDS, 1)
+    """Transactions/s of each case, one over its median transaction; the cases
+    take turns, one transaction each, ``n`` times."""
+    times: dict[str, list[float]] = {name: [] for name in cases}
     done = 0
     for case in cases.values():  # warm up: prepared statements, the schema's pages, the bus's code paths
         for _ in range(20):
             await case(done)
             done += 1
-    for _ in range(ROUNDS):
+    gc.collect()
+    clock = time.perf_counter
+    for _ in range(n):
         for name, case in cases.items():
-            gc.collect()
-            started = time.perf_counter()
-            for _ in range(per_round):
-                await case(done)
-                done += 1
-            best[name] = min(best[name], time.perf_counter() - started)
-    return {name: per_round / seconds for name, seconds in best.items()}
+            started = clock()
+            await case(done)
+            times[name].append(clock() - started)
+            done += 1
+    return {name: 1 / statistics.median(seconds) for name, seconds in times.items()}
 
 
 async def _statements(
@@ -163,6 +168,14 @@ async def sqlite(n: int, synced: bool) -> list[float]:
                     conn.execute(sqlite_sql.INSERT_RECORD, row(i))
                     conn.execute("COMMIT")
 
+                async def built(i: int) -> None:
+                    conn.execute("BEGIN IMMEDIATE")
+                    conn.execute(insert, (f"E{i}", i))
+                    values = record_values(new_record(OrderPlaced(order_id=f"E{i}", amount=i)), sqlite_sql.LAYOUT)
+                    unseen = (*values, values[sqlite_sql.EVENT_ID_COLUMN])
+                    conn.execute(sqlite_sql.INSERT_UNSEEN_RECORD, unseen).fetchone()
+                    conn.execute("COMMIT")
+
                 async def through_bus(i: int) -> None:
                     async with bus.transaction(conn) as tx:
                         conn.execute(insert, (f"B{i}", i))
@@ -183,20 +196,23 @@ async def sqlite(n: int, synced: bool) -> list[float]:
                     finally:
                         conn.set_trace_callback(None)
 
-                cases = _cases(floor, by_hand, through_bus, own)
+                cases = _cases(floor, by_hand, built, through_bus, own)
                 rates = await _measure(cases, n)
                 statements = await _statements(cases, traced)
                 (orders,) = conn.execute("SELECT count(*) FROM orders").fetchone()
-                assert await bus.store.head() == orders * 3 // 4
+                assert await bus.store.head() == orders * 4 // 5
         finally:
             conn.close()
     return _report(f"sqlite, {_SYNC[synced]}", rates, statements)
 
 
-def _cases(floor: Transact, by_hand: Transact, through_bus: Transact, own: Transact) -> dict[str, Transact]:
+def _cases(
+    floor: Transact, by_hand: Transact, built: Transact, through_bus: Transact, own: Transact
+) -> dict[str, Transact]:
     return {
         "floor: BEGIN, INSERT an order, COMMIT": floor,
         "by hand: the same and the event's row": by_hand,
+        "by hand, the event built, encoded, inserted unless seen": built,
         "bus.transaction(conn): the INSERT and tx.publish": through_bus,
         "publish(transaction=conn) in the application's transaction": own,
     }
@@ -269,6 +285,13 @@ def _postgres_cases(
         async with connection() as conn, conn.transaction():
             await conn.execute(insert, f"{prefix}A{i}", i)
 
+    async def built(i: int) -> None:
+        async with connection() as conn, conn.transaction():
+            await conn.execute(insert, f"{prefix}E{i}", i)
+            values = record_values(new_record(OrderPlaced(order_id=f"{prefix}E{i}", amount=i)), postgres_sql.LAYOUT)
+            statement, args = sql.appending([values], if_unseen=True)
+            await conn.fetchval(statement, *args)
+
     async def through_bus(i: int) -> None:
         async with connection() as conn, bus.transaction(conn) as tx:
             await conn.execute(insert, f"{prefix}B{i}", i)
@@ -279,14 +302,14 @@ def _postgres_cases(
             await conn.execute(insert, f"{prefix}C{i}", i)
             await bus.publish(OrderPlaced(order_id=f"{prefix}C{i}", amount=i), transaction=conn)
 
-    return _cases(floor, by_hand, through_bus, own)
+    return _cases(floor, by_hand, built, through_bus, own)
 
 
 async def main(quick: bool) -> None:
     synced_n, unsynced_n = (200, 2_000) if quick else (2_000, 20_000)
     print(
         f"eventbus transactional publish benchmark ({synced_n:,} transactions per line when commits wait "
-        f"for the disk, {unsynced_n:,} when not; {ROUNDS} rounds; asyncio)\n"
+        f"for the disk, {unsynced_n:,} when not; medians of interleaved transactions; asyncio)\n"
     )
     ratios: list[float] = []
     for synced, n in ((True, synced_n), (False, unsynced_n)):
