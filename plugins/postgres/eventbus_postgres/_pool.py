@@ -26,8 +26,8 @@ Two things about a connection decide how it is lent and taken back:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from typing import Any, TypeVar
 
 import asyncpg
@@ -36,7 +36,6 @@ __all__ = [
     "DRIVER_ERRORS",
     "RELEASE_TIMEOUT",
     "PoolResets",
-    "borrowed",
     "definite",
     "give_back",
     "pooled",
@@ -111,22 +110,16 @@ async def give_back(pool: asyncpg.Pool[Any], conn: Any) -> None:
         await pool.release(conn, timeout=RELEASE_TIMEOUT)
 
 
-@asynccontextmanager
-async def borrowed(pool: asyncpg.Pool[Any]) -> AsyncIterator[Any]:
-    """A connection of ``pool``, given back (`give_back`) when the block ends."""
-    conn = await pool.acquire()
-    try:
-        yield conn
-    finally:
-        await give_back(pool, conn)
-
-
 async def pooled(pool: asyncpg.Pool[Any], work: Callable[[Any], Awaitable[T]]) -> T:
-    """``work(conn)`` on a connection `borrowed` from ``pool``; see `retried_unsent`."""
+    """``work(conn)`` on a connection of ``pool``, given back (`give_back`)
+    afterwards; see `retried_unsent`."""
 
     async def attempt() -> T:
-        async with borrowed(pool) as conn:
+        conn = await pool.acquire()
+        try:
             return await work(conn)
+        finally:
+            await give_back(pool, conn)
 
     return await retried_unsent(pool, attempt)
 
