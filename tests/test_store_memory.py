@@ -182,3 +182,21 @@ async def test_past_the_bound_an_id_is_forgotten_with_its_record_and_held_ids_st
     newest = [new_record(Tick(n=12), event_id=dropped[4])]
     assert list(store.append_now(newest)) == []
     assert [record.seq for record in await store.read(store.first_seq)][-1] == 7
+
+
+async def test_the_bound_counts_records_held_not_seqs_across_a_gap() -> None:
+    store = MemoryStore(max_records=3)
+
+    def entry(n: int) -> int:
+        event = Tick(n=n)
+        return store.append_entry(event, Tick.__event_type__, Tick.__event_version__, uuid4().int, time.time_ns())[0]
+
+    assert [entry(n) for n in range(3)] == [1, 2, 3]
+    store.delete_newest(2)  # seqs 2 and 3 are not reused: the held seqs now have a gap
+    assert [entry(3), entry(4)] == [4, 5]
+    assert [record.seq for record in await store.read()] == [1, 4, 5], "three held: nothing dropped"
+    store.append_now([new_record(Tick(n=5))])
+    assert [record.seq for record in await store.read(store.first_seq)] == [4, 5, 6]
+    assert store.first_seq == 2
+    assert entry(6) == 7
+    assert [record.seq for record in await store.read(store.first_seq)] == [5, 6, 7]
