@@ -85,8 +85,8 @@ _ConnectAside = Callable[[float], Awaitable["asyncpg.Connection[Any]"]]
 """Opens a connection outside the pool within the given seconds."""
 
 
-def _event_ids(rows: list[tuple[Any, ...]]) -> list[UUID]:
-    """The event ids of ``record_values`` rows (`UUID` objects, asyncpg's or the caller's)."""
+def _event_ids(rows: list[tuple[Any, ...]]) -> list[str]:
+    """The event ids of ``record_values`` rows: text, 32 hex digits (see `LAYOUT`)."""
     return [row[EVENT_ID_COLUMN] for row in rows]
 
 
@@ -220,8 +220,8 @@ class _Connections:
         self,
         sql: Statements,
         pid: int,
-        ids: list[UUID],
-        appended: list[UUID],
+        ids: list[str],
+        appended: list[str],
         outcome_timeout: float,
         lost: Exception,
     ) -> list[int]:
@@ -247,7 +247,7 @@ class _Connections:
                     f"({type(lost).__name__}: {lost}), and within outcome_timeout={outcome_timeout}s "
                     f"it could not be told whether they were stored ({type(problem).__name__}: {problem}); "
                     "publishing them again with their event ids is safe",
-                    event_ids=ids,
+                    event_ids=[UUID(hex=event_id) for event_id in ids],
                 ) from lost
             try:
                 stored = await self._look_up_after(sql, pid, ids, remaining)
@@ -270,9 +270,7 @@ class _Connections:
             await asyncio.sleep(min(delay, max(deadline - loop.time(), 0)))
             delay = min(delay * 2, _SETTLE_MAX_DELAY)
 
-    async def _look_up_after(
-        self, sql: Statements, pid: int, ids: list[UUID], timeout: float
-    ) -> dict[UUID, int] | None:
+    async def _look_up_after(self, sql: Statements, pid: int, ids: list[str], timeout: float) -> dict[str, int] | None:
         """The stored seqs of those of ``ids`` that are stored, once the server
         is done with session ``pid``; None while it is still busy.
 
