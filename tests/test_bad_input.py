@@ -182,6 +182,39 @@ async def test_1_a_nan_inside_an_any_field_is_never_stored(bus: EventBus, store_
     await refused(bus, StoreError, r"Tagged\.extra\['ratios'\]\[1\] \(inf\)", lambda: bus.publish(event))
 
 
+async def test_1_a_nan_waiting_for_an_append_in_flight_fails_its_own_publish_alone(tmp_path: Path) -> None:
+    """A persistent store's publishers make their JSON while another append is
+    in flight; an event that does not encode is still refused by the store's
+    own append, with `StoreError`, and the publishes beside it are stored."""
+    path = tmp_path / "events.db"
+    outcomes: dict[str, object] = {}
+    async with EventBus(store_from_url(f"sqlite:///{path}")) as bus:
+
+        async def publisher(name: str, event: Event) -> None:
+            try:
+                outcomes[name] = await bus.publish(event)
+            except StoreError as exc:
+                outcomes[name] = exc
+
+        with closing(sqlite3.connect(path, isolation_level=None)) as other:
+            other.execute("BEGIN IMMEDIATE")  # the file's write lock: the first append waits for it
+            with anyio.fail_after(WAIT):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(publisher, "first", Payment(payment_id="F", amount=1))
+                    await anyio.wait_all_tasks_blocked()
+                    tg.start_soon(publisher, "sneaky", Payment.model_construct(payment_id="S", amount=math.nan))
+                    tg.start_soon(publisher, "beside", Payment(payment_id="B", amount=2))
+                    await anyio.wait_all_tasks_blocked()  # both wait for the first append
+                    other.execute("ROLLBACK")
+        stored = [(record.seq, record.event) for record in await bus.store.read()]
+    assert isinstance(outcomes["sneaky"], StoreError)
+    assert "Payment.amount (nan) is not a finite number" in str(outcomes["sneaky"])
+    assert stored == [
+        (outcomes["first"], Payment(payment_id="F", amount=1)),
+        (outcomes["beside"], Payment(payment_id="B", amount=2)),
+    ]
+
+
 async def test_1_a_field_populated_by_alias_is_refused_at_publish_naming_it(bus: EventBus) -> None:
     event = Aliased(orderId="A1")
     await refused(bus, ValueError, r"Aliased\.order_id is written as 'order_id'", lambda: bus.publish(event))
