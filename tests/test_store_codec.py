@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 from core_events import Ping
@@ -26,6 +26,7 @@ from eventbus.store.codec import (
     record_values,
     records_from_rows,
     records_from_split_rows,
+    records_from_typed_rows,
     storable_text,
 )
 from eventbus.testing.conformance import new_record
@@ -111,6 +112,44 @@ def test_a_row_that_does_not_fit_is_an_unreadable_record_naming_seq_and_column(
     with pytest.raises(EventDecodeError, match=f"seq 2 cannot be read: {problem}") as caught:
         _ = bad.event
     assert caught.value.seq == 2
+
+
+ASYNCPG_LIKE = Layout(id=lambda value: value if isinstance(value, UUID) else UUID(int=value), text_data=True)
+"""Ids as `UUID` objects, the way asyncpg hands a ``uuid`` column back."""
+
+
+def test_typed_rows_read_as_a_typed_driver_gives_them() -> None:
+    original = new_record(Ping(n=5), correlation_id=uuid4(), causation_id=uuid4(), headers={"ünï": "çødé"})
+    original.depth = 9
+    plain = new_record(Ping(n=6))
+    [read, read_plain] = records_from_typed_rows(
+        [(4, *record_values(original, ASYNCPG_LIKE)), (5, *record_values(plain, ASYNCPG_LIKE))]
+    )
+    assert (read.seq, read.type, read.version, read.depth) == (4, "core.ping", 1, 9)
+    assert dict(read.headers) == {"ünï": "çødé"}
+    assert (read.event_id, read.correlation_id, read.causation_id) == (
+        original.event_id,
+        original.correlation_id,
+        original.causation_id,
+    )
+    assert (read.recorded_at_ns, read.event) == (original.recorded_at_ns, Ping(n=5))
+    assert (read_plain.seq, read_plain.depth, read_plain.causation_id, dict(read_plain.headers)) == (5, 0, None, {})
+    assert (read_plain.event_id, read_plain.correlation_id) == (plain.event_id, plain.event_id)
+    assert read_plain.event == Ping(n=6)
+
+
+@pytest.mark.parametrize(
+    ("headers", "problem"),
+    [("[1, 2]", r"headers are \[1, 2\], not a JSON object of strings"), ("{", "headers are not JSON")],
+)
+def test_typed_rows_whose_headers_do_not_fit_are_unreadable_records(headers: str, problem: str) -> None:
+    rows = [(seq, *record_values(new_record(Ping(n=seq)), ASYNCPG_LIKE)) for seq in (1, 2, 3)]
+    rows[1] = (*rows[1][:-2], headers, rows[1][-1])
+    good, bad, after = records_from_typed_rows(rows)
+    assert (good.event, after.event) == (Ping(n=1), Ping(n=3))
+    assert isinstance(bad, UnreadableRecord)
+    with pytest.raises(EventDecodeError, match=f"seq 2 cannot be read: {problem}"):
+        _ = bad.event
 
 
 @pytest.mark.parametrize("layout", [SQLITE_LIKE, POSTGRES_LIKE], ids=["ns-times", "datetimes"])

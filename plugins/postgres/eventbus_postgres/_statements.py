@@ -13,32 +13,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from operator import itemgetter
 from typing import Any
-from uuid import UUID
 
-from eventbus.store.codec import DEAD_LETTER_FIELDS, RECORD_FIELDS, Layout
+from eventbus.store.codec import DEAD_LETTER_FIELDS, RECORD_FIELDS, Layout, id_uuid
 
 from ._schema import quoted
 
 __all__ = ["EVENT_ID_COLUMN", "LAYOUT", "SAME_IN_BATCH", "Statements", "columns", "record_columns"]
 
 
-def _id_text(value: UUID | int) -> str:
-    """An id as its 32 hex digits, which asyncpg's ``uuid`` codec parses in C.
-
-    Text, not a `UUID` object (asyncpg's or the standard library's): both are
-    tracked by the garbage collector, and an appended batch's ids live through
-    the append's round trip, so under concurrent publishers each one was
-    promoted into the oldest generation and brought its next full collection
-    nearer. ``publish_many`` from four publishers (200 000 events, 1 000 per
-    batch, the events built beforehand and kept) ran five full collections
-    with asyncpg's `UUID` and one with text (and `columns` making no iterator
-    per row): 4.6 µs of this process's CPU per event instead of 6.1.
-    """
-    return format(value, "032x") if isinstance(value, int) else value.hex
-
-
-LAYOUT = Layout(id=_id_text, text_data=True)
-"""How `eventbus.store.codec` fills the columns: ids as text for ``uuid`` (see `_id_text`), failure times as
+LAYOUT = Layout(id=id_uuid, text_data=True)
+"""How `eventbus.store.codec` fills the columns: ids as text for ``uuid`` (see `id_uuid`), failure times as
 ``timestamptz``, the event's JSON as ``text``."""
 
 EVENT_ID_COLUMN = RECORD_FIELDS[1:].index("event_id")
@@ -67,7 +51,7 @@ _SQL_TYPES = {
 
 
 _ID_TEXT = "replace(event_id::text, '-', '')"
-"""A stored event id as `_id_text` writes it, so that ids looked up compare with a batch's."""
+"""A stored event id as `id_uuid` writes it, so that ids looked up compare with a batch's."""
 
 
 SAME_IN_BATCH = frozenset({"type", "version", "depth"})
@@ -177,7 +161,7 @@ class Statements:
         lock_head: the same, locking the counter's row until the transaction
             ends (what an append does first, so appends take turns).
         find_event_ids: $1 event ids: ``(event_id, seq)`` of each one stored,
-            the id as `_id_text` writes it.
+            the id as `id_uuid` writes it.
         session_busy: $1 a backend's pid: whether that session still runs
             a statement or holds a transaction open.
         read: $1 from_seq, $2 to_seq, $3 limit.

@@ -39,7 +39,7 @@ from eventbus.store import (
     lease_lost,
     needed_hold,
 )
-from eventbus.store.codec import MAX_SEQ, letter_values, letters_from_rows, record_values, records_from_rows
+from eventbus.store.codec import MAX_SEQ, letter_values, letters_from_rows, record_values, records_from_typed_rows
 
 from ._listener import AppendListener
 from ._options import LISTENER_SUFFIX, PostgresOptions, PostgresUrl
@@ -739,7 +739,7 @@ class PostgresStore:
             self._first_seq = max(self._first_seq, first)
             if from_seq < first:
                 raise history_truncated(f"PostgreSQL at {self.url} (schema {self.options.schema!r})", from_seq, first)
-        return records_from_rows(rows)
+        return records_from_typed_rows(rows)
 
     async def head(self) -> int:
         """The greatest seq ever assigned; deleted rows do not lower it."""
