@@ -13,7 +13,7 @@ import pytest
 from core_events import Dog, Order, Ping
 
 import eventbus
-from eventbus import DuplicateEventType, Event, EventRegistry, UnknownEventType
+from eventbus import DuplicateEventType, Event, EventDecodeError, EventRegistry, UnknownEventType
 from eventbus.event import encode, registry
 
 
@@ -122,6 +122,29 @@ def test_redefining_the_same_class_replaces_it() -> None:
     second = define()
     assert first is not second
     assert registry.current("core.event.redefined") is second
+
+
+def test_decoding_follows_the_classes_registered_after_it() -> None:
+    def define(default: str) -> type[Event]:
+        class Growing(Event, name="core.event.growing"):
+            x: int
+            label: str = default
+
+        return Growing
+
+    first = define("first")
+    assert registry.decode("core.event.growing", 1, b'{"x": 1}') == first(x=1)
+    second = define("second")
+    decoded = registry.decode("core.event.growing", 1, b'{"x": 1}')
+    assert type(decoded) is second, "a redefined class decodes its name from then on"
+    assert decoded == second(x=1, label="second")
+
+    class Newer(Event, name="core.event.growing", version=2):
+        x: int
+
+    with pytest.raises(EventDecodeError, match="no upcaster is registered from version 1"):
+        registry.decode("core.event.growing", 1, b'{"x": 1}')
+    assert registry.decode("core.event.growing", 2, b'{"x": 2}') == Newer(x=2)
 
 
 @pytest.mark.parametrize("name", ["", 5])
