@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from uuid import UUID, uuid4
+from uuid import uuid4
 
 import pytest
 from core_events import Ping
@@ -114,8 +114,8 @@ def test_a_row_that_does_not_fit_is_an_unreadable_record_naming_seq_and_column(
     assert caught.value.seq == 2
 
 
-ASYNCPG_LIKE = Layout(id=lambda value: value if isinstance(value, UUID) else UUID(int=value), text_data=True)
-"""Ids as `UUID` objects, the way asyncpg hands a ``uuid`` column back."""
+ASYNCPG_LIKE = Layout(id=id_bytes, text_data=True)
+"""Ids as 16 bytes, the way asyncpg hands back a ``uuid_send`` of a ``uuid`` column."""
 
 
 def test_typed_rows_read_as_a_typed_driver_gives_them() -> None:

@@ -280,19 +280,33 @@ def records_from_rows(rows: Iterable[Row]) -> list[Record]:
 
 def records_from_typed_rows(rows: Iterable[Row]) -> list[Record]:
     """Records from rows in `RECORD_FIELDS` order, events still undecoded, for
-    a driver that hands each column back as the type its schema declares.
+    a driver that hands each column back as the type its schema declares,
+    and the ids as their 16 bytes.
 
     PostgreSQL's columns are typed and NOT NULL where `RECORD_FIELDS` says so,
-    and asyncpg returns them as ints, text and `UUID` objects, so the checks of
-    `records_from_rows` cannot fail there and only cost (140 ns a row of 430,
-    a third of what a page read adds to the driver's own fetch). The headers
-    are JSON the schema does not check: a row that holds any goes through
-    `record_from_row`, and becomes an `UnreadableRecord` when they are not an
-    object of strings.
+    and asyncpg returns them as ints and text, and a ``uuid_send`` of an id
+    column as 16 bytes: the checks of `records_from_rows` cannot fail there
+    and only cost (140 ns a row of 430, a third of what a page read added to
+    the driver's own fetch). The headers are JSON the schema does not check:
+    a row that holds any goes through `record_from_row`, and becomes an
+    `UnreadableRecord` when they are not an object of strings.
     """
     new = Record
+    to_int = int.from_bytes
     return [
-        new(seq, None, type_, version, event_id, recorded_at, correlation_id, causation_id, NO_HEADERS, depth, data)
+        new(
+            seq,
+            None,
+            type_,
+            version,
+            to_int(event_id),
+            recorded_at,
+            None if correlation_id is None else to_int(correlation_id),
+            None if causation_id is None else to_int(causation_id),
+            NO_HEADERS,
+            depth,
+            data,
+        )
         if headers is None
         else record_from_row(
             (seq, type_, version, data, event_id, recorded_at, correlation_id, causation_id, headers, depth)
