@@ -70,6 +70,44 @@ async def test_a_read_returns_the_whole_page_with_each_bad_row_failing_alone(db_
         assert CORRUPTIONS[record.seq][2] in str(caught.value)
 
 
+PLAIN_CORRUPTIONS: dict[int, tuple[str, object, str]] = {
+    2: ("version", "v1", "version is 'v1', not an integer"),
+    3: ("event_id", "not-a-uuid", "event_id is 'not-a-uuid', not a UUID"),
+    4: ("event_id", b"fifteen bytes!!", "event_id is b'fifteen bytes!!', not a UUID"),
+    5: ("type", b"\x07", "type is b'\\x07', not text"),
+    6: ("recorded_at", "yesterday", "recorded_at is 'yesterday', not an integer"),
+}
+"""Corruptions of rows that hold no extra field (no headers, ids or depth):
+the read finds them by the types of their plain columns. (A TEXT column
+turns a number written into it into text: only a blob stays another type.)"""
+
+
+async def test_a_row_without_extra_fields_whose_plain_column_was_corrupted_fails_alone(db_path: Path) -> None:
+    store = SqliteStore(db_path)
+    await store.open()
+    await store.append([new_record(Row(n=n)) for n in range(1, 9)])
+    await store.close()
+    with closing(sqlite3.connect(db_path)) as connection:
+        for seq, (column, value, _) in PLAIN_CORRUPTIONS.items():
+            connection.execute(f"UPDATE eventbus_records SET {column} = ? WHERE seq = ?", (value, seq))
+        # JSON as a blob is another type than the store writes, and still reads
+        connection.execute("UPDATE eventbus_records SET data = CAST(data AS BLOB) WHERE seq = 7")
+        connection.commit()
+    store = SqliteStore(db_path)
+    await store.open()
+    try:
+        records = await store.read()
+    finally:
+        await store.close()
+    assert [record.seq for record in records] == list(range(1, 9))
+    assert [records[0].event, records[6].event, records[7].event] == [Row(n=1), Row(n=7), Row(n=8)]
+    for record in records[1:6]:
+        assert isinstance(record, UnreadableRecord)
+        with pytest.raises(EventDecodeError, match=f"seq {record.seq} cannot be read") as caught:
+            _ = record.event
+        assert PLAIN_CORRUPTIONS[record.seq][2] in str(caught.value)
+
+
 async def test_replay_and_a_from_seq_subscription_go_on_after_each_bad_row(db_path: Path) -> None:
     await _corrupted_file(db_path)
     handled: list[int] = []
