@@ -316,7 +316,9 @@ class Publisher:
             if now is None:
                 await self._commit_reserving((record,), dict.fromkeys(route.blocking, 1))
                 return record.seq
-            if now.append_now((record,)):
+            if event_id is None:
+                now.append_new((record,))  # under an id just made: nothing to look up
+            elif now.append_now((record,)):
                 return record.seq  # stored before, under the caller's event_id: routed then
             item, seq = record, record.seq
         # The store took the item at once, and nothing ran in between: what

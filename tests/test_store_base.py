@@ -31,10 +31,11 @@ class NoEntries(MemoryStore):
 
 
 class NoFastAppends(MemoryStore):
-    """A real `MemoryStore` that declares the fast append but takes both of its methods away."""
+    """A real `MemoryStore` that declares the fast append but takes its methods away."""
 
     features = replace(MemoryStore.features, immediate_append=True)
     append_now = None  # type: ignore[assignment]
+    append_new = None  # type: ignore[assignment]
     append_entry = None  # type: ignore[assignment]
 
 
@@ -64,8 +65,8 @@ def test_methods_without_the_declaration_are_not_used(tmp_path: Path) -> None:
     ("store_class", "missing"),
     [
         (NoEntries, r"append_entry\(\) of"),
-        (NoFastAppends, r"append_now\(\) and append_entry\(\) of"),
-        (FastSqliteStore, r"append_now\(\) and append_entry\(\) of"),
+        (NoFastAppends, r"append_now\(\) and append_new\(\) and append_entry\(\) of"),
+        (FastSqliteStore, r"append_now\(\) and append_new\(\) and append_entry\(\) of"),
     ],
 )
 def test_declaring_it_without_implementing_it_is_a_type_error(

@@ -111,6 +111,13 @@ class CountingFastOnes(MemoryStore):
         return super().append_now(records)
 
 
+class CountingNewOnes(MemoryStore):
+    """Overrides the append of records under new ids only, without declaring its features."""
+
+    def append_new(self, records: Sequence[Record]) -> None:
+        super().append_new(records)
+
+
 class ReadingAloud(MemoryStore):
     """Overrides a method other than the appends."""
 
@@ -133,6 +140,7 @@ class DeclaredFast(CountingAppends):
         (MixedInCounting, False),
         (CountingSubclass, False),
         (CountingFastOnes, False),
+        (CountingNewOnes, False),
         (DeclaredFast, True),
     ],
 )

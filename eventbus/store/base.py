@@ -279,7 +279,7 @@ class ImmediateAppend(Protocol):
     """The append of a store that never waits, offered without a coroutine.
 
     A store declares it with ``StoreFeatures(immediate_append=True)`` and
-    implements both methods; the bus checks that once when it starts
+    implements the three methods; the bus checks that once when it starts
     (`immediate_append`), never per publish, and raises `TypeError` for a
     store that declares it without implementing it. A store that implements
     the methods without declaring them is appended to through
@@ -289,7 +289,7 @@ class ImmediateAppend(Protocol):
     see every append), `EventBus.publish` calls these instead of awaiting
     `Store.append`, one coroutine less per publish; everything else
     (``publish_many``, ``ingest``, a publish while another append is in
-    flight) still awaits `Store.append`. Both append exactly as
+    flight) still awaits `Store.append`. Each appends exactly as
     `Store.append` does: the same seqs, the same bound, the same records
     read back, so which one the bus used is never visible afterwards. The
     conformance suite's `ImmediateAppendConformance` holds a store to that.
@@ -298,6 +298,17 @@ class ImmediateAppend(Protocol):
     def append_now(self, records: Sequence[Record]) -> Collection[int]:
         """`Store.append` of ``records`` without a coroutine: sets each one's
         ``seq``, returns the positions of those already stored."""
+
+    def append_new(self, records: Sequence[Record]) -> None:
+        """`append_now` of records whose ids the bus just made (so no store
+        holds them yet): sets each one's ``seq`` without looking the ids up.
+
+        What a publish under an id of the bus's own calls when a subscription
+        needs the `Record` object (an event published from a handler, with
+        headers, to a subscription with retry). The ids are as new as an
+        entry's (see `append_entry`); a store keeps them unique as it does an
+        entry's, by finding them when a later append looks ids up.
+        """
 
     def append_entry(self, event: Event, type: str, version: int, event_id: int, recorded_at_ns: int) -> Entry:
         """Append one event published outside a handler, without headers, under
@@ -434,7 +445,7 @@ def _declared(store: Store, feature: str, protocol: str, methods: Sequence[str])
         )
 
 
-_IMMEDIATE_APPEND_METHODS = ("append_now", "append_entry")
+_IMMEDIATE_APPEND_METHODS = ("append_now", "append_new", "append_entry")
 """What `ImmediateAppend` asks for, in the order `immediate_append` names what is missing."""
 
 _TRANSACTIONS_METHODS = ("check_connection", "in_transaction", "begin", "append_in", "execute_in", "begin_projection")

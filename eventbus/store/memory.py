@@ -56,7 +56,7 @@ class MemoryStore:
     It declares ``immediate_append``: the bus's publish calls `append_now`
     and `append_entry` (`ImmediateAppend`) instead of awaiting `append`.
 
-    Subclasses: a subclass whose `append`, `append_now` or `append_entry` is
+    Subclasses: a subclass whose `append`, `append_now`, `append_new` or `append_entry` is
     not this class's own (overridden in its body, a base or a mixin: to count
     appends, to fail them, to yield inside them) and whose class body does not
     assign ``features`` gets ``features.immediate_append`` False when the
@@ -83,6 +83,7 @@ class MemoryStore:
         replaces_an_append = (
             cls.append is not MemoryStore.append
             or cls.append_now is not MemoryStore.append_now
+            or cls.append_new is not MemoryStore.append_new
             or cls.append_entry is not MemoryStore.append_entry
         )
         if replaces_an_append and "features" not in vars(cls) and cls.features.immediate_append:
@@ -159,6 +160,21 @@ class MemoryStore:
             self._drop(seq - self._full_after)
         return already
 
+    def append_new(self, records: Sequence[Record]) -> None:
+        """`append_now` of records under ids the bus just made (see
+        `ImmediateAppend.append_new`): kept unindexed, as entries are (see
+        `_index`). Looking each id up, and indexing it, at every such append
+        cost a publish-to-handled with ``retry=Retry()`` and ``concurrency=4``
+        5 767 instructions (30 024 against 24 257, CPython 3.11)."""
+        seq = self._last_seq
+        for record in records:
+            seq += 1
+            record.seq = seq
+        self._last_seq = seq
+        self._records.extend(records)
+        if seq > self._full_after:
+            self._drop(seq - self._full_after)
+
     def append_entry(self, event: Any, type: str, version: int, event_id: int, recorded_at_ns: int) -> Entry:
         """Append an event published outside a handler, without headers, as an
         entry (see `eventbus._entry`): what the bus's publish calls instead of
@@ -176,9 +192,9 @@ class MemoryStore:
     def _index(self) -> dict[int, int]:
         """`_seqs`, brought to cover every held record.
 
-        Entries are indexed here, when an append that must look ids up comes,
-        not when appended: their ids are ones the bus just made, which no
-        record held can share, and indexing each at once costs a one-handler
+        Entries, and records appended by `append_new`, are indexed here, when
+        an append that must look ids up comes, not when appended: their ids
+        are ones the bus just made, which no record held can share, and indexing each at once costs a one-handler
         publish-to-handled 873 instructions on CPython 3.11 (13 387 against
         12 514) and 995 on 3.13 (15 180 against 14 185), for a lookup that a
         bus publishing only its own events never makes.

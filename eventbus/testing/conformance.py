@@ -1409,16 +1409,18 @@ class ImmediateAppendConformance(StoreConformance):
     async def test_immediate_appends_number_like_append(self, store: Store) -> None:
         fast = _immediate(store)
         first, second, third, fourth = _others(2), _others(1, start=2), _others(3, start=4), _others(1, start=7)
+        made = _others(2, start=8)
         await store.append(first)
         fast.append_now(second)
         entry = _append_entry(fast, 3)
         fast.append_now(third)
+        fast.append_new(made)
         await store.append(fourth)
-        seqs = [*_seqs(first), *_seqs(second), entry[0], *_seqs(third), *_seqs(fourth)]
+        seqs = [*_seqs(first), *_seqs(second), entry[0], *_seqs(third), *_seqs(made), *_seqs(fourth)]
         assert seqs == sorted(set(seqs))
-        assert all(_is_contiguous(_seqs(batch)) for batch in (first, second, third, fourth))
+        assert all(_is_contiguous(_seqs(batch)) for batch in (first, second, third, made, fourth))
         if store.features.gapless:
-            assert seqs == list(range(1, 9))
+            assert seqs == list(range(1, 11))
         assert await store.head() == seqs[-1]
         assert _seqs(await _read_all(store)) == seqs
 
@@ -1436,7 +1438,12 @@ class ImmediateAppendConformance(StoreConformance):
         now = _others(1, start=7)
         fast.append_now(now)
         assert list(await store.append([new_record(_Other(index=8), event_id=now[0].event_id)])) == [0]
-        assert _seqs(await store.read()) == [entry[0], stored[0].seq, now[0].seq]
+        made = _others(1, start=9)
+        fast.append_new(made)
+        again = [new_record(_Other(index=10), event_id=made[0].event_id)]
+        assert list(fast.append_now(again)) == [0], "an id appended new is found by the next lookup"
+        assert _seqs(again) == _seqs(made)
+        assert _seqs(await store.read()) == [entry[0], stored[0].seq, now[0].seq, made[0].seq]
 
     async def test_append_now_of_nothing_changes_nothing(self, store: Store) -> None:
         fast = _immediate(store)
@@ -1457,9 +1464,11 @@ class ImmediateAppendConformance(StoreConformance):
         )
         compact = new_record(_Other(index=7), event_id=uuid4().int, recorded_at=_FIXED_TIME_NS)
         rich.depth = 5
+        made = new_record(_Sample(text="new", tags=("ü",), at=_FIXED_TIME), headers={"h": "v"})
         _immediate(store).append_now([rich, compact])
+        _immediate(store).append_new([made])
         stored = await store.read()
-        for actual, expected in zip(stored, [rich, compact], strict=True):
+        for actual, expected in zip(stored, [rich, compact, made], strict=True):
             _assert_same_record(actual, expected)
         assert stored[0].depth == 5
 
