@@ -8,6 +8,7 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import anyio
 import pytest
 from eventbus_sqlite import SqliteStore
 
-from eventbus import Event, EventBus, EventDecodeError
+from eventbus import Event, EventBus, EventDecodeError, Record
 from eventbus.store.codec import UnreadableRecord
 from eventbus.testing.conformance import new_record
 
@@ -49,14 +50,19 @@ async def _corrupted_file(path: Path) -> None:
         connection.commit()
 
 
-async def test_a_read_returns_the_whole_page_with_each_bad_row_failing_alone(db_path: Path) -> None:
-    await _corrupted_file(db_path)
-    store = SqliteStore(db_path)
+async def _read_page(path: Path) -> Sequence[Record]:
+    """The first page of the file's records, read by a store opened for it alone."""
+    store = SqliteStore(path)
     await store.open()
     try:
-        records = await store.read()
+        return await store.read()
     finally:
         await store.close()
+
+
+async def test_a_read_returns_the_whole_page_with_each_bad_row_failing_alone(db_path: Path) -> None:
+    await _corrupted_file(db_path)
+    records = await _read_page(db_path)
     assert [record.seq for record in records] == list(range(1, 9))
     for record in records:
         if record.seq in GOOD:
@@ -93,12 +99,7 @@ async def test_a_row_without_extra_fields_whose_plain_column_was_corrupted_fails
         # JSON as a blob is another type than the store writes, and still reads
         connection.execute("UPDATE eventbus_records SET data = CAST(data AS BLOB) WHERE seq = 7")
         connection.commit()
-    store = SqliteStore(db_path)
-    await store.open()
-    try:
-        records = await store.read()
-    finally:
-        await store.close()
+    records = await _read_page(db_path)
     assert [record.seq for record in records] == list(range(1, 9))
     assert [records[0].event, records[6].event, records[7].event] == [Row(n=1), Row(n=7), Row(n=8)]
     for record in records[1:6]:
