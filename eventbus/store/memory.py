@@ -62,8 +62,8 @@ class MemoryStore:
     a mixin: to count appends, to fail them, to yield inside them) and whose
     class body does not assign ``features`` gets ``features.immediate_append``
     False when the class is created, so every append goes through its
-    `append` as it expects. A subclass that keeps its appends consistent with each other
-    and wants them called at once says so in its own body
+    `append` as it expects. A subclass that keeps its appends consistent with
+    each other and wants them called at once says so in its own body
     (``features = replace(MemoryStore.features, immediate_append=True)``).
 
     Args:
