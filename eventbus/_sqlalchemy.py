@@ -81,15 +81,16 @@ class _Begun:
         self._transaction = transaction
 
     async def commit(self) -> None:
-        try:
-            await self._transaction.commit()
-        except BaseException:
-            with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._transaction.commit()
+            except BaseException:
                 await self._transaction.rollback()
-            raise
+                raise
 
     async def rollback(self) -> None:
-        await self._transaction.rollback()
+        with anyio.CancelScope(shield=True):
+            await self._transaction.rollback()
 
 
 async def begin_transaction(store: Transactions, connection: object) -> tuple[object, OpenTransaction]:

@@ -48,12 +48,12 @@ connection's transaction is open.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
-from contextvars import ContextVar
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from contextvars import ContextVar, Token
 from functools import partial
 from time import time_ns
-from types import MappingProxyType
+from types import MappingProxyType, TracebackType
 from uuid import UUID
 
 import anyio
@@ -483,8 +483,7 @@ class Publisher:
 
     # -- in the application's transaction ------------------------------------------
 
-    @asynccontextmanager
-    async def transaction(self, connection: object) -> AsyncIterator[Transaction]:
+    def transaction(self, connection: object) -> AbstractAsyncContextManager[Transaction]:
         """Begin a transaction on the application's ``connection`` and publish in it.
 
         ```python
@@ -510,6 +509,11 @@ class Publisher:
         database's or already in a transaction; `BusClosed` when the bus is
         not running.
         """
+        return _TransactionBlock(self, connection)
+
+    async def _begin_block(self, connection: object) -> tuple[_BlockHeld, OpenTransaction, Transaction]:
+        """Begin `transaction`'s block on ``connection``: what holds it, the
+        transaction to end, and the `Transaction` the block publishes through."""
         if self._refusal is not None:
             raise BusClosed(f"cannot begin a transaction: the bus is {self._refusal}")
         store = self._transactional()
@@ -529,22 +533,12 @@ class Publisher:
                 )
             driver, opened = connection, await store.begin(connection)
             execute = partial(store.execute_in, connection)
-        held = _BlockHeld(store, driver)
-        token = open_transaction.set(held)
-        try:
-            try:
-                yield Transaction(self, connection, execute)
-            except BaseException:
-                with anyio.CancelScope(shield=True):
-                    await opened.rollback()
-                raise
-            with anyio.CancelScope(shield=True):
-                await opened.commit()
-        finally:
-            open_transaction.reset(token)
-        # every seq up to the transaction's last is committed now (seqs go in
-        # commit order): the head moves, and drain() waits for tailing
-        # subscriptions to deliver them
+        return _BlockHeld(store, driver), opened, Transaction(self, connection, execute)
+
+    def _block_committed(self, held: HeldTransaction) -> None:
+        """A `transaction` block committed: every seq up to its last is
+        committed now (seqs go in commit order), so the head moves, and
+        `drain` waits for tailing subscriptions to deliver them."""
         self._head = max(self._head, held.last_seq)
 
     def _transactional(self) -> Transactions:
@@ -807,6 +801,43 @@ class _BlockHeld(HeldTransaction):
     __slots__ = ()
 
 
+class _TransactionBlock:
+    """What `Publisher.transaction` returns: begins the transaction on entry,
+    commits it on a normal exit and rolls it back on an exception (which
+    propagates). A class rather than ``@asynccontextmanager``: the
+    generator's machinery cost a SQLite transaction that publishes one event
+    about 1 µs, a twentieth of what the block adds to it."""
+
+    __slots__ = ("_connection", "_held", "_opened", "_publisher", "_token")
+
+    _held: HeldTransaction
+    _opened: OpenTransaction
+    _token: Token[HeldTransaction | None]
+
+    def __init__(self, publisher: Publisher, connection: object) -> None:
+        self._publisher = publisher
+        self._connection = connection
+
+    async def __aenter__(self) -> Transaction:
+        held, self._opened, transaction = await self._publisher._begin_block(self._connection)
+        self._held = held
+        self._token = open_transaction.set(held)
+        return transaction
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        try:
+            if exc_type is None:
+                await self._opened.commit()  # both run to their end, cancelled or not (see OpenTransaction)
+            else:
+                await self._opened.rollback()
+        finally:
+            open_transaction.reset(self._token)
+        if exc_type is None:
+            self._publisher._block_committed(self._held)
+
+
 class _Pending:
     """Records waiting for the append in flight to finish."""
 
@@ -821,7 +852,16 @@ class _Pending:
 def _is_sqlalchemy(connection: object) -> bool:
     """Whether ``connection`` is a SQLAlchemy object (told by its class's module:
     SQLAlchemy, an optional extra, is imported only to handle one, in `eventbus._sqlalchemy`)."""
-    return any(cls.__module__.startswith("sqlalchemy.") for cls in type(connection).__mro__)
+    cls = type(connection)
+    known = _SQLALCHEMY_CLASSES.get(cls)
+    if known is None:
+        known = _SQLALCHEMY_CLASSES[cls] = any(base.__module__.startswith("sqlalchemy.") for base in cls.__mro__)
+    return known
+
+
+_SQLALCHEMY_CLASSES: dict[type, bool] = {}
+"""`_is_sqlalchemy` of each class of connection seen, worked out once per class
+(the walk of its bases cost a transactional publish 0.6 µs)."""
 
 
 def _not_a_uuid(value: object) -> str:

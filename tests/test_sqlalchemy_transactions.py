@@ -164,6 +164,32 @@ async def test_a_session_transaction_that_raises_stores_and_delivers_neither_row
 
 
 @asyncio_only
+async def test_a_session_block_cancelled_before_its_end_still_commits_or_rolls_back_whole(
+    database: Database,
+) -> None:
+    async with running(database) as (bus, seen, engine), AsyncSession(engine) as session:
+        with anyio.CancelScope() as scope:
+            async with bus.transaction(session) as tx:
+                await session.execute(insert(database.orders).values(id="A1"))
+                await tx.publish(OrderPlaced(order_id="A1"))
+                scope.cancel()  # delivered at the commit's first await, which runs to its end all the same
+        assert not session.in_transaction()
+        assert await stored_orders(engine, database) == ["A1"]
+        with anyio.CancelScope() as scope:
+            async with bus.transaction(session) as tx:
+                await session.execute(insert(database.orders).values(id="A2"))
+                await tx.publish(OrderPlaced(order_id="A2"))
+                scope.cancel()
+                await anyio.lowlevel.checkpoint()  # the block ends with the cancellation: rolled back, whole
+        assert scope.cancelled_caught
+        assert not session.in_transaction()
+        assert await stored_orders(engine, database) == ["A1"]
+        assert await bus.publish(OrderPlaced(order_id="B1")) == 2  # the store's lock was given back, with no gap
+        await seen.wait_for(2)
+        assert _orders(seen) == [(1, "A1"), (2, "B1")]
+
+
+@asyncio_only
 async def test_a_commit_the_database_refuses_stores_neither_and_leaves_the_session_ready(
     database: Database,
 ) -> None:

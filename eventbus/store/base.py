@@ -327,7 +327,14 @@ class ImmediateAppend(Protocol):
 
 
 class OpenTransaction(Protocol):
-    """A transaction `Transactions.begin` opened on the application's connection."""
+    """A transaction `Transactions.begin` opened on the application's connection.
+
+    `commit` and `rollback` run to their end even when the calling task is
+    cancelled meanwhile (the cancellation takes effect after them): a store
+    whose statements are awaited shields them itself, one whose statements
+    run without an await (a `sqlite3.Connection`'s) needs nothing, and a
+    transaction is never left half-ended by a cancelled caller.
+    """
 
     async def commit(self) -> None:
         """Commit it; the records appended in it become visible to readers (and

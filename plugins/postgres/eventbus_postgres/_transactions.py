@@ -23,6 +23,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, cast
 
+import anyio
 import asyncpg
 import sniffio
 from asyncpg.pool import PoolConnectionProxy
@@ -124,11 +125,13 @@ class PostgresTransaction:
         self._errors = errors
 
     async def commit(self) -> None:
-        """``COMMIT``: the records appended in it become visible, and their NOTIFY goes out."""
-        with self._errors("commit a transaction on"):
+        """``COMMIT``: the records appended in it become visible, and their NOTIFY
+        goes out. Runs to its end even when the caller is cancelled meanwhile."""
+        with anyio.CancelScope(shield=True), self._errors("commit a transaction on"):
             await self._transaction.commit()
 
     async def rollback(self) -> None:
-        """``ROLLBACK``: nothing appended in it is stored."""
-        with self._errors("roll back a transaction on"):
+        """``ROLLBACK``: nothing appended in it is stored. Runs to its end even
+        when the caller is cancelled meanwhile."""
+        with anyio.CancelScope(shield=True), self._errors("roll back a transaction on"):
             await self._transaction.rollback()

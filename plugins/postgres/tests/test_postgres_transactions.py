@@ -97,6 +97,30 @@ async def test_a_rolled_back_transaction_stores_and_delivers_nothing(schema: str
 
 
 @asyncio_only
+async def test_a_block_cancelled_before_its_end_still_commits_or_rolls_back_whole(schema: str) -> None:
+    async with running(schema) as (bus, seen), connected() as conn:
+        with anyio.CancelScope() as scope:
+            async with bus.transaction(conn) as tx:
+                await conn.execute(f'INSERT INTO "{schema}".orders (id) VALUES ($1)', uuid4())
+                await tx.publish(Tick(n=1))
+                scope.cancel()  # delivered at the COMMIT's first await, which runs to its end all the same
+        assert not conn.is_in_transaction()
+        assert len(await orders(conn, schema)) == 1
+        assert bus.head == 1
+        with anyio.CancelScope() as scope:
+            async with bus.transaction(conn) as tx:
+                await conn.execute(f'INSERT INTO "{schema}".orders (id) VALUES ($1)', uuid4())
+                await tx.publish(Tick(n=2))
+                scope.cancel()
+                await anyio.lowlevel.checkpoint()  # the block ends with the cancellation: ROLLBACK, whole
+        assert not conn.is_in_transaction()
+        assert len(await orders(conn, schema)) == 1
+        assert await bus.publish(Tick(n=3)) == 2  # the store's lock was given back, with no gap
+        await seen.wait_for(2)
+        assert [r.event.n for r in seen.records] == [1, 3]
+
+
+@asyncio_only
 async def test_publish_joins_a_transaction_the_application_began_itself(schema: str) -> None:
     async with running(schema) as (bus, seen), connected() as conn:
         async with conn.transaction():

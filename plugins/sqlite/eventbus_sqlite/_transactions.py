@@ -149,6 +149,10 @@ async def check_connection(store: Store, connection: object, identity: FileIdent
 class SqliteTransaction:
     """A ``BEGIN IMMEDIATE`` transaction on the application's connection (an `OpenTransaction`).
 
+    Its ``COMMIT`` and ``ROLLBACK`` cannot be cut short by a cancelled
+    caller: on a `sqlite3.Connection` they run without an await, and on
+    aiosqlite's thread `AppConnection.run` shields them.
+
     Args:
         connection: the application's connection, its transaction begun.
         committed: called after the commit, to wake this process's tailing subscriptions.
@@ -182,21 +186,33 @@ async def begin_without_blocking(connection: sqlite3.Connection) -> None:
     again after an asynchronous wait while the file is busy, until that
     timeout has passed (then the last busy error is raised)."""
     (timeout_ms,) = connection.execute("PRAGMA busy_timeout").fetchone()
-    deadline = anyio.current_time() + timeout_ms / 1000
-    delay = _BEGIN_FIRST_DELAY
     connection.execute("PRAGMA busy_timeout = 0")
     try:
-        while True:
-            try:
-                connection.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or anyio.current_time() >= deadline:
-                    raise
-            await anyio.sleep(min(delay, max(deadline - anyio.current_time(), 0)))
-            delay = min(delay * 2, _BEGIN_MAX_DELAY)
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                raise
+            await _begin_when_free(connection, timeout_ms / 1000)
     finally:
         connection.execute(f"PRAGMA busy_timeout = {int(timeout_ms)}")
+
+
+async def _begin_when_free(connection: sqlite3.Connection, timeout: float) -> None:
+    """``BEGIN IMMEDIATE``, tried again after an asynchronous wait while the
+    file is busy, until ``timeout`` seconds have passed (then the last busy
+    error is raised); the connection's busy timeout is 0 meanwhile."""
+    deadline = anyio.current_time() + timeout
+    delay = _BEGIN_FIRST_DELAY
+    while True:
+        await anyio.sleep(min(delay, max(deadline - anyio.current_time(), 0)))
+        delay = min(delay * 2, _BEGIN_MAX_DELAY)
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or anyio.current_time() >= deadline:
+                raise
 
 
 def _begin_immediate(connection: sqlite3.Connection) -> None:

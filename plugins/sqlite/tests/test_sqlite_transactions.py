@@ -70,6 +70,33 @@ async def test_a_committed_transaction_stores_its_row_and_its_event_and_delivers
         assert [r.seq for r in seen.records] == [1, 2]
 
 
+async def test_a_block_cancelled_before_its_end_still_commits_or_rolls_back_whole(
+    db_path: Path, connection: sqlite3.Connection
+) -> None:
+    async with running(db_path) as (bus, seen):
+        connection.execute("CREATE TABLE orders (id TEXT PRIMARY KEY)")
+        with anyio.CancelScope() as scope:
+            async with bus.transaction(connection) as tx:
+                connection.execute("INSERT INTO orders (id) VALUES ('A1')")
+                await tx.publish(OrderPlaced(order_id="A1"))
+                scope.cancel()  # pending when the block ends normally: the COMMIT runs to its end
+        assert not connection.in_transaction
+        assert orders(connection) == ["A1"]
+        assert bus.head == 1
+        with anyio.CancelScope() as scope:
+            async with bus.transaction(connection) as tx:
+                connection.execute("INSERT INTO orders (id) VALUES ('A2')")
+                await tx.publish(OrderPlaced(order_id="A2"))
+                scope.cancel()
+                await anyio.lowlevel.checkpoint()  # the block ends with the cancellation: ROLLBACK, whole
+        assert scope.cancelled_caught
+        assert not connection.in_transaction
+        assert orders(connection) == ["A1"]
+        assert await bus.publish(OrderPlaced(order_id="A3")) == 2  # the file's lock was given back, with no gap
+        await seen.wait_for(2)
+        assert [r.event.order_id for r in seen.records] == ["A1", "A3"]
+
+
 async def test_a_rolled_back_transaction_stores_and_delivers_nothing(
     db_path: Path, connection: sqlite3.Connection
 ) -> None:
