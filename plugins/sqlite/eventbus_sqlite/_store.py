@@ -45,7 +45,7 @@ from ._options import SqliteOptions
 from ._pool import ReaderPool
 from ._projections import ProjectionConnections, SqliteProjection
 from ._statements import LAYOUT
-from ._transactions import SqliteTransaction, app_connection, check_connection
+from ._transactions import AppConnection, SqliteTransaction, app_connection, check_connection
 from ._url import parse_url
 from ._writer import AppendRequest, Writer, insert_rows
 
@@ -160,7 +160,7 @@ class SqliteStore:
         self._needed: HistoryNeed | None = None
         self._since_step = 0
         self._last_step = -math.inf
-        self._checked: object = None
+        self._checked: AppConnection | None = None
         """The application's connection `check_connection` last accepted (held,
         since a `sqlite3.Connection` cannot be weakly referenced, until
         another is checked or the store closes): a connection's main
@@ -168,7 +168,7 @@ class SqliteStore:
         each publish in a transaction on it does not read ``PRAGMA
         database_list`` and ``stat`` the file again (a statement and a system
         call, about 6 µs; with commits that wait for the disk, 12 % of such
-        a transaction)."""
+        a transaction), and the other methods on it do not wrap it again."""
 
     @classmethod
     def from_url(cls, url: str, *, create: bool = True, **options: Any) -> SqliteStore:
@@ -306,15 +306,22 @@ class SqliteStore:
         path to the file is fine). Writes nothing; the connection checked last
         passes at once."""
         identity = self._require_writer().identity
-        if connection is self._checked:
+        checked = self._checked
+        if checked is not None and checked.connection is connection:
             return
-        await check_connection(self, connection, identity)
-        self._checked = connection
+        self._checked = await check_connection(self, connection, identity)
+
+    def _app_connection(self, connection: object) -> AppConnection:
+        """``connection`` as an `AppConnection` (`TransactionError` for what is none)."""
+        checked = self._checked
+        if checked is not None and checked.connection is connection:
+            return checked
+        return app_connection(self, connection)
 
     def in_transaction(self, connection: object) -> bool:
         """Whether ``connection`` (a `sqlite3.Connection` or an aiosqlite connection) has a transaction open."""
         try:
-            return app_connection(self, connection).in_transaction
+            return self._app_connection(connection).in_transaction
         except TransactionError:  # neither
             return False
 
@@ -323,7 +330,7 @@ class SqliteStore:
         once (waiting up to the connection's own timeout for another writer's
         commit, without blocking the event loop: see `AppConnection.begin`), so
         its first append cannot fail for a lock it cannot upgrade to."""
-        checked = app_connection(self, connection)  # checked by check_connection before, as the protocol has it
+        checked = self._app_connection(connection)  # checked by check_connection before, as the protocol has it
         with sqlite_errors(self._where):
             await checked.begin()
         return SqliteTransaction(checked, self._wake_tailers, self._where)
@@ -332,7 +339,7 @@ class SqliteStore:
         """Insert ``records`` inside the write transaction open on ``connection``
         (its event ids looked up first, so a repeated one is left out instead of
         failing the application's transaction); sets their seqs."""
-        checked = app_connection(self, connection)
+        checked = self._app_connection(connection)
         try:
             rows = [record_values(record, LAYOUT) for record in records]
         except ValueError as exc:
@@ -348,7 +355,7 @@ class SqliteStore:
     async def execute_in(self, connection: object, sql: str, args: Sequence[object]) -> None:
         """Run one of the application's statements (``?`` placeholders) on
         ``connection``, where its statements run (see `AppConnection`)."""
-        checked = app_connection(self, connection)
+        checked = self._app_connection(connection)
         with sqlite_errors(self._where):
             await checked.run(lambda connection: connection.execute(sql, tuple(args)))
 

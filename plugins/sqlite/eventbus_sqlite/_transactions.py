@@ -42,21 +42,21 @@ T = TypeVar("T")
 class AppConnection:
     """The application's connection, with a way to run work on its `sqlite3.Connection`.
 
-    Args:
+    Attributes:
         connection: a `sqlite3.Connection`, or an aiosqlite connection (whose
             `sqlite3.Connection` is usable on aiosqlite's thread only).
     """
 
-    __slots__ = ("_connection",)
+    __slots__ = ("connection",)
 
     def __init__(self, connection: sqlite3.Connection | aiosqlite.Connection) -> None:
-        self._connection = connection
+        self.connection = connection
 
     @property
     def in_transaction(self) -> bool:
         """Whether a transaction is open on it (False once it is closed)."""
         try:
-            return self._connection.in_transaction
+            return self.connection.in_transaction
         except (sqlite3.ProgrammingError, ValueError):  # closed (aiosqlite says so with a ValueError)
             return False
 
@@ -67,7 +67,7 @@ class AppConnection:
         projection's transaction, another `EventBus.transaction`): so it tries
         without waiting and, while the file is busy, waits asynchronously and
         tries again, up to the connection's own busy timeout."""
-        connection = self._connection
+        connection = self.connection
         if isinstance(connection, sqlite3.Connection):
             await begin_without_blocking(connection)
         else:
@@ -81,7 +81,7 @@ class AppConnection:
         statement half-awaited would leave the caller unsure what the
         application's transaction holds.
         """
-        connection = self._connection
+        connection = self.connection
         if isinstance(connection, sqlite3.Connection):
             return work(connection)
         with anyio.CancelScope(shield=True):
