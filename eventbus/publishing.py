@@ -804,9 +804,9 @@ class _BlockHeld(HeldTransaction):
 class _TransactionBlock:
     """What `Publisher.transaction` returns: begins the transaction on entry,
     commits it on a normal exit and rolls it back on an exception (which
-    propagates). A class rather than ``@asynccontextmanager``: the
-    generator's machinery cost a SQLite transaction that publishes one event
-    about 1 µs, a twentieth of what the block adds to it."""
+    propagates). A class rather than ``@asynccontextmanager``, whose
+    generator's machinery cost each block about 1 µs (on SQLite, with
+    commits not synced, a transaction that publishes one event takes 44)."""
 
     __slots__ = ("_connection", "_held", "_opened", "_publisher", "_token")
 
