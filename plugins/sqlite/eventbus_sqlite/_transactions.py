@@ -184,35 +184,29 @@ _BEGIN_MAX_DELAY = 0.05
 async def begin_without_blocking(connection: sqlite3.Connection) -> None:
     """``BEGIN IMMEDIATE`` with the connection's busy timeout at 0, tried
     again after an asynchronous wait while the file is busy, until that
-    timeout has passed (then the last busy error is raised)."""
+    timeout has passed (then the last busy error is raised). The clock is
+    read only once the file is found busy: the usual begin finds it free."""
     (timeout_ms,) = connection.execute("PRAGMA busy_timeout").fetchone()
     connection.execute("PRAGMA busy_timeout = 0")
     try:
-        try:
-            connection.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
-                raise
-            await _begin_when_free(connection, timeout_ms / 1000)
+        deadline: float | None = None
+        delay = _BEGIN_FIRST_DELAY
+        while True:
+            try:
+                _begin_immediate(connection)
+                return
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                    raise
+                now = anyio.current_time()
+                if deadline is None:
+                    deadline = now + timeout_ms / 1000
+                if now >= deadline:
+                    raise
+            await anyio.sleep(min(delay, deadline - now))
+            delay = min(delay * 2, _BEGIN_MAX_DELAY)
     finally:
         connection.execute(f"PRAGMA busy_timeout = {int(timeout_ms)}")
-
-
-async def _begin_when_free(connection: sqlite3.Connection, timeout: float) -> None:
-    """``BEGIN IMMEDIATE``, tried again after an asynchronous wait while the
-    file is busy, until ``timeout`` seconds have passed (then the last busy
-    error is raised); the connection's busy timeout is 0 meanwhile."""
-    deadline = anyio.current_time() + timeout
-    delay = _BEGIN_FIRST_DELAY
-    while True:
-        await anyio.sleep(min(delay, max(deadline - anyio.current_time(), 0)))
-        delay = min(delay * 2, _BEGIN_MAX_DELAY)
-        try:
-            connection.execute("BEGIN IMMEDIATE")
-            return
-        except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or anyio.current_time() >= deadline:
-                raise
 
 
 def _begin_immediate(connection: sqlite3.Connection) -> None:

@@ -434,3 +434,40 @@ async def test_a_transaction_waits_for_a_projections_lock_without_stopping_the_l
                 go_on.set()
         await bus.drain()
     assert sorted(connection.execute("SELECT id FROM orders").fetchall()) == [("A1",), ("P1",)]
+
+
+async def test_a_begin_that_finds_the_file_busy_past_the_busy_timeout_fails_alone(
+    db_path: Path, connection: sqlite3.Connection
+) -> None:
+    async with running(db_path) as (bus, _):
+        connection.execute("CREATE TABLE orders (id TEXT PRIMARY KEY)")
+        other = sqlite3.connect(db_path, isolation_level=None)
+        app = sqlite3.connect(db_path, isolation_level=None, timeout=0.2)
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await anyio.sleep(0.01)
+
+        try:
+            other.execute("BEGIN IMMEDIATE")  # another writer holds the file's lock throughout
+            with anyio.fail_after(_DEADLINE):
+                async with anyio.create_task_group() as group:
+                    group.start_soon(tick)
+                    with pytest.raises(StoreError, match="database is locked"):
+                        async with bus.transaction(app):
+                            raise AssertionError("the block must not run")
+                    group.cancel_scope.cancel()
+            assert ticks >= 5  # the loop ran on while the begin waited
+            assert not app.in_transaction
+            assert app.execute("PRAGMA busy_timeout").fetchone() == (200,)  # the connection's own, given back
+            other.execute("ROLLBACK")
+            async with bus.transaction(app) as tx:  # free now: the same connection begins at once
+                app.execute("INSERT INTO orders (id) VALUES ('A1')")
+                assert await tx.publish(OrderPlaced(order_id="A1")) == 1
+        finally:
+            app.close()
+            other.close()
+        assert orders(connection) == ["A1"]
