@@ -231,6 +231,22 @@ class EventRegistry:
                 type=name,
             ) from exc
 
+    def validator(self, name: str, version: int) -> Callable[[str | bytes], Event] | None:
+        """The validator that decodes data of ``name`` stored at ``version``
+        as it is, or None when `decode` must take a longer way (no class is
+        registered under ``name``, or ``version`` is not its newest: the data
+        needs upcasting, or is newer than the class). The validator raises
+        pydantic's ``ValidationError`` (a `ValueError`), not `EventDecodeError`:
+        for a caller that decodes many records and lets `decode` report a failure."""
+        decoder = self._decoders.get(name)
+        if decoder is None:
+            try:
+                decoder = self._decoder(name, None)
+            except UnknownEventType:
+                return None
+        newest, validate_json = decoder
+        return validate_json if version == newest else None
+
     def _decoder(self, name: str, seq: int | None) -> tuple[int, Callable[[str | bytes], Event]]:
         """What `decode` keeps for ``name``: its newest class's version and
         validator, read once. Each is a class attribute read through

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic
@@ -10,7 +10,7 @@ from uuid import UUID
 
 from .event import Event, encode, registry
 
-__all__ = ["EventT", "NO_HEADERS", "Record"]
+__all__ = ["EventT", "NO_HEADERS", "Record", "decode_events"]
 
 if TYPE_CHECKING:
     from typing_extensions import TypeVar
@@ -208,6 +208,33 @@ class Record(Generic[EventT]):
 
     def __hash__(self) -> int:
         return hash((self.seq, self.event_id))
+
+
+def decode_events(records: Iterable[Record[Any]]) -> None:
+    """Decode the event of each of ``records`` not decoded yet, as `Record.event` would.
+
+    For a caller that decodes many records in a row (a replay's page): the
+    validator is looked up once per run of records of one type and version,
+    instead of a property and a registry call per record. A record whose
+    data must be upcast first, or does not validate, is left undecoded:
+    its `event` then decodes it, or raises `EventDecodeError` naming it. So
+    is a record of a subclass (a store's `UnreadableRecord`, whose `event`
+    raises).
+    """
+    name: str | None = None
+    version = 0
+    validate = None
+    for record in records:
+        if record.decoded is not None or type(record) is not Record:  # a subclass's `event` may differ
+            continue
+        if record.type != name or record.version != version:
+            name, version = record.type, record.version
+            validate = registry.validator(name, version)
+        if validate is not None:
+            try:
+                record.decoded = validate(record._data)  # type: ignore[arg-type]  # undecoded: it has data
+            except Exception:  # left for `event`, which raises it for this record alone
+                continue
 
 
 def _as_uuid_or_int(value: Any) -> UUID | int:

@@ -15,7 +15,8 @@ import anyio
 import pytest
 from replay_events import WAIT, Recorder, Tick, sqlite_url, stored_record
 
-from eventbus import Event, EventBus, EventDecodeError, MemoryStore, Retry, Store, UnknownEventType
+from eventbus import Event, EventBus, EventDecodeError, MemoryStore, Replay, Retry, Store, UnknownEventType
+from eventbus.replay import DECODE_AHEAD
 
 GONE = "replay.gone"
 """A type name no class is registered under (the class was deleted)."""
@@ -126,6 +127,39 @@ async def test_replay_by_the_name_of_a_type_that_no_longer_exists_reaches_its_re
 
     assert rest == []
     assert (raw.seq, raw.type, raw.data) == (1, GONE, '{"x": 1}')
+
+
+async def test_bad_records_at_the_edges_of_a_decoded_run_or_a_page_each_fail_alone() -> None:
+    # a replay decodes its events in runs of DECODE_AHEAD records, within pages of 200 here
+    invalid = {1, DECODE_AHEAD, DECODE_AHEAD + 1, 200, 201, 2 * DECODE_AHEAD + 1, 300}
+    unknown = {DECODE_AHEAD + 2, 199}
+    store = MemoryStore()
+    await store.append(
+        [
+            stored_record(GONE, "{}")
+            if seq in unknown
+            else stored_record("replay.tick", '{"n": "lots"}' if seq in invalid else f'{{"n": {seq}}}')
+            for seq in range(1, 301)
+        ]
+    )
+    replay: Replay[Event] = Replay(store, page_size=200)
+    outcomes: list[tuple[int, str]] = []
+    async with EventBus(store):
+        while True:
+            try:
+                record = await replay.__anext__()
+            except StopAsyncIteration:
+                break
+            except EventDecodeError as exc:
+                outcomes.append((exc.seq or 0, type(exc).__name__))
+            else:
+                assert isinstance(record.decoded, Tick)  # decoded before it was handed over
+                outcomes.append((record.seq, str(record.decoded.n)))
+
+    assert outcomes == [
+        (seq, "UnknownEventType" if seq in unknown else "EventDecodeError" if seq in invalid else str(seq))
+        for seq in range(1, 301)
+    ]
 
 
 # -- catch-up --------------------------------------------------------------------------------
