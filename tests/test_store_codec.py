@@ -38,9 +38,9 @@ AT = datetime(2025, 5, 17, 8, 30, 1, 123_456, tzinfo=UTC)
 
 def _read_split(rows: Sequence[tuple[object, ...]]) -> list[Record]:
     """`records_from_split_rows` of whole rows, their extra fields taken apart as a store would."""
-    plain = len(PLAIN_FIELDS)
+    plain = 1 + len(PLAIN_FIELDS)
     extras = {row[0]: row[plain:] for row in rows if row[plain:] != (None, None, None, 0)}
-    return records_from_split_rows([row[:plain] for row in rows], extras)
+    return records_from_split_rows([(row[0], row[1:plain]) for row in rows], extras)
 
 
 READERS: list[Callable[[Sequence[tuple[object, ...]]], list[Record]]] = [records_from_rows, _read_split]

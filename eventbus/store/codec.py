@@ -78,8 +78,8 @@ RECORD_FIELDS: tuple[str, ...] = (
 """A stored record's fields, in the order `record_values` writes (from ``type`` on) and
 `records_from_rows` reads them. ``correlation_id`` is NULL when it is the event's own id."""
 
-PLAIN_FIELDS: tuple[str, ...] = RECORD_FIELDS[:6]
-"""The fields `records_from_split_rows` reads from every row: ``seq`` to ``recorded_at``."""
+PLAIN_FIELDS: tuple[str, ...] = RECORD_FIELDS[1:6]
+"""The fields `records_from_split_rows` reads from every row beside its seq: ``type`` to ``recorded_at``."""
 
 EXTRA_FIELDS: tuple[str, ...] = RECORD_FIELDS[6:]
 """The fields that are NULL (``depth`` 0) for an event published outside a handler
@@ -315,24 +315,28 @@ def records_from_typed_rows(rows: Iterable[Row]) -> list[Record]:
     ]
 
 
-def records_from_split_rows(rows: Iterable[Row], extras: Mapping[Any, Row]) -> list[Record]:
-    """Records from rows of `PLAIN_FIELDS`, events still undecoded; ``extras``
-    maps the seq of each row that has any of `EXTRA_FIELDS` to their values.
+def records_from_split_rows(numbered: Iterable[tuple[int, Row]], extras: Mapping[Any, Row]) -> list[Record]:
+    """Records from ``(seq, row)`` pairs, each row of `PLAIN_FIELDS`, events
+    still undecoded; ``extras`` maps the seq of each row that has any of
+    `EXTRA_FIELDS` to their values.
 
     For a store that reads the extra fields apart, from the few rows that hold
     them: each column a driver fetches costs, and most rows hold none of them.
-    A row that cannot be read becomes an `UnreadableRecord`, as in `records_from_rows`.
+    The seqs come apart from the rows for the same reason: a store that knows
+    a page's seqs are consecutive need not fetch them.
+    Ids are expected as 16 bytes; a row with another (a `UUID`, text) is read
+    by `record_from_row`, and one that cannot be read becomes an
+    `UnreadableRecord`, as in `records_from_rows`.
     """
     new = Record
     to_int = int.from_bytes
-    is_uuid = _is_uuid
     return [
         new(
             seq,
             None,
             type_,
             version,
-            to_int(event_id) if type(event_id) is bytes else event_id,
+            to_int(event_id),
             recorded_at,
             None,
             None,
@@ -345,9 +349,10 @@ def records_from_split_rows(rows: Iterable[Row], extras: Mapping[Any, Row]) -> l
         and type(recorded_at) is int
         and type(type_) is str
         and type(data) is str
-        and ((type(event_id) is bytes and len(event_id) == _ID_BYTES) or is_uuid(event_id))
+        and type(event_id) is bytes
+        and len(event_id) == _ID_BYTES
         else record_from_row((seq, type_, version, data, event_id, recorded_at, *extras.get(seq, _NO_EXTRAS)))
-        for seq, type_, version, data, event_id, recorded_at in rows
+        for seq, (type_, version, data, event_id, recorded_at) in numbered
     ]
 
 

@@ -206,3 +206,34 @@ def test_without_its_plugin_a_url_names_the_distribution_to_install(monkeypatch:
     monkeypatch.setattr(url_module, "entry_points", lambda group: [])
     with pytest.raises(StoreNotFound, match="install the 'eventbus-sqlite' distribution"):
         EventBus(store="sqlite:///events.db")
+
+
+async def test_each_record_read_has_its_own_seq_whether_a_pages_seqs_are_consecutive_or_not(
+    sqlite_store: SqliteStore,
+) -> None:
+    # a page of consecutive seqs is read without them (they are counted); a page with
+    # seqs left out, by ``types`` or by a row deleted by hand, reads them with the rows
+    events = [Counted(number=seq) if seq % 3 else Loose(value=seq) for seq in range(1, 13)]
+    await sqlite_store.append([new_record(event) for event in events])
+    with sqlite3.connect(sqlite_store.path) as connection:
+        connection.execute("DELETE FROM eventbus_records WHERE seq = 8")
+    connection.close()
+
+    def numbers(records: list[Record]) -> list[tuple[int, object]]:
+        return [
+            (record.seq, record.event.number if isinstance(record.event, Counted) else record.event.value)
+            for record in records
+        ]
+
+    assert numbers(list(await sqlite_store.read(1, limit=5))) == [(seq, seq) for seq in range(1, 6)]
+    assert numbers(list(await sqlite_store.read(6, limit=4))) == [(6, 6), (7, 7), (9, 9), (10, 10)]
+    counted = [seq for seq in range(1, 13) if seq % 3 and seq != 8]
+    assert numbers(list(await sqlite_store.read(1, types=["eventbus_sqlite.tests.Counted"]))) == [
+        (seq, seq) for seq in counted
+    ]
+    assert numbers(list(await sqlite_store.read(3, to_seq=9, types=["eventbus_sqlite.tests.Loose"]))) == [
+        (3, 3),
+        (6, 6),
+        (9, 9),
+    ]
+    assert await sqlite_store.read(13) == []
