@@ -6,7 +6,8 @@ once, each store runs them in its own test module by subclassing
 store with more `StoreFeatures` also subclasses the matching mixins,
 `PersistentStoreConformance`, `SharedStoreConformance`,
 `BoundedStoreConformance`, `RetentionStoreConformance`,
-`ImmediateAppendConformance` and `TransactionsConformance`; the base suite
+`ImmediateAppendConformance` and `TransactionsConformance` (with
+`OutboxConformance`); the base suite
 fails when a store declares a feature whose tests its module left out, so no
 guarantee goes untested and no test is skipped.
 
@@ -82,7 +83,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
@@ -108,13 +109,22 @@ from ..exceptions import (
 from ..policies import Retry
 from ..projection import rebuild_projection
 from ..record import NO_HEADERS, Record
-from ..store import DEFAULT_PAGE_SIZE, ImmediateAppend, LeaseFence, Retention, Store, immediate_append
+from ..store import (
+    DEFAULT_PAGE_SIZE,
+    ImmediateAppend,
+    LeaseFence,
+    Retention,
+    Store,
+    immediate_append,
+    transactions,
+)
 from ..store.codec import storable_text
 from ..transaction import Transaction
 
 __all__ = [
     "BoundedStoreConformance",
     "ImmediateAppendConformance",
+    "OutboxConformance",
     "PersistentStoreConformance",
     "RetentionStoreConformance",
     "SharedStoreConformance",
@@ -1571,7 +1581,8 @@ class TransactionsConformance(StoreConformance):
     A projection (a durable subscription whose handler takes a
     `Transaction`) keeps a table of the test's in the store's database. The
     subclass provides `fresh` (a bus needs a store it opens itself), `table`,
-    `param` and `sql` for the database's dialect.
+    `param` and `sql` for the database's dialect. The outbox half of the
+    feature is `OutboxConformance`, which the store's module runs too.
     """
 
     def fresh(self, store: Store) -> Store:
@@ -1764,3 +1775,197 @@ class TransactionsConformance(StoreConformance):
             await again.drain()
         assert calls == list(range(5))
         assert await self._numbers(store, view) == list(range(5))
+
+
+class _Placed(Event, name="eventbus.conformance.Placed"):
+    """What the outbox tests publish with an application's row: its order number."""
+
+    order: int
+
+
+_OUTBOX_WAIT = 30  # seconds a test waits for the bus to deliver what it committed
+
+
+class OutboxConformance:
+    """The outbox half of `StoreFeatures.transactions`: `EventBus.transaction`
+    and ``publish(..., transaction=conn)`` on a connection of the application's
+    own, through the store's `Transactions` (``check_connection``,
+    ``in_transaction``, ``begin`` and the `OpenTransaction` it returns).
+
+    A store that declares transactions runs these tests beside
+    `TransactionsConformance`: in the same test class, or in a class of its
+    own when its driver's connections live on one event loop only (asyncpg's
+    on asyncio), whose ``anyio_backend`` fixture then names that loop. The
+    class provides the ``store`` fixture, `fresh`, `table` and `sql` as for
+    `TransactionsConformance`, and `application` and `execute`.
+    """
+
+    def fresh(self, store: Store) -> Store:
+        """A new, unopened instance on ``store``'s data (a bus opens and closes it)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement fresh()")
+
+    def table(self, name: str) -> str:
+        """The name to create table ``name`` under, qualified as the database needs."""
+        raise NotImplementedError(f"{type(self).__name__} must implement table()")
+
+    async def sql(self, store: Store, statement: str) -> list[tuple[Any, ...]]:
+        """Run ``statement`` on a connection of the test's own to ``store``'s database; its rows."""
+        raise NotImplementedError(f"{type(self).__name__} must implement sql()")
+
+    def application(self, store: Store) -> AbstractAsyncContextManager[Any]:
+        """A connection to ``store``'s database of the driver its `Transactions.begin`
+        takes, as the application holds one, with no transaction open; closed on exit."""
+        raise NotImplementedError(f"{type(self).__name__} must implement application()")
+
+    async def execute(self, connection: Any, statement: str) -> None:
+        """Run ``statement`` on the application's ``connection`` the driver's own way."""
+        raise NotImplementedError(f"{type(self).__name__} must implement execute()")
+
+    async def _orders_table(self, store: Store) -> str:
+        orders = self.table(f"orders_{uuid4().hex[:8]}")
+        await self.sql(store, f"CREATE TABLE {orders} (n BIGINT NOT NULL)")
+        return orders
+
+    async def _orders(self, store: Store, orders: str) -> list[int]:
+        return sorted(row[0] for row in await self.sql(store, f"SELECT n FROM {orders}"))
+
+    @asynccontextmanager
+    async def _running(self, store: Store) -> AsyncIterator[tuple[EventBus, list[int]]]:
+        """A bus on ``store``'s data, and the order numbers a ``from_seq=1`` subscription saw, in order."""
+        bus = EventBus(store=self.fresh(store))
+        seen: list[int] = []
+
+        @bus.subscribe(_Placed, from_seq=1, name="seen")
+        async def see(event: _Placed) -> None:
+            seen.append(event.order)
+
+        async with bus:
+            yield bus, seen
+
+    @staticmethod
+    def _in_transaction(bus: EventBus, connection: Any) -> bool:
+        store = transactions(bus.store)
+        assert store is not None, f"{type(bus.store).__name__}.features.transactions is False"
+        return store.in_transaction(connection)
+
+    async def test_a_committed_block_stores_its_row_and_its_event_and_delivers_it(self, store: Store) -> None:
+        orders = await self._orders_table(store)
+        async with self._running(store) as (bus, seen), self.application(store) as connection:
+            async with bus.transaction(connection) as tx:
+                assert tx.connection is connection
+                await self.execute(connection, f"INSERT INTO {orders} (n) VALUES (1)")
+                assert await tx.publish(_Placed(order=1)) == 1
+                assert list(await bus.store.read(1)) == []  # not visible before the commit
+            assert not self._in_transaction(bus, connection)
+            await bus.drain(timeout=_OUTBOX_WAIT)  # waits for the subscription that tails the store
+            assert seen == [1]
+            assert await self._orders(store, orders) == [1]
+            assert await bus.publish(_Placed(order=2)) == 2
+            await bus.drain(timeout=_OUTBOX_WAIT)
+            assert seen == [1, 2]
+
+    async def test_a_block_that_raises_stores_and_delivers_nothing_and_leaves_no_gap(self, store: Store) -> None:
+        orders = await self._orders_table(store)
+        async with self._running(store) as (bus, seen), self.application(store) as connection:
+
+            async def place_orders() -> None:
+                async with bus.transaction(connection) as tx:
+                    await self.execute(connection, f"INSERT INTO {orders} (n) VALUES (1)")
+                    assert await tx.publish_many([_Placed(order=1), _Placed(order=2)]) == [1, 2]
+                    raise LookupError("out of stock")
+
+            with pytest.raises(LookupError, match="out of stock"):
+                await place_orders()
+            assert not self._in_transaction(bus, connection)
+            assert await self._orders(store, orders) == []
+            assert await bus.store.head() == 0
+            assert await bus.publish(_Placed(order=3)) == 1  # the rolled-back seqs are the next ones
+            await bus.drain(timeout=_OUTBOX_WAIT)
+            assert seen == [3]
+
+    async def test_a_block_cancelled_before_its_end_still_commits_or_rolls_back_whole(self, store: Store) -> None:
+        # `OpenTransaction.commit` and `rollback` run to their end under cancellation:
+        # an await they make is shielded, or the connection would stay in its transaction
+        orders = await self._orders_table(store)
+        async with self._running(store) as (bus, seen), self.application(store) as connection:
+            with anyio.CancelScope() as scope:
+                async with bus.transaction(connection) as tx:
+                    await self.execute(connection, f"INSERT INTO {orders} (n) VALUES (1)")
+                    await tx.publish(_Placed(order=1))
+                    scope.cancel()  # pending when the block ends normally: the commit runs to its end
+            assert not self._in_transaction(bus, connection)
+            assert await self._orders(store, orders) == [1]
+            assert bus.head == 1
+            with anyio.CancelScope() as scope:
+                async with bus.transaction(connection) as tx:
+                    await self.execute(connection, f"INSERT INTO {orders} (n) VALUES (2)")
+                    await tx.publish(_Placed(order=2))
+                    scope.cancel()
+                    await anyio.lowlevel.checkpoint()  # the block ends with the cancellation: rolled back whole
+            assert scope.cancelled_caught
+            assert not self._in_transaction(bus, connection)
+            assert await self._orders(store, orders) == [1]
+            assert await bus.publish(_Placed(order=3)) == 2  # the store's lock was given back, with no gap
+            await bus.drain(timeout=_OUTBOX_WAIT)
+            assert seen == [1, 3]
+
+    async def test_publish_joins_a_transaction_the_application_began(self, store: Store) -> None:
+        orders = await self._orders_table(store)
+        async with self._running(store) as (bus, seen), self.application(store) as connection:
+            await self.execute(connection, "BEGIN")
+            await self.execute(connection, f"INSERT INTO {orders} (n) VALUES (1)")
+            assert await bus.publish(_Placed(order=1), transaction=connection) == 1
+            assert await bus.publish_many([_Placed(order=2)], transaction=connection) == [2]
+            await self.execute(connection, "COMMIT")
+            await self.execute(connection, "BEGIN")
+            await self.execute(connection, f"INSERT INTO {orders} (n) VALUES (3)")
+            await bus.publish(_Placed(order=3), transaction=connection)
+            await self.execute(connection, "ROLLBACK")
+            assert await bus.publish(_Placed(order=4)) == 3
+            await bus.drain(timeout=_OUTBOX_WAIT)
+            assert seen == [1, 2, 4]
+            assert await self._orders(store, orders) == [1]
+
+    async def test_a_connection_in_the_wrong_state_is_refused(self, store: Store) -> None:
+        async with self._running(store) as (bus, _), self.application(store) as connection:
+            with pytest.raises(TransactionError, match="no transaction is open"):
+                await bus.publish(_Placed(order=1), transaction=connection)
+            await self.execute(connection, "BEGIN")
+            with pytest.raises(TransactionError, match="already open"):
+                async with bus.transaction(connection):
+                    pass
+            await self.execute(connection, "ROLLBACK")
+            assert await bus.store.head() == 0
+
+    async def test_a_plain_publish_inside_an_open_transaction_raises_instead_of_deadlocking(self, store: Store) -> None:
+        async with self._running(store) as (bus, seen), self.application(store) as connection:
+            async with bus.transaction(connection) as tx:
+                with pytest.raises(TransactionError, match="plain publish from inside an open transaction"):
+                    await bus.publish(_Placed(order=0))
+                with pytest.raises(TransactionError, match="plain publish from inside an open transaction"):
+                    await bus.publish_many([_Placed(order=0)])
+                await tx.publish(_Placed(order=1))
+            await self.execute(connection, "BEGIN")
+            await bus.publish(_Placed(order=2), transaction=connection)
+            with pytest.raises(TransactionError, match="plain publish from inside an open transaction"):
+                await bus.publish(_Placed(order=0))
+            await self.execute(connection, "COMMIT")
+            assert await bus.publish(_Placed(order=3)) == 3  # the transaction is over: allowed again
+            await bus.drain(timeout=_OUTBOX_WAIT)
+            assert seen == [1, 2, 3]
+
+    async def test_event_ids_are_idempotent_inside_transactions(self, store: Store) -> None:
+        stored_id, new_id = uuid4(), uuid4()
+        async with self._running(store) as (bus, seen), self.application(store) as connection:
+            assert await bus.publish(_Placed(order=1), event_id=stored_id) == 1
+            async with bus.transaction(connection) as tx:
+                assert await tx.publish(_Placed(order=-1), event_id=stored_id) == 1
+                assert await tx.publish(_Placed(order=2), event_id=new_id) == 2
+                assert await tx.publish_many(
+                    [_Placed(order=-2), _Placed(order=3), _Placed(order=-1)], event_ids=[new_id, uuid4(), stored_id]
+                ) == [2, 3, 1]
+            await bus.drain(timeout=_OUTBOX_WAIT)
+            assert seen == [1, 2, 3]
+            assert await bus.publish(_Placed(order=-2), event_id=new_id) == 2
+            with pytest.raises(ValueError, match="2 event_ids for 1 events"):
+                await bus.publish_many([_Placed(order=0)], event_ids=[uuid4(), uuid4()], transaction=connection)

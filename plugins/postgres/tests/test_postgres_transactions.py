@@ -60,67 +60,6 @@ async def orders(conn: Any, schema: str) -> list[UUID]:
 
 
 @asyncio_only
-async def test_a_committed_transaction_stores_its_row_and_its_event_and_delivers_it(schema: str) -> None:
-    order = uuid4()
-    async with running(schema) as (bus, seen), connected() as conn:
-        async with bus.transaction(conn) as tx:
-            assert tx.connection is conn
-            await conn.execute(f'INSERT INTO "{schema}".orders (id) VALUES ($1)', order)
-            assert await tx.publish(Tick(n=1), event_id=order) == 1
-            assert await bus.store.read(1) == []  # not visible before the commit
-        assert bus.head == 1  # committed: drain() waits for the subscriptions that tail the store
-        await bus.drain(timeout=_DEADLINE)
-        assert [(r.seq, r.event_id) for r in seen.records] == [(1, order)]
-        assert await orders(conn, schema) == [order]
-        assert await bus.publish(Tick(n=2)) == 2
-        await seen.wait_for(2)
-
-
-@asyncio_only
-async def test_a_rolled_back_transaction_stores_and_delivers_nothing(schema: str) -> None:
-    async with running(schema) as (bus, seen), connected() as conn:
-
-        async def place_order() -> None:
-            async with bus.transaction(conn) as tx:
-                await conn.execute(f'INSERT INTO "{schema}".orders (id) VALUES ($1)', uuid4())
-                assert await tx.publish_many([Tick(n=1), Tick(n=2)]) == [1, 2]
-                raise LookupError("out of stock")
-
-        with pytest.raises(LookupError, match="out of stock"):
-            await place_order()
-        assert not conn.is_in_transaction()
-        assert await orders(conn, schema) == []
-        assert await bus.store.head() == 0
-        assert await bus.publish(Tick(n=3)) == 1  # no gap where the rolled-back seqs were
-        await seen.wait_for(1)
-        assert [(r.seq, r.event.n) for r in seen.records] == [(1, 3)]
-
-
-@asyncio_only
-async def test_a_block_cancelled_before_its_end_still_commits_or_rolls_back_whole(schema: str) -> None:
-    async with running(schema) as (bus, seen), connected() as conn:
-        with anyio.CancelScope() as scope:
-            async with bus.transaction(conn) as tx:
-                await conn.execute(f'INSERT INTO "{schema}".orders (id) VALUES ($1)', uuid4())
-                await tx.publish(Tick(n=1))
-                scope.cancel()  # delivered at the COMMIT's first await, which runs to its end all the same
-        assert not conn.is_in_transaction()
-        assert len(await orders(conn, schema)) == 1
-        assert bus.head == 1
-        with anyio.CancelScope() as scope:
-            async with bus.transaction(conn) as tx:
-                await conn.execute(f'INSERT INTO "{schema}".orders (id) VALUES ($1)', uuid4())
-                await tx.publish(Tick(n=2))
-                scope.cancel()
-                await anyio.lowlevel.checkpoint()  # the block ends with the cancellation: ROLLBACK, whole
-        assert not conn.is_in_transaction()
-        assert len(await orders(conn, schema)) == 1
-        assert await bus.publish(Tick(n=3)) == 2  # the store's lock was given back, with no gap
-        await seen.wait_for(2)
-        assert [r.event.n for r in seen.records] == [1, 3]
-
-
-@asyncio_only
 async def test_publish_joins_a_transaction_the_application_began_itself(schema: str) -> None:
     async with running(schema) as (bus, seen), connected() as conn:
         async with conn.transaction():
@@ -145,18 +84,6 @@ async def test_nested_transactions_of_the_application_become_savepoints(schema: 
                 await conn.execute(f'INSERT INTO "{schema}".orders (id) VALUES ($1)', uuid4())
         await seen.wait_for(1)
         assert len(await orders(conn, schema)) == 1
-
-
-@asyncio_only
-async def test_publish_with_a_connection_not_in_a_transaction_is_refused(schema: str) -> None:
-    async with running(schema) as (bus, _), connected() as conn:
-        with pytest.raises(TransactionError, match="no transaction is open"):
-            await bus.publish(Tick(n=1), transaction=conn)
-        async with conn.transaction():
-            with pytest.raises(TransactionError, match="already open"):
-                async with bus.transaction(conn):
-                    raise AssertionError("the block must not run")
-        assert await bus.store.head() == 0
 
 
 @asyncio_only
@@ -196,40 +123,6 @@ async def test_trio_gets_a_clear_error_for_an_asyncpg_connection(schema: str) ->
     finally:
         await anyio.to_thread.run_sync(loop.run_until_complete, conn.close())
         loop.close()
-
-
-@asyncio_only
-async def test_a_plain_publish_inside_an_open_transaction_raises_instead_of_deadlocking(schema: str) -> None:
-    async with running(schema) as (bus, seen), connected() as conn:
-        async with bus.transaction(conn) as tx:
-            await tx.publish(Tick(n=1))
-            with pytest.raises(TransactionError, match="plain publish from inside an open transaction"):
-                await bus.publish(Tick(n=0))
-        async with conn.transaction():
-            await bus.publish(Tick(n=2), transaction=conn)
-            with pytest.raises(TransactionError, match="plain publish from inside an open transaction"):
-                await bus.publish_many([Tick(n=0)])
-        assert await bus.publish(Tick(n=3)) == 3
-        await seen.wait_for(3)
-        assert [r.event.n for r in seen.records] == [1, 2, 3]
-
-
-@asyncio_only
-async def test_event_ids_are_idempotent_inside_transactions(schema: str) -> None:
-    stored_id, new_id = uuid4(), uuid4()
-    async with running(schema) as (bus, seen), connected() as conn:
-        assert await bus.publish(Tick(n=1), event_id=stored_id) == 1
-        async with bus.transaction(conn) as tx:
-            assert await tx.publish(Tick(n=0), event_id=stored_id) == 1
-            assert await tx.publish(Tick(n=2), event_id=new_id) == 2
-            assert await tx.publish_many([Tick(n=0), Tick(n=3), Tick(n=0)], event_ids=[new_id, uuid4(), stored_id]) == [
-                2,
-                3,
-                1,
-            ]
-        await seen.wait_for(3)
-        assert [(r.seq, r.event.n) for r in seen.records] == [(1, 1), (2, 2), (3, 3)]
-        assert await bus.publish(Tick(n=0), event_id=new_id) == 2
 
 
 async def waiting_for_a_lock(conn: Any, watcher: Any) -> None:

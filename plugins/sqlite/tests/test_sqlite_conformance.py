@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ from eventbus_sqlite import SqliteStore
 
 from eventbus.store import Retention, Store
 from eventbus.testing.conformance import (
+    OutboxConformance,
     PersistentStoreConformance,
     RetentionStoreConformance,
     SharedStoreConformance,
@@ -20,7 +23,11 @@ from eventbus.testing.conformance import (
 
 
 class TestSqliteStore(
-    PersistentStoreConformance, SharedStoreConformance, RetentionStoreConformance, TransactionsConformance
+    PersistentStoreConformance,
+    SharedStoreConformance,
+    RetentionStoreConformance,
+    TransactionsConformance,
+    OutboxConformance,
 ):
     @pytest.fixture
     async def store(self, sqlite_store: SqliteStore) -> SqliteStore:
@@ -52,6 +59,18 @@ class TestSqliteStore(
     async def sql(self, store: Store, statement: str) -> list[tuple[Any, ...]]:
         assert isinstance(store, SqliteStore)
         return await anyio.to_thread.run_sync(_run_sql, store.path, statement)
+
+    @asynccontextmanager
+    async def application(self, store: Store) -> AsyncIterator[sqlite3.Connection]:
+        assert isinstance(store, SqliteStore)
+        connection = sqlite3.connect(store.path, isolation_level=None)  # BEGIN and COMMIT as the test says
+        try:
+            yield connection
+        finally:
+            connection.close()
+
+    async def execute(self, connection: Any, statement: str) -> None:
+        connection.execute(statement)
 
     async def open_with_retention(self, store: Store, retention: Retention) -> Store:
         assert isinstance(store, SqliteStore)

@@ -50,76 +50,6 @@ def orders(connection: sqlite3.Connection) -> list[str]:
     return [row[0] for row in connection.execute("SELECT id FROM orders ORDER BY id")]
 
 
-async def test_a_committed_transaction_stores_its_row_and_its_event_and_delivers_it(
-    db_path: Path, connection: sqlite3.Connection
-) -> None:
-    async with running(db_path) as (bus, seen):
-        connection.execute("CREATE TABLE orders (id TEXT PRIMARY KEY)")
-        async with bus.transaction(connection) as tx:
-            assert tx.connection is connection
-            connection.execute("INSERT INTO orders (id) VALUES ('A1')")
-            seq = await tx.publish(OrderPlaced(order_id="A1"))
-            assert seq == 1
-            assert await bus.store.read(1) == []  # not visible before the commit
-        assert bus.head == 1  # committed: drain() waits for the subscriptions that tail the store
-        await bus.drain(timeout=_DEADLINE)
-        assert [(r.seq, r.event) for r in seen.records] == [(1, OrderPlaced(order_id="A1"))]
-        assert orders(connection) == ["A1"]
-        assert await bus.publish(OrderPlaced(order_id="A2")) == 2
-        await seen.wait_for(2)
-        assert [r.seq for r in seen.records] == [1, 2]
-
-
-async def test_a_block_cancelled_before_its_end_still_commits_or_rolls_back_whole(
-    db_path: Path, connection: sqlite3.Connection
-) -> None:
-    async with running(db_path) as (bus, seen):
-        connection.execute("CREATE TABLE orders (id TEXT PRIMARY KEY)")
-        with anyio.CancelScope() as scope:
-            async with bus.transaction(connection) as tx:
-                connection.execute("INSERT INTO orders (id) VALUES ('A1')")
-                await tx.publish(OrderPlaced(order_id="A1"))
-                scope.cancel()  # pending when the block ends normally: the COMMIT runs to its end
-        assert not connection.in_transaction
-        assert orders(connection) == ["A1"]
-        assert bus.head == 1
-        with anyio.CancelScope() as scope:
-            async with bus.transaction(connection) as tx:
-                connection.execute("INSERT INTO orders (id) VALUES ('A2')")
-                await tx.publish(OrderPlaced(order_id="A2"))
-                scope.cancel()
-                await anyio.lowlevel.checkpoint()  # the block ends with the cancellation: ROLLBACK, whole
-        assert scope.cancelled_caught
-        assert not connection.in_transaction
-        assert orders(connection) == ["A1"]
-        assert await bus.publish(OrderPlaced(order_id="A3")) == 2  # the file's lock was given back, with no gap
-        await seen.wait_for(2)
-        assert [r.event.order_id for r in seen.records] == ["A1", "A3"]
-
-
-async def test_a_rolled_back_transaction_stores_and_delivers_nothing(
-    db_path: Path, connection: sqlite3.Connection
-) -> None:
-    async with running(db_path) as (bus, seen):
-        connection.execute("CREATE TABLE orders (id TEXT PRIMARY KEY)")
-
-        async def place_order() -> None:
-            async with bus.transaction(connection) as tx:
-                connection.execute("INSERT INTO orders (id) VALUES ('A1')")
-                assert await tx.publish_many([OrderPlaced(order_id="A1"), OrderPlaced(order_id="A2")]) == [1, 2]
-                raise LookupError("out of stock")
-
-        with pytest.raises(LookupError, match="out of stock"):
-            await place_order()
-        assert not connection.in_transaction
-        assert orders(connection) == []
-        assert await bus.store.head() == 0
-        # the seqs the rolled-back transaction had are the next ones: no gap
-        assert await bus.publish(OrderPlaced(order_id="B1")) == 1
-        await seen.wait_for(1)
-        assert [(r.seq, r.event.order_id) for r in seen.records] == [(1, "B1")]
-
-
 async def test_publish_joins_a_transaction_the_application_began_itself(db_path: Path) -> None:
     connection = sqlite3.connect(db_path)  # the sqlite3 module's default: it begins transactions itself
     try:
@@ -140,20 +70,6 @@ async def test_publish_joins_a_transaction_the_application_began_itself(db_path:
             assert [r.event.order_id for r in seen.records] == ["A1", "A2", "A4"]
     finally:
         connection.close()
-
-
-async def test_publish_with_a_connection_not_in_a_transaction_is_refused(
-    db_path: Path, connection: sqlite3.Connection
-) -> None:
-    async with running(db_path) as (bus, _):
-        with pytest.raises(TransactionError, match="no transaction is open"):
-            await bus.publish(OrderPlaced(order_id="A1"), transaction=connection)
-        connection.execute("BEGIN")
-        with pytest.raises(TransactionError, match="already open"):
-            async with bus.transaction(connection):
-                pass
-        connection.execute("ROLLBACK")
-        assert await bus.store.head() == 0
 
 
 async def test_the_connection_checked_last_is_not_checked_again_and_another_still_is(
@@ -243,26 +159,6 @@ async def test_another_path_to_the_store_file_is_accepted(db_path: Path, tmp_pat
         await seen.wait_for(1)
 
 
-async def test_a_plain_publish_inside_an_open_transaction_raises_instead_of_deadlocking(
-    db_path: Path, connection: sqlite3.Connection
-) -> None:
-    async with running(db_path) as (bus, seen):
-        async with bus.transaction(connection) as tx:
-            with pytest.raises(TransactionError, match="plain publish from inside an open transaction"):
-                await bus.publish(OrderPlaced(order_id="plain"))
-            with pytest.raises(TransactionError, match="plain publish from inside an open transaction"):
-                await bus.publish_many([OrderPlaced(order_id="plain")])
-            await tx.publish(OrderPlaced(order_id="A1"))
-        connection.execute("BEGIN IMMEDIATE")
-        await bus.publish(OrderPlaced(order_id="A2"), transaction=connection)
-        with pytest.raises(TransactionError, match="plain publish from inside an open transaction"):
-            await bus.publish(OrderPlaced(order_id="plain"))
-        connection.execute("COMMIT")
-        assert await bus.publish(OrderPlaced(order_id="A3")) == 3  # the transaction is over: allowed again
-        await seen.wait_for(3)
-        assert [r.event.order_id for r in seen.records] == ["A1", "A2", "A3"]
-
-
 async def test_publish_middleware_runs_around_a_publish_in_a_transaction(
     db_path: Path, connection: sqlite3.Connection
 ) -> None:
@@ -284,24 +180,6 @@ async def test_publish_middleware_runs_around_a_publish_in_a_transaction(
         await bus.publish(OrderPlaced(order_id="A4"))
         assert seen_by_middleware == [(1, 1), (2, 3), (1, 4)]
         assert [dict(record.headers) for record in await bus.store.read(1)] == [{"stamped": "yes"}] * 4
-
-
-async def test_event_ids_are_idempotent_inside_transactions(db_path: Path, connection: sqlite3.Connection) -> None:
-    stored_id, new_id = uuid4(), uuid4()
-    async with running(db_path) as (bus, seen):
-        assert await bus.publish(OrderPlaced(order_id="A1"), event_id=stored_id) == 1
-        async with bus.transaction(connection) as tx:
-            assert await tx.publish(OrderPlaced(order_id="again"), event_id=stored_id) == 1
-            assert await tx.publish(OrderPlaced(order_id="A2"), event_id=new_id) == 2
-            assert await tx.publish_many(
-                [OrderPlaced(order_id="A2 again"), OrderPlaced(order_id="A3"), OrderPlaced(order_id="A1 again")],
-                event_ids=[new_id, uuid4(), stored_id],
-            ) == [2, 3, 1]
-        await seen.wait_for(3)
-        assert [(r.seq, r.event.order_id) for r in seen.records] == [(1, "A1"), (2, "A2"), (3, "A3")]
-        assert await bus.publish(OrderPlaced(order_id="again"), event_id=new_id) == 2
-        with pytest.raises(ValueError, match="2 event_ids for 1 events"):
-            await bus.publish_many([OrderPlaced(order_id="x")], event_ids=[uuid4(), uuid4()], transaction=connection)
 
 
 @pytest.mark.parametrize("count", [1, 3])
