@@ -10,6 +10,7 @@ from eventbus.deadletters import DeadLetter
 from eventbus.record import Record
 from eventbus.store.codec import EXTRA_FIELDS, MAX_SEQ, PLAIN_FIELDS, letters_from_rows, records_from_split_rows
 
+from ._schema import HAS_EXTRAS
 from ._statements import LETTER_COLUMNS
 
 __all__ = ["checkpoint", "checkpoints", "dead_letters", "first_seq", "head", "read_page", "read_records"]
@@ -19,8 +20,8 @@ _UNNUMBERED = f"SELECT {', '.join(PLAIN_FIELDS)}{_RANGE}"
 _NUMBERED = f"SELECT seq, {', '.join(PLAIN_FIELDS)}{_RANGE}"
 _SEQS = f"SELECT seq{_RANGE}"
 _EXTRAS = (
-    f"SELECT seq, {', '.join(EXTRA_FIELDS)}{_RANGE} "
-    "AND (correlation_id IS NOT NULL OR causation_id IS NOT NULL OR headers IS NOT NULL OR depth IS NOT 0)"
+    f"SELECT seq, {', '.join(EXTRA_FIELDS)} FROM eventbus_records INDEXED BY eventbus_records_with_extras "
+    f"WHERE seq >= ? AND seq <= ? AND {HAS_EXTRAS}"
 )
 _SEQ_AND_ROW = itemgetter(0, slice(1, None))
 
@@ -38,10 +39,11 @@ def read_records(
     each row's type inside SQLite, which keeps appends fast and costs little
     next to building the records it returns.
 
-    A page is read in one read transaction: first how many rows it has and
-    its first and last seq, then the columns most rows leave NULL
-    (`EXTRA_FIELDS`) from the rows of that range that hold any, then the
-    columns every row has. A column fetched costs the reader thread about
+    A page is read in one read transaction: first its first and last seq,
+    then the columns most rows leave NULL (`EXTRA_FIELDS`) from the rows of
+    that range that hold any (found through the partial index on them, not
+    by testing every row: 1 050 instructions a row), then the columns every
+    row has. A column fetched costs the reader thread about
     900 instructions a row (``sqlite3`` lets go of the GIL around each), a
     column scanned inside SQLite far less; so when the page's seqs are
     consecutive (seqs are gapless: only ``types`` leaves some out), they
