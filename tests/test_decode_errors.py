@@ -58,8 +58,11 @@ async def _store_with_history(kind: str, tmp_path: Path) -> Store | str:
 
 async def _replay_outcomes(bus: EventBus, *types: type[Event] | str) -> list[tuple[int, str]]:
     """(seq, what happened) for each stored record: the event's ``n``, or the error class."""
+    return await _outcomes(bus.replay(*types))
+
+
+async def _outcomes(replay: Replay[Event]) -> list[tuple[int, str]]:
     outcomes: list[tuple[int, str]] = []
-    replay = bus.replay(*types)
     while True:
         try:
             record = await replay.__anext__()
@@ -68,9 +71,8 @@ async def _replay_outcomes(bus: EventBus, *types: type[Event] | str) -> list[tup
         except EventDecodeError as exc:
             outcomes.append((exc.seq or 0, type(exc).__name__))
         else:
-            event = record.event
-            assert isinstance(event, Tick)
-            outcomes.append((record.seq, str(event.n)))
+            assert isinstance(record.decoded, Tick)  # decoded before it was handed over
+            outcomes.append((record.seq, str(record.decoded.n)))
 
 
 # -- replay ----------------------------------------------------------------------------------
@@ -142,19 +144,8 @@ async def test_bad_records_at_the_edges_of_a_decoded_run_or_a_page_each_fail_alo
             for seq in range(1, 301)
         ]
     )
-    replay: Replay[Event] = Replay(store, page_size=200)
-    outcomes: list[tuple[int, str]] = []
     async with EventBus(store):
-        while True:
-            try:
-                record = await replay.__anext__()
-            except StopAsyncIteration:
-                break
-            except EventDecodeError as exc:
-                outcomes.append((exc.seq or 0, type(exc).__name__))
-            else:
-                assert isinstance(record.decoded, Tick)  # decoded before it was handed over
-                outcomes.append((record.seq, str(record.decoded.n)))
+        outcomes = await _outcomes(Replay(store, page_size=200))
 
     assert outcomes == [
         (seq, "UnknownEventType" if seq in unknown else "EventDecodeError" if seq in invalid else str(seq))

@@ -1575,15 +1575,9 @@ class _Derived(Event, name="eventbus.conformance.Derived"):
     n: int
 
 
-class TransactionsConformance(StoreConformance):
-    """The tests of `StoreFeatures.transactions` for projections, on top of the base suite.
-
-    A projection (a durable subscription whose handler takes a
-    `Transaction`) keeps a table of the test's in the store's database. The
-    subclass provides `fresh` (a bus needs a store it opens itself), `table`,
-    `param` and `sql` for the database's dialect. The outbox half of the
-    feature is `OutboxConformance`, which the store's module runs too.
-    """
+class _SqlDatabase:
+    """The hooks the suites of `StoreFeatures.transactions` share: a store whose
+    data lives in a SQL database the test reaches on connections of its own."""
 
     def fresh(self, store: Store) -> Store:
         """A new, unopened instance on ``store``'s data (a bus opens and closes it)."""
@@ -1593,13 +1587,24 @@ class TransactionsConformance(StoreConformance):
         """The name to create table ``name`` under, qualified as the database needs."""
         raise NotImplementedError(f"{type(self).__name__} must implement table()")
 
-    def param(self, number: int) -> str:
-        """The driver's placeholder for argument ``number`` (from 1): ``?`` or ``$1``."""
-        raise NotImplementedError(f"{type(self).__name__} must implement param()")
-
     async def sql(self, store: Store, statement: str) -> list[tuple[Any, ...]]:
         """Run ``statement`` on a connection of the test's own to ``store``'s database; its rows."""
         raise NotImplementedError(f"{type(self).__name__} must implement sql()")
+
+
+class TransactionsConformance(_SqlDatabase, StoreConformance):
+    """The tests of `StoreFeatures.transactions` for projections, on top of the base suite.
+
+    A projection (a durable subscription whose handler takes a
+    `Transaction`) keeps a table of the test's in the store's database. The
+    subclass provides `fresh` (a bus needs a store it opens itself), `table`,
+    `param` and `sql` for the database's dialect. The outbox half of the
+    feature is `OutboxConformance`, which the store's module runs too.
+    """
+
+    def param(self, number: int) -> str:
+        """The driver's placeholder for argument ``number`` (from 1): ``?`` or ``$1``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement param()")
 
     async def _view(self, store: Store) -> str:
         view = self.table(f"view_{uuid4().hex[:8]}")
@@ -1786,7 +1791,7 @@ class _Placed(Event, name="eventbus.conformance.Placed"):
 _OUTBOX_WAIT = 30  # seconds a test waits for the bus to deliver what it committed
 
 
-class OutboxConformance:
+class OutboxConformance(_SqlDatabase):
     """The outbox half of `StoreFeatures.transactions`: `EventBus.transaction`
     and ``publish(..., transaction=conn)`` on a connection of the application's
     own, through the store's `Transactions` (``check_connection``,
@@ -1799,18 +1804,6 @@ class OutboxConformance:
     class provides the ``store`` fixture, `fresh`, `table` and `sql` as for
     `TransactionsConformance`, and `application` and `execute`.
     """
-
-    def fresh(self, store: Store) -> Store:
-        """A new, unopened instance on ``store``'s data (a bus opens and closes it)."""
-        raise NotImplementedError(f"{type(self).__name__} must implement fresh()")
-
-    def table(self, name: str) -> str:
-        """The name to create table ``name`` under, qualified as the database needs."""
-        raise NotImplementedError(f"{type(self).__name__} must implement table()")
-
-    async def sql(self, store: Store, statement: str) -> list[tuple[Any, ...]]:
-        """Run ``statement`` on a connection of the test's own to ``store``'s database; its rows."""
-        raise NotImplementedError(f"{type(self).__name__} must implement sql()")
 
     def application(self, store: Store) -> AbstractAsyncContextManager[Any]:
         """A connection to ``store``'s database of the driver its `Transactions.begin`
