@@ -1591,6 +1591,15 @@ class _SqlDatabase:
         """Run ``statement`` on a connection of the test's own to ``store``'s database; its rows."""
         raise NotImplementedError(f"{type(self).__name__} must implement sql()")
 
+    async def _numbers_table(self, store: Store, prefix: str) -> str:
+        """A new table of one column, ``n``, in ``store``'s database: its name."""
+        table = self.table(f"{prefix}_{uuid4().hex[:8]}")
+        await self.sql(store, f"CREATE TABLE {table} (n BIGINT NOT NULL)")
+        return table
+
+    async def _numbers(self, store: Store, table: str) -> list[int]:
+        return sorted(row[0] for row in await self.sql(store, f"SELECT n FROM {table}"))
+
 
 class TransactionsConformance(_SqlDatabase, StoreConformance):
     """The tests of `StoreFeatures.transactions` for projections, on top of the base suite.
@@ -1605,14 +1614,6 @@ class TransactionsConformance(_SqlDatabase, StoreConformance):
     def param(self, number: int) -> str:
         """The driver's placeholder for argument ``number`` (from 1): ``?`` or ``$1``."""
         raise NotImplementedError(f"{type(self).__name__} must implement param()")
-
-    async def _view(self, store: Store) -> str:
-        view = self.table(f"view_{uuid4().hex[:8]}")
-        await self.sql(store, f"CREATE TABLE {view} (n BIGINT NOT NULL)")
-        return view
-
-    async def _numbers(self, store: Store, view: str) -> list[int]:
-        return sorted(row[0] for row in await self.sql(store, f"SELECT n FROM {view}"))
 
     def _projecting_bus(
         self, store: Store, view: str, fail: Collection[int] = (), **options: Any
@@ -1633,7 +1634,7 @@ class TransactionsConformance(_SqlDatabase, StoreConformance):
         return bus, calls
 
     async def test_a_projections_writes_and_checkpoint_commit_together(self, store: Store) -> None:
-        view = await self._view(store)
+        view = await self._numbers_table(store, "view")
         bus, _calls = self._projecting_bus(store, view)
         async with bus:
             seqs = await bus.publish_many([_Projected(n=n) for n in range(20)])
@@ -1642,7 +1643,7 @@ class TransactionsConformance(_SqlDatabase, StoreConformance):
         assert (await store.checkpoints())["view"] == seqs[-1]
 
     async def test_a_failed_attempt_rolls_back_before_the_retry(self, store: Store) -> None:
-        view = await self._view(store)
+        view = await self._numbers_table(store, "view")
         bus = EventBus(store=self.fresh(store))
         attempts: defaultdict[int, int] = defaultdict(int)
 
@@ -1660,7 +1661,7 @@ class TransactionsConformance(_SqlDatabase, StoreConformance):
         assert dict(attempts) == dict.fromkeys(range(5), 3)
 
     async def test_a_dead_letter_and_the_checkpoint_past_it_commit_together(self, store: Store) -> None:
-        view = await self._view(store)
+        view = await self._numbers_table(store, "view")
         bus, _calls = self._projecting_bus(store, view, fail={2})
         async with bus:
             seqs = await bus.publish_many([_Projected(n=n) for n in range(4)])
@@ -1671,7 +1672,7 @@ class TransactionsConformance(_SqlDatabase, StoreConformance):
         assert (await store.checkpoints())["view"] == seqs[-1]
 
     async def test_a_restarted_projection_applies_each_event_once(self, store: Store) -> None:
-        view = await self._view(store)
+        view = await self._numbers_table(store, "view")
         bus, calls = self._projecting_bus(store, view)
         async with bus:
             await bus.publish_many([_Projected(n=n) for n in range(10)])
@@ -1686,7 +1687,7 @@ class TransactionsConformance(_SqlDatabase, StoreConformance):
         assert await self._numbers(store, view) == list(range(15))
 
     async def test_replicas_share_a_projection_and_apply_each_event_once(self, store: Store) -> None:
-        view = await self._view(store)
+        view = await self._numbers_table(store, "view")
         first, first_calls = self._projecting_bus(store, view)
         second = EventBus(store=self.fresh(store), lease_ttl=0.4)
         second_calls: list[int] = []
@@ -1714,7 +1715,7 @@ class TransactionsConformance(_SqlDatabase, StoreConformance):
         assert await self._numbers(store, view) == list(range(60))
 
     async def test_what_a_projection_publishes_commits_with_its_writes(self, store: Store) -> None:
-        view = await self._view(store)
+        view = await self._numbers_table(store, "view")
         bus = EventBus(store=self.fresh(store))
         refused: list[Exception] = []
 
@@ -1752,7 +1753,7 @@ class TransactionsConformance(_SqlDatabase, StoreConformance):
         assert letter.error_type == f"{StoreError.__module__}.{StoreError.__qualname__}"
 
     async def test_rebuild_starts_a_projection_over_with_the_applications_reset(self, store: Store) -> None:
-        view = await self._view(store)
+        view = await self._numbers_table(store, "view")
         bus, _calls = self._projecting_bus(store, view)
         async with bus:
             await bus.publish_many([_Projected(n=n) for n in range(5)])
@@ -1814,14 +1815,6 @@ class OutboxConformance(_SqlDatabase):
         """Run ``statement`` on the application's ``connection`` the driver's own way."""
         raise NotImplementedError(f"{type(self).__name__} must implement execute()")
 
-    async def _orders_table(self, store: Store) -> str:
-        orders = self.table(f"orders_{uuid4().hex[:8]}")
-        await self.sql(store, f"CREATE TABLE {orders} (n BIGINT NOT NULL)")
-        return orders
-
-    async def _orders(self, store: Store, orders: str) -> list[int]:
-        return sorted(row[0] for row in await self.sql(store, f"SELECT n FROM {orders}"))
-
     @asynccontextmanager
     async def _running(self, store: Store) -> AsyncIterator[tuple[EventBus, list[int]]]:
         """A bus on ``store``'s data, and the order numbers a ``from_seq=1`` subscription saw, in order."""
@@ -1842,7 +1835,7 @@ class OutboxConformance(_SqlDatabase):
         return store.in_transaction(connection)
 
     async def test_a_committed_block_stores_its_row_and_its_event_and_delivers_it(self, store: Store) -> None:
-        orders = await self._orders_table(store)
+        orders = await self._numbers_table(store, "orders")
         async with self._running(store) as (bus, seen), self.application(store) as connection:
             async with bus.transaction(connection) as tx:
                 assert tx.connection is connection
@@ -1852,13 +1845,13 @@ class OutboxConformance(_SqlDatabase):
             assert not self._in_transaction(bus, connection)
             await bus.drain(timeout=_OUTBOX_WAIT)  # waits for the subscription that tails the store
             assert seen == [1]
-            assert await self._orders(store, orders) == [1]
+            assert await self._numbers(store, orders) == [1]
             assert await bus.publish(_Placed(order=2)) == 2
             await bus.drain(timeout=_OUTBOX_WAIT)
             assert seen == [1, 2]
 
     async def test_a_block_that_raises_stores_and_delivers_nothing_and_leaves_no_gap(self, store: Store) -> None:
-        orders = await self._orders_table(store)
+        orders = await self._numbers_table(store, "orders")
         async with self._running(store) as (bus, seen), self.application(store) as connection:
 
             async def place_orders() -> None:
@@ -1870,7 +1863,7 @@ class OutboxConformance(_SqlDatabase):
             with pytest.raises(LookupError, match="out of stock"):
                 await place_orders()
             assert not self._in_transaction(bus, connection)
-            assert await self._orders(store, orders) == []
+            assert await self._numbers(store, orders) == []
             assert await bus.store.head() == 0
             assert await bus.publish(_Placed(order=3)) == 1  # the rolled-back seqs are the next ones
             await bus.drain(timeout=_OUTBOX_WAIT)
@@ -1879,7 +1872,7 @@ class OutboxConformance(_SqlDatabase):
     async def test_a_block_cancelled_before_its_end_still_commits_or_rolls_back_whole(self, store: Store) -> None:
         # `OpenTransaction.commit` and `rollback` run to their end under cancellation:
         # an await they make is shielded, or the connection would stay in its transaction
-        orders = await self._orders_table(store)
+        orders = await self._numbers_table(store, "orders")
         async with self._running(store) as (bus, seen), self.application(store) as connection:
             with anyio.CancelScope() as scope:
                 async with bus.transaction(connection) as tx:
@@ -1887,7 +1880,7 @@ class OutboxConformance(_SqlDatabase):
                     await tx.publish(_Placed(order=1))
                     scope.cancel()  # pending when the block ends normally: the commit runs to its end
             assert not self._in_transaction(bus, connection)
-            assert await self._orders(store, orders) == [1]
+            assert await self._numbers(store, orders) == [1]
             assert bus.head == 1
             with anyio.CancelScope() as scope:
                 async with bus.transaction(connection) as tx:
@@ -1897,13 +1890,13 @@ class OutboxConformance(_SqlDatabase):
                     await anyio.lowlevel.checkpoint()  # the block ends with the cancellation: rolled back whole
             assert scope.cancelled_caught
             assert not self._in_transaction(bus, connection)
-            assert await self._orders(store, orders) == [1]
+            assert await self._numbers(store, orders) == [1]
             assert await bus.publish(_Placed(order=3)) == 2  # the store's lock was given back, with no gap
             await bus.drain(timeout=_OUTBOX_WAIT)
             assert seen == [1, 3]
 
     async def test_publish_joins_a_transaction_the_application_began(self, store: Store) -> None:
-        orders = await self._orders_table(store)
+        orders = await self._numbers_table(store, "orders")
         async with self._running(store) as (bus, seen), self.application(store) as connection:
             await self.execute(connection, "BEGIN")
             await self.execute(connection, f"INSERT INTO {orders} (n) VALUES (1)")
@@ -1917,7 +1910,7 @@ class OutboxConformance(_SqlDatabase):
             assert await bus.publish(_Placed(order=4)) == 3
             await bus.drain(timeout=_OUTBOX_WAIT)
             assert seen == [1, 2, 4]
-            assert await self._orders(store, orders) == [1]
+            assert await self._numbers(store, orders) == [1]
 
     async def test_a_connection_in_the_wrong_state_is_refused(self, store: Store) -> None:
         async with self._running(store) as (bus, _), self.application(store) as connection:

@@ -44,7 +44,7 @@ def read_records(
     that range that hold any (found through the partial index on them, not
     by testing every row: 1 050 instructions a row), then the columns every
     row has. A column fetched costs the reader thread about
-    900 instructions a row (``sqlite3`` lets go of the GIL around each), a
+    700 instructions a row (``sqlite3`` lets go of the GIL around each), a
     column scanned inside SQLite far less; so when the page's seqs are
     consecutive (seqs are gapless: only ``types`` leaves some out), they
     are counted rather than fetched.
